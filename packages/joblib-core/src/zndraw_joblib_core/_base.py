@@ -1,0 +1,31 @@
+"""Base classes of the wire models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Treat naive datetimes as UTC and convert aware ones to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+"""A datetime normalised to timezone-aware UTC (naive input is read as UTC)."""
+
+
+class RequestModel(BaseModel):
+    """Base of request bodies: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ResponseModel(BaseModel):
+    """Base of response bodies: unknown fields are tolerated, so old clients keep working."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)

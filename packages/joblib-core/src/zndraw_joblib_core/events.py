@@ -1,0 +1,87 @@
+"""Events the server hands to its event sink after a change is committed.
+
+A host forwards them wherever it likes (Socket.IO, a message bus). Each event names the
+room it concerns in ``room_id``; ``kind`` tells the event types apart in a union.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from zndraw_joblib_core._base import UTCDateTime
+from zndraw_joblib_core.status import TaskStatus
+
+__all__ = ["Event", "JobsChanged", "TaskAvailable", "TaskStatusChanged"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class TaskStatusChanged(_Event):
+    """A task changed: its status, or its progress and message while running.
+
+    Attributes:
+        kind: Always ``task_status_changed``.
+        task_id: The task.
+        job_name: The job's full name.
+        room_id: The room the task was submitted from.
+        status: The task's state after the change.
+        attempt: The task's attempt number.
+        worker_id: The worker holding the task, if any.
+        progress: Reported progress, if any.
+        message: The worker's status message, if any.
+        cancel_requested: Whether cancellation was requested.
+        error: The error, for failed or cancelled tasks.
+        at: When the change was committed.
+    """
+
+    kind: Literal["task_status_changed"] = "task_status_changed"
+    task_id: UUID
+    job_name: str
+    room_id: str
+    status: TaskStatus
+    attempt: int = 0
+    worker_id: UUID | None = None
+    progress: float | None = None
+    message: str | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    at: UTCDateTime
+
+
+class TaskAvailable(_Event):
+    """A task became claimable for the workers of a job.
+
+    Attributes:
+        kind: Always ``task_available``.
+        task_id: The task.
+        job_name: The job's full name (workers of this job may claim it).
+        room_id: The room the task was submitted from.
+    """
+
+    kind: Literal["task_available"] = "task_available"
+    task_id: UUID
+    job_name: str
+    room_id: str
+
+
+class JobsChanged(_Event):
+    """The set of jobs (or their workers) visible in a room changed.
+
+    Attributes:
+        kind: Always ``jobs_changed``.
+        room_id: The room whose job list changed (``@global`` concerns every room).
+    """
+
+    kind: Literal["jobs_changed"] = "jobs_changed"
+    room_id: str
+
+
+Event = Annotated[
+    TaskStatusChanged | TaskAvailable | JobsChanged, Field(discriminator="kind")
+]
+"""Any event, discriminated by ``kind``."""

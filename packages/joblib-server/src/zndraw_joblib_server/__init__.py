@@ -1,0 +1,3 @@
+"""zndraw-joblib-server: the FastAPI router, models, sweeper and reference app."""
+
+__all__: list[str] = []
