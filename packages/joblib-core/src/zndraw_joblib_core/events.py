@@ -81,7 +81,5 @@ class JobsChanged(_Event):
     room_id: str
 
 
-Event = Annotated[
-    TaskStatusChanged | TaskAvailable | JobsChanged, Field(discriminator="kind")
-]
+Event = Annotated[TaskStatusChanged | TaskAvailable | JobsChanged, Field(discriminator="kind")]
 """Any event, discriminated by ``kind``."""

@@ -30,11 +30,11 @@ MAX_CATEGORY_LENGTH = 64
 MAX_NAME_LENGTH = 255
 """Longest accepted job name (the last part of the full name)."""
 
-# Control characters, '/', ':' and '@' never appear in room ids; names and categories
-# may not contain control characters, '/' or ':' either (they would make the full name and
-# the URL ambiguous).
-_FORBIDDEN_IN_ROOM = re.compile(r"[@:/\x00-\x1f\x7f]")
-_FORBIDDEN_IN_PART = re.compile(r"[:/\x00-\x1f\x7f]")
+# Control characters (Unicode category Cc: C0, DEL and C1), '/', ':' and '@' never appear
+# in room ids; names and categories may not contain control characters, '/' or ':' either
+# (they would make the full name and the URL ambiguous).
+_FORBIDDEN_IN_ROOM = re.compile(r"[@:/\x00-\x1f\x7f-\x9f]")
+_FORBIDDEN_IN_PART = re.compile(r"[:/\x00-\x1f\x7f-\x9f]")
 
 
 class JobName(NamedTuple):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -14,7 +14,7 @@ __all__ = [
 ]
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     """The state of a task; the wire value is the lower-case name."""
 
     PENDING = "pending"
@@ -30,7 +30,7 @@ class TaskStatus(str, Enum):
         return self in TERMINAL_STATUSES
 
 
-class Category(str, Enum):
+class Category(StrEnum):
     """The default job categories (a server may allow others through its settings)."""
 
     MODIFIER = "modifiers"
@@ -49,9 +49,7 @@ ACTIVE_STATUSES: frozenset[TaskStatus] = frozenset({TaskStatus.CLAIMED, TaskStat
 CLIENT_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.CLAIMED, TaskStatus.CANCELLED}),
     TaskStatus.CLAIMED: frozenset({TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
-    TaskStatus.RUNNING: frozenset(
-        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
-    ),
+    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELLED: frozenset(),

@@ -44,6 +44,7 @@ class TaskSubmitRequest(RequestModel):
         run_after: The task is not claimable before this time.
         max_attempts: How many times the task may be claimed in all (server default if null).
         timeout_seconds: Running longer than this counts as a lost lease.
+        lease_seconds: Lease length for this task (server default if null).
     """
 
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -51,6 +52,7 @@ class TaskSubmitRequest(RequestModel):
     run_after: UTCDateTime | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     timeout_seconds: float | None = Field(default=None, gt=0, le=31_536_000)
+    lease_seconds: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class TaskResponse(ResponseModel):

@@ -1,3 +1,50 @@
-"""zndraw-joblib-server: the FastAPI router, models, sweeper and reference app."""
+"""zndraw-joblib-server: the FastAPI router, models, sweeper and reference app.
 
-__all__: list[str] = []
+A host app includes :data:`router`, calls :func:`install_exception_handlers`, provides
+zndraw-auth's ``app.state.session_maker`` (or overrides :func:`get_async_session_maker`) and
+starts :func:`run_sweeper` in its lifespan. :func:`create_app` does all of that.
+"""
+
+from zndraw_joblib_server.app import create_app
+from zndraw_joblib_server.dependencies import (
+    get_actor,
+    get_async_session_maker,
+    get_event_sink,
+    get_long_poll_actor,
+    get_room_access,
+    get_settings,
+)
+from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
+from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.services.access import Actor, AllowAuthenticated, RoomAccess
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import EventSink, create_engine
+from zndraw_joblib_server.storage.schema import create_tables
+from zndraw_joblib_server.sweeper import SweepReport, run_sweeper, sweep_once
+
+__all__ = [
+    "Actor",
+    "AllowAuthenticated",
+    "EventSink",
+    "Job",
+    "JobLibSettings",
+    "RoomAccess",
+    "SweepReport",
+    "Task",
+    "Worker",
+    "WorkerJobLink",
+    "create_app",
+    "create_engine",
+    "create_tables",
+    "get_actor",
+    "get_async_session_maker",
+    "get_event_sink",
+    "get_long_poll_actor",
+    "get_room_access",
+    "get_settings",
+    "install_exception_handlers",
+    "router",
+    "run_sweeper",
+    "sweep_once",
+]

@@ -1,0 +1,54 @@
+"""The ``zndraw-joblib-server`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zndraw-joblib-server", description="Run the zndraw-joblib reference server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="Start the server with uvicorn.")
+    serve.add_argument("--host", default="127.0.0.1", help="Interface (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
+    serve.add_argument(
+        "--database-url",
+        default=None,
+        help="Database URL (default: $ZNDRAW_JOBLIB_DATABASE_URL, else "
+        "sqlite+aiosqlite:///./zndraw-joblib.db).",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument("--no-access-log", action="store_true", help="Do not log every request.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``zndraw-joblib-server``."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        import uvicorn
+
+        if args.database_url:
+            os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = args.database_url
+        logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+        uvicorn.run(
+            "zndraw_joblib_server.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=not args.no_access_log,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

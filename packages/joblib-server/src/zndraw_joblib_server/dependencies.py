@@ -1,0 +1,155 @@
+"""Dependency-injection override points for host apps.
+
+Every database access (request sessions, long-polls, the sweeper) derives from
+:func:`get_async_session_maker`; users come from zndraw-auth. Override any of these with
+``app.dependency_overrides[...]``; each docstring shows how.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from zndraw_auth import User, current_active_user, current_user_scoped_session
+from zndraw_auth.db import get_session_maker
+
+from zndraw_joblib_server.services.access import Actor, AllowAuthenticated, RoomAccess
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import Database, EventSink, get_database
+
+__all__ = [
+    "ActorDep",
+    "DatabaseDep",
+    "EventSinkDep",
+    "LongPollActorDep",
+    "RoomAccessDep",
+    "SessionMakerDep",
+    "SettingsDep",
+    "get_actor",
+    "get_async_session_maker",
+    "get_database_dep",
+    "get_event_sink",
+    "get_long_poll_actor",
+    "get_room_access",
+    "get_settings",
+]
+
+_default_settings: JobLibSettings | None = None
+
+
+def get_settings(request: Request) -> JobLibSettings:
+    """The queue's settings: ``app.state.joblib_settings``, else read once from the environment.
+
+    Override::
+
+        app.state.joblib_settings = JobLibSettings(worker_timeout_seconds=120)
+        # or
+        app.dependency_overrides[get_settings] = lambda: my_settings
+    """
+    settings = getattr(request.app.state, "joblib_settings", None)
+    if settings is not None:
+        return settings  # type: ignore[no-any-return]
+    global _default_settings
+    if _default_settings is None:
+        _default_settings = JobLibSettings()
+    return _default_settings
+
+
+SettingsDep = Annotated[JobLibSettings, Depends(get_settings)]
+"""The settings, injected."""
+
+
+def get_async_session_maker(
+    session_maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_session_maker)],
+) -> async_sessionmaker[AsyncSession]:
+    """The single source of database sessions; defaults to zndraw-auth's session maker.
+
+    zndraw-auth reads it from ``app.state.session_maker``, so a host wired for zndraw-auth
+    needs nothing more. Override::
+
+        app.dependency_overrides[get_async_session_maker] = lambda: my_session_maker
+    """
+    return session_maker
+
+
+SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_async_session_maker)]
+"""The session maker, injected."""
+
+
+def get_database_dep(session_maker: SessionMakerDep, settings: SettingsDep) -> Database:
+    """The process's :class:`Database` handle for the injected session maker (derived)."""
+    return get_database(session_maker, settings)
+
+
+DatabaseDep = Annotated[Database, Depends(get_database_dep)]
+"""The database handle, injected."""
+
+
+def get_room_access() -> RoomAccess:
+    """Who may read or write a room. Default: every authenticated user, every room.
+
+    Override with any object that has ``async can_read(actor, room_id) -> bool`` and
+    ``async can_write(actor, room_id) -> bool``::
+
+        class MembersOnly:
+            async def can_read(self, actor, room_id):
+                return await is_member(actor.id, room_id)
+
+            async def can_write(self, actor, room_id):
+                return await is_member(actor.id, room_id)
+
+        app.dependency_overrides[get_room_access] = MembersOnly
+    """
+    return _ALLOW_ALL
+
+
+_ALLOW_ALL = AllowAuthenticated()
+
+RoomAccessDep = Annotated[RoomAccess, Depends(get_room_access)]
+"""The room access policy, injected."""
+
+
+def get_event_sink(request: Request) -> EventSink | None:
+    """Where task and job events go after commit. Default: ``app.state.joblib_event_sink``.
+
+    The sink is an ``async (events: Sequence[Event]) -> None`` callable; its failures are
+    logged, never returned to the client. Override, e.g. for Socket.IO::
+
+        async def to_socketio(events):
+            for event in events:
+                await sio.emit(event.kind, event.model_dump(mode="json"),
+                               room=f"room:{event.room_id}")
+
+        app.dependency_overrides[get_event_sink] = lambda: to_socketio
+    """
+    return getattr(request.app.state, "joblib_event_sink", None)
+
+
+EventSinkDep = Annotated[EventSink | None, Depends(get_event_sink)]
+"""The event sink, injected."""
+
+
+def get_actor(user: Annotated[User, Depends(current_active_user)]) -> Actor:
+    """The authenticated caller, from zndraw-auth's ``current_active_user``.
+
+    Override ``current_active_user`` (and ``current_user_scoped_session``, used by the
+    long-polling endpoints so no session is held while they wait) to authenticate
+    differently::
+
+        app.dependency_overrides[current_active_user] = my_user_dependency
+        app.dependency_overrides[current_user_scoped_session] = my_user_dependency
+    """
+    return Actor.from_user(user)
+
+
+def get_long_poll_actor(user: Annotated[Any, Depends(current_user_scoped_session)]) -> Actor:
+    """The caller of a long-polling endpoint (user looked up in a short-lived session)."""
+    return Actor.from_user(user)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]
+"""The authenticated caller, injected."""
+
+LongPollActorDep = Annotated[Actor, Depends(get_long_poll_actor)]
+"""The authenticated caller of a long-poll, injected."""

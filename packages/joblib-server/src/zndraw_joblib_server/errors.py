@@ -1,0 +1,128 @@
+"""RFC 9457 responses: core problem types, validation errors and HTTP errors as problem+json."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from zndraw_joblib_core import (
+    API_PREFIX,
+    PROBLEM_TYPES,
+    ProblemDetail,
+    ProblemError,
+    RequestValidationFailed,
+)
+
+__all__ = ["PROBLEM_JSON", "install_exception_handlers", "problem_response"]
+
+logger = logging.getLogger("zndraw_joblib_server")
+
+PROBLEM_JSON = "application/problem+json"
+"""The media type of problem responses."""
+
+_BY_STATUS = {
+    cls.status: cls
+    for cls in reversed(list(PROBLEM_TYPES.values()))
+    if cls.slug
+    in {
+        "bad-request",
+        "unauthorized",
+        "forbidden",
+        "not-found",
+        "method-not-allowed",
+        "payload-too-large",
+        "unsupported-media-type",
+        "service-unavailable",
+    }
+}
+
+
+def problem_response(
+    problem: ProblemDetail, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Render a problem body as an ``application/problem+json`` response."""
+    return JSONResponse(
+        jsonable_encoder(problem.model_dump(exclude_none=True)),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _ours(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX)
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    problem = exc.to_problem()
+    problem.instance = problem.instance or request.url.path
+    return problem_response(problem, exc.headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    if not _ours(request):
+        return await request_validation_exception_handler(request, exc)
+    errors: list[dict[str, Any]] = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    problem = RequestValidationFailed(f"{where}: {first['msg']}", errors=errors).to_problem()
+    problem.instance = request.url.path
+    return problem_response(problem)
+
+
+async def _on_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if not _ours(request):
+        return await http_exception_handler(request, exc)
+    cls = _BY_STATUS.get(exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if cls is not None:
+        problem = cls(detail).to_problem()
+    else:
+        try:
+            title = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            title = "Error"
+        problem = ProblemDetail(title=title, status=exc.status_code, detail=detail)
+    problem.instance = request.url.path
+    return problem_response(problem, dict(exc.headers or {}))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    problem = ProblemDetail(
+        title="Internal Server Error",
+        status=500,
+        detail="An unexpected error occurred; it has been logged.",
+        instance=request.url.path,
+    )
+    return problem_response(problem)
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    """Answer every error under ``/v1/joblib`` with ``application/problem+json``.
+
+    Core problem types become their problem body; request validation errors become a 422
+    ``validation-error`` problem listing each failing field; HTTP errors (e.g. 401 from
+    zndraw-auth) become the matching problem. Errors of the host's other paths keep
+    FastAPI's default format.
+    """
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,201 @@
+"""SQLAlchemy 2.0 models of the job queue, on ``zndraw_auth.Base``.
+
+Tables are prefixed ``joblib_`` so they never clash with a host's own tables (zndraw-auth's
+metadata is shared process-wide with every SQLModel table). Timestamps are timezone-aware
+UTC on every database; ids are UUIDs (native on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi_users_db_sqlalchemy.generics import GUID
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+from zndraw_auth import Base
+from zndraw_joblib_core import TaskStatus, build_job_name
+
+__all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware.
+
+    SQLite has no time zones: values are stored as naive UTC text (which sorts correctly) and
+    re-attached to UTC on load. PostgreSQL uses ``timestamptz``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalise to UTC (naive values are taken as UTC)."""
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to values read back."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_ACTIVE = "status IN ('claimed', 'running')"
+
+
+class Job(Base):
+    """A registered job: a typed extension that workers serve, named room:category:name."""
+
+    __tablename__ = "joblib_job"
+    __table_args__ = (
+        UniqueConstraint("room_id", "category", "name", name="uq_joblib_job_name"),
+        Index("ix_joblib_job_room_listing", "room_id", "deleted", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    room_id: Mapped[str] = mapped_column(String(255))
+    category: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def full_name(self) -> str:
+        """``{room_id}:{category}:{name}``."""
+        return build_job_name(self.room_id, self.category, self.name)
+
+
+class Worker(Base):
+    """A remote worker process, owned by one user."""
+
+    __tablename__ = "joblib_worker"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class WorkerJobLink(Base):
+    """Which worker serves which job."""
+
+    __tablename__ = "joblib_worker_job_link"
+
+    worker_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("joblib_worker.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("joblib_job.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Task(Base):
+    """One submitted unit of work for a job.
+
+    ``worker_id`` has no foreign key on purpose: a task keeps the attribution of the worker
+    that last held it after that worker is gone. ``run_after`` is the time the task becomes
+    claimable (the submit time unless given, pushed back by retry backoff). ``version`` grows
+    with every change and lets long-polls wake on any change.
+    """
+
+    __tablename__ = "joblib_task"
+    __table_args__ = (
+        Index(
+            "ix_joblib_task_claim",
+            "job_id",
+            text("priority DESC"),
+            "run_after",
+            "created_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_joblib_task_room", "room_id", "created_at"),
+        Index("ix_joblib_task_room_status", "room_id", "status", "created_at"),
+        Index("ix_joblib_task_job_room", "job_id", "room_id", "created_at"),
+        Index(
+            "ix_joblib_task_worker_active",
+            "worker_id",
+            sqlite_where=text(_ACTIVE),
+            postgresql_where=text(_ACTIVE),
+        ),
+        Index(
+            "ix_joblib_task_lease",
+            "lease_expires_at",
+            sqlite_where=text(_ACTIVE),
+            postgresql_where=text(_ACTIVE),
+        ),
+        Index(
+            "ix_joblib_task_deadline",
+            "deadline_at",
+            sqlite_where=text(_ACTIVE),
+            postgresql_where=text(_ACTIVE),
+        ),
+        UniqueConstraint("job_id", "room_id", "idempotency_key", name="uq_joblib_task_idem"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("joblib_job.id"))
+    room_id: Mapped[str] = mapped_column(String(255))
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="SET NULL"), index=True
+    )
+    worker_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    status: Mapped[TaskStatus] = mapped_column(
+        Enum(
+            TaskStatus,
+            native_enum=False,
+            length=16,
+            values_callable=lambda members: [m.value for m in members],
+        ),
+        default=TaskStatus.PENDING,
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    lease_seconds: Mapped[float | None] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,96 @@
+"""Pieces shared by the route modules: body limits, Prefer parsing, paging, docs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Header, Query, Request, Response
+from fastapi.routing import APIRoute
+from zndraw_joblib_core import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    PROBLEM_TYPES,
+    PayloadTooLarge,
+    ProblemDetail,
+)
+
+from zndraw_joblib_server.dependencies import get_settings
+
+__all__ = ["JobLibRoute", "Limit", "Offset", "PreferHeader", "problems", "wait_seconds"]
+
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,9}(?:\.\d{1,6})?)(?:$|[,;\s])")
+
+
+class JobLibRoute(APIRoute):
+    """An API route that refuses request bodies larger than ``max_body_bytes`` with 413."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Wrap the handler so the body is read with a size limit first."""
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            limit = get_settings(request).max_body_bytes
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
+            if request.method in {"POST", "PUT", "PATCH"}:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(
+                            f"The request body exceeds {limit} bytes.", limit=limit
+                        )
+                    chunks.append(chunk)
+                request._body = b"".join(chunks)
+            return await handler(request)
+
+        return limited
+
+
+def wait_seconds(prefer: str | None, cap: float) -> float | None:
+    """The ``wait=N`` preference of a ``Prefer`` header, capped; None when absent or 0."""
+    if not prefer:
+        return None
+    match = _WAIT.search(prefer.strip())
+    if match is None:
+        return None
+    value = min(float(match.group(1)), cap)
+    return value if value > 0 else None
+
+
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        description="`wait=N`: hold the request up to N seconds (capped by the server's "
+        "`long_poll_max_wait_seconds`) until there is something to answer.",
+    ),
+]
+"""The ``Prefer`` request header."""
+
+Limit = Annotated[
+    int,
+    Query(ge=0, le=MAX_PAGE_LIMIT, description="Page size; 0 only counts."),
+]
+"""Page size query parameter (default 50)."""
+
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Entries to skip.")]
+"""Page offset query parameter."""
+
+DEFAULT_LIMIT = DEFAULT_PAGE_LIMIT
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring problem+json answers for ``statuses``."""
+    docs: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({401, 422, *statuses}):
+        kinds = sorted(cls.slug for cls in PROBLEM_TYPES.values() if cls.status == status)
+        docs[status] = {
+            "model": ProblemDetail,
+            "content": {"application/problem+json": {}},
+            "description": "Problem: " + (", ".join(kinds) or "error"),
+        }
+    return docs

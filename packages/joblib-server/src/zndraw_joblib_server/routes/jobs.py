@@ -1,0 +1,108 @@
+"""Job routes: register, list and show jobs; list a room's workers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Response, status
+from zndraw_joblib_core import JobRegisterRequest, JobResponse, JobSummary, Page, WorkerSummary
+
+from zndraw_joblib_server.dependencies import (
+    ActorDep,
+    DatabaseDep,
+    EventSinkDep,
+    RoomAccessDep,
+    SettingsDep,
+)
+from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
+from zndraw_joblib_server.services import jobs as job_service
+from zndraw_joblib_server.services import workers as worker_service
+from zndraw_joblib_server.services.access import check_room
+from zndraw_joblib_server.services.common import validate_room
+
+router = APIRouter(route_class=JobLibRoute, tags=["jobs"])
+
+RoomId = Path(description="The room id, or `@global`.")
+
+
+@router.put(
+    "/rooms/{room_id}/jobs",
+    response_model=JobResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(400, 403, 404, 409, 413)
+    | {200: {"model": JobResponse, "description": "Already registered"}},
+)
+async def register_job(
+    room_id: str,
+    body: JobRegisterRequest,
+    response: Response,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+) -> JobResponse:
+    """Register a job (201), or confirm one with the same schema (200), and link a worker.
+
+    Without `worker_id` a worker is created for the caller. `@global` jobs need a superuser.
+    """
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=True)
+    async with db.write(sink) as uow:
+        job, created = await job_service.register_job(uow, actor, room_id, body, settings)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return job
+
+
+@router.get("/rooms/{room_id}/jobs", response_model=Page[JobSummary], responses=problems(400, 403))
+async def list_jobs(
+    room_id: str,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    limit: Limit = DEFAULT_LIMIT,
+    offset: Offset = 0,
+) -> Page[JobSummary]:
+    """The active jobs visible from the room (its own and `@global`), newest first."""
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=False)
+    async with db.read() as session:
+        return await job_service.list_jobs(session, room_id, limit, offset)
+
+
+@router.get(
+    "/rooms/{room_id}/workers",
+    response_model=Page[WorkerSummary],
+    responses=problems(400, 403),
+)
+async def list_room_workers(
+    room_id: str,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    limit: Limit = DEFAULT_LIMIT,
+    offset: Offset = 0,
+) -> Page[WorkerSummary]:
+    """Workers serving jobs visible from the room, newest first."""
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=False)
+    async with db.read() as session:
+        return await worker_service.list_room_workers(session, room_id, limit, offset)
+
+
+@router.get(
+    "/rooms/{room_id}/jobs/{job_name:path}",
+    response_model=JobResponse,
+    responses=problems(400, 403, 404),
+)
+async def get_job(
+    room_id: str,
+    job_name: str,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+) -> JobResponse:
+    """One job by its full name `{room_id}:{category}:{name}`, as seen from the room."""
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=False)
+    async with db.read() as session:
+        return await job_service.get_job(session, room_id, job_name)

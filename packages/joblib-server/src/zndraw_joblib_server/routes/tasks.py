@@ -1,0 +1,261 @@
+"""Task routes: submit, list, read (long-poll), claim (long-poll), update, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Response, status
+from zndraw_joblib_core import (
+    API_PREFIX,
+    Page,
+    TaskBatchUpdateItem,
+    TaskBatchUpdateResponse,
+    TaskClaimRequest,
+    TaskClaimResponse,
+    TaskResponse,
+    TaskStatus,
+    TaskSubmitRequest,
+    TaskUpdateRequest,
+)
+
+from zndraw_joblib_server.dependencies import (
+    ActorDep,
+    DatabaseDep,
+    EventSinkDep,
+    LongPollActorDep,
+    RoomAccessDep,
+    SettingsDep,
+)
+from zndraw_joblib_server.models import utcnow
+from zndraw_joblib_server.routes._common import (
+    DEFAULT_LIMIT,
+    JobLibRoute,
+    Limit,
+    Offset,
+    PreferHeader,
+    problems,
+    wait_seconds,
+)
+from zndraw_joblib_server.services import claim as claim_service
+from zndraw_joblib_server.services import tasks as task_service
+from zndraw_joblib_server.services import updates as update_service
+
+router = APIRouter(route_class=JobLibRoute, tags=["tasks"])
+
+MAX_BATCH_UPDATE = 500
+
+StatusFilter = Annotated[TaskStatus | None, Query(description="Only tasks in this state.")]
+
+
+def _applied(wait: float) -> str:
+    return f"wait={int(wait)}" if wait == int(wait) else f"wait={wait:g}"
+
+
+@router.post(
+    "/rooms/{room_id}/tasks/{job_name:path}",
+    response_model=TaskResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(400, 403, 404, 413)
+    | {200: {"model": TaskResponse, "description": "Repeat of an idempotent submit"}},
+)
+async def submit_task(
+    room_id: str,
+    job_name: str,
+    response: Response,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+    body: TaskSubmitRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="A repeat with the same key for the same job and room returns "
+            "the existing task (200) and creates nothing."
+        ),
+    ] = None,
+) -> TaskResponse:
+    """Submit a task to a job visible from the room; the payload must match the job's schema."""
+    key = task_service.idempotency_key_of(idempotency_key)
+    async with db.write(sink) as uow:
+        task, created = await task_service.submit_task(
+            uow, actor, access, room_id, job_name, body, key, settings
+        )
+    if created:
+        response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
+        response.headers["Retry-After"] = "1"
+    else:
+        response.status_code = status.HTTP_200_OK
+    return task
+
+
+@router.get(
+    "/rooms/{room_id}/tasks", response_model=Page[TaskResponse], responses=problems(400, 403)
+)
+async def list_room_tasks(
+    room_id: str,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    status: StatusFilter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    offset: Offset = 0,
+) -> Page[TaskResponse]:
+    """Tasks submitted from the room, newest first."""
+    async with db.read() as session:
+        return await task_service.list_room_tasks(
+            session, actor, access, room_id, status, limit, offset
+        )
+
+
+@router.get(
+    "/rooms/{room_id}/jobs/{job_name:path}/tasks",
+    response_model=Page[TaskResponse],
+    responses=problems(400, 403, 404),
+)
+async def list_job_tasks(
+    room_id: str,
+    job_name: str,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    status: StatusFilter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    offset: Offset = 0,
+) -> Page[TaskResponse]:
+    """Tasks of one job submitted from the room, newest first."""
+    async with db.read() as session:
+        return await task_service.list_job_tasks(
+            session, actor, access, room_id, job_name, status, limit, offset
+        )
+
+
+@router.post("/tasks/claim", response_model=TaskClaimResponse, responses=problems(403, 404))
+async def claim_tasks(
+    body: TaskClaimRequest,
+    response: Response,
+    actor: LongPollActorDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+    prefer: PreferHeader = None,
+) -> TaskClaimResponse:
+    """Claim up to `max_tasks` tasks of the jobs the worker serves.
+
+    With `Prefer: wait=N` the request waits until a task is available or N seconds pass,
+    without holding a database connection, and answers `Preference-Applied`.
+    """
+    wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
+    async with db.read() as session:
+        job_ids = await claim_service.claimable_jobs(session, actor, body.worker_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (wait or 0)
+    async with db.notifier.subscribe(f"job:{j}" for j in job_ids) as sub:
+        while True:
+            async with db.write(sink) as uow:
+                tasks = await claim_service.claim_tasks(
+                    uow, body.worker_id, job_ids, body.max_tasks, settings
+                )
+                due = None
+                if not tasks and wait is not None:
+                    due = await claim_service.next_due(uow.session, job_ids)
+            remaining = deadline - loop.time()
+            if tasks or wait is None or remaining <= 0:
+                break
+            pause = min(remaining, settings.claim_poll_interval_seconds)
+            if due is not None:
+                pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
+            await sub.wait(pause)
+    if wait is not None:
+        response.headers["Preference-Applied"] = _applied(wait)
+    return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))
+async def get_task(
+    task_id: uuid.UUID,
+    response: Response,
+    actor: LongPollActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    settings: SettingsDep,
+    prefer: PreferHeader = None,
+    wait_for: Annotated[
+        Literal["terminal", "change"],
+        Query(
+            description="With `Prefer: wait=N`: wake when the task is terminal (default) "
+            "or on any change (status, progress, message)."
+        ),
+    ] = "terminal",
+) -> TaskResponse:
+    """A task; with `Prefer: wait=N` it waits until the task finishes (or changes)."""
+    wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
+    async with db.notifier.subscribe([f"task:{task_id}"]) as sub:
+        async with db.read() as session:
+            task, version = await task_service.get_task(session, actor, access, task_id)
+        if wait is None or task.status.is_terminal:
+            return task
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (remaining := deadline - loop.time()) > 0:
+            if not await sub.wait(remaining):
+                break
+            async with db.read() as session:
+                task, now_version = await task_service.get_task(session, actor, access, task_id)
+            if task.status.is_terminal or (wait_for == "change" and now_version != version):
+                break
+    response.headers["Preference-Applied"] = _applied(wait)
+    return task
+
+
+@router.patch(
+    "/tasks/{task_id}", response_model=TaskResponse, responses=problems(403, 404, 409, 413)
+)
+async def update_task(
+    task_id: uuid.UUID,
+    body: TaskUpdateRequest,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+) -> TaskResponse:
+    """Move a task forward, report progress, a result or a failure.
+
+    With `worker_id`, a worker that no longer holds the task's lease gets 409 `lease-lost`.
+    """
+    async with db.write(sink) as uow:
+        return await update_service.update_task(uow, actor, access, task_id, body, settings)
+
+
+@router.patch("/tasks", response_model=TaskBatchUpdateResponse, responses=problems(413))
+async def update_tasks(
+    items: Annotated[list[TaskBatchUpdateItem], Body(max_length=MAX_BATCH_UPDATE)],
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+) -> TaskBatchUpdateResponse:
+    """Apply several task updates in one request; each entry succeeds or fails on its own."""
+    async with db.write(sink) as uow:
+        outcomes = await update_service.update_tasks(uow, actor, access, items, settings)
+    return TaskBatchUpdateResponse(items=outcomes)
+
+
+@router.post(
+    "/tasks/{task_id}/cancel", response_model=TaskResponse, responses=problems(403, 404, 409)
+)
+async def cancel_task(
+    task_id: uuid.UUID,
+    actor: ActorDep,
+    db: DatabaseDep,
+    access: RoomAccessDep,
+    sink: EventSinkDep,
+) -> TaskResponse:
+    """Cancel a pending task now; ask the worker to stop a claimed or running one."""
+    async with db.write(sink) as uow:
+        return await task_service.cancel_task(uow, actor, access, task_id)

@@ -1,0 +1,74 @@
+"""Worker routes: create, list, heartbeat, delete."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response, status
+from zndraw_joblib_core import Page, WorkerResponse, WorkerSummary
+
+from zndraw_joblib_server.dependencies import ActorDep, DatabaseDep, EventSinkDep, SettingsDep
+from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
+from zndraw_joblib_server.services import workers as worker_service
+
+router = APIRouter(route_class=JobLibRoute, tags=["workers"])
+
+
+@router.post(
+    "/workers",
+    response_model=WorkerResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(),
+)
+async def create_worker(actor: ActorDep, db: DatabaseDep, sink: EventSinkDep) -> WorkerResponse:
+    """Create a worker owned by the caller."""
+    async with db.write(sink) as uow:
+        return await worker_service.create_worker(uow, actor)
+
+
+@router.get("/workers", response_model=Page[WorkerSummary], responses=problems())
+async def list_workers(
+    actor: ActorDep, db: DatabaseDep, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
+) -> Page[WorkerSummary]:
+    """Every worker, newest first."""
+    async with db.read() as session:
+        return await worker_service.list_workers(session, limit, offset)
+
+
+@router.patch(
+    "/workers/{worker_id}",
+    response_model=WorkerResponse,
+    responses=problems(403, 404),
+)
+async def heartbeat(
+    worker_id: uuid.UUID,
+    actor: ActorDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+) -> WorkerResponse:
+    """Heartbeat: keep the worker alive and extend the leases of its in-flight tasks.
+
+    The answer lists in `cancel_requested` the worker's tasks that should stop.
+    """
+    async with db.write(sink) as uow:
+        return await worker_service.heartbeat(uow, actor, worker_id, settings)
+
+
+@router.delete(
+    "/workers/{worker_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(403, 404),
+)
+async def delete_worker(
+    worker_id: uuid.UUID,
+    actor: ActorDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+) -> Response:
+    """Remove a worker (owner or superuser); its in-flight tasks are released."""
+    async with db.write(sink) as uow:
+        await worker_service.remove_worker(uow, actor, worker_id, settings)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

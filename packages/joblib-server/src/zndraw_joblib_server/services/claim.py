@@ -1,0 +1,117 @@
+"""Claiming tasks: one atomic statement, safe across processes.
+
+The claim is a single ``UPDATE ... WHERE id IN (claimable CTE) RETURNING``. On PostgreSQL the
+CTE selects ``FOR UPDATE SKIP LOCKED``, so concurrent claims in any number of processes
+take different rows without waiting or retrying; on SQLite the statement runs inside the
+process's write gate, which serialises it. Either way no task is handed out twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
+
+from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.common import job_names, status_event, to_response
+from zndraw_joblib_server.services.workers import owned_worker
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import UnitOfWork
+
+__all__ = ["claim_tasks", "claimable_jobs", "next_due"]
+
+
+async def claimable_jobs(
+    session: AsyncSession, actor: Actor, worker_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """Check the caller owns the worker; return the ids of the jobs it serves.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker belongs to somebody else.
+    """
+    await owned_worker(session, actor, worker_id, allow_superuser=False)
+    rows = await session.execute(
+        select(WorkerJobLink.job_id).where(WorkerJobLink.worker_id == worker_id)
+    )
+    return list(rows.scalars())
+
+
+async def claim_tasks(
+    uow: UnitOfWork,
+    worker_id: uuid.UUID,
+    job_ids: list[uuid.UUID],
+    max_tasks: int,
+    settings: JobLibSettings,
+) -> list[TaskResponse]:
+    """Claim up to ``max_tasks`` due pending tasks of ``job_ids`` for the worker.
+
+    Order: highest priority first, then earliest ``run_after``, then oldest.
+    """
+    session = uow.session
+    # FOR SHARE: a concurrent DELETE /workers waits for this claim to commit (PostgreSQL).
+    alive = await session.execute(
+        select(Worker.id).where(Worker.id == worker_id).with_for_update(read=True)
+    )
+    if alive.scalar_one_or_none() is None:
+        raise WorkerNotFound(f"Worker {worker_id} not found.")
+    if not job_ids:
+        return []
+    now = utcnow()
+    lease = timedelta(seconds=settings.lease_seconds)
+    claimable = (
+        select(Task.id)
+        .where(
+            Task.status == TaskStatus.PENDING,
+            Task.job_id.in_(job_ids),
+            Task.run_after <= now,
+        )
+        .order_by(Task.priority.desc(), Task.run_after, Task.created_at)
+        .limit(max_tasks)
+        .with_for_update(skip_locked=True)
+        .cte("claimable")
+    )
+    stmt = (
+        update(Task)
+        .where(Task.id.in_(select(claimable.c.id)))
+        .values(
+            status=TaskStatus.CLAIMED,
+            worker_id=worker_id,
+            attempt=Task.attempt + 1,
+            claimed_at=now,
+            lease_expires_at=now + lease,
+            version=Task.version + 1,
+        )
+        .returning(Task)
+        .execution_options(synchronize_session=False)
+    )
+    tasks = list((await session.execute(stmt)).scalars())
+    if not tasks:
+        return []
+    for task in tasks:
+        if task.lease_seconds is not None:
+            task.lease_expires_at = now + timedelta(seconds=task.lease_seconds)
+    await session.flush()
+    tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
+    names = await job_names(session, {t.job_id for t in tasks})
+    for task in tasks:
+        uow.wake_all(f"task:{task.id}")
+        uow.events.append(status_event(task, names[task.job_id], now))
+    return [to_response(t, names[t.job_id]) for t in tasks]
+
+
+async def next_due(session: AsyncSession, job_ids: list[uuid.UUID]) -> datetime | None:
+    """When the earliest pending task of ``job_ids`` becomes claimable (None: no such task)."""
+    if not job_ids:
+        return None
+    return (
+        await session.execute(
+            select(func.min(Task.run_after)).where(
+                Task.status == TaskStatus.PENDING, Task.job_id.in_(job_ids)
+            )
+        )
+    ).scalar()

@@ -1,0 +1,196 @@
+"""Helpers shared by the services: names, validation, serialisation, releasing tasks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from zndraw_joblib_core import (
+    InvalidRoomId,
+    PayloadTooLarge,
+    TaskResponse,
+    TaskStatus,
+    TaskStatusChanged,
+    build_job_name,
+    is_valid_room_id,
+)
+
+from zndraw_joblib_server.models import Job, Task
+from zndraw_joblib_server.settings import JobLibSettings
+
+__all__ = [
+    "check_size",
+    "job_names",
+    "json_size",
+    "queue_positions",
+    "release",
+    "status_event",
+    "to_response",
+    "validate_room",
+]
+
+_names: dict[uuid.UUID, str] = {}
+_MAX_CACHED_NAMES = 100_000
+
+
+def validate_room(room_id: str) -> None:
+    """Raise :class:`InvalidRoomId` unless ``room_id`` follows the naming rules."""
+    if not is_valid_room_id(room_id):
+        raise InvalidRoomId(
+            f"Invalid room id {room_id!r}: it must be '@global' or a non-empty id without "
+            "'@', ':', '/', control characters or surrounding spaces (at most 255 characters)."
+        )
+
+
+def json_size(value: Any) -> int:
+    """The size in bytes of ``value`` encoded as compact JSON."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def check_size(what: str, value: Any, limit: int) -> None:
+    """Raise :class:`PayloadTooLarge` when ``value`` encodes to more than ``limit`` bytes."""
+    size = json_size(value) if not isinstance(value, str) else len(value)
+    if size > limit:
+        raise PayloadTooLarge(f"The {what} is {size} bytes; the limit is {limit}.", limit=limit)
+
+
+def remember_name(job: Job) -> str:
+    """Cache and return a job's full name (a job's name never changes)."""
+    name = build_job_name(job.room_id, job.category, job.name)
+    if len(_names) >= _MAX_CACHED_NAMES:
+        _names.clear()
+    _names[job.id] = name
+    return name
+
+
+async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Full names of the given jobs, from the cache or one query."""
+    wanted = set(job_ids)
+    missing = [jid for jid in wanted if jid not in _names]
+    if missing:
+        rows = await session.execute(
+            select(Job.id, Job.room_id, Job.category, Job.name).where(Job.id.in_(missing))
+        )
+        for jid, room, category, name in rows:
+            _names[jid] = build_job_name(room, category, name)
+    return {jid: _names.get(jid, "") for jid in wanted}
+
+
+def _ahead_of(task: Task) -> Any:
+    """SQL condition: pending tasks of the same job that are claimed before ``task``."""
+    return and_(
+        Task.job_id == task.job_id,
+        Task.status == TaskStatus.PENDING,
+        or_(
+            Task.priority > task.priority,
+            and_(Task.priority == task.priority, Task.run_after < task.run_after),
+            and_(
+                Task.priority == task.priority,
+                Task.run_after == task.run_after,
+                Task.created_at < task.created_at,
+            ),
+        ),
+    )
+
+
+async def queue_positions(session: AsyncSession, tasks: Iterable[Task]) -> dict[uuid.UUID, int]:
+    """1-based queue positions of the pending tasks among ``tasks``.
+
+    Each position counts the pending tasks of the same job claimed before it, through the
+    claim index (no scan of the whole table).
+    """
+    pending = [t for t in tasks if t.status == TaskStatus.PENDING]
+    if not pending:
+        return {}
+    columns = [
+        select(func.count()).where(_ahead_of(t)).scalar_subquery().label(f"p{i}")
+        for i, t in enumerate(pending)
+    ]
+    row = (await session.execute(select(*columns))).one()
+    return {t.id: int(row[i]) + 1 for i, t in enumerate(pending)}
+
+
+def to_response(task: Task, job_name: str, queue_position: int | None = None) -> TaskResponse:
+    """Serialise a task row."""
+    return TaskResponse(
+        id=task.id,
+        job_name=job_name,
+        room_id=task.room_id,
+        status=task.status,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        completed_at=task.completed_at,
+        worker_id=task.worker_id,
+        error=task.error,
+        payload=task.payload or {},
+        queue_position=queue_position,
+        priority=task.priority,
+        run_after=task.run_after,
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        timeout_seconds=task.timeout_seconds,
+        lease_expires_at=task.lease_expires_at,
+        cancel_requested=task.cancel_requested,
+        progress=task.progress,
+        message=task.message,
+        result=task.result,
+    )
+
+
+def status_event(task: Task, job_name: str, at: datetime) -> TaskStatusChanged:
+    """The event announcing a task's new state."""
+    return TaskStatusChanged(
+        task_id=task.id,
+        job_name=job_name,
+        room_id=task.room_id,
+        status=task.status,
+        attempt=task.attempt,
+        worker_id=task.worker_id,
+        progress=task.progress,
+        message=task.message,
+        cancel_requested=task.cancel_requested,
+        error=task.error,
+        at=at,
+    )
+
+
+def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
+    """Delay before the next attempt after ``attempt`` failed (exponential, capped)."""
+    seconds = settings.retry_backoff_seconds * (2 ** max(attempt - 1, 0))
+    return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
+
+
+def release(task: Task, now: datetime, settings: JobLibSettings, reason: str) -> bool:
+    """Apply the lost-lease rule to an in-flight task.
+
+    With attempts left the task goes back to pending after a backoff; otherwise it fails
+    with ``reason``. A task whose cancellation was requested is cancelled instead.
+
+    Returns:
+        True when the task was requeued (claimable again).
+    """
+    task.lease_expires_at = None
+    task.version += 1
+    if task.cancel_requested:
+        task.status = TaskStatus.CANCELLED
+        task.completed_at = now
+        task.error = task.error or f"Cancelled ({reason})."
+        return False
+    if task.attempt < task.max_attempts:
+        task.status = TaskStatus.PENDING
+        task.worker_id = None
+        task.started_at = None
+        task.claimed_at = None
+        task.progress = None
+        task.run_after = now + backoff(settings, task.attempt)
+        task.error = f"Attempt {task.attempt} lost: {reason}"
+        return True
+    task.status = TaskStatus.FAILED
+    task.completed_at = now
+    task.error = f"{reason} (attempt {task.attempt} of {task.max_attempts})."
+    return False

@@ -1,0 +1,294 @@
+"""Registering, resolving and listing jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from zndraw_joblib_core import (
+    GLOBAL_ROOM,
+    MAX_CATEGORY_LENGTH,
+    Forbidden,
+    InvalidCategory,
+    InvalidJobName,
+    InvalidSchema,
+    JobNotFound,
+    JobRegisterRequest,
+    JobResponse,
+    JobsChanged,
+    JobSummary,
+    Page,
+    SchemaConflict,
+    TaskStatus,
+    WorkerNotFound,
+    is_valid_job_part,
+    parse_job_name,
+    visible_rooms,
+)
+
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import UnitOfWork
+
+__all__ = [
+    "get_job",
+    "job_response",
+    "list_jobs",
+    "register_job",
+    "resolve_job",
+    "soft_delete_orphans",
+    "unlink_worker",
+    "workers_of",
+]
+
+
+async def _find_job(session: AsyncSession, room_id: str, category: str, name: str) -> Job | None:
+    stmt = (
+        select(Job)
+        .where(Job.room_id == room_id, Job.category == category, Job.name == name)
+        .with_for_update()
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _reuse(job: Job, body: JobRegisterRequest) -> bool:
+    """Reactivate a deleted job or accept a same-schema one; True when reactivated."""
+    if job.deleted:
+        job.deleted = False
+        job.schema_ = body.schema_
+        return True
+    if job.schema_ != body.schema_:
+        raise SchemaConflict(
+            f"Job '{job.full_name}' is registered with a different schema; unregister its "
+            "workers first or use another name."
+        )
+    return False
+
+
+def _check_registration(
+    actor: Actor, room_id: str, body: JobRegisterRequest, settings: JobLibSettings
+) -> None:
+    validate_room(room_id)
+    if room_id == GLOBAL_ROOM and not actor.is_superuser:
+        raise Forbidden("Only a superuser may register @global jobs.")
+    if body.category not in settings.allowed_categories:
+        raise InvalidCategory(
+            f"Category {body.category!r} is not allowed; allowed: "
+            f"{', '.join(settings.allowed_categories)}."
+        )
+    if not is_valid_job_part(body.category, MAX_CATEGORY_LENGTH) or not is_valid_job_part(
+        body.name
+    ):
+        raise InvalidJobName(
+            f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
+            "'/', control characters or surrounding spaces."
+        )
+    check_size("schema", body.schema_, settings.max_schema_bytes)
+    try:
+        validator_for(body.schema_).check_schema(body.schema_)
+    except SchemaError as exc:
+        raise InvalidSchema(f"The schema is not a valid JSON Schema: {exc.message}") from None
+
+
+async def _worker_for(uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None) -> Worker:
+    if worker_id is None:
+        worker = Worker(user_id=actor.id)
+        uow.session.add(worker)
+        await uow.session.flush()
+        return worker
+    found = await uow.session.get(Worker, worker_id)
+    if found is None or found.user_id != actor.id:
+        raise WorkerNotFound(f"Worker {worker_id} not found.")
+    return found
+
+
+async def register_job(
+    uow: UnitOfWork,
+    actor: Actor,
+    room_id: str,
+    body: JobRegisterRequest,
+    settings: JobLibSettings,
+) -> tuple[JobResponse, bool]:
+    """Register a job (or re-register it) and link the caller's worker to it.
+
+    Returns:
+        The job and whether it was created or reactivated (201) rather than found (200).
+    """
+    _check_registration(actor, room_id, body, settings)
+    session = uow.session
+    job = await _find_job(session, room_id, body.category, body.name)
+    created = True
+    if job is None:
+        try:
+            async with session.begin_nested():
+                job = Job(
+                    room_id=room_id, category=body.category, name=body.name, schema_=body.schema_
+                )
+                session.add(job)
+                await session.flush()
+        except IntegrityError:  # registered concurrently by another process
+            job = await _find_job(session, room_id, body.category, body.name)
+            if job is None:  # pragma: no cover - the conflicting row vanished again
+                raise
+            created = _reuse(job, body)
+    else:
+        created = _reuse(job, body)
+    worker = await _worker_for(uow, actor, body.worker_id)
+    linked = await session.get(WorkerJobLink, (worker.id, job.id))
+    if linked is None:
+        session.add(WorkerJobLink(worker_id=worker.id, job_id=job.id))
+    await session.flush()
+    remember_name(job)
+    uow.events.append(JobsChanged(room_id=room_id))
+    workers = (await workers_of(session, [job.id]))[job.id]
+    return job_response(job, workers, worker.id), created
+
+
+def job_response(
+    job: Job, workers: list[uuid.UUID], worker_id: uuid.UUID | None = None
+) -> JobResponse:
+    """Serialise a job row."""
+    return JobResponse(
+        id=job.id,
+        room_id=job.room_id,
+        category=job.category,
+        name=job.name,
+        full_name=job.full_name,
+        schema=job.schema_,
+        workers=workers,
+        worker_id=worker_id,
+    )
+
+
+async def workers_of(
+    session: AsyncSession, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The workers linked to each job, in one query."""
+    result: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    if job_ids:
+        rows = await session.execute(
+            select(WorkerJobLink.job_id, WorkerJobLink.worker_id)
+            .where(WorkerJobLink.job_id.in_(job_ids))
+            .order_by(WorkerJobLink.worker_id)
+        )
+        for job_id, worker_id in rows:
+            result[job_id].append(worker_id)
+    return {jid: result.get(jid, []) for jid in job_ids}
+
+
+async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> Job:
+    """Find the active job ``job_name`` as seen from ``room_id``.
+
+    A room sees its own jobs and ``@global`` ones; anything else is :class:`JobNotFound`.
+    """
+    validate_room(room_id)
+    parts = parse_job_name(job_name)
+    if parts is None:
+        raise JobNotFound(f"Job '{job_name}' not found: expected 'room:category:name'.")
+    if parts.room_id not in visible_rooms(room_id):
+        raise JobNotFound(f"Job '{job_name}' not found in room '{room_id}'.")
+    job = (
+        await session.execute(
+            select(Job).where(
+                Job.room_id == parts.room_id,
+                Job.category == parts.category,
+                Job.name == parts.name,
+                Job.deleted.is_(False),
+            )
+        )
+    ).scalar_one_or_none()
+    if job is None:
+        raise JobNotFound(f"Job '{job_name}' not found.")
+    remember_name(job)
+    return job
+
+
+async def get_job(session: AsyncSession, room_id: str, job_name: str) -> JobResponse:
+    """The job ``job_name`` as seen from ``room_id``."""
+    job = await resolve_job(session, room_id, job_name)
+    workers = (await workers_of(session, [job.id]))[job.id]
+    return job_response(job, workers)
+
+
+async def list_jobs(
+    session: AsyncSession, room_id: str, limit: int, offset: int
+) -> Page[JobSummary]:
+    """The active jobs visible from ``room_id``, newest first."""
+    validate_room(room_id)
+    where = (Job.room_id.in_(visible_rooms(room_id)), Job.deleted.is_(False))
+    total = (await session.execute(select(func.count()).select_from(Job).where(*where))).scalar()
+    jobs: list[Any] = []
+    if limit:
+        jobs = list(
+            (
+                await session.execute(
+                    select(Job)
+                    .where(*where)
+                    .order_by(Job.created_at.desc(), Job.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).scalars()
+        )
+    workers = await workers_of(session, [j.id for j in jobs])
+    items = [
+        JobSummary(
+            full_name=j.full_name,
+            category=j.category,
+            name=j.name,
+            workers=workers[j.id],
+            id=j.id,
+            room_id=j.room_id,
+        )
+        for j in jobs
+    ]
+    return Page[JobSummary](items=items, total=total or 0, limit=limit, offset=offset)
+
+
+async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Soft-delete those of ``job_ids`` that have no workers and no unfinished tasks.
+
+    Returns:
+        The ids of the jobs that were deleted now.
+    """
+    if not job_ids:
+        return []
+    has_worker = select(WorkerJobLink.job_id).where(WorkerJobLink.job_id == Job.id).exists()
+    has_task = (
+        select(Task.id)
+        .where(
+            Task.job_id == Job.id,
+            Task.status.in_([TaskStatus.PENDING, TaskStatus.CLAIMED, TaskStatus.RUNNING]),
+        )
+        .exists()
+    )
+    rows = await uow.session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.deleted.is_(False), ~has_worker, ~has_task)
+        .values(deleted=True, updated_at=utcnow())
+        .returning(Job.id, Job.room_id)
+        .execution_options(synchronize_session=False)
+    )
+    deleted = []
+    for job_id, room in rows:
+        deleted.append(job_id)
+        uow.events.append(JobsChanged(room_id=room))
+    return deleted
+
+
+async def unlink_worker(uow: UnitOfWork, worker_id: uuid.UUID) -> list[uuid.UUID]:
+    """Remove a worker's job links; return the ids of the jobs it served."""
+    rows = await uow.session.execute(
+        delete(WorkerJobLink)
+        .where(WorkerJobLink.worker_id == worker_id)
+        .returning(WorkerJobLink.job_id)
+    )
+    return [r[0] for r in rows]

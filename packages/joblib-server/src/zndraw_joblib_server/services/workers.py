@@ -1,0 +1,213 @@
+"""Creating, heartbeating, removing and listing workers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from zndraw_joblib_core import (
+    ACTIVE_STATUSES,
+    Forbidden,
+    JobsChanged,
+    Page,
+    WorkerNotFound,
+    WorkerResponse,
+    WorkerSummary,
+    visible_rooms,
+)
+
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.common import (
+    job_names,
+    release,
+    status_event,
+    validate_room,
+)
+from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import UnitOfWork
+
+__all__ = [
+    "create_worker",
+    "heartbeat",
+    "list_room_workers",
+    "list_workers",
+    "owned_worker",
+    "remove_worker",
+    "remove_workers",
+    "stale_cutoff",
+]
+
+
+async def create_worker(uow: UnitOfWork, actor: Actor) -> WorkerResponse:
+    """Create a worker owned by ``actor``."""
+    worker = Worker(user_id=actor.id)
+    uow.session.add(worker)
+    await uow.session.flush()
+    return WorkerResponse(id=worker.id, last_heartbeat=worker.last_heartbeat)
+
+
+async def owned_worker(
+    session: AsyncSession, actor: Actor, worker_id: uuid.UUID, *, allow_superuser: bool
+) -> Worker:
+    """Load a worker the caller may act for.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker belongs to somebody else (superusers pass when allowed).
+    """
+    worker = await session.get(Worker, worker_id)
+    if worker is None:
+        raise WorkerNotFound(f"Worker {worker_id} not found.")
+    if worker.user_id != actor.id and not (allow_superuser and actor.is_superuser):
+        raise Forbidden("This worker belongs to a different user.")
+    return worker
+
+
+async def heartbeat(
+    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID, settings: JobLibSettings
+) -> WorkerResponse:
+    """Record a heartbeat and extend the leases of the worker's in-flight tasks.
+
+    Leases that already ran out are not revived: the sweeper releases those tasks.
+    """
+    session = uow.session
+    worker = await owned_worker(session, actor, worker_id, allow_superuser=False)
+    now = utcnow()
+    worker.last_heartbeat = now
+    lease = timedelta(seconds=settings.lease_seconds)
+    await session.execute(
+        update(Task)
+        .where(
+            Task.worker_id == worker_id,
+            Task.status.in_(ACTIVE_STATUSES),
+            Task.lease_expires_at >= now,
+        )
+        .values(lease_expires_at=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    cancel = (
+        await session.execute(
+            select(Task.id).where(
+                Task.worker_id == worker_id,
+                Task.status.in_(ACTIVE_STATUSES),
+                Task.cancel_requested.is_(True),
+            )
+        )
+    ).scalars()
+    return WorkerResponse(
+        id=worker.id,
+        last_heartbeat=now,
+        cancel_requested=list(cancel),
+        lease_expires_at=now + lease,
+    )
+
+
+async def remove_workers(
+    uow: UnitOfWork, workers: list[Worker], settings: JobLibSettings, reason: str
+) -> int:
+    """Release the workers' in-flight tasks, unlink and delete them, soft-delete orphan jobs.
+
+    Returns:
+        How many tasks were released.
+    """
+    if not workers:
+        return 0
+    session = uow.session
+    ids = [w.id for w in workers]
+    now = utcnow()
+    tasks = list(
+        (
+            await session.execute(
+                select(Task)
+                .where(Task.worker_id.in_(ids), Task.status.in_(ACTIVE_STATUSES))
+                .with_for_update()
+            )
+        ).scalars()
+    )
+    names = await job_names(session, {t.job_id for t in tasks})
+    for task in tasks:
+        if release(task, now, settings, reason):
+            uow.wake_some(f"job:{task.job_id}")
+        uow.wake_all(f"task:{task.id}")
+        uow.events.append(status_event(task, names[task.job_id], now))
+    job_ids: set[uuid.UUID] = set()
+    for worker in workers:
+        job_ids.update(await unlink_worker(uow, worker.id))
+        await session.delete(worker)
+    await session.flush()
+    await soft_delete_orphans(uow, sorted(job_ids))
+    rooms = (
+        await session.execute(select(Job.room_id).where(Job.id.in_(job_ids)).distinct())
+    ).scalars()
+    for room in rooms:
+        uow.events.append(JobsChanged(room_id=room))
+    return len(tasks)
+
+
+async def remove_worker(
+    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID, settings: JobLibSettings
+) -> None:
+    """``DELETE /workers/{id}``: the owner or a superuser removes a worker."""
+    worker = await owned_worker(uow.session, actor, worker_id, allow_superuser=True)
+    await remove_workers(uow, [worker], settings, "worker disconnected")
+
+
+def _summary(worker: Worker, job_count: int) -> WorkerSummary:
+    return WorkerSummary(
+        id=worker.id,
+        last_heartbeat=worker.last_heartbeat,
+        job_count=job_count,
+        created_at=worker.created_at,
+    )
+
+
+async def _page(
+    session: AsyncSession, where: list[object], limit: int, offset: int
+) -> Page[WorkerSummary]:
+    total = (
+        await session.execute(select(func.count()).select_from(Worker).where(*where))  # type: ignore[arg-type]
+    ).scalar()
+    items: list[WorkerSummary] = []
+    if limit:
+        count = (
+            select(func.count())
+            .where(WorkerJobLink.worker_id == Worker.id)
+            .correlate(Worker)
+            .scalar_subquery()
+        )
+        rows = await session.execute(
+            select(Worker, count)
+            .where(*where)  # type: ignore[arg-type]
+            .order_by(Worker.created_at.desc(), Worker.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        items = [_summary(w, n) for w, n in rows]
+    return Page[WorkerSummary](items=items, total=total or 0, limit=limit, offset=offset)
+
+
+async def list_workers(session: AsyncSession, limit: int, offset: int) -> Page[WorkerSummary]:
+    """Every worker, newest first."""
+    return await _page(session, [], limit, offset)
+
+
+async def list_room_workers(
+    session: AsyncSession, room_id: str, limit: int, offset: int
+) -> Page[WorkerSummary]:
+    """Workers serving an active job visible from ``room_id``, newest first."""
+    validate_room(room_id)
+    serving = (
+        select(WorkerJobLink.worker_id)
+        .join(Job, Job.id == WorkerJobLink.job_id)
+        .where(Job.room_id.in_(visible_rooms(room_id)), Job.deleted.is_(False))
+    )
+    return await _page(session, [Worker.id.in_(serving)], limit, offset)
+
+
+def stale_cutoff(settings: JobLibSettings, now: datetime) -> datetime:
+    """Workers whose last heartbeat is older than this are stale."""
+    return now - timedelta(seconds=settings.worker_timeout_seconds)

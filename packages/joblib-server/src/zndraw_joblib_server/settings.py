@@ -1,0 +1,81 @@
+"""Server settings, read from ``ZNDRAW_JOBLIB_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_DATABASE_URL", "JobLibSettings"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./zndraw-joblib.db"
+"""Embedded SQLite file in the working directory."""
+
+
+class JobLibSettings(BaseSettings):
+    """Settings of the job queue.
+
+    Every field can be set through the environment with the prefix ``ZNDRAW_JOBLIB_``, e.g.
+    ``ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS=120``; lists are given as JSON
+    (``ZNDRAW_JOBLIB_ALLOWED_CATEGORIES='["modifiers","custom"]'``). A host may also build an
+    instance in code and store it as ``app.state.joblib_settings``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZNDRAW_JOBLIB_", extra="ignore")
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="Database of the reference app (SQLite file or postgresql+asyncpg URL).",
+    )
+    allowed_categories: list[str] = Field(
+        default_factory=lambda: ["modifiers", "selections", "analysis"],
+        description="Job categories that may be registered.",
+    )
+    worker_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="A worker silent for longer is removed by the sweeper."
+    )
+    sweeper_interval_seconds: float = Field(
+        default=10.0, gt=0, description="Pause between two sweeper passes."
+    )
+    long_poll_max_wait_seconds: float = Field(
+        default=60.0, ge=0, description="Cap on `Prefer: wait=N` for task reads and claims."
+    )
+    claim_poll_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A waiting claim re-checks the database at least this often, so a lost "
+        "wake-up only delays work.",
+    )
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="Lease granted by a claim and renewed by heartbeats."
+    )
+    default_max_attempts: int = Field(
+        default=3, ge=1, description="How many claims a task gets when the submit names none."
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="Backoff before the 2nd attempt; doubles each attempt."
+    )
+    retry_backoff_max_seconds: float = Field(
+        default=300.0, ge=0, description="Upper bound of the retry backoff."
+    )
+    cancel_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="A worker that does not acknowledge a cancel request within this time has "
+        "its task cancelled by the sweeper.",
+    )
+    max_body_bytes: int = Field(default=2_097_152, gt=0, description="Largest request body.")
+    max_payload_bytes: int = Field(default=262_144, gt=0, description="Largest task payload.")
+    max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest task result.")
+    max_schema_bytes: int = Field(default=262_144, gt=0, description="Largest job schema.")
+    max_error_chars: int = Field(default=65_536, gt=0, description="Longest error text.")
+    max_message_chars: int = Field(default=1_024, gt=0, description="Longest progress message.")
+    enable_db_lock: bool | None = Field(
+        default=None,
+        description="Serialise writes inside the process; None: on for SQLite, off otherwise.",
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Waiting longer for the write lock answers 503."
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
+    )

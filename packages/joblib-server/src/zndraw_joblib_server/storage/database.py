@@ -1,0 +1,166 @@
+"""The database handle every request, long-poll and sweeper pass goes through.
+
+``Database.write()`` opens a transaction inside the process-wide write gate (on for SQLite,
+so concurrent requests never see "database is locked"), collects wake-up keys and events
+while the work runs, commits, and only then wakes long-polls and hands events to the sink.
+``Database.read()`` opens a plain session without the gate (SQLite WAL lets readers run
+beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from zndraw_joblib_core import Event, ServiceUnavailable
+
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage.notifier import Notifier
+from zndraw_joblib_server.storage.pubsub import PostgresPubSub
+
+__all__ = ["Database", "EventSink", "UnitOfWork", "get_database"]
+
+logger = logging.getLogger("zndraw_joblib_server")
+
+EventSink = Callable[[Sequence[Event]], Awaitable[None]]
+"""Receives the events of a committed change (see ``dependencies.get_event_sink``)."""
+
+
+@dataclass
+class UnitOfWork:
+    """A write transaction in progress: its session, and what to announce after commit.
+
+    Attributes:
+        session: The transaction's session.
+        events: Events to hand to the sink after commit.
+        wake: Wake-up keys to notify after commit, with how many waiters to wake (None: all).
+    """
+
+    session: AsyncSession
+    events: list[Event] = field(default_factory=list)
+    wake: dict[str, int | None] = field(default_factory=dict)
+
+    def wake_all(self, key: str) -> None:
+        """Wake every long-poll waiting on ``key`` after commit."""
+        self.wake[key] = None
+
+    def wake_some(self, key: str, count: int = 1) -> None:
+        """Wake ``count`` more long-polls waiting on ``key`` after commit."""
+        current = self.wake.get(key, 0)
+        if key in self.wake and current is None:
+            return
+        self.wake[key] = (current or 0) + count
+
+
+class Database:
+    """Sessions, the write gate and wake-ups for one session maker."""
+
+    def __init__(
+        self, session_maker: async_sessionmaker[AsyncSession], settings: JobLibSettings
+    ) -> None:
+        self.session_maker = session_maker
+        self.settings = settings
+        bind = session_maker.kw.get("bind")
+        self.dialect: str = bind.dialect.name if bind is not None else "sqlite"
+        use_gate = settings.enable_db_lock
+        if use_gate is None:
+            use_gate = self.dialect == "sqlite"
+        self.gate: asyncio.Lock | None = asyncio.Lock() if use_gate else None
+        self.notifier = Notifier()
+        self.pubsub: PostgresPubSub | None = (
+            PostgresPubSub(bind, self.notifier)
+            if self.dialect == "postgresql" and bind is not None
+            else None
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether the database is PostgreSQL."""
+        return self.dialect == "postgresql"
+
+    async def start(self) -> None:
+        """Start cross-process wake-ups (PostgreSQL LISTEN); a no-op on SQLite."""
+        if self.pubsub is not None:
+            await self.pubsub.start()
+
+    async def stop(self) -> None:
+        """Stop cross-process wake-ups."""
+        if self.pubsub is not None:
+            await self.pubsub.stop()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A short read-only session (no gate)."""
+        async with self.session_maker() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _gate(self) -> AsyncIterator[None]:
+        if self.gate is None:
+            yield
+            return
+        try:
+            await asyncio.wait_for(self.gate.acquire(), self.settings.db_lock_timeout_seconds)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                "The database is busy; retry later.", headers={"Retry-After": "1"}
+            ) from None
+        try:
+            yield
+        finally:
+            self.gate.release()
+
+    @asynccontextmanager
+    async def write(self, sink: EventSink | None = None) -> AsyncIterator[UnitOfWork]:
+        """A write transaction: commit on success, roll back on error, then announce.
+
+        Args:
+            sink: Receives the collected events after commit (errors are logged, not raised).
+        """
+        async with self._gate(), self.session_maker() as session:
+            uow = UnitOfWork(session)
+            try:
+                yield uow
+                if self.pubsub is not None and uow.wake:
+                    await self.pubsub.publish(session, uow.wake)
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+        self.announce(uow.wake)
+        if sink is not None and uow.events:
+            await deliver(sink, uow.events)
+
+    def announce(self, wake: dict[str, int | None]) -> None:
+        """Wake local long-polls for the given keys."""
+        for key, limit in wake.items():
+            self.notifier.notify(key, limit)
+
+
+async def deliver(sink: EventSink, events: Sequence[Event]) -> None:
+    """Hand ``events`` to ``sink``; a failing sink is logged and never fails the request."""
+    try:
+        await sink(events)
+    except Exception:
+        logger.exception("event sink failed for %d event(s)", len(events))
+
+
+_databases: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], Database] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_database(
+    session_maker: async_sessionmaker[AsyncSession], settings: JobLibSettings
+) -> Database:
+    """Return the process's :class:`Database` for ``session_maker`` (created on first use)."""
+    db = _databases.get(session_maker)
+    if db is None:
+        db = Database(session_maker, settings)
+        _databases[session_maker] = db
+    return db

@@ -1,0 +1,103 @@
+"""In-process wake-ups for long-polling requests.
+
+Waiters subscribe to string keys (``task:{id}``, ``job:{id}``) *before* they read the
+database, so a change committed between their read and their wait still wakes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+__all__ = ["Notifier", "Subscription"]
+
+
+class Subscription:
+    """One waiter's interest in a set of keys."""
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self.keys = keys
+        self._event = asyncio.Event()
+
+    def _fire(self) -> None:
+        self._event.set()
+
+    @property
+    def fired(self) -> bool:
+        """Whether a wake-up arrived since the last :meth:`wait` returned."""
+        return self._event.is_set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until one of the keys is notified or ``seconds`` pass.
+
+        Returns:
+            True when woken by a notification, False on timeout.
+        """
+        if seconds <= 0:
+            return self._consume()
+        try:
+            await asyncio.wait_for(self._event.wait(), seconds)
+        except TimeoutError:
+            return self._consume()
+        return self._consume()
+
+    def _consume(self) -> bool:
+        fired = self._event.is_set()
+        self._event.clear()
+        return fired
+
+
+class Notifier:
+    """Keyed wake-ups within one process (one event loop)."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, list[Subscription]] = {}
+
+    @property
+    def waiting(self) -> int:
+        """How many subscriptions are registered (for tests and metrics)."""
+        return len({id(s) for subs in self._waiters.values() for s in subs})
+
+    def keys(self) -> list[str]:
+        """The keys that have subscribers now."""
+        return list(self._waiters)
+
+    @asynccontextmanager
+    async def subscribe(self, keys: Iterable[str]) -> AsyncIterator[Subscription]:
+        """Register interest in ``keys`` for the duration of the block."""
+        sub = Subscription(frozenset(keys))
+        for key in sub.keys:
+            self._waiters.setdefault(key, []).append(sub)
+        try:
+            yield sub
+        finally:
+            for key in sub.keys:
+                subs = self._waiters.get(key)
+                if subs is None:
+                    continue
+                if sub in subs:
+                    subs.remove(sub)
+                if not subs:
+                    del self._waiters[key]
+
+    def notify(self, key: str, limit: int | None = None) -> int:
+        """Wake the subscribers of ``key``.
+
+        Args:
+            key: The key that changed.
+            limit: Wake at most this many subscribers that are not already awake (oldest
+                first); None wakes all of them.
+
+        Returns:
+            How many subscribers were woken.
+        """
+        woken = 0
+        for sub in list(self._waiters.get(key, ())):
+            if limit is not None and woken >= limit:
+                break
+            if limit is not None and sub.fired:
+                continue
+            sub._fire()
+            woken += 1
+        return woken

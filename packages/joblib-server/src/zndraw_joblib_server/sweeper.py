@@ -1,0 +1,194 @@
+"""The sweeper: cleans up after vanished workers, expired leases and ignored cancellations.
+
+Start :func:`run_sweeper` in the host's lifespan (``create_app`` does). Every pass runs in
+its own transaction through :meth:`Database.write` and locks the rows it changes (``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL), so several server processes may sweep at the same time: each
+row is handled by exactly one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from zndraw_joblib_core import ACTIVE_STATUSES, Event
+
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.services.common import job_names, release, status_event
+from zndraw_joblib_server.services.jobs import soft_delete_orphans
+from zndraw_joblib_server.services.workers import remove_workers, stale_cutoff
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
+
+__all__ = ["SweepReport", "run_sweeper", "sweep_once"]
+
+logger = logging.getLogger("zndraw_joblib_server")
+
+_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    """What one sweeper pass changed.
+
+    Attributes:
+        workers_removed: Stale workers deleted.
+        tasks_released: In-flight tasks of those workers, or with expired leases or past
+            their timeout, that were requeued or failed.
+        tasks_cancelled: Cancellations the worker did not acknowledge in time.
+        jobs_deleted: Orphan jobs soft-deleted.
+        events: The events emitted (already handed to the sink, if any).
+    """
+
+    workers_removed: int = 0
+    tasks_released: int = 0
+    tasks_cancelled: int = 0
+    jobs_deleted: int = 0
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the pass changed anything."""
+        return bool(
+            self.workers_removed
+            or self.tasks_released
+            or self.tasks_cancelled
+            or self.jobs_deleted
+        )
+
+
+async def _stale_workers(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
+    now = utcnow()
+    workers = list(
+        (
+            await uow.session.execute(
+                select(Worker)
+                .where(Worker.last_heartbeat < stale_cutoff(settings, now))
+                .limit(_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars()
+    )
+    report.tasks_released += await remove_workers(
+        uow, workers, settings, "worker stopped sending heartbeats"
+    )
+    report.workers_removed += len(workers)
+
+
+async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
+    now = utcnow()
+    grace = timedelta(seconds=settings.cancel_grace_seconds)
+    tasks = list(
+        (
+            await uow.session.execute(
+                select(Task)
+                .where(
+                    Task.status.in_(ACTIVE_STATUSES),
+                    or_(
+                        Task.lease_expires_at < now,
+                        Task.deadline_at < now,
+                        and_(
+                            Task.cancel_requested.is_(True),
+                            Task.cancel_requested_at < now - grace,
+                        ),
+                    ),
+                )
+                .limit(_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars()
+    )
+    names = await job_names(uow.session, {t.job_id for t in tasks})
+    for task in tasks:
+        if task.cancel_requested:
+            reason = "the worker did not acknowledge the cancellation"
+            report.tasks_cancelled += 1
+        elif task.deadline_at is not None and task.deadline_at < now:
+            reason = f"timed out after {task.timeout_seconds:g} s"
+            report.tasks_released += 1
+        else:
+            reason = "lease expired"
+            report.tasks_released += 1
+        if release(task, now, settings, reason):
+            uow.wake_some(f"job:{task.job_id}")
+        uow.wake_all(f"task:{task.id}")
+        uow.events.append(status_event(task, names[task.job_id], now))
+
+
+async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:
+    has_worker = select(WorkerJobLink.job_id).where(WorkerJobLink.job_id == Job.id).exists()
+    candidates = list(
+        (
+            await uow.session.execute(
+                select(Job.id).where(Job.deleted.is_(False), ~has_worker).limit(_BATCH)
+            )
+        ).scalars()
+    )
+    report.jobs_deleted += len(await soft_delete_orphans(uow, candidates))
+
+
+async def sweep_once(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: JobLibSettings,
+    sink: EventSink | None = None,
+) -> SweepReport:
+    """Run one sweeper pass and return what it changed.
+
+    Args:
+        session_maker: The host's session maker (the same one requests use).
+        settings: The queue's settings.
+        sink: Receives the events of each committed step.
+    """
+    db = get_database(session_maker, settings)
+    report = SweepReport()
+    for step in (_stale_workers, _expired_tasks):
+        async with db.write(sink) as uow:
+            await step(uow, settings, report)
+            report.events.extend(uow.events)
+    async with db.write(sink) as uow:
+        await _orphan_jobs(uow, report)
+        report.events.extend(uow.events)
+    return report
+
+
+async def run_sweeper(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: JobLibSettings,
+    sink: EventSink | None = None,
+) -> None:
+    """Sweep every ``sweeper_interval_seconds`` until cancelled.
+
+    A failing pass is logged and the loop goes on. Start it as a task in the host's lifespan::
+
+        task = asyncio.create_task(run_sweeper(session_maker, settings))
+
+    Yield:
+        task.cancel()
+    """
+    logger.info(
+        "sweeper started: every %gs, workers time out after %gs",
+        settings.sweeper_interval_seconds,
+        settings.worker_timeout_seconds,
+    )
+    while True:
+        await asyncio.sleep(settings.sweeper_interval_seconds)
+        try:
+            report = await sweep_once(session_maker, settings, sink)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("sweeper pass failed")
+            continue
+        if report.changed:
+            logger.info(
+                "sweeper: %d worker(s) removed, %d task(s) released, %d cancelled, "
+                "%d job(s) deleted",
+                report.workers_removed,
+                report.tasks_released,
+                report.tasks_cancelled,
+                report.jobs_deleted,
+            )
