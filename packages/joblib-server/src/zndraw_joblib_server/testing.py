@@ -1,0 +1,168 @@
+"""Helpers for testing a host app (and this package) against a real database.
+
+Used by the project's own tests; hosts may use them too::
+
+    url = database_url_for("sqlite", tmp_path)      # or "postgres"
+    app = create_app(JobLibSettings(database_url=url), test_auth_settings(), sweeper=False)
+    async with running(app):
+        alice = await create_user(app, "alice@example.com")
+        async with api_client(app, alice) as client:
+            await client.post("/v1/joblib/workers")
+
+PostgreSQL tests read ``ZNDRAW_JOBLIB_TEST_POSTGRES_URL`` and skip without it, unless
+``ZNDRAW_JOBLIB_REQUIRE_POSTGRES=1`` is set (as CI does), in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi_users.authentication import JWTStrategy
+from fastapi_users.password import PasswordHelper
+from pydantic import SecretStr
+from sqlalchemy import text
+from zndraw_auth import AuthSettings, User
+
+__all__ = [
+    "POSTGRES_ENV",
+    "REQUIRE_POSTGRES_ENV",
+    "ApiUser",
+    "api_client",
+    "create_user",
+    "database_url_for",
+    "postgres_url",
+    "reset_postgres",
+    "running",
+    "test_auth_settings",
+]
+
+POSTGRES_ENV = "ZNDRAW_JOBLIB_TEST_POSTGRES_URL"
+"""Environment variable naming the PostgreSQL database tests may use (and wipe)."""
+
+REQUIRE_POSTGRES_ENV = "ZNDRAW_JOBLIB_REQUIRE_POSTGRES"
+"""Set to 1 to make missing PostgreSQL an error instead of a skip."""
+
+TEST_SECRET = "zndraw-joblib-test-secret-0123456789abcdef"
+
+_SKIP_MESSAGE = (
+    "PostgreSQL tests skipped: set ZNDRAW_JOBLIB_TEST_POSTGRES_URL="
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/test (a database the tests may wipe) "
+    "to run them."
+)
+
+
+def postgres_url() -> str | None:
+    """The PostgreSQL test URL, or None (tests then skip, or fail when it is required)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        return url
+    if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+        raise RuntimeError(f"{REQUIRE_POSTGRES_ENV}=1 but {POSTGRES_ENV} is not set")
+    return None
+
+
+def postgres_skip_message() -> str:
+    """Why PostgreSQL tests were skipped, and how to enable them."""
+    return _SKIP_MESSAGE
+
+
+def database_url_for(backend: str, tmp_path: Path) -> str | None:
+    """A database URL for ``backend`` (``sqlite``: a fresh file; ``postgres``: the test URL)."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'joblib.db'}"
+    return postgres_url()
+
+
+def test_auth_settings(**overrides: object) -> AuthSettings:
+    """zndraw-auth settings for tests: a long secret, production mode (no auto-superusers)."""
+    values: dict[str, object] = {
+        "secret_key": SecretStr(TEST_SECRET),
+        "default_admin_email": "admin@example.com",
+        "default_admin_password": SecretStr("admin-password"),
+    }
+    values.update(overrides)
+    return AuthSettings(**values)  # type: ignore[arg-type]
+
+
+async def reset_postgres(url: str) -> None:
+    """Drop every table of the test database (so each test starts empty)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """Run the app's lifespan (httpx's ASGI transport does not)."""
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@dataclass(frozen=True)
+class ApiUser:
+    """A user of the test database with a valid bearer token.
+
+    Attributes:
+        id: The user's id.
+        email: The user's email.
+        token: A JWT for the user.
+        is_superuser: Whether the user is a superuser.
+    """
+
+    id: uuid.UUID
+    email: str
+    token: str
+    is_superuser: bool
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def create_user(app: FastAPI, email: str, *, superuser: bool = False) -> ApiUser:
+    """Insert a user into the app's database and mint a token for it."""
+    settings: AuthSettings = app.state.auth_settings
+    user = User(
+        id=uuid.uuid4(),
+        email=email,
+        hashed_password=PasswordHelper().hash("password"),
+        is_active=True,
+        is_superuser=superuser,
+        is_verified=True,
+    )
+    async with app.state.session_maker() as session:
+        session.add(user)
+        await session.commit()
+    strategy: JWTStrategy[User, uuid.UUID] = JWTStrategy(
+        secret=settings.secret_key.get_secret_value(),
+        lifetime_seconds=settings.token_lifetime_seconds,
+    )
+    token = await strategy.write_token(user)
+    return ApiUser(id=user.id, email=email, token=token, is_superuser=superuser)
+
+
+@asynccontextmanager
+async def api_client(
+    app: FastAPI, user: ApiUser | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client bound to the app in-process, authenticated as ``user``."""
+    transport = httpx.ASGITransport(app=app)
+    headers = user.headers if user else {}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers, timeout=30
+    ) as client:
+        yield client
