@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from zndraw_joblib_server import JobLibSettings, create_app
 from zndraw_joblib_server.testing import (
     ApiUser,

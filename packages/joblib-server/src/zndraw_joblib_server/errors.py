@@ -15,6 +15,7 @@ from fastapi.exception_handlers import (
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from zndraw_joblib_core import (
     API_PREFIX,
     PROBLEM_TYPES,

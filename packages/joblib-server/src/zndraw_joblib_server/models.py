@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 from zndraw_auth import Base
+
 from zndraw_joblib_core import TaskStatus, build_job_name
 
 __all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "utcnow"]

@@ -15,8 +15,8 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from zndraw_joblib_core import ACTIVE_STATUSES, Event
 
+from zndraw_joblib_core import ACTIVE_STATUSES, Event
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.common import job_names, release, status_event
 from zndraw_joblib_server.services.jobs import soft_delete_orphans

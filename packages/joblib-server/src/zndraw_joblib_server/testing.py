@@ -88,7 +88,7 @@ def test_auth_settings(**overrides: object) -> AuthSettings:
         "default_admin_password": SecretStr("admin-password"),
     }
     values.update(overrides)
-    return AuthSettings(**values)  # type: ignore[arg-type]
+    return AuthSettings(**values)
 
 
 async def reset_postgres(url: str) -> None:

@@ -1,8 +1,8 @@
 """The ``/v1/joblib`` router, assembled from one module per resource."""
 
 from fastapi import APIRouter
-from zndraw_joblib_core import API_PREFIX
 
+from zndraw_joblib_core import API_PREFIX
 from zndraw_joblib_server.routes import jobs, tasks, workers
 from zndraw_joblib_server.routes._common import JobLibRoute
 

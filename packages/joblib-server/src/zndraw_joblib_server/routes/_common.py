@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Query, Request, Response
 from fastapi.routing import APIRoute
+
 from zndraw_joblib_core import (
     DEFAULT_PAGE_LIMIT,
     MAX_PAGE_LIMIT,
@@ -15,7 +16,6 @@ from zndraw_joblib_core import (
     PayloadTooLarge,
     ProblemDetail,
 )
-
 from zndraw_joblib_server.dependencies import get_settings
 
 __all__ = ["JobLibRoute", "Limit", "Offset", "PreferHeader", "problems", "wait_seconds"]

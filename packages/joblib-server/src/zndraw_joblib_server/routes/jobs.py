@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Response, status
-from zndraw_joblib_core import JobRegisterRequest, JobResponse, JobSummary, Page, WorkerSummary
 
+from zndraw_joblib_core import JobRegisterRequest, JobResponse, JobSummary, Page, WorkerSummary
 from zndraw_joblib_server.dependencies import (
     ActorDep,
     DatabaseDep,

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
+
 from zndraw_joblib_core import (
     API_PREFIX,
     Page,
@@ -19,7 +20,6 @@ from zndraw_joblib_core import (
     TaskSubmitRequest,
     TaskUpdateRequest,
 )
-
 from zndraw_joblib_server.dependencies import (
     ActorDep,
     DatabaseDep,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response, status
-from zndraw_joblib_core import Page, WorkerResponse, WorkerSummary
 
+from zndraw_joblib_core import Page, WorkerResponse, WorkerSummary
 from zndraw_joblib_server.dependencies import ActorDep, DatabaseDep, EventSinkDep, SettingsDep
 from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
 from zndraw_joblib_server.services import workers as worker_service

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
 
+from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import job_names, status_event, to_response

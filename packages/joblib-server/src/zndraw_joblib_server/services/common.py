@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from zndraw_joblib_core import (
     InvalidRoomId,
     PayloadTooLarge,
@@ -19,7 +20,6 @@ from zndraw_joblib_core import (
     build_job_name,
     is_valid_room_id,
 )
-
 from zndraw_joblib_server.models import Job, Task
 from zndraw_joblib_server.settings import JobLibSettings
 

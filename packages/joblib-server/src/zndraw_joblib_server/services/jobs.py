@@ -11,6 +11,7 @@ from jsonschema.validators import validator_for
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from zndraw_joblib_core import (
     GLOBAL_ROOM,
     MAX_CATEGORY_LENGTH,
@@ -31,7 +32,6 @@ from zndraw_joblib_core import (
     parse_job_name,
     visible_rooms,
 )
-
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room

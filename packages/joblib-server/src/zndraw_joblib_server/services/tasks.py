@@ -13,6 +13,7 @@ from jsonschema.validators import validator_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from zndraw_joblib_core import (
     Forbidden,
     InvalidPayload,
@@ -24,7 +25,6 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
-
 from zndraw_joblib_server.models import Job, Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess, check_room
 from zndraw_joblib_server.services.common import (

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from zndraw_joblib_core import (
     ACTIVE_STATUSES,
     Forbidden,
@@ -19,7 +20,6 @@ from zndraw_joblib_core import (
     TaskUpdateRequest,
     can_transition,
 )
-
 from zndraw_joblib_server.models import Task, Worker, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (

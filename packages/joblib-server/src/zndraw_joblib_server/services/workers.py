@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from zndraw_joblib_core import (
     ACTIVE_STATUSES,
     Forbidden,
@@ -17,7 +18,6 @@ from zndraw_joblib_core import (
     WorkerSummary,
     visible_rooms,
 )
-
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import (

@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from zndraw_joblib_core import Event, ServiceUnavailable
 
+from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage.notifier import Notifier
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub

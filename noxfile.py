@@ -1,0 +1,202 @@
+"""Nox sessions: lint, types, import contracts, one isolated test run per package, wheels.
+
+Run everything with ``uv run nox`` (what CI runs); one session with ``uv run nox -s core``.
+
+* ``lint``, ``typecheck``, ``imports``, ``contract`` use the whole locked workspace
+  (``uv sync --locked`` into the session's venv).
+* ``core``, ``client``, ``server`` each get a fresh venv holding only that package, the
+  packages it declares, and the test runner. Before testing, ``scripts/check_isolation.py``
+  proves the forbidden stack is absent and that every module of the package imports without it.
+* ``wheels`` builds the three wheels, checks their metadata with ``scripts/check_wheels.py``
+  and installs only the core and client wheels into a fresh venv to import the client.
+
+Third-party versions in the isolated sessions are constrained to ``uv.lock``. pytest always
+runs from the repository root with the root ``pyproject.toml`` as its configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.10.9"
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "imports",
+    "core",
+    "client",
+    "server",
+    "contract",
+    "wheels",
+]
+
+ROOT = Path(__file__).parent
+UV = os.environ.get("UV", "uv")  # `uv run` exports the path of its own binary here
+
+CORE = "packages/joblib-core"
+CLIENT = "packages/joblib-client"
+SERVER = "packages/joblib-server"
+SRC_DIRS = [f"{CORE}/src", f"{CLIENT}/src", f"{SERVER}/src"]
+
+# The test runner. pytest-asyncio and pytest-timeout are here in every session because the
+# root pytest configuration sets their options (asyncio_mode, timeout).
+PYTEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout"]
+PYTEST_ARGS = ["-c", "pyproject.toml", "--rootdir", ".", "-p", "no:cacheprovider"]
+
+SERVER_STACK = ["fastapi", "starlette", "sqlalchemy", "zndraw_auth"]
+
+
+def _sync_workspace(session: nox.Session, *args: str) -> None:
+    """Install the locked workspace (or part of it) into the session's venv."""
+    session.run_install(
+        UV,
+        "sync",
+        "--locked",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)},
+        external=True,
+    )
+
+
+def _constraints(session: nox.Session) -> str:
+    """Write the locked third-party versions as a pip constraints file; return its path."""
+    path = Path(session.create_tmp()) / "constraints.txt"
+    session.run_install(
+        UV,
+        "export",
+        "--locked",
+        "--quiet",
+        "--no-hashes",
+        "--no-emit-workspace",
+        "--all-groups",
+        "--all-extras",
+        "--output-file",
+        str(path),
+        external=True,
+    )
+    return str(path)
+
+
+def _isolated_install(session: nox.Session, *requirements: str) -> None:
+    """Install only ``requirements`` (local paths or names), at the locked versions."""
+    session.install("-c", _constraints(session), *requirements)
+
+
+def _check_isolation(session: nox.Session, package: str, forbidden: list[str]) -> None:
+    session.run("python", "scripts/check_isolation.py", package, "--forbid", *forbidden)
+
+
+def _has_tests(directory: str) -> bool:
+    path = ROOT / directory
+    return path.is_dir() and any(
+        p.is_file() for pattern in ("test_*.py", "*_test.py") for p in path.rglob(pattern)
+    )
+
+
+def _pytest(session: nox.Session, directory: str) -> None:
+    """Run pytest on ``directory``; skip the session while the directory has no tests yet."""
+    if not _has_tests(directory):
+        session.skip(f"no test files in {directory} yet")
+    session.run("pytest", *PYTEST_ARGS, directory, *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check over the whole repository."""
+    _sync_workspace(session, "--only-group", "dev")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Mypy over the three src trees (configuration in the root pyproject.toml)."""
+    _sync_workspace(session)
+    session.run("mypy", *SRC_DIRS)
+
+
+@nox.session
+def imports(session: nox.Session) -> None:
+    """Import-linter contracts from the root pyproject.toml (the dependency direction)."""
+    _sync_workspace(session)
+    session.run("lint-imports")
+
+
+@nox.session(reuse_venv=False)
+def core(session: nox.Session) -> None:
+    """Core alone: pydantic and nothing of the server or HTTP stack."""
+    _isolated_install(session, "-e", CORE, "hypothesis", *PYTEST_DEPS)
+    _check_isolation(session, "zndraw_joblib_core", [*SERVER_STACK, "httpx"])
+    _pytest(session, f"{CORE}/tests")
+
+
+@nox.session(reuse_venv=False)
+def client(session: nox.Session) -> None:
+    """Core and client alone (httpx, no FastAPI, Starlette, SQLAlchemy or zndraw-auth)."""
+    _isolated_install(session, "-e", CORE, "-e", CLIENT, "hypothesis", *PYTEST_DEPS)
+    _check_isolation(session, "zndraw_joblib_client", [*SERVER_STACK, "zndraw_joblib_server"])
+    _pytest(session, f"{CLIENT}/tests")
+
+
+@nox.session(reuse_venv=False)
+def server(session: nox.Session) -> None:
+    """Core and server (with the PostgreSQL extra), never the client."""
+    # httpx drives the ASGI app in the server's HTTP tests; it is a test dependency only.
+    _isolated_install(
+        session, "-e", CORE, "-e", f"{SERVER}[postgres]", "httpx", "hypothesis", *PYTEST_DEPS
+    )
+    _check_isolation(session, "zndraw_joblib_server", ["zndraw_joblib_client"])
+    _pytest(session, f"{SERVER}/tests")
+
+
+@nox.session
+def contract(session: nox.Session) -> None:
+    """The real client against the real server: the whole locked workspace, tests/."""
+    _sync_workspace(session)
+    _pytest(session, "tests")
+
+
+@nox.session(reuse_venv=False)
+def wheels(session: nox.Session) -> None:
+    """Build the wheels, check their metadata, install core + client wheels alone."""
+    dist = Path(session.create_tmp()) / "dist"
+    if dist.exists():
+        for old in dist.iterdir():
+            old.unlink()
+    session.run(
+        UV,
+        "build",
+        "--all-packages",
+        "--wheel",
+        "--out-dir",
+        str(dist),
+        "--quiet",
+        external=True,
+    )
+    session.run("python", "scripts/check_wheels.py", str(dist))
+
+    def wheel(name: str) -> str:
+        (found,) = dist.glob(f"{name}-*.whl")
+        return str(found)
+
+    # The session venv is fresh and holds nothing but what is installed here.
+    session.install(
+        "-c", _constraints(session), wheel("zndraw_joblib_core"), wheel("zndraw_joblib_client")
+    )
+    _check_isolation(
+        session, "zndraw_joblib_client", [*SERVER_STACK, "zndraw_joblib_server", "uvicorn"]
+    )
+    session.run(
+        "python",
+        "-c",
+        "import zndraw_joblib_client, zndraw_joblib_core; "
+        "assert '/site-packages/' in zndraw_joblib_client.__file__.replace('\\\\', '/'), "
+        "zndraw_joblib_client.__file__; print('client wheel imports from', "
+        "zndraw_joblib_client.__file__)",
+    )

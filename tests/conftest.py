@@ -1,0 +1,172 @@
+"""Contract-test fixtures: the reference server started with uvicorn in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+POSTGRES_ENV = "ZNDRAW_JOBLIB_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_ENV = "ZNDRAW_JOBLIB_REQUIRE_POSTGRES"
+SECRET = "zndraw-joblib-contract-test-secret-0123456789"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password"
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _reset_postgres(url: str) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def reset() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(reset())
+
+
+def database_url(backend: str, tmp_path: Path) -> str:
+    """A fresh database of ``backend`` (skips PostgreSQL when it is not configured)."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'server.db'}"
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+            pytest.fail(f"{REQUIRE_POSTGRES_ENV}=1 but {POSTGRES_ENV} is not set")
+        pytest.skip(
+            "PostgreSQL tests skipped: set ZNDRAW_JOBLIB_TEST_POSTGRES_URL="
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test to run them."
+        )
+    _reset_postgres(url)
+    return url
+
+
+@dataclass
+class LiveServer:
+    """A reference server process serving on 127.0.0.1."""
+
+    database_url: str
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The server's environment."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "ZNDRAW_JOBLIB_DATABASE_URL": self.database_url,
+                "ZNDRAW_AUTH_SECRET_KEY": SECRET,
+                "ZNDRAW_AUTH_DEFAULT_ADMIN_EMAIL": ADMIN_EMAIL,
+                "ZNDRAW_AUTH_DEFAULT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "ZNDRAW_JOBLIB_SWEEPER_INTERVAL_SECONDS": "0.5",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        """Start the server and wait until it answers ``/health``."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "zndraw_joblib_server.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (SIGKILL to simulate a crash)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def token(self, email: str, password: str = "password123") -> str:
+        """Register ``email`` (if new) and return a bearer token for it."""
+        httpx.post(
+            f"{self.url}/auth/register", json={"email": email, "password": password}, timeout=10
+        )
+        resp = httpx.post(
+            f"{self.url}/auth/jwt/login",
+            data={"username": email, "password": password},
+            timeout=10,
+        )
+        resp.raise_for_status()
+        return str(resp.json()["access_token"])
+
+    def admin_token(self) -> str:
+        """A token of the configured superuser."""
+        return self.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend (contract tests run on both)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A running reference server on a fresh database."""
+    live = LiveServer(database_url(backend, tmp_path), tmp_path / "server.log")
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
