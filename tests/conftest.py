@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,6 +159,28 @@ class LiveServer:
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend (contract tests run on both)."""
     return str(request.param)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[[str], LiveServer]]:
+    """``server_factory(database_url)`` starts another server; all are stopped at the end."""
+    started: list[LiveServer] = []
+
+    def factory(url: str) -> LiveServer:
+        live = LiveServer(url, tmp_path / f"server{len(started)}.log")
+        started.append(live)
+        live.start()
+        return live
+
+    yield factory
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> str:
+    """A fresh PostgreSQL database (skips, or fails in CI, when none is configured)."""
+    return database_url("postgres", tmp_path)
 
 
 @pytest.fixture

@@ -53,15 +53,20 @@ async def claim_tasks(
     Order: highest priority first, then earliest ``run_after``, then oldest.
     """
     session = uow.session
-    # FOR SHARE: a concurrent DELETE /workers waits for this claim to commit (PostgreSQL).
+    now = utcnow()
+    # Claiming is a sign of life: refresh the heartbeat. The row lock also makes a concurrent
+    # DELETE /workers wait for this claim to commit (PostgreSQL).
     alive = await session.execute(
-        select(Worker.id).where(Worker.id == worker_id).with_for_update(read=True)
+        update(Worker)
+        .where(Worker.id == worker_id)
+        .values(last_heartbeat=now)
+        .returning(Worker.id)
+        .execution_options(synchronize_session=False)
     )
     if alive.scalar_one_or_none() is None:
         raise WorkerNotFound(f"Worker {worker_id} not found.")
     if not job_ids:
         return []
-    now = utcnow()
     lease = timedelta(seconds=settings.lease_seconds)
     claimable = (
         select(Task.id)

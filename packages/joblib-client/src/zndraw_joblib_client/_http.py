@@ -1,0 +1,298 @@
+"""The one place that sends requests: auth header, retries, problem+json to exceptions."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from zndraw_joblib_client.errors import ConnectionFailed
+from zndraw_joblib_core import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    RequestValidationFailed,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    problem_from_body,
+)
+
+__all__ = ["RetryPolicy"]
+
+logger = logging.getLogger("zndraw_joblib_client")
+
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_BY_STATUS: dict[int, type[ProblemError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: RequestValidationFailed,
+    503: ServiceUnavailable,
+}
+# Errors raised before any byte of the request left the client: always safe to retry.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures (connection errors, timeouts, 5xx, 429) are retried.
+
+    The n-th retry waits ``min(max_delay, base_delay * 2**(n-1))``, spread by up to
+    ``jitter`` of itself, or what the server's ``Retry-After`` asks (capped by
+    ``max_retry_after``).
+
+    Attributes:
+        attempts: How many times a request is sent at most (1 disables retries).
+        base_delay: The first delay in seconds.
+        max_delay: The longest delay between two attempts.
+        jitter: Random spread as a fraction of the delay (0 for none).
+        max_retry_after: The longest ``Retry-After`` honoured, in seconds.
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.5
+    max_retry_after: float = 60.0
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Return the seconds to wait before retry number ``retry`` (1-based).
+
+        Args:
+            retry: Which retry this is (1 for the first).
+            retry_after: Seconds the server asked for, if it did.
+
+        Returns:
+            The delay in seconds, never negative.
+        """
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.max_retry_after))
+        base = min(self.max_delay, self.base_delay * 2.0 ** max(0, retry - 1))
+        spread: float = self.jitter * (2.0 * random.random() - 1.0)
+        return max(0.0, base * (1.0 + spread))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Read a ``Retry-After`` header: delta seconds or an HTTP date; None when absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def problem_from_response(response: httpx.Response) -> ProblemError:
+    """Turn an error response into the core exception the server meant.
+
+    A problem body (``application/problem+json`` or any JSON object with ``type`` and
+    ``status``) becomes its class via :func:`zndraw_joblib_core.problem_from_body`; anything
+    else (e.g. FastAPI's ``{"detail": "Unauthorized"}``) becomes the class of its status.
+
+    Args:
+        response: An answer with a 4xx or 5xx status.
+
+    Returns:
+        The exception to raise, with ``headers`` set to the response headers.
+    """
+    headers = dict(response.headers)
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "type" in body and "status" in body:
+        data = dict(body)
+        data.setdefault("title", response.reason_phrase or "Error")
+        try:
+            problem = problem_from_body(data)
+        except ValidationError:
+            pass
+        else:
+            problem.headers = headers
+            return problem
+    extras: dict[str, Any] = {}
+    detail: str | None = None
+    if isinstance(body, dict) and "detail" in body:
+        raw = body["detail"]
+        if isinstance(raw, str):
+            detail = raw
+        else:
+            extras["errors"] = raw
+            detail = "request validation failed"
+    elif response.text and body is None:
+        detail = response.text[:500]
+    cls = _BY_STATUS.get(response.status_code)
+    if cls is None:
+        problem = problem_from_body(
+            {
+                "type": "about:blank",
+                "title": response.reason_phrase or "Error",
+                "status": response.status_code,
+                "detail": detail,
+                **extras,
+            }
+        )
+    else:
+        problem = cls(detail, **extras)
+    problem.headers = headers
+    return problem
+
+
+def _is_transient_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class HttpSession:
+    """Sends requests to the joblib server with auth, retries and error mapping.
+
+    Args:
+        client: The httpx client (its ``base_url`` points at the server).
+        token: A callable returning the bearer token to send, or None for none.
+        on_unauthorized: Called once after a 401 when set; returns True when the request
+            should be retried (e.g. after logging in again).
+        retry: The retry policy.
+        sleep: The function used to wait between attempts (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        token: Callable[[], str | None],
+        on_unauthorized: Callable[[], bool] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self._token = token
+        self._on_unauthorized = on_unauthorized
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+        authenticate: bool = True,
+        retry_transient: bool = True,
+    ) -> httpx.Response:
+        """Send a request and return its successful answer.
+
+        Args:
+            method: The HTTP method.
+            path: The path, relative to the client's base URL.
+            json: A JSON body.
+            data: A form body.
+            params: Query parameters (None values are dropped).
+            headers: Extra request headers.
+            idempotent: Whether resending is harmless; defaults from the method (and an
+                ``Idempotency-Key`` header makes a request idempotent).
+            timeout: Read timeout in seconds for this request (long-polls), else the
+                client's.
+            authenticate: Whether to send the bearer token.
+            retry_transient: False to send only once.
+
+        Returns:
+            The answer (status below 400).
+
+        Raises:
+            ProblemError: The server answered an error (the matching core subclass).
+            ConnectionFailed: The server could not be reached after all attempts.
+        """
+        method = method.upper()
+        hdrs = dict(headers or {})
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT_METHODS or any(
+                k.lower() == "idempotency-key" for k in hdrs
+            )
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        attempts = max(1, self.retry.attempts) if retry_transient else 1
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            if authenticate:
+                token = self._token()
+                if token:
+                    hdrs["Authorization"] = f"Bearer {token}"
+            kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
+            if timeout is not None:
+                kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+            try:
+                response = self.client.request(method, path, headers=hdrs, **kwargs)
+            except httpx.TransportError as exc:
+                retryable = isinstance(exc, _NOT_SENT) or idempotent
+                if not retryable or attempt >= attempts:
+                    raise ConnectionFailed(
+                        f"{method} {path} failed: {type(exc).__name__}: {exc}",
+                        method=method,
+                        url=path,
+                    ) from exc
+                wait = self.retry.delay(attempt)
+                logger.warning(
+                    "%s %s failed (%s); retry %d/%d in %.1fs",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
+                self.sleep(wait)
+                continue
+            status = response.status_code
+            if status < 400:
+                return response
+            if status == 401 and authenticate and not relogged and self._on_unauthorized:
+                relogged = True
+                if self._on_unauthorized():
+                    attempt -= 1
+                    continue
+            retryable = _is_transient_status(status) and (idempotent or status == 429)
+            if retryable and attempt < attempts:
+                wait = self.retry.delay(
+                    attempt, parse_retry_after(response.headers.get("Retry-After"))
+                )
+                logger.warning(
+                    "%s %s answered %d; retry %d/%d in %.1fs",
+                    method,
+                    path,
+                    status,
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
+                self.sleep(wait)
+                continue
+            raise problem_from_response(response)

@@ -1,0 +1,385 @@
+"""Task, job and worker reads and task writes of ``JobManager`` (a mixin)."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from zndraw_joblib_client.extension import Extension, job_full_name
+from zndraw_joblib_core import (
+    API_PREFIX,
+    DEFAULT_PAGE_LIMIT,
+    GLOBAL_ROOM,
+    JobResponse,
+    JobSummary,
+    Page,
+    TaskBatchUpdateItem,
+    TaskBatchUpdateResponse,
+    TaskClaimResponse,
+    TaskResponse,
+    TaskStatus,
+    TaskSubmitRequest,
+    TaskUpdateRequest,
+    WorkerSummary,
+)
+
+if TYPE_CHECKING:
+    from zndraw_joblib_client._http import HttpSession
+    from zndraw_joblib_client.task import ClaimedTask
+
+__all__ = ["TasksApi"]
+
+_UNSET: Any = object()
+_WAIT_SLACK = 10.0  # seconds added to a long-poll's read timeout
+_FALLBACK_POLL = 1.0  # seconds between polls when the server ignores Prefer: wait
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="@:")
+
+
+def _signature(task: TaskResponse) -> tuple[Any, ...]:
+    return (
+        task.status,
+        task.attempt,
+        task.progress,
+        task.message,
+        task.cancel_requested,
+        task.worker_id,
+    )
+
+
+class TasksApi:
+    """Requests about tasks, jobs and workers; mixed into :class:`JobManager`."""
+
+    idempotent_submits: bool
+    _worker_id: UUID | None
+    _sleep: Any
+
+    if TYPE_CHECKING:
+
+        @property
+        def http(self) -> HttpSession: ...
+
+        def _require_worker(self) -> UUID: ...
+
+        def _claimed(self, task: TaskResponse, worker_id: UUID) -> ClaimedTask[Any]: ...
+
+    @staticmethod
+    def _path(*parts: str) -> str:
+        return "/".join([API_PREFIX, *(_seg(p) for p in parts)])
+
+    # -- submitting and watching ----------------------------------------------------------
+
+    def submit(
+        self,
+        job: Extension | str,
+        room: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        job_room: str = GLOBAL_ROOM,
+        priority: int | None = None,
+        run_after: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskResponse:
+        """Submit a task (``POST /rooms/{room}/tasks/{job}``).
+
+        Args:
+            job: An extension instance (its fields are the payload) or a job's full name.
+            room: The room the task is submitted from.
+            payload: The payload when ``job`` is a name.
+            job_room: The room of the job when ``job`` is an instance (default ``@global``).
+            priority: Higher is claimed first.
+            run_after: Not claimable before this time (naive times are read as UTC).
+            max_attempts: How many claims are allowed.
+            timeout_seconds: Longest run time.
+            idempotency_key: Sent as ``Idempotency-Key``; a repeat returns the first task.
+                By default a fresh key is sent so that the submit can be retried safely.
+
+        Returns:
+            The task (new, or the existing one for a repeated idempotency key).
+
+        Raises:
+            JobNotFound: No such job visible from the room.
+            InvalidPayload: The payload does not match the job's schema.
+        """
+        if isinstance(job, Extension):
+            if payload is not None:
+                raise ValueError("give payload only with a job name")
+            job_name = job_full_name(type(job), job_room)
+            data: dict[str, Any] = job.model_dump(mode="json")
+        else:
+            job_name = job
+            data = dict(payload or {})
+        fields: dict[str, Any] = {"payload": data}
+        for key, value in (
+            ("priority", priority),
+            ("run_after", run_after),
+            ("max_attempts", max_attempts),
+            ("timeout_seconds", timeout_seconds),
+        ):
+            if value is not None:
+                fields[key] = value
+        body = TaskSubmitRequest(**fields).model_dump(mode="json", exclude_unset=True)
+        headers: dict[str, str] = {}
+        if idempotency_key is None and self.idempotent_submits:
+            idempotency_key = str(uuid.uuid4())
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        response = self.http.request(
+            "POST", self._path("rooms", room, "tasks", job_name), json=body, headers=headers
+        )
+        return TaskResponse.model_validate(response.json())
+
+    def get_task(self, task_id: UUID | str) -> TaskResponse:
+        """Return a task (``GET /tasks/{id}``).
+
+        Raises:
+            TaskNotFound: No such task visible to the caller.
+        """
+        response = self.http.request("GET", self._path("tasks", str(task_id)))
+        return TaskResponse.model_validate(response.json())
+
+    def wait(
+        self,
+        task_id: UUID | str,
+        timeout: float | None = None,
+        *,
+        wait_for: Literal["terminal", "change"] = "terminal",
+        since: TaskResponse | None = None,
+        poll: float = 30.0,
+    ) -> TaskResponse:
+        """Wait for a task to finish (or change) by long-polling ``GET /tasks/{id}``.
+
+        Each request asks the server to hold it (``Prefer: wait=N``, ``N <= poll``); a server
+        that does not (no ``Preference-Applied``) is polled every second instead.
+
+        Args:
+            task_id: The task.
+            timeout: Longest wait in seconds; None waits until the condition holds.
+            wait_for: ``terminal`` for a final state; ``change`` for any change of status,
+                attempt, progress, message or cancellation compared to ``since``.
+            since: The state to compare against with ``change`` (fetched first if None).
+            poll: Longest single long-poll in seconds.
+
+        Returns:
+            The task once the condition holds, or its latest state when ``timeout`` passed
+            (check ``task.status.is_terminal``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if wait_for == "change" and since is None:
+            since = self.get_task(task_id)
+            if since.status.is_terminal:
+                return since
+        params = {"wait_for": "change"} if wait_for == "change" else None
+        while True:
+            remaining = poll if deadline is None else min(poll, deadline - time.monotonic())
+            seconds = max(0, math.floor(remaining))
+            headers = {"Prefer": f"wait={seconds}"} if seconds > 0 else {}
+            response = self.http.request(
+                "GET",
+                self._path("tasks", str(task_id)),
+                params=params,
+                headers=headers,
+                timeout=seconds + _WAIT_SLACK,
+            )
+            task = TaskResponse.model_validate(response.json())
+            if task.status.is_terminal:
+                return task
+            if since is not None and _signature(task) != _signature(since):
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                return task
+            if "preference-applied" not in response.headers:
+                pause = _FALLBACK_POLL
+                if deadline is not None:
+                    pause = max(0.0, min(pause, deadline - time.monotonic()))
+                self._sleep(pause)
+
+    def cancel(self, task_id: UUID | str) -> TaskResponse:
+        """Cancel a task (``POST /tasks/{id}/cancel``).
+
+        A pending task is cancelled at once; a claimed or running one is marked
+        ``cancel_requested`` until its worker acknowledges.
+        """
+        response = self.http.request("POST", self._path("tasks", str(task_id), "cancel"))
+        return TaskResponse.model_validate(response.json())
+
+    # -- listings -------------------------------------------------------------------------
+
+    def list_jobs(
+        self, room: str, *, limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0
+    ) -> Page[JobSummary]:
+        """List the jobs visible from a room (its own and ``@global``), newest first."""
+        response = self.http.request(
+            "GET", self._path("rooms", room, "jobs"), params={"limit": limit, "offset": offset}
+        )
+        return Page[JobSummary].model_validate(response.json())
+
+    def get_job(self, room: str, job_name: str) -> JobResponse:
+        """Return a job visible from a room.
+
+        Args:
+            room: The room looking at the job.
+            job_name: The job's full name.
+
+        Raises:
+            JobNotFound: Missing, deleted or not visible from the room.
+        """
+        response = self.http.request("GET", self._path("rooms", room, "jobs", job_name))
+        return JobResponse.model_validate(response.json())
+
+    def list_workers(
+        self, room: str | None = None, *, limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0
+    ) -> Page[WorkerSummary]:
+        """List workers: all of them, or those serving jobs visible from ``room``."""
+        path = self._path("workers") if room is None else self._path("rooms", room, "workers")
+        response = self.http.request("GET", path, params={"limit": limit, "offset": offset})
+        return Page[WorkerSummary].model_validate(response.json())
+
+    def list_tasks(
+        self,
+        room: str,
+        *,
+        job_name: str | None = None,
+        status: TaskStatus | str | None = None,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Page[TaskResponse]:
+        """List the tasks submitted from a room (optionally of one job, in one state)."""
+        if job_name is None:
+            path = self._path("rooms", room, "tasks")
+        else:
+            path = self._path("rooms", room, "jobs", job_name, "tasks")
+        state = TaskStatus(status).value if status is not None else None
+        response = self.http.request(
+            "GET", path, params={"status": state, "limit": limit, "offset": offset}
+        )
+        return Page[TaskResponse].model_validate(response.json())
+
+    # -- worker side ----------------------------------------------------------------------
+
+    def claim(self, max_tasks: int = 1, wait: float | None = None) -> list[ClaimedTask[Any]]:
+        """Claim up to ``max_tasks`` pending tasks for this client's worker.
+
+        Args:
+            max_tasks: How many tasks to take at most.
+            wait: Ask the server to hold the request up to this many seconds until a task
+                is available (``Prefer: wait=N``).
+
+        Returns:
+            The claimed tasks (possibly none).
+
+        Raises:
+            WorkerNotFound: The server no longer knows the worker.
+        """
+        tasks, _ = self.claim_detailed(max_tasks, wait)
+        return tasks
+
+    def claim_detailed(
+        self, max_tasks: int = 1, wait: float | None = None
+    ) -> tuple[list[ClaimedTask[Any]], bool]:
+        """Like :meth:`claim`, also saying whether the server honoured ``Prefer: wait``."""
+        worker_id = self._require_worker()
+        headers: dict[str, str] = {}
+        timeout = None
+        if wait is not None and wait > 0:
+            seconds = max(1, math.ceil(wait))
+            headers["Prefer"] = f"wait={seconds}"
+            timeout = seconds + _WAIT_SLACK
+        response = self.http.request(
+            "POST",
+            self._path("tasks", "claim"),
+            json={"worker_id": str(worker_id), "max_tasks": max_tasks},
+            headers=headers,
+            timeout=timeout,
+        )
+        answer = TaskClaimResponse.model_validate(response.json())
+        raw = answer.tasks or ([answer.task] if answer.task is not None else [])
+        waited = "preference-applied" in response.headers
+        return [self._claimed(t, worker_id) for t in raw], waited
+
+    def update_task(
+        self,
+        task_id: UUID | str,
+        *,
+        status: TaskStatus | str | None = None,
+        error: str | None = None,
+        worker_id: UUID | None = _UNSET,
+        progress: float | None = None,
+        message: str | None = None,
+        result: JsonValue = None,
+        retry: bool | None = None,
+    ) -> TaskResponse:
+        """Update a task (``PATCH /tasks/{id}``): move it forward or report progress.
+
+        Args:
+            task_id: The task.
+            status: The state to move to; None for a progress-only update.
+            error: The failure or cancellation reason.
+            worker_id: The worker acting (defaults to this client's worker; None omits it).
+            progress: Progress between 0 and 1.
+            message: A short status message.
+            result: The JSON result (with ``completed``).
+            retry: With ``failed``: requeue while attempts remain.
+
+        Returns:
+            The task after the update.
+
+        Raises:
+            LeaseLost: The worker no longer holds the task.
+            InvalidTaskTransition: The task cannot move to ``status``.
+        """
+        body = self._update_body(
+            status=status,
+            error=error,
+            worker_id=self._worker_id if worker_id is _UNSET else worker_id,
+            progress=progress,
+            message=message,
+            result=result,
+            retry=retry,
+        )
+        response = self.http.request("PATCH", self._path("tasks", str(task_id)), json=body)
+        return TaskResponse.model_validate(response.json())
+
+    def update_tasks(
+        self, items: Sequence[TaskBatchUpdateItem | Mapping[str, Any]]
+    ) -> TaskBatchUpdateResponse:
+        """Update several tasks in one request (``PATCH /tasks``).
+
+        Args:
+            items: One ``{task_id, ...update}`` per task (``worker_id`` defaults to this
+                client's worker).
+
+        Returns:
+            One outcome per item, in order; refused items carry their problem.
+        """
+        body: list[dict[str, Any]] = []
+        for item in items:
+            fields = (
+                item.model_dump(exclude_unset=True)
+                if isinstance(item, TaskBatchUpdateItem)
+                else dict(item)
+            )
+            task_id = fields.pop("task_id")
+            if "worker_id" not in fields and self._worker_id is not None:
+                fields["worker_id"] = self._worker_id
+            update = self._update_body(**fields)
+            body.append({"task_id": str(task_id), **update})
+        response = self.http.request("PATCH", self._path("tasks"), json=body)
+        return TaskBatchUpdateResponse.model_validate(response.json())
+
+    @staticmethod
+    def _update_body(**fields: Any) -> dict[str, Any]:
+        given = {k: v for k, v in fields.items() if v is not None}
+        return TaskUpdateRequest(**given).model_dump(mode="json", exclude_unset=True)

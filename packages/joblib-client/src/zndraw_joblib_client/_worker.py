@@ -1,0 +1,438 @@
+"""The worker loop: claim, run, report; heartbeats; graceful shutdown; recovery."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from zndraw_joblib_client.errors import ConnectionFailed, LoginFailed, Retry, TaskCancelled
+from zndraw_joblib_core import (
+    Forbidden,
+    InvalidTaskTransition,
+    LeaseLost,
+    MethodNotAllowed,
+    NotFound,
+    ProblemError,
+    TaskStatus,
+    Unauthorized,
+    WorkerNotFound,
+)
+
+if TYPE_CHECKING:
+    from zndraw_joblib_client.manager import JobManager
+    from zndraw_joblib_client.task import ClaimedTask
+
+__all__ = ["WorkerLoop"]
+
+logger = logging.getLogger("zndraw_joblib_client")
+
+_FATAL = (Unauthorized, Forbidden, LoginFailed)
+_GONE = (LeaseLost, InvalidTaskTransition, NotFound)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying later (unreachable server, 5xx, 429)."""
+    if isinstance(exc, ConnectionFailed):
+        return True
+    return isinstance(exc, ProblemError) and (exc.http_status >= 500 or exc.http_status == 429)
+
+
+def format_error(exc: BaseException, limit: int) -> str:
+    """Render an exception and its traceback, cut in the middle to ``limit`` UTF-8 bytes."""
+    text = f"{type(exc).__name__}: {exc}\n\n" + "".join(traceback.format_exception(exc))
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    marker = b"\n... [truncated] ...\n"
+    head = max(0, limit // 4)
+    tail = max(0, limit - head - len(marker))
+    return (raw[:head] + marker + raw[len(raw) - tail :]).decode(errors="ignore")
+
+
+class WorkerLoop:
+    """Claims tasks for a :class:`JobManager`'s worker and runs their extensions.
+
+    Args:
+        manager: The manager whose worker and registered extensions are used.
+        concurrency: How many tasks run at once (in threads when above 1).
+        claim_wait: Seconds a claim long-poll may be held by the server.
+        poll_interval: Pause between claims when the server does not long-poll.
+        heartbeat_interval: Seconds between heartbeats (keep well below the server's
+            worker timeout, 60 s by default).
+        execute: Called with each claimed task instead of ``task.extension.run(task,
+            **run_kwargs)``; its return value is the result.
+        run_kwargs: Extra keyword arguments passed to ``run``.
+        install_signal_handlers: In :meth:`run` on the main thread, stop on SIGINT/SIGTERM
+            (a second signal releases the running tasks).
+        report_timeout: How long to keep retrying a task's final report while the server
+            is unreachable.
+        max_error_bytes: Longest error text reported for a failed task.
+    """
+
+    def __init__(
+        self,
+        manager: JobManager,
+        *,
+        concurrency: int = 1,
+        claim_wait: float = 30.0,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 10.0,
+        execute: Callable[[ClaimedTask[Any]], Any] | None = None,
+        run_kwargs: Mapping[str, Any] | None = None,
+        install_signal_handlers: bool = True,
+        report_timeout: float = 300.0,
+        max_error_bytes: int = 16 * 1024,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.manager = manager
+        self.concurrency = concurrency
+        self.claim_wait = claim_wait
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.execute = execute
+        self.run_kwargs = dict(run_kwargs or {})
+        self.install_signal_handlers = install_signal_handlers
+        self.report_timeout = report_timeout
+        self.max_error_bytes = max_error_bytes
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._halt = threading.Event()
+        self._done = threading.Event()
+        self._running: dict[UUID, ClaimedTask[Any]] = {}
+        self._released: set[UUID] = set()
+        self._in_claim = False
+        self._error: BaseException | None = None
+        self._batch_ok = True
+        self._threads: list[threading.Thread] = []
+        self._pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+
+    # -- control --------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """Whether the loop was started and has not finished."""
+        return bool(self._threads) and not self._done.is_set()
+
+    def start(self) -> None:
+        """Start the loop and heartbeat threads and return."""
+        for name, target in (("loop", self._loop), ("heartbeat", self._heartbeats)):
+            thread = threading.Thread(target=target, name=f"zndraw-joblib-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def run(self) -> None:
+        """Run until stopped, a fatal error, or SIGINT/SIGTERM; then return or raise."""
+        handlers = self._install_handlers()
+        try:
+            self.start()
+            self.join()
+        finally:
+            for signum, previous in handlers.items():
+                signal.signal(signum, previous)
+        self.raise_error()
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop claiming; with ``force`` also release the running tasks."""
+        self._stop.set()
+        if force:
+            self._force.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the loop has nothing left to do; return False on timeout.
+
+        Returns once the loop thread ended, or it is stopped with no running task (a claim
+        long-poll still in flight is abandoned), or at once after a forced stop.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not (
+                self._done.is_set()
+                or self._force.is_set()
+                or (self._stop.is_set() and not self._running and self._in_claim)
+            ):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.5 if left is None else min(0.5, left))
+        if self._force.is_set():
+            self._release_running()
+        self._halt.set()
+        return True
+
+    def raise_error(self) -> None:
+        """Raise the error that stopped the loop, if any."""
+        if self._error is not None:
+            raise self._error
+
+    def _install_handlers(self) -> dict[int, Any]:
+        if not self.install_signal_handlers:
+            return {}
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            # Only set events here: the interrupted code may hold the condition's lock.
+            if self._stop.is_set():
+                logger.warning("second signal: releasing running tasks")
+                self._force.set()
+            else:
+                logger.warning(
+                    "signal %d: stopping after the running tasks (signal again to abandon)",
+                    signum,
+                )
+            self._stop.set()
+
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handle)
+        return previous
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+            logger.error("worker stopped: %s: %s", type(exc).__name__, exc)
+        self.stop()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        failures = 0
+        try:
+            while True:
+                with self._cond:
+                    while not self._stop.is_set() and len(self._running) >= self.concurrency:
+                        self._cond.wait(0.5)
+                    if self._stop.is_set():
+                        break
+                    free = self.concurrency - len(self._running)
+                    self._in_claim = True
+                try:
+                    self._cycle(free)
+                    failures = 0
+                except Exception as exc:
+                    if self._stop.is_set():
+                        logger.debug("loop ended during shutdown: %s", exc)
+                        break
+                    if not is_transient(exc):
+                        self._fail(exc)
+                        break
+                    failures += 1
+                    delay = self.manager._retry.delay(failures)
+                    logger.warning("server unavailable (%s); retrying in %.1fs", exc, delay)
+                    self._stop.wait(delay)
+        finally:
+            with self._cond:
+                self._in_claim = False
+            if self._pool is not None:
+                self._pool.shutdown(wait=not self._force.is_set())
+            self._done.set()
+            self._halt.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _cycle(self, free: int) -> None:
+        """Claim up to ``free`` tasks once and run (or hand out) what was claimed."""
+        try:
+            worker_id = self.manager.ensure_worker()
+            try:
+                tasks, waited = self.manager.claim_detailed(free, wait=self.claim_wait)
+            except WorkerNotFound:
+                self.manager.recover_worker(worker_id)
+                return
+        finally:
+            with self._cond:
+                self._in_claim = False
+                self._cond.notify_all()
+        if self._stop.is_set():
+            self._release(tasks, "worker stopping")
+        elif tasks:
+            self._dispatch(tasks)
+        elif not waited:
+            self._stop.wait(self.poll_interval)
+
+    def _dispatch(self, tasks: list[ClaimedTask[Any]]) -> None:
+        with self._cond:
+            for task in tasks:
+                self._running[task.task_id] = task
+        try:
+            started = self._start_tasks(tasks)
+        except BaseException:
+            for task in tasks:
+                self._forget(task)
+            raise
+        for task in started:
+            if self._pool is None:
+                self._run_one(task)
+            else:
+                self._pool.submit(self._run_one, task)
+
+    def _start_tasks(self, tasks: list[ClaimedTask[Any]]) -> list[ClaimedTask[Any]]:
+        started: list[ClaimedTask[Any]] = []
+        if len(tasks) > 1 and self._batch_ok:
+            try:
+                answer = self.manager.update_tasks(
+                    [
+                        {"task_id": t.task_id, "status": "running", "worker_id": t.worker_id}
+                        for t in tasks
+                    ]
+                )
+            except (NotFound, MethodNotAllowed):
+                self._batch_ok = False  # an older server: update one by one from now on
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                logger.warning("batch start failed (%s); starting tasks one by one", exc)
+            else:
+                for task, outcome in zip(tasks, answer.items, strict=False):
+                    if outcome.ok and outcome.task is not None:
+                        task.task = outcome.task
+                        started.append(task)
+                    else:
+                        logger.warning(
+                            "could not start task %s: %s", task.task_id, outcome.problem
+                        )
+                        self._forget(task)
+                return started
+        for task in tasks:
+            answer = self._send(task, status=TaskStatus.RUNNING)
+            if answer is None:
+                self._forget(task)
+            else:
+                task.task = answer
+                started.append(task)
+        return started
+
+    def _run_one(self, task: ClaimedTask[Any]) -> None:
+        try:
+            if task.task.cancel_requested:
+                task.request_cancel()
+            try:
+                outcome = self._outcome(task)
+            except LeaseLost as exc:
+                logger.warning("task %s: lease lost while running (%s)", task.task_id, exc)
+                return
+            self._send(task, **outcome)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._forget(task)
+
+    def _outcome(self, task: ClaimedTask[Any]) -> dict[str, Any]:
+        if task.cancel_requested:
+            return {"status": TaskStatus.CANCELLED, "error": "cancelled before it started"}
+        problem = task.extension_error()
+        if problem is not None:
+            return {"status": TaskStatus.FAILED, "error": problem}
+        try:
+            if self.execute is not None:
+                value = self.execute(task)
+            else:
+                value = task.extension.run(task, **self.run_kwargs)
+        except Retry as exc:
+            return {"status": TaskStatus.FAILED, "error": str(exc) or "retry", "retry": True}
+        except TaskCancelled as exc:
+            return {"status": TaskStatus.CANCELLED, "error": str(exc) or "cancelled"}
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            logger.info("task %s failed: %s", task.task_id, exc)
+            return {"status": TaskStatus.FAILED, "error": format_error(exc, self.max_error_bytes)}
+        try:
+            result = to_jsonable_python(value)
+        except PydanticSerializationError as exc:
+            return {"status": TaskStatus.FAILED, "error": f"result is not JSON: {exc}"}
+        return {"status": TaskStatus.COMPLETED, "result": result}
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def _send(self, task: ClaimedTask[Any], **fields: Any) -> Any:
+        """PATCH the task, retrying transient failures; None when the task is no longer ours."""
+        deadline = time.monotonic() + self.report_timeout
+        retried = 0
+        while task.task_id not in self._released:
+            try:
+                return self.manager.update_task(task.task_id, worker_id=task.worker_id, **fields)
+            except LeaseLost as exc:
+                logger.warning("task %s: lease lost, update dropped (%s)", task.task_id, exc)
+                return None
+            except _GONE as exc:
+                level = logging.DEBUG if retried else logging.WARNING
+                logger.log(level, "task %s: update refused (%s)", task.task_id, exc)
+                return None
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    if isinstance(exc, _FATAL):
+                        raise
+                    logger.error("task %s: update failed for good: %s", task.task_id, exc)
+                    return None
+                retried += 1
+                self._force.wait(self.manager._retry.delay(retried))
+        return None
+
+    def _release(self, tasks: list[ClaimedTask[Any]], reason: str) -> None:
+        for task in tasks:
+            try:
+                self.manager.update_task(
+                    task.task_id,
+                    worker_id=task.worker_id,
+                    status=TaskStatus.FAILED,
+                    error=reason,
+                    retry=True,
+                )
+            except Exception as exc:
+                logger.debug("releasing task %s: %s", task.task_id, exc)
+
+    def _release_running(self) -> None:
+        with self._cond:
+            tasks = [t for t in self._running.values() if t.task_id not in self._released]
+            self._released.update(t.task_id for t in tasks)
+        self._release(tasks, "worker shut down before the task finished")
+
+    def _forget(self, task: ClaimedTask[Any]) -> None:
+        with self._cond:
+            self._running.pop(task.task_id, None)
+            self._cond.notify_all()
+
+    # -- heartbeats -----------------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        while not self._halt.wait(self.heartbeat_interval):
+            worker_id = self.manager.worker_id
+            if worker_id is None:
+                continue
+            try:
+                answer = self.manager.heartbeat()
+            except WorkerNotFound:
+                try:
+                    self.manager.recover_worker(worker_id)
+                except Exception as exc:
+                    self._heartbeat_error(exc)
+                continue
+            except Exception as exc:
+                self._heartbeat_error(exc)
+                continue
+            with self._cond:
+                for task_id in answer.cancel_requested:
+                    task = self._running.get(task_id)
+                    if task is not None:
+                        task.request_cancel()
+
+    def _heartbeat_error(self, exc: Exception) -> None:
+        if is_transient(exc) or not isinstance(exc, _FATAL):
+            logger.warning("heartbeat failed: %s", exc)
+        else:
+            self._fail(exc)

@@ -1,0 +1,316 @@
+"""The ``zndraw-joblib`` command: run a worker, submit and inspect tasks, jobs and workers.
+
+Exit codes: 0 success, 1 an error answered by the server (or a task that did not complete),
+2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from zndraw_joblib_client._loading import load_extensions
+from zndraw_joblib_client.errors import ClientError
+from zndraw_joblib_client.manager import JobManager
+from zndraw_joblib_core import GLOBAL_ROOM, ProblemError, TaskResponse, TaskStatus
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--url", help=f"server URL (env ZNDRAW_JOBLIB_URL; {DEFAULT_URL})")
+    common.add_argument("--token", help="bearer token (env ZNDRAW_JOBLIB_TOKEN)")
+    common.add_argument("--email", help="log in with this e-mail (env ZNDRAW_JOBLIB_EMAIL)")
+    common.add_argument("--password", help="password (env ZNDRAW_JOBLIB_PASSWORD)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of ``zndraw-joblib``."""
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="zndraw-joblib", description="zndraw-joblib client", parents=[common]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser("worker", parents=[common], help="register extensions and serve")
+    worker.add_argument("extensions", nargs="+", metavar="module:Extension")
+    worker.add_argument("--room", default=GLOBAL_ROOM, help="room of the jobs (@global)")
+    worker.add_argument("--concurrency", type=int, default=1, help="tasks run at once")
+    worker.add_argument("--claim-wait", type=float, default=30.0, help="claim long-poll (s)")
+    worker.add_argument("--heartbeat", type=float, default=10.0, help="heartbeat interval (s)")
+    worker.add_argument(
+        "--register", action="store_true", help="create the account if logging in fails"
+    )
+
+    submit = sub.add_parser("submit", parents=[common], help="submit a task")
+    submit.add_argument("job", metavar="JOB_FULL_NAME")
+    submit.add_argument("--room", required=True, help="room the task is submitted from")
+    submit.add_argument("--payload", default="{}", help="JSON object of parameters")
+    submit.add_argument("--priority", type=int, default=None)
+    submit.add_argument("--max-attempts", type=int, default=None)
+    submit.add_argument("--timeout", type=float, default=None, help="task timeout (s)")
+    submit.add_argument("--idempotency-key", default=None)
+    _wait_option(submit)
+
+    jobs = sub.add_parser("jobs", parents=[common], help="list the jobs visible from a room")
+    jobs.add_argument("--room", default=GLOBAL_ROOM)
+    _page_options(jobs)
+
+    tasks = sub.add_parser("tasks", parents=[common], help="list the tasks of a room")
+    tasks.add_argument("--room", required=True)
+    tasks.add_argument("--job", default=None, help="only this job (full name)")
+    tasks.add_argument("--status", default=None, choices=[s.value for s in TaskStatus])
+    _page_options(tasks)
+
+    workers = sub.add_parser("workers", parents=[common], help="list workers")
+    workers.add_argument("--room", default=None)
+    _page_options(workers)
+
+    task = sub.add_parser("task", parents=[common], help="show a task")
+    task.add_argument("task_id")
+    _wait_option(task)
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a task")
+    cancel.add_argument("task_id")
+
+    login = sub.add_parser("login", parents=[common], help="log in and print a token")
+    login.add_argument("--register", action="store_true", help="create the account if needed")
+    return parser
+
+
+def _wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        default=None,
+        metavar="SECONDS",
+        help="wait for the task to finish (optionally at most SECONDS)",
+    )
+
+
+def _page_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--offset", type=int, default=0)
+
+
+def _manager(args: argparse.Namespace, *, register: bool = False) -> JobManager:
+    env = os.environ
+    return JobManager(
+        getattr(args, "url", None) or env.get("ZNDRAW_JOBLIB_URL") or DEFAULT_URL,
+        token=getattr(args, "token", None) or env.get("ZNDRAW_JOBLIB_TOKEN") or None,
+        email=getattr(args, "email", None) or env.get("ZNDRAW_JOBLIB_EMAIL") or None,
+        password=getattr(args, "password", None) or env.get("ZNDRAW_JOBLIB_PASSWORD") or None,
+        register=register,
+    )
+
+
+class _Output:
+    def __init__(self, as_json: bool, stream: TextIO) -> None:
+        self.as_json = as_json
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def model(self, value: BaseModel) -> None:
+        self.line(value.model_dump_json(indent=2, by_alias=True))
+
+    def table(self, rows: list[dict[str, Any]], columns: Sequence[str], total: int) -> None:
+        cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        header = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+        self.line(header.rstrip())
+        for r in cells:
+            self.line("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        self.line(f"({len(rows)} of {total})")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return str(len(value))
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _show_task(out: _Output, task: TaskResponse) -> None:
+    if out.as_json:
+        out.model(task)
+        return
+    out.line(f"task     {task.id}")
+    out.line(f"job      {task.job_name}")
+    out.line(f"room     {task.room_id}")
+    out.line(f"status   {task.status.value}")
+    for label, value in (
+        ("attempt", task.attempt or None),
+        ("progress", task.progress),
+        ("message", task.message),
+        ("error", task.error),
+    ):
+        if value is not None:
+            out.line(f"{label:<8} {value}")
+    if task.result is not None:
+        out.line(f"result   {json.dumps(task.result)}")
+
+
+def _follow(out: _Output, manager: JobManager, task: TaskResponse, limit: float) -> int:
+    deadline = None if limit < 0 else time.monotonic() + limit
+    while not task.status.is_terminal:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        task = manager.wait(task.id, left, wait_for="change", since=task)
+        if not out.as_json and not task.status.is_terminal:
+            progress = "" if task.progress is None else f" {task.progress:.0%}"
+            out.line(f"... {task.status.value}{progress} {task.message or ''}".rstrip())
+    _show_task(out, task)
+    if not task.status.is_terminal:
+        print("error: timed out waiting for the task", file=sys.stderr)
+    return 0 if task.status is TaskStatus.COMPLETED else 1
+
+
+def _run(args: argparse.Namespace, out: _Output) -> int:
+    command = args.command
+    if command == "worker":
+        classes = [cls for spec in args.extensions for cls in load_extensions(spec)]
+        with _manager(args, register=args.register) as manager:
+            for cls in classes:
+                job = manager.register(cls, room=args.room)
+                out.line(f"registered {job.full_name}")
+            manager.serve(
+                concurrency=args.concurrency,
+                claim_wait=args.claim_wait,
+                heartbeat_interval=args.heartbeat,
+            )
+        return 0
+    if command == "login":
+        manager = _manager(args, register=args.register)
+        token = manager.login()
+        out.line(json.dumps({"access_token": token}) if out.as_json else token)
+        return 0
+    manager = _manager(args)
+    try:
+        if command == "submit":
+            try:
+                payload = json.loads(args.payload)
+            except json.JSONDecodeError as exc:
+                raise _Usage(f"--payload is not JSON: {exc}") from exc
+            if not isinstance(payload, dict):
+                raise _Usage("--payload must be a JSON object")
+            task = manager.submit(
+                args.job,
+                args.room,
+                payload=payload,
+                priority=args.priority,
+                max_attempts=args.max_attempts,
+                timeout_seconds=args.timeout,
+                idempotency_key=args.idempotency_key,
+            )
+            if args.wait is None:
+                _show_task(out, task)
+                return 0
+            if not out.as_json:
+                out.line(f"submitted {task.id} ({task.status.value})")
+            return _follow(out, manager, task, args.wait)
+        if command == "task":
+            task = manager.get_task(args.task_id)
+            if args.wait is None:
+                _show_task(out, task)
+                return 0
+            return _follow(out, manager, task, args.wait)
+        if command == "cancel":
+            _show_task(out, manager.cancel(args.task_id))
+            return 0
+        if command == "jobs":
+            page: Any = manager.list_jobs(args.room, limit=args.limit, offset=args.offset)
+            columns: Sequence[str] = ("full_name", "category", "name", "workers")
+        elif command == "workers":
+            page = manager.list_workers(args.room, limit=args.limit, offset=args.offset)
+            columns = ("id", "last_heartbeat", "job_count")
+        else:
+            page = manager.list_tasks(
+                args.room,
+                job_name=args.job,
+                status=args.status,
+                limit=args.limit,
+                offset=args.offset,
+            )
+            columns = ("id", "job_name", "status", "attempt", "progress", "created_at")
+        if out.as_json:
+            out.model(page)
+        else:
+            rows = [item.model_dump(mode="json") for item in page.items]
+            out.table(rows, columns, page.total)
+        return 0
+    finally:
+        manager.close()
+
+
+class _Usage(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``zndraw-joblib`` command.
+
+    Args:
+        argv: The arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 success, 1 server problem or unfinished task, 2 usage error.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    verbose = getattr(args, "verbose", False)
+    quiet = logging.INFO if args.command == "worker" else logging.WARNING
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else quiet,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = _Output(getattr(args, "json", False), sys.stdout)
+    try:
+        return _run(args, out)
+    except _Usage as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ProblemError as exc:
+        problem = exc.to_problem()
+        detail = f": {problem.detail}" if problem.detail else ""
+        print(f"error: {problem.title} ({problem.status}){detail}", file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Exceptions raised on the client side only (server problems come from core)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientError",
+    "ConnectionFailed",
+    "LoginFailed",
+    "Retry",
+    "TaskCancelled",
+    "UnexpectedResponse",
+    "UnknownJob",
+]
+
+
+class ClientError(Exception):
+    """Base class of the errors the client raises on its own (not answered by the server)."""
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached, even after retrying.
+
+    Attributes:
+        method: The HTTP method of the request.
+        url: The URL of the request.
+    """
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+
+
+class UnexpectedResponse(ClientError):
+    """The server answered something the client cannot read (not the wire contract).
+
+    Attributes:
+        status_code: The HTTP status of the answer.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 0) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LoginFailed(ClientError):
+    """Logging in with e-mail and password was refused (bad credentials or no such user)."""
+
+
+class UnknownJob(ClientError, KeyError):
+    """A claimed task names a job this client has not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown job"
+
+
+class Retry(Exception):
+    """Raised by an extension's ``run`` to ask that the task be tried again later.
+
+    The worker reports the task ``failed`` with ``retry: true``; the server requeues it with
+    backoff while attempts remain, else it stays failed.
+
+    Example:
+        >>> raise Retry("GPU busy")  # doctest: +SKIP
+    """
+
+
+class TaskCancelled(Exception):
+    """Raised inside a running task to acknowledge that its cancellation was requested.
+
+    :meth:`ClaimedTask.check_cancelled` raises it; the worker then reports the task
+    ``cancelled``.
+    """

@@ -1,0 +1,96 @@
+"""The ``Extension`` base class: a typed job whose fields are the task payload."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from zndraw_joblib_core import GLOBAL_ROOM, Category, build_job_name
+
+if TYPE_CHECKING:
+    from zndraw_joblib_client.task import ClaimedTask
+
+__all__ = ["Extension", "category_value", "job_full_name"]
+
+
+class Extension(BaseModel):
+    """Base class of jobs: a pydantic model whose fields are the task's parameters.
+
+    Subclasses set ``category`` and implement :meth:`run`. The class name is the job name,
+    ``model_json_schema()`` is the schema registered with the server, and a claimed task's
+    payload is validated into an instance of the class.
+
+    Example:
+        >>> class Greet(Extension):
+        ...     category = "modifiers"
+        ...     name: str = "world"
+        ...
+        ...     def run(self, task=None, **kwargs):
+        ...         return {"greeting": f"Hello, {self.name}!"}
+        >>> Greet.job_full_name("room1")
+        'room1:modifiers:Greet'
+    """
+
+    category: ClassVar[str | Category]
+
+    @abstractmethod
+    def run(self, task: ClaimedTask[Any] | None = None, **kwargs: Any) -> Any:
+        """Do the work of one task.
+
+        Args:
+            task: The claimed task (to report progress or check for cancellation), or None
+                when called outside a worker.
+            **kwargs: Extra keyword arguments the worker was configured to pass.
+
+        Returns:
+            A JSON-serialisable result (or a pydantic model), reported with ``completed``.
+
+        Raises:
+            Retry: To have the task requeued while attempts remain.
+            TaskCancelled: To acknowledge a requested cancellation.
+        """
+
+    @classmethod
+    def job_category(cls) -> str:
+        """The wire value of the class's ``category``."""
+        return category_value(cls)
+
+    @classmethod
+    def job_full_name(cls, room: str = GLOBAL_ROOM) -> str:
+        """The job's full name ``{room}:{category}:{ClassName}`` when registered in ``room``."""
+        return job_full_name(cls, room)
+
+
+def category_value(cls: type[Extension]) -> str:
+    """Return the category of an extension class as sent on the wire.
+
+    Args:
+        cls: The extension class.
+
+    Returns:
+        The category string (the enum's value for a :class:`Category`).
+
+    Raises:
+        TypeError: The class does not set ``category``.
+    """
+    category = getattr(cls, "category", None)
+    if category is None:
+        raise TypeError(f"{cls.__name__} must set the class variable 'category'")
+    if isinstance(category, Category):
+        return category.value
+    return str(category)
+
+
+def job_full_name(cls: type[Extension], room: str = GLOBAL_ROOM) -> str:
+    """Return the full job name ``{room}:{category}:{ClassName}`` of an extension class.
+
+    Args:
+        cls: The extension class.
+        room: The room the job is registered in (default ``@global``).
+
+    Returns:
+        The full name.
+    """
+    return build_job_name(room, category_value(cls), cls.__name__)

@@ -1,0 +1,386 @@
+"""``JobManager``: register extensions, submit tasks, wait for results, run a worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar, overload
+from uuid import UUID
+
+import httpx
+
+from zndraw_joblib_client._auth import Credentials
+from zndraw_joblib_client._http import HttpSession, RetryPolicy
+from zndraw_joblib_client._tasks_api import TasksApi
+from zndraw_joblib_client._worker import WorkerLoop
+from zndraw_joblib_client.extension import Extension, category_value, job_full_name
+from zndraw_joblib_client.task import ClaimedTask
+from zndraw_joblib_core import (
+    GLOBAL_ROOM,
+    JobRegisterRequest,
+    JobResponse,
+    NotFound,
+    WorkerResponse,
+)
+
+__all__ = ["JobManager"]
+
+logger = logging.getLogger("zndraw_joblib_client")
+
+E = TypeVar("E", bound=Extension)
+
+
+class JobManager(TasksApi):
+    """Client of a zndraw-joblib server: for submitters and for workers.
+
+    No request is sent at import or construction; the first method that needs the server
+    sends one (logging in first when e-mail and password are given).
+
+    Args:
+        url: The server's base URL (the host app root, e.g. ``http://127.0.0.1:8000``).
+        token: A bearer token to send.
+        email: Log in with this e-mail (``POST {url}/auth/jwt/login``) when needed.
+        password: The password to log in with.
+        register: Create the account if logging in reports bad credentials.
+        client: A ready ``httpx.Client`` whose ``base_url`` points at the server (instead
+            of ``url``); it is not closed by the manager.
+        retry: How transient failures are retried.
+        sleep: The function used to wait between retries (tests pass a fake).
+        timeout: Default request timeout in seconds (for a client built from ``url``).
+        auth_prefix: Path of the host's auth routes.
+        idempotent_submits: Send a fresh ``Idempotency-Key`` with every submit so that it
+            can be retried safely.
+
+    Example:
+        >>> with JobManager("http://127.0.0.1:8000", token="...") as manager:  # doctest: +SKIP
+        ...     manager.register(Greet)
+        ...     manager.serve()
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+        register: bool = False,
+        client: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30.0,
+        auth_prefix: str = "/auth",
+        idempotent_submits: bool = True,
+    ) -> None:
+        if url is None and client is None:
+            raise ValueError("JobManager needs a url or an httpx.Client")
+        if url is not None and client is not None:
+            raise ValueError("give either url or client, not both")
+        self._url = url
+        self._owns_client = client is None
+        self._client = client
+        self._timeout = timeout
+        self._credentials = Credentials(
+            token=token,
+            email=email,
+            password=password,
+            register=register,
+            auth_prefix=auth_prefix,
+        )
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._session: HttpSession | None = None
+        self._lock = threading.RLock()
+        self._worker_id: UUID | None = None
+        self._registry: dict[str, tuple[type[Extension], str]] = {}
+        self._loop: WorkerLoop | None = None
+        self.idempotent_submits = idempotent_submits
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def http(self) -> HttpSession:
+        """The request sender (built on first use)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    if self._client is None:
+                        assert self._url is not None
+                        self._client = httpx.Client(
+                            base_url=self._url, timeout=httpx.Timeout(self._timeout)
+                        )
+                    self._session = HttpSession(
+                        self._client,
+                        token=self._credentials.current,
+                        on_unauthorized=self._credentials.refresh,
+                        retry=self._retry,
+                        sleep=self._sleep,
+                    )
+                    self._credentials.http = self._session
+        return self._session
+
+    def login(self) -> str:
+        """Log in with the configured e-mail and password and return the access token.
+
+        Raises:
+            LoginFailed: The credentials were refused.
+            ValueError: No e-mail and password were configured.
+        """
+        if not self._credentials.can_login:
+            raise ValueError("login needs email and password")
+        _ = self.http
+        self._credentials.token = self._credentials.login()
+        return self._credentials.token
+
+    def close(self) -> None:
+        """Close the HTTP client if the manager created it."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
+            self._session = None
+
+    # -- workers and registration ---------------------------------------------------------
+
+    @property
+    def worker_id(self) -> UUID | None:
+        """The id of this client's worker, or None before one was created."""
+        return self._worker_id
+
+    def create_worker(self) -> WorkerResponse:
+        """Create a new worker for this client (``POST /workers``) and use it from now on.
+
+        Returns:
+            The new worker.
+        """
+        response = self.http.request("POST", self._path("workers"), idempotent=True)
+        worker = WorkerResponse.model_validate(response.json())
+        with self._lock:
+            self._worker_id = worker.id
+        logger.info("created worker %s", worker.id)
+        return worker
+
+    def ensure_worker(self) -> UUID:
+        """Return this client's worker id, creating the worker on first use."""
+        with self._lock:
+            if self._worker_id is None:
+                self.create_worker()
+            assert self._worker_id is not None
+            return self._worker_id
+
+    @overload
+    def register(self, cls: type[Extension], *, room: str = ...) -> JobResponse: ...
+
+    @overload
+    def register(self, cls: None = None, *, room: str = ...) -> Callable[[type[E]], type[E]]: ...
+
+    def register(
+        self, cls: type[Extension] | None = None, *, room: str = GLOBAL_ROOM
+    ) -> JobResponse | Callable[[type[E]], type[E]]:
+        """Register an extension class as a job served by this client's worker.
+
+        Every registration reuses the one worker of this client (created on first use).
+        Called without a class it returns a decorator: ``@manager.register(room="r")``.
+
+        Args:
+            cls: The extension class.
+            room: The room of the job (``@global`` needs a superuser).
+
+        Returns:
+            The job (201 new or reactivated, 200 already registered), or a decorator that
+            registers and returns the class.
+        """
+        if cls is None:
+
+            def decorator(ext: type[E]) -> type[E]:
+                self.register(ext, room=room)
+                return ext
+
+            return decorator
+        return self._register(cls, room)
+
+    def _register(self, cls: type[Extension], room: str) -> JobResponse:
+        worker_id = self.ensure_worker()
+        body = JobRegisterRequest(
+            category=category_value(cls),
+            name=cls.__name__,
+            schema_=cls.model_json_schema(),
+            worker_id=worker_id,
+        ).model_dump(mode="json", by_alias=True)
+        response = self.http.request("PUT", self._path("rooms", room, "jobs"), json=body)
+        job = JobResponse.model_validate(response.json())
+        with self._lock:
+            self._registry[job.full_name] = (cls, room)
+            if job.worker_id is not None:
+                self._worker_id = job.worker_id
+        if response.status_code == 200:
+            logger.debug("job %s was already registered", job.full_name)
+        else:
+            logger.info("registered job %s", job.full_name)
+        return job
+
+    def heartbeat(self) -> WorkerResponse:
+        """Tell the server this client's worker is alive (``PATCH /workers/{id}``).
+
+        Returns:
+            The worker; ``cancel_requested`` lists its tasks that should stop.
+
+        Raises:
+            WorkerNotFound: The server no longer knows the worker.
+        """
+        worker_id = self._require_worker()
+        response = self.http.request(
+            "PATCH", self._path("workers", str(worker_id)), idempotent=True
+        )
+        return WorkerResponse.model_validate(response.json())
+
+    def disconnect(self) -> None:
+        """Delete this client's worker (``DELETE /workers/{id}``) and forget registrations.
+
+        The server releases the worker's in-flight tasks. A worker the server no longer knows
+        is not an error.
+        """
+        with self._lock:
+            worker_id, self._worker_id = self._worker_id, None
+            self._registry.clear()
+        if worker_id is None:
+            return
+        try:
+            self.http.request("DELETE", self._path("workers", str(worker_id)))
+        except NotFound:
+            logger.debug("worker %s was already gone", worker_id)
+        else:
+            logger.info("disconnected worker %s", worker_id)
+
+    def recover_worker(self, lost: UUID) -> UUID:
+        """Replace a worker the server lost: create a new one and register every job again.
+
+        Safe to call from several threads: only the first call for ``lost`` does the work.
+
+        Args:
+            lost: The worker id the server answered 404 for.
+
+        Returns:
+            The current worker id.
+        """
+        with self._lock:
+            if self._worker_id is not None and self._worker_id != lost:
+                return self._worker_id
+            logger.warning("server lost worker %s; creating a new one", lost)
+            self._worker_id = None
+            registrations = list(self._registry.values())
+            self.create_worker()
+            for cls, room in registrations:
+                self._register(cls, room)
+            assert self._worker_id is not None
+            return self._worker_id
+
+    def _require_worker(self) -> UUID:
+        worker_id = self._worker_id
+        if worker_id is None:
+            raise RuntimeError("no worker yet: call create_worker() or register() first")
+        return worker_id
+
+    def _extension_for(self, job_name: str) -> type[Extension] | None:
+        entry = self._registry.get(job_name)
+        return entry[0] if entry else None
+
+    def _claimed(self, task: Any, worker_id: UUID) -> ClaimedTask[Any]:
+        return ClaimedTask(
+            task,
+            manager=self,
+            worker_id=worker_id,
+            extension_cls=self._extension_for(task.job_name),
+        )
+
+    # -- the worker loop ------------------------------------------------------------------
+
+    def serve(self, **options: Any) -> None:
+        """Run the worker loop in this thread until stopped (SIGINT/SIGTERM or :meth:`stop`).
+
+        Options are those of :class:`~zndraw_joblib_client.WorkerLoop`:
+        ``concurrency``, ``claim_wait``, ``poll_interval``, ``heartbeat_interval``,
+        ``execute``, ``run_kwargs``, ``install_signal_handlers``, ...
+
+        On return the worker is deleted on the server.
+
+        Raises:
+            Unauthorized: The credentials were refused (the loop stops).
+            Forbidden: The server refused the worker (the loop stops).
+        """
+        loop = self._new_loop(options)
+        try:
+            loop.run()
+        finally:
+            self._loop = None
+            self.disconnect()
+
+    run_worker = serve
+
+    def start(self, **options: Any) -> None:
+        """Start the worker loop in background threads and return (see :meth:`serve`)."""
+        self._new_loop(options).start()
+
+    def stop(self, timeout: float | None = None, *, force: bool = False) -> None:
+        """Stop a loop started with :meth:`start`: finish the running tasks, stop claiming.
+
+        Args:
+            timeout: Longest wait in seconds for the running tasks (None for no limit).
+            force: Release running tasks at once (reported ``failed`` with retry).
+
+        Raises:
+            Exception: The error that stopped the loop, if one did.
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.stop(force=force)
+            loop.join(timeout)
+            loop.raise_error()
+        finally:
+            self._loop = None
+
+    def _new_loop(self, options: dict[str, Any]) -> WorkerLoop:
+        if self._loop is not None and self._loop.alive:
+            raise RuntimeError("the worker loop is already running")
+        self._loop = WorkerLoop(self, **options)
+        return self._loop
+
+    # -- protocols ------------------------------------------------------------------------
+
+    def __enter__(self) -> JobManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._loop is not None:
+                self._loop.stop()
+                self._loop.join()
+                self._loop = None
+            self.disconnect()
+        finally:
+            self.close()
+
+    def __contains__(self, full_name: object) -> bool:
+        return full_name in self._registry
+
+    def __getitem__(self, full_name: str) -> type[Extension]:
+        return self._registry[full_name][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._registry))
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def full_name(self, cls: type[Extension], room: str = GLOBAL_ROOM) -> str:
+        """Return the full job name of ``cls`` registered in ``room``."""
+        return job_full_name(cls, room)

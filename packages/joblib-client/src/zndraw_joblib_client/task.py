@@ -1,0 +1,138 @@
+"""``ClaimedTask``: a task a worker holds, with its typed extension instance."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from zndraw_joblib_client.errors import TaskCancelled, UnknownJob
+from zndraw_joblib_client.extension import Extension
+from zndraw_joblib_core import TaskResponse
+
+if TYPE_CHECKING:
+    from zndraw_joblib_client.manager import JobManager
+
+__all__ = ["ClaimedTask"]
+
+E = TypeVar("E", bound=Extension)
+
+
+class ClaimedTask(Generic[E]):
+    """A task claimed by this client's worker.
+
+    Attributes:
+        task: The task as the server answered it (updated by :meth:`progress`).
+        worker_id: The worker holding the task; sent with every update.
+    """
+
+    def __init__(
+        self,
+        task: TaskResponse,
+        *,
+        manager: JobManager,
+        worker_id: UUID,
+        extension_cls: type[E] | None,
+    ) -> None:
+        self.task = task
+        self.worker_id = worker_id
+        self._manager = manager
+        self._extension_cls = extension_cls
+        self._extension: E | None = None
+        self._cancel = threading.Event()
+        if task.cancel_requested:
+            self._cancel.set()
+
+    def __repr__(self) -> str:
+        return f"ClaimedTask(task_id={self.task_id!s}, job_name={self.job_name!r})"
+
+    @property
+    def task_id(self) -> UUID:
+        """The task's id."""
+        return self.task.id
+
+    @property
+    def job_name(self) -> str:
+        """The job's full name ``{room}:{category}:{name}``."""
+        return self.task.job_name
+
+    @property
+    def room_id(self) -> str:
+        """The room the task was submitted from."""
+        return self.task.room_id
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is (1 on the first claim)."""
+        return self.task.attempt
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The raw task payload."""
+        return self.task.payload
+
+    @property
+    def extension(self) -> E:
+        """The payload validated into the registered extension class.
+
+        Raises:
+            UnknownJob: This client has not registered the task's job.
+            pydantic.ValidationError: The payload does not fit the class.
+        """
+        if self._extension is None:
+            if self._extension_cls is None:
+                raise UnknownJob(f"job {self.job_name!r} is not registered with this client")
+            self._extension = self._extension_cls.model_validate(self.task.payload)
+        return self._extension
+
+    def extension_error(self) -> str | None:
+        """Return why :attr:`extension` cannot be built, or None when it can."""
+        try:
+            self.extension  # noqa: B018 - builds and caches the instance
+        except (UnknownJob, ValidationError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether cancellation of this task was requested (the task should stop)."""
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`TaskCancelled` when cancellation was requested.
+
+        Call it at convenient points of a long task; the worker reports ``cancelled``.
+
+        Raises:
+            TaskCancelled: Cancellation was requested.
+        """
+        if self._cancel.is_set():
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    def request_cancel(self) -> None:
+        """Mark the task as cancel-requested (the worker does this on heartbeat answers)."""
+        self._cancel.set()
+
+    def progress(self, fraction: float | None, message: str | None = None) -> TaskResponse:
+        """Report progress of the running task.
+
+        Args:
+            fraction: Progress between 0 and 1, or None to send only a message.
+            message: A short status message.
+
+        Returns:
+            The task after the update; its ``cancel_requested`` is also reflected in
+            :attr:`cancel_requested`.
+
+        Raises:
+            LeaseLost: This worker no longer holds the task; stop working on it.
+        """
+        task = self._manager.update_task(
+            self.task_id, progress=fraction, message=message, worker_id=self.worker_id
+        )
+        self.task = task
+        if task.cancel_requested:
+            self._cancel.set()
+        return task
