@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             port=args.port,
             log_level=args.log_level,
             access_log=not args.no_access_log,
+            timeout_graceful_shutdown=args.graceful_timeout,
         )
 
 

@@ -33,12 +33,13 @@ __all__ = [
     "get_long_poll_actor",
     "get_room_access",
     "get_settings",
+    "settings_of",
 ]
 
 _default_settings: JobLibSettings | None = None
 
 
-def get_settings(request: Request) -> JobLibSettings:
+async def get_settings(request: Request) -> JobLibSettings:
     """The queue's settings: ``app.state.joblib_settings``, else read once from the environment.
 
     Override::
@@ -46,7 +47,15 @@ def get_settings(request: Request) -> JobLibSettings:
         app.state.joblib_settings = JobLibSettings(worker_timeout_seconds=120)
         # or
         app.dependency_overrides[get_settings] = lambda: my_settings
+
+    (The request body limit is read from ``app.state.joblib_settings`` directly, before
+    dependencies run.)
     """
+    return settings_of(request)
+
+
+def settings_of(request: Request) -> JobLibSettings:
+    """The settings in ``app.state.joblib_settings``, else the environment's (read once)."""
     settings = getattr(request.app.state, "joblib_settings", None)
     if settings is not None:
         return settings  # type: ignore[no-any-return]
@@ -60,7 +69,7 @@ SettingsDep = Annotated[JobLibSettings, Depends(get_settings)]
 """The settings, injected."""
 
 
-def get_async_session_maker(
+async def get_async_session_maker(
     session_maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_session_maker)],
 ) -> async_sessionmaker[AsyncSession]:
     """The single source of database sessions; defaults to zndraw-auth's session maker.
@@ -77,7 +86,7 @@ SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_async_
 """The session maker, injected."""
 
 
-def get_database_dep(session_maker: SessionMakerDep, settings: SettingsDep) -> Database:
+async def get_database_dep(session_maker: SessionMakerDep, settings: SettingsDep) -> Database:
     """The process's :class:`Database` handle for the injected session maker (derived)."""
     return get_database(session_maker, settings)
 
@@ -86,7 +95,7 @@ DatabaseDep = Annotated[Database, Depends(get_database_dep)]
 """The database handle, injected."""
 
 
-def get_room_access() -> RoomAccess:
+async def get_room_access() -> RoomAccess:
     """Who may read or write a room. Default: every authenticated user, every room.
 
     Override with any object that has ``async can_read(actor, room_id) -> bool`` and
@@ -110,7 +119,7 @@ RoomAccessDep = Annotated[RoomAccess, Depends(get_room_access)]
 """The room access policy, injected."""
 
 
-def get_event_sink(request: Request) -> EventSink | None:
+async def get_event_sink(request: Request) -> EventSink | None:
     """Where task and job events go after commit. Default: ``app.state.joblib_event_sink``.
 
     The sink is an ``async (events: Sequence[Event]) -> None`` callable; its failures are
@@ -130,7 +139,7 @@ EventSinkDep = Annotated[EventSink | None, Depends(get_event_sink)]
 """The event sink, injected."""
 
 
-def get_actor(user: Annotated[User, Depends(current_active_user)]) -> Actor:
+async def get_actor(user: Annotated[User, Depends(current_active_user)]) -> Actor:
     """The authenticated caller, from zndraw-auth's ``current_active_user``.
 
     Override ``current_active_user`` (and ``current_user_scoped_session``, used by the
@@ -143,7 +152,7 @@ def get_actor(user: Annotated[User, Depends(current_active_user)]) -> Actor:
     return Actor.from_user(user)
 
 
-def get_long_poll_actor(user: Annotated[Any, Depends(current_user_scoped_session)]) -> Actor:
+async def get_long_poll_actor(user: Annotated[Any, Depends(current_user_scoped_session)]) -> Actor:
     """The caller of a long-polling endpoint (user looked up in a short-lived session)."""
     return Actor.from_user(user)
 

@@ -16,7 +16,7 @@ from zndraw_joblib_core import (
     PayloadTooLarge,
     ProblemDetail,
 )
-from zndraw_joblib_server.dependencies import get_settings
+from zndraw_joblib_server.dependencies import settings_of
 
 __all__ = ["JobLibRoute", "Limit", "Offset", "PreferHeader", "problems", "wait_seconds"]
 
@@ -31,7 +31,7 @@ class JobLibRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def limited(request: Request) -> Response:
-            limit = get_settings(request).max_body_bytes
+            limit = settings_of(request).max_body_bytes
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
