@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument("--no-access-log", action="store_true", help="Do not log every request.")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=3.0,
+        help="Seconds to let in-flight requests (e.g. long-polls) finish on shutdown "
+        "(default 3); waiting clients simply retry.",
+    )
     return parser
 
 
