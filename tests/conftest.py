@@ -192,3 +192,139 @@ def server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
         yield live
     finally:
         live.stop()
+
+
+# -- added for the SDK contract tests (test_sdk_*.py) ----------------------------------------
+
+DRIVERS = Path(__file__).resolve().parent / "drivers"
+SHORT_LEASE_ENV = {
+    "ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": "3",
+    "ZNDRAW_JOBLIB_LEASE_SECONDS": "3",
+    "ZNDRAW_JOBLIB_RETRY_BACKOFF_SECONDS": "0.2",
+}
+
+
+@pytest.fixture
+def short_lease_server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A running reference server whose workers time out and leases expire after 3 s."""
+    live = LiveServer(
+        database_url(backend, tmp_path), tmp_path / "server.log", extra_env=dict(SHORT_LEASE_ENV)
+    )
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@dataclass
+class WorkerProcess:
+    """A worker started by a contract test in its own Python process."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    ready_path: Path | None = None
+
+    def log(self) -> str:
+        """The tail of the process's output."""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, timeout: float = 60) -> str:
+        """Wait until the worker registered its jobs; return its worker id."""
+        assert self.ready_path is not None, "started without a ready file"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready_path.exists():
+                return self.ready_path.read_text().strip()
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        """Wait for the process to end; return its exit code."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"worker still running after {timeout}s:\n{self.log()}") from exc
+
+
+class WorkerFactory:
+    """Starts worker processes (``sdk_worker.py`` or the ``zndraw-joblib worker`` command)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.markers = tmp_path / "markers"
+        self.markers.mkdir(exist_ok=True)
+        self.started: list[WorkerProcess] = []
+
+    def _spawn(self, argv: list[str], token: str, ready: Path | None) -> WorkerProcess:
+        n = len(self.started)
+        log_path = self.tmp_path / f"worker{n}.log"
+        env = dict(os.environ)
+        env.update({"ZNDRAW_JOBLIB_TOKEN": token, "JOBLIB_TEST_MARKERS": str(self.markers)})
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(process, log_path, ready)
+        self.started.append(worker)
+        return worker
+
+    def sdk(
+        self,
+        url: str,
+        token: str,
+        room: str,
+        extensions: str,
+        *,
+        heartbeat: float = 0.5,
+        claim_wait: float = 5.0,
+        concurrency: int = 1,
+    ) -> WorkerProcess:
+        """Start ``drivers/sdk_worker.py`` serving ``extensions`` (comma separated) in ``room``."""
+        ready = self.tmp_path / f"ready{len(self.started)}"
+        argv = [
+            sys.executable,
+            str(DRIVERS / "sdk_worker.py"),
+            url,
+            room,
+            extensions,
+            "--ready",
+            str(ready),
+            "--heartbeat",
+            str(heartbeat),
+            "--claim-wait",
+            str(claim_wait),
+            "--concurrency",
+            str(concurrency),
+        ]
+        return self._spawn(argv, token, ready)
+
+    def cli(self, url: str, token: str, *args: str) -> WorkerProcess:
+        """Start ``python -m zndraw_joblib_client.cli worker ARGS --url URL``."""
+        argv = [sys.executable, "-m", "zndraw_joblib_client.cli", "worker", *args, "--url", url]
+        return self._spawn(argv, token, None)
+
+    def executions(self, event: str = "done") -> list[tuple[str, int, int]]:
+        """``(task_id, attempt, pid)`` of every run that reached ``event`` (start or done)."""
+        runs = []
+        for path in self.markers.glob(f"*.{event}"):
+            task_id, attempt, pid, _ = path.name.split(".")
+            runs.append((task_id, int(attempt), int(pid)))
+        return runs
+
+    def stop_all(self) -> None:
+        """Kill what is still running."""
+        for worker in self.started:
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait(10)
+
+
+@pytest.fixture
+def worker_procs(tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Starts worker processes for a test; kills those still running at the end."""
+    factory = WorkerFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()

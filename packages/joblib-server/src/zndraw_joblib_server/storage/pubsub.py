@@ -37,6 +37,10 @@ class PostgresPubSub:
         self._notifier = notifier
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self.generation = 0
+        """How many times the listening connection has been (re)opened."""
+        self.backend_pid: int | None = None
+        """The PostgreSQL backend process of the listening connection."""
 
     @property
     def connected(self) -> bool:
@@ -94,6 +98,8 @@ class PostgresPubSub:
         if driver is None:  # pragma: no cover - asyncpg always has one
             raise RuntimeError("no driver connection")
         await driver.add_listener(CHANNEL, self._on_notify)
+        self.generation += 1
+        self.backend_pid = driver.get_server_pid()
         self._connected.set()
         # Anything missed while disconnected: wake every local waiter so it re-checks.
         for key in list(self._notifier.keys()):
