@@ -65,7 +65,11 @@ def create_app(
     auth_settings = auth_settings or AuthSettings()
     if auth_settings.secret_key.get_secret_value() == _UPSTREAM_DEFAULT_SECRET:
         auth_settings = auth_settings.model_copy(update={"secret_key": SecretStr(DEV_SECRET)})
-    engine = create_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    engine = create_engine(
+        settings.database_url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        sqlite_inline=settings.sqlite_inline,
+    )
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
 
     @asynccontextmanager

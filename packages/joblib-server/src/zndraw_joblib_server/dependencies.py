@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from zndraw_auth import User, current_active_user, current_user_scoped_session
+from zndraw_auth import User, current_user_scoped_session
 from zndraw_auth.db import get_session_maker
 
 from zndraw_joblib_server.services.access import Actor, AllowAuthenticated, RoomAccess
@@ -139,21 +139,24 @@ EventSinkDep = Annotated[EventSink | None, Depends(get_event_sink)]
 """The event sink, injected."""
 
 
-async def get_actor(user: Annotated[User, Depends(current_active_user)]) -> Actor:
-    """The authenticated caller, from zndraw-auth's ``current_active_user``.
+async def get_actor(user: Annotated[User, Depends(current_user_scoped_session)]) -> Actor:
+    """The authenticated caller: an active zndraw-auth user from the bearer token.
 
-    Override ``current_active_user`` (and ``current_user_scoped_session``, used by the
-    long-polling endpoints so no session is held while they wait) to authenticate
-    differently::
+    It uses zndraw-auth's ``current_user_scoped_session``, which looks the user up in a
+    short-lived session and closes it before the endpoint runs. (``current_active_user``
+    keeps its session, and so a pooled connection, for the whole request; an endpoint that
+    then opens its own transaction would hold two connections and could exhaust the pool.)
+    Override it to authenticate differently::
 
-        app.dependency_overrides[current_active_user] = my_user_dependency
         app.dependency_overrides[current_user_scoped_session] = my_user_dependency
     """
     return Actor.from_user(user)
 
 
-async def get_long_poll_actor(user: Annotated[Any, Depends(current_user_scoped_session)]) -> Actor:
-    """The caller of a long-polling endpoint (user looked up in a short-lived session)."""
+async def get_long_poll_actor(
+    user: Annotated[Any, Depends(current_user_scoped_session)],
+) -> Actor:
+    """The caller of a long-polling endpoint (same as :func:`get_actor`)."""
     return Actor.from_user(user)
 
 

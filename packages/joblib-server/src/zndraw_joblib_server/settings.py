@@ -76,6 +76,11 @@ class JobLibSettings(BaseSettings):
     db_lock_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Waiting longer for the write lock answers 503."
     )
+    sqlite_inline: bool = Field(
+        default=True,
+        description="Run SQLite statements in the event loop's thread (fast; one server process "
+        "per database file) instead of aiosqlite's worker thread.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
     )

@@ -73,9 +73,11 @@ async def _stale_workers(uow: UnitOfWork, settings: JobLibSettings, report: Swee
             )
         ).scalars()
     )
-    report.tasks_released += await remove_workers(
+    released, deleted = await remove_workers(
         uow, workers, settings, "worker stopped sending heartbeats"
     )
+    report.tasks_released += released
+    report.jobs_deleted += deleted
     report.workers_removed += len(workers)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zndraw_joblib_core import (
     InvalidRoomId,
     PayloadTooLarge,
+    RequestValidationFailed,
     TaskResponse,
     TaskStatus,
     TaskStatusChanged,
@@ -48,13 +49,35 @@ def validate_room(room_id: str) -> None:
 
 
 def json_size(value: Any) -> int:
-    """The size in bytes of ``value`` encoded as compact JSON."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    """The size in bytes of ``value`` encoded as compact JSON.
+
+    Raises:
+        ValueError: ``value`` holds a non-finite number (NaN, Infinity), which JSON forbids.
+    """
+    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return len(encoded.encode())
 
 
 def check_size(what: str, value: Any, limit: int) -> None:
-    """Raise :class:`PayloadTooLarge` when ``value`` encodes to more than ``limit`` bytes."""
-    size = json_size(value) if not isinstance(value, str) else len(value)
+    """Check a JSON value or a text against its limit and what the databases can store.
+
+    Raises:
+        PayloadTooLarge: It encodes to more than ``limit`` bytes (texts: characters).
+        RequestValidationFailed: A JSON value holds NaN or Infinity, or a text holds a NUL
+            character.
+    """
+    if isinstance(value, str):
+        size = len(value)
+        if "\x00" in value:
+            raise RequestValidationFailed(f"The {what} contains a NUL character.")
+    else:
+        try:
+            size = json_size(value)
+        except ValueError:
+            raise RequestValidationFailed(
+                f"The {what} contains a non-finite number (NaN or Infinity), which JSON "
+                "does not allow."
+            ) from None
     if size > limit:
         raise PayloadTooLarge(f"The {what} is {size} bytes; the limit is {limit}.", limit=limit)
 
@@ -175,6 +198,7 @@ def release(task: Task, now: datetime, settings: JobLibSettings, reason: str) ->
         True when the task was requeued (claimable again).
     """
     task.lease_expires_at = None
+    task.deadline_at = None
     task.version += 1
     if task.cancel_requested:
         task.status = TaskStatus.CANCELLED

@@ -104,6 +104,12 @@ def _apply(
         task.lease_expires_at = now + lease_for(task, settings)
         if task.timeout_seconds is not None:
             task.deadline_at = now + timedelta(seconds=task.timeout_seconds)
+    elif target == TaskStatus.FAILED and body.retry and task.cancel_requested:
+        target = TaskStatus.CANCELLED  # the submitter asked to stop: no new attempt
+        task.completed_at = now
+        task.lease_expires_at = None
+        task.deadline_at = None
+        task.error = body.error or "Cancelled on request."
     elif target == TaskStatus.FAILED and body.retry and task.attempt < task.max_attempts:
         requeued = True
         task.error = body.error or "Failed; retry requested."
@@ -144,13 +150,20 @@ async def _update_one(
 ) -> TaskResponse:
     session = uow.session
     task = await load_task(session, task_id, for_update=True)
-    if not await _may_act(session, actor, task):
+    now = utcnow()
+    if body.worker_id is not None:
+        # Fencing first: a worker that lost the task learns so (409), whoever it belongs to.
+        worker = await session.get(Worker, body.worker_id)
+        if worker is not None and worker.user_id != actor.id and not actor.is_superuser:
+            raise Forbidden("This worker belongs to a different user.")
+        if _fence(task, body, now):
+            return await respond(session, task)
+        if worker is None:
+            raise LeaseLost(f"Worker {body.worker_id} no longer exists.")
+    elif not await _may_act(session, actor, task):
         if body.status == TaskStatus.CANCELLED and task.created_by_id == actor.id:
             return await cancel_task(uow, actor, access, task_id)
         raise Forbidden("Only the owner of the task's worker (or a superuser) may update it.")
-    now = utcnow()
-    if _fence(task, body, now):
-        return await respond(session, task)
     _check_limits(body, settings)
     requeued = _apply(task, body, actor, now, settings)
     await session.flush()

@@ -78,46 +78,50 @@ async def heartbeat(
     worker = await owned_worker(session, actor, worker_id, allow_superuser=False)
     now = utcnow()
     worker.last_heartbeat = now
-    lease = timedelta(seconds=settings.lease_seconds)
-    await session.execute(
-        update(Task)
-        .where(
-            Task.worker_id == worker_id,
-            Task.status.in_(ACTIVE_STATUSES),
-            Task.lease_expires_at >= now,
-        )
-        .values(lease_expires_at=now + lease)
-        .execution_options(synchronize_session=False)
-    )
-    cancel = (
+    rows = (
         await session.execute(
-            select(Task.id).where(
+            select(Task.id, Task.lease_seconds, Task.cancel_requested).where(
                 Task.worker_id == worker_id,
                 Task.status.in_(ACTIVE_STATUSES),
-                Task.cancel_requested.is_(True),
+                Task.lease_expires_at >= now,
             )
         )
-    ).scalars()
+    ).all()
+    default_lease = now + timedelta(seconds=settings.lease_seconds)
+    renew: dict[datetime, list[uuid.UUID]] = {}
+    for task_id, lease_seconds, _ in rows:
+        until = default_lease if lease_seconds is None else now + timedelta(seconds=lease_seconds)
+        renew.setdefault(until, []).append(task_id)
+    for until, ids in renew.items():
+        await session.execute(
+            update(Task)
+            .where(Task.id.in_(ids))
+            .values(lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
     return WorkerResponse(
         id=worker.id,
         last_heartbeat=now,
-        cancel_requested=list(cancel),
-        lease_expires_at=now + lease,
+        cancel_requested=[task_id for task_id, _, cancel in rows if cancel],
+        lease_expires_at=min(renew) if renew else None,
     )
 
 
 async def remove_workers(
     uow: UnitOfWork, workers: list[Worker], settings: JobLibSettings, reason: str
-) -> int:
+) -> tuple[int, int]:
     """Release the workers' in-flight tasks, unlink and delete them, soft-delete orphan jobs.
 
     Returns:
-        How many tasks were released.
+        How many tasks were released and how many jobs were soft-deleted.
     """
     if not workers:
-        return 0
+        return 0, 0
     session = uow.session
     ids = [w.id for w in workers]
+    # Lock the workers first: a claim in flight holds its worker's row, so this waits for
+    # it to commit and then sees (and releases) what it claimed (PostgreSQL).
+    await session.execute(select(Worker.id).where(Worker.id.in_(ids)).with_for_update())
     now = utcnow()
     tasks = list(
         (
@@ -139,13 +143,13 @@ async def remove_workers(
         job_ids.update(await unlink_worker(uow, worker.id))
         await session.delete(worker)
     await session.flush()
-    await soft_delete_orphans(uow, sorted(job_ids))
+    deleted = await soft_delete_orphans(uow, sorted(job_ids))
     rooms = (
         await session.execute(select(Job.room_id).where(Job.id.in_(job_ids)).distinct())
     ).scalars()
     for room in rooms:
         uow.events.append(JobsChanged(room_id=room))
-    return len(tasks)
+    return len(tasks), len(deleted)
 
 
 async def remove_worker(

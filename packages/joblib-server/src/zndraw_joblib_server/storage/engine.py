@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from zndraw_joblib_server.storage.sqlite_inline import inline_creator
 
 __all__ = ["create_engine", "is_memory_sqlite"]
 
@@ -21,18 +24,25 @@ def is_memory_sqlite(url: str) -> bool:
     return url.startswith("sqlite") and (url.endswith("://") or ":memory:" in url)
 
 
-def create_engine(url: str, *, busy_timeout_ms: int = 5_000, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str, *, busy_timeout_ms: int = 5_000, sqlite_inline: bool = True, **kwargs: Any
+) -> AsyncEngine:
     """Create an async engine for ``url`` with the pragmas and pool this package needs.
 
     Args:
         url: ``sqlite+aiosqlite:///path.db``, ``sqlite+aiosqlite://`` (memory) or
             ``postgresql+asyncpg://...``.
         busy_timeout_ms: SQLite busy timeout.
+        sqlite_inline: Run SQLite statements in the event loop's thread (see
+            :mod:`zndraw_joblib_server.storage.sqlite_inline`) rather than aiosqlite's.
         **kwargs: Passed on to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
     """
     if url.startswith("sqlite"):
         if is_memory_sqlite(url):
             kwargs.setdefault("poolclass", StaticPool)
+        elif sqlite_inline:
+            database = make_url(url).database or ""
+            kwargs.setdefault("async_creator", inline_creator(database))
         kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_pragmas(engine, busy_timeout_ms, memory=is_memory_sqlite(url))
@@ -44,8 +54,17 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5_000, **kwargs: Any) -> A
 
 
 def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, memory: bool) -> None:
+    # sqlite3's legacy transaction handling starts transactions only before DML, so a
+    # SAVEPOINT before any write would open (and its RELEASE commit) a transaction of its
+    # own. Take transaction control: autocommit at the driver, an explicit BEGIN per
+    # SQLAlchemy transaction (SQLAlchemy's documented recipe).
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
