@@ -115,10 +115,11 @@ def create_app(
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, Any]:
-        """Liveness and database reachability."""
+        """Liveness, database reachability, and how many statements the server has sent."""
         async with session_maker() as session:
             await session.execute(text("SELECT 1"))
-        return {"status": "ok", "database": engine.dialect.name}
+        db = get_database(session_maker, settings)
+        return {"status": "ok", "database": engine.dialect.name, "statements": db.statements}
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
@@ -41,6 +42,9 @@ from zndraw_joblib_server.routes._common import (
 from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
+from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import Database, EventSink
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"])
 
@@ -149,29 +153,67 @@ async def claim_tasks(
     without holding a database connection, and answers `Preference-Applied`.
     """
     wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
-    async with db.read() as session:
-        job_ids = await claim_service.claimable_jobs(session, actor, body.worker_id)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + (wait or 0)
-    async with db.notifier.subscribe(f"job:{j}" for j in job_ids) as sub:
-        while True:
-            async with db.write(sink) as uow:
-                tasks = await claim_service.claim_tasks(
-                    uow, body.worker_id, job_ids, body.max_tasks, settings
-                )
-                due = None
-                if not tasks and wait is not None:
-                    due = await claim_service.next_due(uow.session, job_ids)
-            remaining = deadline - loop.time()
-            if tasks or wait is None or remaining <= 0:
-                break
-            pause = min(remaining, settings.claim_poll_interval_seconds)
-            if due is not None:
-                pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
-            await sub.wait(pause)
+    job_ids: list[uuid.UUID] = []
+    due = None
+    seq = db.notifier.seq
+    async with db.write(sink) as uow:
+        tasks = await claim_service.claim_tasks(
+            uow, actor, body.worker_id, body.max_tasks, settings
+        )
+        if not tasks and wait is not None:
+            job_ids = await claim_service.claimable_jobs(uow.session, body.worker_id)
+            due = await claim_service.next_due(uow.session, job_ids)
+    if not tasks and wait is not None:
+        tasks = await _wait_and_claim(db, actor, body, job_ids, due, seq, wait, settings, sink)
     if wait is not None:
         response.headers["Preference-Applied"] = _applied(wait)
     return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks)
+
+
+async def _wait_and_claim(
+    db: Database,
+    actor: Actor,
+    body: TaskClaimRequest,
+    job_ids: list[uuid.UUID],
+    due: datetime | None,
+    seq: int,
+    wait: float,
+    settings: JobLibSettings,
+    sink: EventSink | None,
+) -> list[TaskResponse]:
+    """Hold a claim until a task of ``job_ids`` arrives or ``wait`` seconds pass.
+
+    No connection is held while waiting: the request sleeps on the in-process notifier (fed
+    by PostgreSQL NOTIFY across processes). It claims again only when woken, when the
+    earliest delayed task (``due``) falls due, or every ``claim_poll_interval_seconds`` (so
+    a lost notification only delays work); an idle wait costs the database nothing.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    tasks: list[TaskResponse] = []
+    keys = [f"job:{j}" for j in job_ids]
+    async with db.notifier.subscribe(keys) as sub:
+        # A submit may have committed between the empty claim and the subscription.
+        woken = db.notifier.notified_since(keys, seq)
+        while not tasks:
+            remaining = deadline - loop.time()
+            if not woken:
+                if remaining <= 0:
+                    break
+                pause = min(remaining, settings.claim_poll_interval_seconds)
+                if due is not None:
+                    pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
+                woken = await sub.wait(pause)
+                if not woken and due is None and pause >= remaining:
+                    break  # nothing arrived and nothing fell due: no need to look
+            async with db.write(sink) as uow:
+                tasks = await claim_service.claim_tasks(
+                    uow, actor, body.worker_id, body.max_tasks, settings
+                )
+                if not tasks:
+                    due = await claim_service.next_due(uow.session, job_ids)
+            woken = False
+    return tasks
 
 
 @router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))

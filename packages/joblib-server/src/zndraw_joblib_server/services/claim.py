@@ -25,54 +25,63 @@ from zndraw_joblib_server.storage import UnitOfWork
 __all__ = ["claim_tasks", "claimable_jobs", "next_due"]
 
 
-async def claimable_jobs(
-    session: AsyncSession, actor: Actor, worker_id: uuid.UUID
-) -> list[uuid.UUID]:
-    """Check the caller owns the worker; return the ids of the jobs it serves.
-
-    Raises:
-        WorkerNotFound: No such worker.
-        Forbidden: The worker belongs to somebody else.
-    """
-    await owned_worker(session, actor, worker_id, allow_superuser=False)
+async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of the jobs the worker serves."""
     rows = await session.execute(
         select(WorkerJobLink.job_id).where(WorkerJobLink.worker_id == worker_id)
     )
     return list(rows.scalars())
 
 
-async def claim_tasks(
-    uow: UnitOfWork,
-    worker_id: uuid.UUID,
-    job_ids: list[uuid.UUID],
-    max_tasks: int,
-    settings: JobLibSettings,
-) -> list[TaskResponse]:
-    """Claim up to ``max_tasks`` due pending tasks of ``job_ids`` for the worker.
+async def _touch_worker(
+    session: AsyncSession, actor: Actor, worker_id: uuid.UUID, now: datetime
+) -> None:
+    """Refresh the caller's worker's heartbeat (claiming is a sign of life).
 
-    Order: highest priority first, then earliest ``run_after``, then oldest.
+    The row lock also makes a concurrent ``DELETE /workers`` wait for this claim to commit
+    (PostgreSQL), so it then sees and releases what was claimed.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker belongs to somebody else.
     """
-    session = uow.session
-    now = utcnow()
-    # Claiming is a sign of life: refresh the heartbeat. The row lock also makes a concurrent
-    # DELETE /workers wait for this claim to commit (PostgreSQL).
-    alive = await session.execute(
+    touched = await session.execute(
         update(Worker)
-        .where(Worker.id == worker_id)
+        .where(Worker.id == worker_id, Worker.user_id == actor.id)
         .values(last_heartbeat=now)
         .returning(Worker.id)
         .execution_options(synchronize_session=False)
     )
-    if alive.scalar_one_or_none() is None:
-        raise WorkerNotFound(f"Worker {worker_id} not found.")
-    if not job_ids:
-        return []
+    if touched.scalar_one_or_none() is None:
+        await owned_worker(session, actor, worker_id, allow_superuser=False)
+        raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
+
+
+async def claim_tasks(
+    uow: UnitOfWork,
+    actor: Actor,
+    worker_id: uuid.UUID,
+    max_tasks: int,
+    settings: JobLibSettings,
+) -> list[TaskResponse]:
+    """Claim up to ``max_tasks`` due pending tasks of the jobs the caller's worker serves.
+
+    Order: highest priority first, then earliest ``run_after``, then oldest.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker belongs to somebody else.
+    """
+    session = uow.session
+    now = utcnow()
+    await _touch_worker(session, actor, worker_id, now)
+    served = select(WorkerJobLink.job_id).where(WorkerJobLink.worker_id == worker_id)
     lease = timedelta(seconds=settings.lease_seconds)
     claimable = (
         select(Task.id)
         .where(
             Task.status == TaskStatus.PENDING,
-            Task.job_id.in_(job_ids),
+            Task.job_id.in_(served),
             Task.run_after <= now,
         )
         .order_by(Task.priority.desc(), Task.run_after, Task.created_at)

@@ -126,15 +126,19 @@ async def submit_task(
         cancel_requested=False,
         version=0,
     )
-    try:
-        async with session.begin_nested():
-            session.add(task)
-            await session.flush()
-    except IntegrityError:
-        found = await _by_key(session, job.id, room_id, idempotency_key)
-        if found is None:
-            raise
-        return await respond(session, found), False
+    if idempotency_key is None:
+        session.add(task)
+        await session.flush()
+    else:
+        try:
+            async with session.begin_nested():
+                session.add(task)
+                await session.flush()
+        except IntegrityError:  # the same key submitted concurrently by another process
+            found = await _by_key(session, job.id, room_id, idempotency_key)
+            if found is None:
+                raise
+            return await respond(session, found), False
     uow.wake_some(f"job:{job.id}")
     name = job.full_name
     uow.events.append(status_event(task, name, now))

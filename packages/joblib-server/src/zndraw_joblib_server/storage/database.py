@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import Event, ServiceUnavailable
@@ -72,11 +73,18 @@ class Database:
             use_gate = self.dialect == "sqlite"
         self.gate: asyncio.Lock | None = asyncio.Lock() if use_gate else None
         self.notifier = Notifier()
+        self.statements = 0
+        """Statements sent to the database through this engine (for health and benchmarks)."""
+        if bind is not None:
+            event.listen(bind.sync_engine, "before_cursor_execute", self._count)
         self.pubsub: PostgresPubSub | None = (
             PostgresPubSub(bind, self.notifier)
             if self.dialect == "postgresql" and bind is not None
             else None
         )
+
+    def _count(self, *_args: object) -> None:
+        self.statements += 1
 
     @property
     def is_postgres(self) -> bool:

@@ -51,8 +51,23 @@ class Subscription:
 class Notifier:
     """Keyed wake-ups within one process (one event loop)."""
 
+    _MAX_TRACKED = 50_000
+
     def __init__(self) -> None:
         self._waiters: dict[str, list[Subscription]] = {}
+        self.seq = 0
+        """Counts notifications; read it before a check to ask :meth:`notified_since` later."""
+        self._last: dict[str, int] = {}
+        self._floor = 0
+
+    def notified_since(self, keys: Iterable[str], seq: int) -> bool:
+        """Whether any of ``keys`` was notified after the notification counter was ``seq``.
+
+        (Conservatively True when the history that old was pruned.)
+        """
+        if seq < self._floor:
+            return True
+        return any(self._last.get(key, -1) > seq for key in keys)
 
     @property
     def waiting(self) -> int:
@@ -92,6 +107,11 @@ class Notifier:
         Returns:
             How many subscribers were woken.
         """
+        self.seq += 1
+        if len(self._last) >= self._MAX_TRACKED:
+            self._last.clear()
+            self._floor = self.seq
+        self._last[key] = self.seq
         woken = 0
         for sub in list(self._waiters.get(key, ())):
             if limit is not None and woken >= limit:
