@@ -191,7 +191,8 @@ async def _wait_and_claim(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     tasks: list[TaskResponse] = []
-    keys = [f"job:{j}" for j in job_ids]
+    worker_key = f"worker:{body.worker_id}"
+    keys = [worker_key, *(f"job:{j}" for j in job_ids)]
     async with db.notifier.subscribe(keys) as sub:
         # A submit may have committed between the empty claim and the subscription.
         woken = db.notifier.notified_since(keys, seq)
@@ -212,6 +213,8 @@ async def _wait_and_claim(
                 )
                 if not tasks:
                     due = await claim_service.next_due(uow.session, job_ids)
+            if not tasks and db.notifier.notified_since([worker_key], seq):
+                break  # the worker now serves other jobs: let the client ask again
             woken = False
     return tasks
 

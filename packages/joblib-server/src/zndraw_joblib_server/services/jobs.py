@@ -145,6 +145,7 @@ async def register_job(
     linked = await session.get(WorkerJobLink, (worker.id, job.id))
     if linked is None:
         session.add(WorkerJobLink(worker_id=worker.id, job_id=job.id))
+        uow.wake_all(f"worker:{worker.id}")  # a waiting claim of this worker: new job
     await session.flush()
     remember_name(job)
     uow.events.append(JobsChanged(room_id=room_id))

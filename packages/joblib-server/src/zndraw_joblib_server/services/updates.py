@@ -13,6 +13,7 @@ from zndraw_joblib_core import (
     InvalidTaskTransition,
     LeaseLost,
     ProblemError,
+    RequestValidationFailed,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
     TaskResponse,
@@ -63,6 +64,8 @@ def _fence(task: Task, body: TaskUpdateRequest, now: datetime) -> bool:
 
 
 def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
+    if body.result is not None and body.status != TaskStatus.COMPLETED:
+        raise RequestValidationFailed("A result is only accepted with status 'completed'.")
     if body.error is not None:
         check_size("error text", body.error, settings.max_error_chars)
     if body.message is not None:

@@ -142,7 +142,7 @@ class Database:
                 raise
         self.announce(uow.wake)
         if sink is not None and uow.events:
-            await deliver(sink, uow.events)
+            await deliver(sink, list(dict.fromkeys(uow.events)))  # events are hashable
 
     def announce(self, wake: dict[str, int | None]) -> None:
         """Wake local long-polls for the given keys."""

@@ -1,0 +1,58 @@
+"""Claim long-polls: new jobs of the waiting worker, results only with completion, events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from zndraw_joblib_core import JobsChanged
+
+P = "/v1/joblib"
+
+
+async def test_registering_a_job_wakes_the_workers_waiting_claim(
+    as_alice: httpx.AsyncClient, flow
+) -> None:
+    first = await flow.job(as_alice, "lab", "First")
+    worker = first["worker_id"]
+    waiting = asyncio.create_task(
+        as_alice.post(
+            f"{P}/tasks/claim", json={"worker_id": worker}, headers={"Prefer": "wait=30"}
+        )
+    )
+    await asyncio.sleep(0.3)
+    second = await flow.job(as_alice, "lab", "Second", worker_id=worker)
+    answer = await asyncio.wait_for(waiting, 10)  # without the wake-up it would hold 30 s
+    assert answer.status_code == 200
+    assert answer.json()["task"] is None
+    submitted = await flow.submit(as_alice, second["full_name"])
+    assert (await flow.claim(as_alice, worker))["id"] == submitted["id"]
+
+
+async def test_result_is_refused_without_completed(
+    as_alice: httpx.AsyncClient, flow, problem
+) -> None:
+    _job, worker, task = await flow.claimed(as_alice, running=True)
+    resp = await flow.patch(
+        as_alice, task["id"], status="failed", worker_id=worker, result={"partial": 1}
+    )
+    problem(resp, 422, "validation-error")
+    assert (await flow.task(as_alice, task["id"]))["status"] == "running"
+
+
+async def test_removing_a_worker_announces_each_room_once(
+    app, as_alice: httpx.AsyncClient, flow
+) -> None:
+    events: list = []
+
+    async def sink(batch) -> None:
+        events.extend(batch)
+
+    job = await flow.job(as_alice, "lab", "A")
+    await flow.job(as_alice, "lab", "B", worker_id=job["worker_id"])
+    app.state.joblib_event_sink = sink
+    resp = await as_alice.delete(f"{P}/workers/{job['worker_id']}")
+    assert resp.status_code == 204
+    changed = [e for e in events if isinstance(e, JobsChanged)]
+    assert changed == [JobsChanged(room_id="lab")]
