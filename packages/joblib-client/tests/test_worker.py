@@ -328,3 +328,24 @@ def test_batch_start_failure_falls_back_to_single_updates(
     assert [server.tasks[t]["status"] for t in ids] == ["completed", "completed"]
     for t in ids:
         assert updates(server, t)[0]["status"] == "running"
+
+
+def test_idle_worker_sends_no_heartbeats_while_its_claims_reach_the_server(
+    server, make_manager, until
+):
+    manager = make_manager()
+    manager.register(Greet)
+    manager.start(heartbeat_interval=0.01, claim_wait=0.05, poll_interval=0.01)
+    until(lambda: len(server.seen("POST", r"/v1/joblib/tasks/claim")) >= 5)
+    manager.stop(timeout=5)
+    assert server.seen("PATCH", r"/v1/joblib/workers/.*") == []
+
+
+def test_idle_worker_heartbeats_when_claims_stall(server, make_manager, until):
+    manager = make_manager()
+    manager.register(Greet)
+    manager.start(
+        heartbeat_interval=0.01, claim_wait=0.05, poll_interval=0.01, idle_heartbeat_after=0
+    )
+    until(lambda: len(server.seen("PATCH", r"/v1/joblib/workers/.*")) >= 2)
+    manager.stop(timeout=5)

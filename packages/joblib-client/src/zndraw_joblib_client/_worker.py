@@ -65,10 +65,15 @@ class WorkerLoop:
     Args:
         manager: The manager whose worker and registered extensions are used.
         concurrency: How many tasks run at once (in threads when above 1).
-        claim_wait: Seconds a claim long-poll may be held by the server.
+        claim_wait: Seconds a claim long-poll may be held by the server (its cap is 60 s
+            by default). Each claim also counts as a heartbeat on the server.
         poll_interval: Pause between claims when the server does not long-poll.
-        heartbeat_interval: Seconds between heartbeats (keep well below the server's
-            worker timeout, 60 s by default).
+        heartbeat_interval: Seconds between heartbeats while tasks run (they renew the
+            tasks' leases, 60 s by default). An idle worker whose claims keep reaching the
+            server sends none; it heartbeats only when no claim started for
+            ``idle_heartbeat_after`` seconds.
+        idle_heartbeat_after: See ``heartbeat_interval``; keep it well below the server's
+            worker timeout (120 s by default).
         execute: Called with each claimed task instead of ``task.extension.run(task,
             **run_kwargs)``; its return value is the result.
         run_kwargs: Extra keyword arguments passed to ``run``.
@@ -84,9 +89,10 @@ class WorkerLoop:
         manager: JobManager,
         *,
         concurrency: int = 1,
-        claim_wait: float = 30.0,
+        claim_wait: float = 55.0,
         poll_interval: float = 1.0,
         heartbeat_interval: float = 10.0,
+        idle_heartbeat_after: float = 60.0,
         execute: Callable[[ClaimedTask[Any]], Any] | None = None,
         run_kwargs: Mapping[str, Any] | None = None,
         install_signal_handlers: bool = True,
@@ -100,6 +106,8 @@ class WorkerLoop:
         self.claim_wait = claim_wait
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
+        self.idle_heartbeat_after = idle_heartbeat_after
+        self._last_claim = 0.0  # monotonic time the last claim request started
         self.execute = execute
         self.run_kwargs = dict(run_kwargs or {})
         self.install_signal_handlers = install_signal_handlers
@@ -249,6 +257,7 @@ class WorkerLoop:
         try:
             worker_id = self.manager.ensure_worker()
             try:
+                self._last_claim = time.monotonic()
                 tasks, waited = self.manager.claim_detailed(free, wait=self.claim_wait)
             except WorkerNotFound:
                 self.manager.recover_worker(worker_id)
@@ -414,6 +423,10 @@ class WorkerLoop:
             worker_id = self.manager.worker_id
             if worker_id is None:
                 continue
+            with self._cond:
+                idle = not self._running
+            if idle and time.monotonic() - self._last_claim < self.idle_heartbeat_after:
+                continue  # the claims themselves keep the worker alive on the server
             try:
                 answer = self.manager.heartbeat()
             except WorkerNotFound:

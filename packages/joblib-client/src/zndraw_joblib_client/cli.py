@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("extensions", nargs="+", metavar="module:Extension")
     worker.add_argument("--room", default=GLOBAL_ROOM, help="room of the jobs (@global)")
     worker.add_argument("--concurrency", type=int, default=1, help="tasks run at once")
-    worker.add_argument("--claim-wait", type=float, default=30.0, help="claim long-poll (s)")
+    worker.add_argument("--claim-wait", type=float, default=55.0, help="claim long-poll (s)")
     worker.add_argument("--heartbeat", type=float, default=10.0, help="heartbeat interval (s)")
     worker.add_argument(
         "--register", action="store_true", help="create the account if logging in fails"

@@ -31,7 +31,10 @@ class JobLibSettings(BaseSettings):
         description="Job categories that may be registered.",
     )
     worker_timeout_seconds: float = Field(
-        default=60.0, gt=0, description="A worker silent for longer is removed by the sweeper."
+        default=120.0,
+        gt=0,
+        description="A worker silent for longer (no heartbeat, no claim) is removed by the "
+        "sweeper. Its tasks do not wait for this: they are released when their lease ends.",
     )
     sweeper_interval_seconds: float = Field(
         default=10.0, gt=0, description="Pause between two sweeper passes."
