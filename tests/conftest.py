@@ -277,7 +277,7 @@ class WorkerFactory:
         extensions: str,
         *,
         heartbeat: float = 0.5,
-        claim_wait: float = 5.0,
+        claim_wait: float = 2.0,
         concurrency: int = 1,
     ) -> WorkerProcess:
         """Start ``drivers/sdk_worker.py`` serving ``extensions`` (comma separated) in ``room``."""

@@ -148,15 +148,15 @@ async def test_claim_racing_worker_delete(as_alice, flow, monkeypatch) -> None:
     claimed by the deleted worker (it is released, or never claimed)."""
     from zndraw_joblib_server.services import claim as claim_module
 
-    real = claim_module.job_names
+    real = claim_module.announce
     started = asyncio.Event()
 
-    async def slow_job_names(*args, **kwargs):
+    async def slow_announce(*args, **kwargs):
         started.set()
         await asyncio.sleep(0.3)  # inside the claim transaction, after the UPDATE
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(claim_module, "job_names", slow_job_names)
+    monkeypatch.setattr(claim_module, "announce", slow_announce)
     job = await flow.job(as_alice)
     t = await flow.submit(as_alice, job["full_name"], max_attempts=5)
     worker = job["worker_id"]

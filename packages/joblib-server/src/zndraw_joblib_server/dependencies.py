@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import User, current_user_scoped_session
 from zndraw_auth.db import get_session_maker
 
-from zndraw_joblib_server.services.access import Actor, AllowAuthenticated, RoomAccess
+from zndraw_joblib_server.services.access import (
+    Actor,
+    AllowAuthenticated,
+    RoomAccess,
+    check_room,
+)
+from zndraw_joblib_server.services.common import validate_room
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, get_database
 
@@ -23,9 +29,11 @@ __all__ = [
     "DatabaseDep",
     "EventSinkDep",
     "LongPollActorDep",
+    "ReadableRoom",
     "RoomAccessDep",
     "SessionMakerDep",
     "SettingsDep",
+    "WritableRoom",
     "get_actor",
     "get_async_session_maker",
     "get_database_dep",
@@ -33,7 +41,9 @@ __all__ = [
     "get_long_poll_actor",
     "get_room_access",
     "get_settings",
+    "readable_room",
     "settings_of",
+    "writable_room",
 ]
 
 _default_settings: JobLibSettings | None = None
@@ -159,6 +169,44 @@ async def get_long_poll_actor(
     """The caller of a long-polling endpoint (same as :func:`get_actor`)."""
     return Actor.from_user(user)
 
+
+async def readable_room(
+    room_id: Annotated[str, Path(description="The room id, or `@global`.")],
+    actor: Annotated[Actor, Depends(get_actor)],
+    access: RoomAccessDep,
+) -> str:
+    """The path's room, checked against the naming rules and the room access policy (read).
+
+    Raises:
+        InvalidRoomId: The room id breaks the naming rules (400).
+        Forbidden: The policy refuses the caller (403).
+    """
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=False)
+    return room_id
+
+
+async def writable_room(
+    room_id: Annotated[str, Path(description="The room id, or `@global`.")],
+    actor: Annotated[Actor, Depends(get_actor)],
+    access: RoomAccessDep,
+) -> str:
+    """The path's room, checked against the naming rules and the room access policy (write).
+
+    Raises:
+        InvalidRoomId: The room id breaks the naming rules (400).
+        Forbidden: The policy refuses the caller (403).
+    """
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=True)
+    return room_id
+
+
+ReadableRoom = Annotated[str, Depends(readable_room)]
+"""A room the caller may read, from the ``room_id`` path parameter."""
+
+WritableRoom = Annotated[str, Depends(writable_room)]
+"""A room the caller may write to, from the ``room_id`` path parameter."""
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
 """The authenticated caller, injected."""

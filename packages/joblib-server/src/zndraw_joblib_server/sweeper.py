@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import ACTIVE_STATUSES, Event
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
-from zndraw_joblib_server.services.common import job_names, release, status_event
+from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
 from zndraw_joblib_server.services.workers import remove_workers, stale_cutoff
 from zndraw_joblib_server.settings import JobLibSettings
@@ -104,21 +104,18 @@ async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: Swee
             )
         ).scalars()
     )
-    names = await job_names(uow.session, {t.job_id for t in tasks})
+    reasons: list[tuple[Task, str]] = []
     for task in tasks:
         if task.cancel_requested:
-            reason = "the worker did not acknowledge the cancellation"
+            reasons.append((task, "the worker did not acknowledge the cancellation"))
             report.tasks_cancelled += 1
         elif task.deadline_at is not None and task.deadline_at < now:
-            reason = f"timed out after {task.timeout_seconds:g} s"
+            reasons.append((task, f"timed out after {task.timeout_seconds:g} s"))
             report.tasks_released += 1
         else:
-            reason = "lease expired"
+            reasons.append((task, "lease expired"))
             report.tasks_released += 1
-        if release(task, now, settings, reason):
-            uow.wake_some(f"job:{task.job_id}")
-        uow.wake_all(f"task:{task.id}")
-        uow.events.append(status_event(task, names[task.job_id], now))
+    await announce(uow, tasks, now, release_all(reasons, now, settings))
 
 
 async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Response, status
 
 from zndraw_joblib_core import JobRegisterRequest, JobResponse, JobSummary, Page, WorkerSummary
 from zndraw_joblib_server.dependencies import (
     ActorDep,
     DatabaseDep,
     EventSinkDep,
-    RoomAccessDep,
+    ReadableRoom,
     SettingsDep,
+    WritableRoom,
 )
 from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
 from zndraw_joblib_server.services import jobs as job_service
 from zndraw_joblib_server.services import workers as worker_service
-from zndraw_joblib_server.services.access import check_room
-from zndraw_joblib_server.services.common import validate_room
 
 router = APIRouter(route_class=JobLibRoute, tags=["jobs"])
-
-RoomId = Path(description="The room id, or `@global`.")
 
 
 @router.put(
@@ -31,12 +28,11 @@ RoomId = Path(description="The room id, or `@global`.")
     | {200: {"model": JobResponse, "description": "Already registered"}},
 )
 async def register_job(
-    room_id: str,
+    room_id: WritableRoom,
     body: JobRegisterRequest,
     response: Response,
     actor: ActorDep,
     db: DatabaseDep,
-    access: RoomAccessDep,
     settings: SettingsDep,
     sink: EventSinkDep,
 ) -> JobResponse:
@@ -44,8 +40,6 @@ async def register_job(
 
     Without `worker_id` a worker is created for the caller. `@global` jobs need a superuser.
     """
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=True)
     async with db.write(sink) as uow:
         job, created = await job_service.register_job(uow, actor, room_id, body, settings)
     if not created:
@@ -55,16 +49,12 @@ async def register_job(
 
 @router.get("/rooms/{room_id}/jobs", response_model=Page[JobSummary], responses=problems(400, 403))
 async def list_jobs(
-    room_id: str,
-    actor: ActorDep,
+    room_id: ReadableRoom,
     db: DatabaseDep,
-    access: RoomAccessDep,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[JobSummary]:
     """The active jobs visible from the room (its own and `@global`), newest first."""
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=False)
     async with db.read() as session:
         return await job_service.list_jobs(session, room_id, limit, offset)
 
@@ -75,16 +65,12 @@ async def list_jobs(
     responses=problems(400, 403),
 )
 async def list_room_workers(
-    room_id: str,
-    actor: ActorDep,
+    room_id: ReadableRoom,
     db: DatabaseDep,
-    access: RoomAccessDep,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[WorkerSummary]:
     """Workers serving jobs visible from the room, newest first."""
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=False)
     async with db.read() as session:
         return await worker_service.list_room_workers(session, room_id, limit, offset)
 
@@ -95,14 +81,10 @@ async def list_room_workers(
     responses=problems(400, 403, 404),
 )
 async def get_job(
-    room_id: str,
+    room_id: ReadableRoom,
     job_name: str,
-    actor: ActorDep,
     db: DatabaseDep,
-    access: RoomAccessDep,
 ) -> JobResponse:
     """One job by its full name `{room_id}:{category}:{name}`, as seen from the room."""
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=False)
     async with db.read() as session:
         return await job_service.get_job(session, room_id, job_name)

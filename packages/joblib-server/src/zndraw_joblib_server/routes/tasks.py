@@ -26,8 +26,10 @@ from zndraw_joblib_server.dependencies import (
     DatabaseDep,
     EventSinkDep,
     LongPollActorDep,
+    ReadableRoom,
     RoomAccessDep,
     SettingsDep,
+    WritableRoom,
 )
 from zndraw_joblib_server.models import utcnow
 from zndraw_joblib_server.routes._common import (
@@ -65,12 +67,11 @@ def _applied(wait: float) -> str:
     | {200: {"model": TaskResponse, "description": "Repeat of an idempotent submit"}},
 )
 async def submit_task(
-    room_id: str,
+    room_id: WritableRoom,
     job_name: str,
     response: Response,
     actor: ActorDep,
     db: DatabaseDep,
-    access: RoomAccessDep,
     settings: SettingsDep,
     sink: EventSinkDep,
     body: TaskSubmitRequest,
@@ -86,7 +87,7 @@ async def submit_task(
     key = task_service.idempotency_key_of(idempotency_key)
     async with db.write(sink) as uow:
         task, created = await task_service.submit_task(
-            uow, actor, access, room_id, job_name, body, key, settings
+            uow, actor, room_id, job_name, body, key, settings
         )
     if created:
         response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
@@ -100,19 +101,15 @@ async def submit_task(
     "/rooms/{room_id}/tasks", response_model=Page[TaskResponse], responses=problems(400, 403)
 )
 async def list_room_tasks(
-    room_id: str,
-    actor: ActorDep,
+    room_id: ReadableRoom,
     db: DatabaseDep,
-    access: RoomAccessDep,
     status: StatusFilter = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[TaskResponse]:
     """Tasks submitted from the room, newest first."""
     async with db.read() as session:
-        return await task_service.list_room_tasks(
-            session, actor, access, room_id, status, limit, offset
-        )
+        return await task_service.list_room_tasks(session, room_id, status, limit, offset)
 
 
 @router.get(
@@ -121,20 +118,16 @@ async def list_room_tasks(
     responses=problems(400, 403, 404),
 )
 async def list_job_tasks(
-    room_id: str,
+    room_id: ReadableRoom,
     job_name: str,
-    actor: ActorDep,
     db: DatabaseDep,
-    access: RoomAccessDep,
     status: StatusFilter = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[TaskResponse]:
     """Tasks of one job submitted from the room, newest first."""
     async with db.read() as session:
-        return await task_service.list_job_tasks(
-            session, actor, access, room_id, job_name, status, limit, offset
-        )
+        return await task_service.list_job_tasks(session, room_id, job_name, status, limit, offset)
 
 
 @router.post("/tasks/claim", response_model=TaskClaimResponse, responses=problems(403, 404))

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
-from zndraw_joblib_server.services.common import job_names, status_event, to_response
+from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -111,10 +111,7 @@ async def claim_tasks(
             task.lease_expires_at = now + timedelta(seconds=task.lease_seconds)
     await session.flush()
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
-    names = await job_names(session, {t.job_id for t in tasks})
-    for task in tasks:
-        uow.wake_all(f"task:{task.id}")
-        uow.events.append(status_event(task, names[task.job_id], now))
+    names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,13 +23,16 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.models import Job, Task
 from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
+    "announce",
     "check_size",
     "job_names",
     "json_size",
     "queue_positions",
     "release",
+    "release_all",
     "status_event",
     "to_response",
     "validate_room",
@@ -180,6 +183,36 @@ def status_event(task: Task, job_name: str, at: datetime) -> TaskStatusChanged:
         error=task.error,
         at=at,
     )
+
+
+async def announce(
+    uow: UnitOfWork, changed: Sequence[Task], now: datetime, claimable: Iterable[Task] = ()
+) -> dict[uuid.UUID, str]:
+    """Queue, for after commit, the wake-ups and status events of changed tasks.
+
+    Args:
+        uow: The transaction the tasks changed in.
+        changed: Tasks whose state changed (their long-polls wake, an event is emitted).
+        now: When the change happened.
+        claimable: Tasks among them that became claimable (a waiting claim of their job wakes).
+
+    Returns:
+        The full names of the tasks' jobs, by job id.
+    """
+    names = await job_names(uow.session, {t.job_id for t in changed})
+    for task in changed:
+        uow.wake_all(f"task:{task.id}")
+        uow.events.append(status_event(task, names[task.job_id], now))
+    for task in claimable:
+        uow.wake_some(f"job:{task.job_id}")
+    return names
+
+
+def release_all(
+    pairs: Sequence[tuple[Task, str]], now: datetime, settings: JobLibSettings
+) -> list[Task]:
+    """Apply the lost-lease rule to each ``(task, reason)``; return those requeued."""
+    return [task for task, reason in pairs if release(task, now, settings, reason)]
 
 
 def backoff(settings: JobLibSettings, attempt: int) -> timedelta:

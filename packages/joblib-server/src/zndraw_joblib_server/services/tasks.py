@@ -26,12 +26,12 @@ from zndraw_joblib_core import (
     TaskSubmitRequest,
 )
 from zndraw_joblib_server.models import Job, Task, utcnow
-from zndraw_joblib_server.services.access import Actor, RoomAccess, check_room
+from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
+    announce,
     check_size,
     job_names,
     queue_positions,
-    status_event,
     to_response,
     validate_room,
 )
@@ -85,21 +85,18 @@ async def respond(session: AsyncSession, task: Task) -> TaskResponse:
 async def submit_task(
     uow: UnitOfWork,
     actor: Actor,
-    access: RoomAccess,
     room_id: str,
     job_name: str,
     body: TaskSubmitRequest,
     idempotency_key: str | None,
     settings: JobLibSettings,
 ) -> tuple[TaskResponse, bool]:
-    """Create a pending task for a job visible from ``room_id``.
+    """Create a pending task for a job visible from ``room_id`` (access already checked).
 
     Returns:
         The task, and False when an earlier submit with the same idempotency key was found.
     """
     session = uow.session
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=True)
     job = await resolve_job(session, room_id, job_name)
     check_size("payload", body.payload, settings.max_payload_bytes)
     validate_payload(job.schema_, body.payload)
@@ -139,10 +136,8 @@ async def submit_task(
             if found is None:
                 raise
             return await respond(session, found), False
-    uow.wake_some(f"job:{job.id}")
-    name = job.full_name
-    uow.events.append(status_event(task, name, now))
-    uow.events.append(TaskAvailable(task_id=task.id, job_name=name, room_id=room_id))
+    await announce(uow, [task], now, claimable=[task])
+    uow.events.append(TaskAvailable(task_id=task.id, job_name=job.full_name, room_id=room_id))
     return await respond(session, task), True
 
 
@@ -216,9 +211,7 @@ async def cancel_task(
         return await respond(session, task)
     task.version += 1
     await session.flush()
-    uow.wake_all(f"task:{task.id}")
-    names = await job_names(session, [task.job_id])
-    uow.events.append(status_event(task, names[task.job_id], now))
+    await announce(uow, [task], now)
     return await respond(session, task)
 
 
@@ -253,8 +246,6 @@ async def _list(
 
 async def list_room_tasks(
     session: AsyncSession,
-    actor: Actor,
-    access: RoomAccess,
     room_id: str,
     status: TaskStatus | None,
     limit: int,
@@ -262,14 +253,11 @@ async def list_room_tasks(
 ) -> Page[TaskResponse]:
     """Tasks submitted from ``room_id``, newest first."""
     validate_room(room_id)
-    await check_room(access, actor, room_id, write=False)
     return await _list(session, [Task.room_id == room_id], status, limit, offset)
 
 
 async def list_job_tasks(
     session: AsyncSession,
-    actor: Actor,
-    access: RoomAccess,
     room_id: str,
     job_name: str,
     status: TaskStatus | None,
@@ -277,8 +265,6 @@ async def list_job_tasks(
     offset: int,
 ) -> Page[TaskResponse]:
     """Tasks of one job submitted from ``room_id``, newest first."""
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=False)
     job: Job = await resolve_job(session, room_id, job_name)
     return await _list(
         session, [Task.job_id == job.id, Task.room_id == room_id], status, limit, offset

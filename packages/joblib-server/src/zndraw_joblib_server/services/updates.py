@@ -24,10 +24,9 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Task, Worker, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
+    announce,
     backoff,
     check_size,
-    job_names,
-    status_event,
 )
 from zndraw_joblib_server.services.tasks import cancel_task, lease_for, load_task, respond
 from zndraw_joblib_server.settings import JobLibSettings
@@ -170,11 +169,7 @@ async def _update_one(
     _check_limits(body, settings)
     requeued = _apply(task, body, actor, now, settings)
     await session.flush()
-    uow.wake_all(f"task:{task.id}")
-    if requeued:
-        uow.wake_some(f"job:{task.job_id}")
-    names = await job_names(session, [task.job_id])
-    uow.events.append(status_event(task, names[task.job_id], now))
+    await announce(uow, [task], now, [task] if requeued else [])
     return await respond(session, task)
 
 

@@ -20,12 +20,7 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
-from zndraw_joblib_server.services.common import (
-    job_names,
-    release,
-    status_event,
-    validate_room,
-)
+from zndraw_joblib_server.services.common import announce, release_all, validate_room
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -132,12 +127,8 @@ async def remove_workers(
             )
         ).scalars()
     )
-    names = await job_names(session, {t.job_id for t in tasks})
-    for task in tasks:
-        if release(task, now, settings, reason):
-            uow.wake_some(f"job:{task.job_id}")
-        uow.wake_all(f"task:{task.id}")
-        uow.events.append(status_event(task, names[task.job_id], now))
+    requeued = release_all([(task, reason) for task in tasks], now, settings)
+    await announce(uow, tasks, now, requeued)
     job_ids: set[uuid.UUID] = set()
     for worker in workers:
         job_ids.update(await unlink_worker(uow, worker.id))
