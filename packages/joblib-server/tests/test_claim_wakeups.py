@@ -56,3 +56,37 @@ async def test_removing_a_worker_announces_each_room_once(
     assert resp.status_code == 204
     changed = [e for e in events if isinstance(e, JobsChanged)]
     assert changed == [JobsChanged(room_id="lab")]
+
+
+async def test_change_long_poll_answers_at_once_for_an_unseen_version(
+    as_alice: httpx.AsyncClient, flow
+) -> None:
+    job = await flow.job(as_alice, "lab", "Versioned")
+    task = await flow.submit(as_alice, job["full_name"])
+    await flow.claim(as_alice, job["worker_id"])
+    resp = await as_alice.get(
+        f"{P}/tasks/{task['id']}",
+        params={"wait_for": "change"},
+        headers={"Prefer": "wait=5", "If-None-Match": f'"{task["version"]}"'},
+    )
+    assert resp.json()["status"] == "claimed"
+    assert "preference-applied" not in resp.headers
+    assert resp.headers["etag"] == f'"{resp.json()["version"]}"'
+    assert resp.json()["version"] > task["version"]
+    same = await as_alice.get(
+        f"{P}/tasks/{task['id']}",
+        params={"wait_for": "change"},
+        headers={"Prefer": "wait=1", "If-None-Match": resp.headers["etag"]},
+    )
+    assert same.headers["preference-applied"] == "wait=1"  # nothing new: it waited
+
+
+async def test_claim_wait_is_capped_below_the_worker_timeout(app, as_alice, flow) -> None:
+    app.state.joblib_settings = app.state.joblib_settings.model_copy(
+        update={"worker_timeout_seconds": 2.0}
+    )
+    job = await flow.job(as_alice, "lab", "Capped")
+    resp = await as_alice.post(
+        f"{P}/tasks/claim", json={"worker_id": job["worker_id"]}, headers={"Prefer": "wait=30"}
+    )
+    assert resp.headers["preference-applied"] == "wait=1"

@@ -186,6 +186,10 @@ class TasksApi:
             remaining = poll if deadline is None else min(poll, deadline - time.monotonic())
             seconds = max(0, math.floor(remaining))
             headers = {"Prefer": f"wait={seconds}"} if seconds > 0 else {}
+            if since is not None and wait_for == "change":
+                # the server answers at once when the task moved past this version
+                headers["If-None-Match"] = f'"{since.version}"'
+
             response = self.http.request(
                 "GET",
                 self._path("tasks", str(task_id)),

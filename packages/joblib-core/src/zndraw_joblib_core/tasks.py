@@ -80,6 +80,8 @@ class TaskResponse(ResponseModel):
         progress: Reported progress between 0 and 1.
         message: A short status message from the worker.
         result: The JSON result of a completed task.
+        version: Grows with every change of the task; send it as ``If-None-Match: "N"``
+            with a ``wait_for=change`` long-poll to wait for the next change after it.
     """
 
     id: UUID
@@ -103,6 +105,7 @@ class TaskResponse(ResponseModel):
     progress: float | None = None
     message: str | None = None
     result: JsonValue = None
+    version: int = 0
 
 
 class TaskClaimRequest(RequestModel):

@@ -44,9 +44,9 @@ from zndraw_joblib_server.routes._common import (
 from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
-from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import Database, EventSink
+from zndraw_joblib_server.storage import Database, EventSink, Subscription
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"])
 
@@ -145,7 +145,10 @@ async def claim_tasks(
     With `Prefer: wait=N` the request waits until a task is available or N seconds pass,
     without holding a database connection, and answers `Preference-Applied`.
     """
-    wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
+    # A waiting claim counts as a heartbeat only when it starts: keep it well inside the
+    # worker timeout so an idle worker is never swept while it waits.
+    cap = min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
+    wait = wait_seconds(prefer, cap)
     job_ids: list[uuid.UUID] = []
     due = None
     seq = db.notifier.seq
@@ -228,24 +231,55 @@ async def get_task(
             "or on any change (status, progress, message)."
         ),
     ] = "terminal",
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            description='With `wait_for=change`: the `version` (or ETag, `"N"`) the caller '
+            "already has; a task at another version is answered at once."
+        ),
+    ] = None,
 ) -> TaskResponse:
-    """A task; with `Prefer: wait=N` it waits until the task finishes (or changes)."""
+    """A task; with `Prefer: wait=N` it waits until the task finishes (or changes).
+
+    The answer carries the task's version as `ETag`.
+    """
     wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
+    known = _version_of(if_none_match)
     async with db.notifier.subscribe([f"task:{task_id}"]) as sub:
         async with db.read() as session:
             task, version = await task_service.get_task(session, actor, access, task_id)
-        if wait is None or task.status.is_terminal:
-            return task
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (remaining := deadline - loop.time()) > 0:
-            if not await sub.wait(remaining):
-                break
-            async with db.read() as session:
-                task, now_version = await task_service.get_task(session, actor, access, task_id)
-            if task.status.is_terminal or (wait_for == "change" and now_version != version):
-                break
-    response.headers["Preference-Applied"] = _applied(wait)
+        changed = wait_for == "change" and known is not None and known != version
+        if wait is not None and not task.status.is_terminal and not changed:
+            task = await _wait_for_task(db, sub, actor, access, task, version, wait, wait_for)
+            response.headers["Preference-Applied"] = _applied(wait)
+    response.headers["ETag"] = f'"{task.version}"'
+    return task
+
+
+def _version_of(if_none_match: str | None) -> int | None:
+    value = (if_none_match or "").strip().removeprefix("W/").strip('"')
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+async def _wait_for_task(
+    db: Database,
+    sub: Subscription,
+    actor: Actor,
+    access: RoomAccess,
+    task: TaskResponse,
+    version: int,
+    wait: float,
+    wait_for: str,
+) -> TaskResponse:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while (remaining := deadline - loop.time()) > 0:
+        if not await sub.wait(remaining):
+            break
+        async with db.read() as session:
+            task, now_version = await task_service.get_task(session, actor, access, task.id)
+        if task.status.is_terminal or (wait_for == "change" and now_version != version):
+            break
     return task
 
 

@@ -165,6 +165,7 @@ def to_response(task: Task, job_name: str, queue_position: int | None = None) ->
         progress=task.progress,
         message=task.message,
         result=task.result,
+        version=task.version,
     )
 
 
