@@ -23,7 +23,7 @@ def backend() -> str:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
-    return {"worker_timeout_seconds": 0.2, "lease_seconds": 0.2, "claim_poll_interval_seconds": 30}
+    return {"lease_seconds": 0.2, "claim_poll_interval_seconds": 30}
 
 
 async def _claim_wait(client: httpx.AsyncClient, worker: str, wait: int) -> dict:
@@ -47,7 +47,7 @@ async def test_listener_reconnects_after_its_connection_is_killed(
             text("SELECT pg_terminate_backend(:pid)"), {"pid": db.pubsub.backend_pid}
         )
         assert killed.scalar() is True
-    for _ in range(100):
+    for _ in range(300):
         await asyncio.sleep(0.05)
         if db.pubsub.connected and db.pubsub.generation > 1:
             break
@@ -107,11 +107,12 @@ async def test_two_sweepers_release_each_task_once(
 
     other_engine = create_async_engine(settings.database_url)
     other = async_sessionmaker(other_engine, expire_on_commit=False)
+    stale = settings.model_copy(update={"worker_timeout_seconds": 0.2})
     try:
         reports = await asyncio.gather(
-            sweep_once(app.state.session_maker, settings),
-            sweep_once(other, settings),
-            sweep_once(app.state.session_maker, settings),
+            sweep_once(app.state.session_maker, stale),
+            sweep_once(other, stale),
+            sweep_once(app.state.session_maker, stale),
         )
     finally:
         await other_engine.dispose()

@@ -149,15 +149,13 @@ async def claim_tasks(
     # worker timeout so an idle worker is never swept while it waits.
     cap = min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
     wait = wait_seconds(prefer, cap)
-    job_ids: list[uuid.UUID] = []
     due = None
     seq = db.notifier.seq
     async with db.write(sink) as uow:
-        tasks = await claim_service.claim_tasks(
+        tasks, job_ids = await claim_service.claim_tasks(
             uow, actor, body.worker_id, body.max_tasks, settings
         )
         if not tasks and wait is not None:
-            job_ids = await claim_service.claimable_jobs(uow.session, body.worker_id)
             due = await claim_service.next_due(uow.session, job_ids)
     if not tasks and wait is not None:
         tasks = await _wait_and_claim(db, actor, body, job_ids, due, seq, wait, settings, sink)
@@ -204,7 +202,7 @@ async def _wait_and_claim(
                 if not woken and due is None and pause >= remaining:
                     break  # nothing arrived and nothing fell due: no need to look
             async with db.write(sink) as uow:
-                tasks = await claim_service.claim_tasks(
+                tasks, _ = await claim_service.claim_tasks(
                     uow, actor, body.worker_id, body.max_tasks, settings
                 )
                 if not tasks:

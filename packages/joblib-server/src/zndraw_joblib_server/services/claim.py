@@ -63,10 +63,13 @@ async def claim_tasks(
     worker_id: uuid.UUID,
     max_tasks: int,
     settings: JobLibSettings,
-) -> list[TaskResponse]:
+) -> tuple[list[TaskResponse], list[uuid.UUID]]:
     """Claim up to ``max_tasks`` due pending tasks of the jobs the caller's worker serves.
 
     Order: highest priority first, then earliest ``run_after``, then oldest.
+
+    Returns:
+        The claimed tasks, and the ids of the jobs the worker serves.
 
     Raises:
         WorkerNotFound: No such worker.
@@ -75,13 +78,18 @@ async def claim_tasks(
     session = uow.session
     now = utcnow()
     await _touch_worker(session, actor, worker_id, now)
-    served = select(WorkerJobLink.job_id).where(WorkerJobLink.worker_id == worker_id)
+    job_ids = await claimable_jobs(session, worker_id)
+    if not job_ids:
+        return [], []
+    # One job (the usual case) as an equality, so both databases walk the claim index in
+    # claim order and stop after max_tasks rows, however long the queue.
+    served = Task.job_id == job_ids[0] if len(job_ids) == 1 else Task.job_id.in_(job_ids)
     lease = timedelta(seconds=settings.lease_seconds)
     claimable = (
         select(Task.id)
         .where(
             Task.status == TaskStatus.PENDING,
-            Task.job_id.in_(served),
+            served,
             Task.run_after <= now,
         )
         .order_by(Task.priority.desc(), Task.run_after, Task.created_at)
@@ -105,14 +113,14 @@ async def claim_tasks(
     )
     tasks = list((await session.execute(stmt)).scalars())
     if not tasks:
-        return []
+        return [], job_ids
     for task in tasks:
         if task.lease_seconds is not None:
             task.lease_expires_at = now + timedelta(seconds=task.lease_seconds)
     await session.flush()
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
-    return [to_response(t, names[t.job_id]) for t in tasks]
+    return [to_response(t, names[t.job_id]) for t in tasks], job_ids
 
 
 async def next_due(session: AsyncSession, job_ids: list[uuid.UUID]) -> datetime | None:

@@ -10,6 +10,7 @@ beside the writer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -112,12 +113,7 @@ class Database:
         if self.gate is None:
             yield
             return
-        try:
-            await asyncio.wait_for(self.gate.acquire(), self.settings.db_lock_timeout_seconds)
-        except TimeoutError:
-            raise ServiceUnavailable(
-                "The database is busy; retry later.", headers={"Retry-After": "1"}
-            ) from None
+        await _acquire(self.gate, self.settings.db_lock_timeout_seconds)
         try:
             yield
         finally:
@@ -148,6 +144,30 @@ class Database:
         """Wake local long-polls for the given keys."""
         for key, limit in wake.items():
             self.notifier.notify(key, limit)
+
+
+async def _acquire(lock: asyncio.Lock, seconds: float) -> None:
+    """Acquire ``lock`` within ``seconds``, or raise :class:`ServiceUnavailable`.
+
+    ``asyncio.wait_for(lock.acquire(), ...)`` can, on Python 3.11, lose a lock that was
+    acquired just as the wait timed out or the request was cancelled, leaving it held for
+    ever. Here the acquisition runs as its own task, and whatever it acquired after we gave
+    up is released.
+    """
+    attempt = asyncio.ensure_future(lock.acquire())
+    try:
+        await asyncio.wait_for(asyncio.shield(attempt), seconds)
+    except BaseException as exc:
+        attempt.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(attempt)
+        if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+            lock.release()
+        if isinstance(exc, TimeoutError):
+            raise ServiceUnavailable(
+                "The database is busy; retry later.", headers={"Retry-After": "1"}
+            ) from None
+        raise
 
 
 async def deliver(sink: EventSink, events: Sequence[Event]) -> None:

@@ -104,10 +104,15 @@ class PostgresPubSub:
         # Anything missed while disconnected: wake every local waiter so it re-checks.
         for key in list(self._notifier.keys()):
             self._notifier.notify(key)
+        lost = asyncio.Event()
+        driver.add_termination_listener(lambda _conn: lost.set())
         try:
             while True:
-                await asyncio.sleep(5)
-                await driver.execute("SELECT 1")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), 5)
+                if lost.is_set():
+                    raise ConnectionError("the LISTEN connection was closed")
+                await driver.execute("SELECT 1")  # notices a silently dead connection
         finally:
             with contextlib.suppress(Exception):
                 await driver.remove_listener(CHANNEL, self._on_notify)

@@ -1,0 +1,307 @@
+"""Load-generator bodies, each run in its own child process (see ``_procs.Group``).
+
+Every function takes ``start`` first: it connects and warms up, calls ``start()`` (which
+blocks until the parent releases all children together), does its bounded work and returns
+a small dict. Every simulated worker or submitter has its own httpx client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from _api import PREFIX
+from _stats import split
+
+__all__ = ["claimer", "drainer", "hammer_live", "idler", "parker", "submitter"]
+
+Start = Callable[[], object]
+MAX_ERRORS_KEPT = 5
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def hammer_live(start: Start, base: str, duration: float) -> dict[str, Any]:
+    """``GET /health/live`` in a loop for ``duration`` seconds on one keep-alive client."""
+    count = errors = 0
+    with httpx.Client(base_url=base, timeout=30) as client:
+        client.get("/health/live")
+        start()
+        t0 = time.monotonic()
+        end = t0 + duration
+        while (now := time.monotonic()) < end:
+            if client.get("/health/live").status_code == 200:
+                count += 1
+            else:
+                errors += 1
+    return {"count": count, "errors": errors, "seconds": now - t0}
+
+
+def submitter(
+    start: Start,
+    base: str,
+    token: str,
+    room: str,
+    job_name: str,
+    count: int,
+    concurrency: int,
+    deadline_s: float,
+) -> dict[str, Any]:
+    """Submit ``count`` tasks with ``concurrency`` concurrent clients (one client each)."""
+    return asyncio.run(
+        _submit_all(start, base, token, room, job_name, count, concurrency, deadline_s)
+    )
+
+
+async def _submit_all(
+    start: Start,
+    base: str,
+    token: str,
+    room: str,
+    job_name: str,
+    count: int,
+    concurrency: int,
+    deadline_s: float,
+) -> dict[str, Any]:
+    ids: list[str] = []
+    errors: list[str] = []
+    url = f"{PREFIX}/rooms/{room}/tasks/{job_name}"
+    shares = split(count, concurrency)
+    clients = [
+        httpx.AsyncClient(base_url=base, timeout=30, headers=_headers(token))
+        for _ in range(concurrency)
+    ]
+    try:
+        await asyncio.gather(*(c.get("/health/live") for c in clients))
+        await asyncio.to_thread(start)
+        t0 = time.monotonic()
+        end = t0 + deadline_s
+
+        async def run(client: httpx.AsyncClient, share: int) -> None:
+            for n in range(share):
+                if time.monotonic() > end:
+                    errors.append("deadline reached while submitting")
+                    return
+                resp = await client.post(url, json={"payload": {"n": n}})
+                if resp.status_code == 202:
+                    ids.append(resp.json()["id"])
+                elif len(errors) < MAX_ERRORS_KEPT:
+                    errors.append(f"submit -> {resp.status_code}: {resp.text[:300]}")
+
+        await asyncio.gather(*(run(c, s) for c, s in zip(clients, shares, strict=True)))
+        t_end = time.monotonic()
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    return {"ids": ids, "errors": errors, "t_end": t_end}
+
+
+def drainer(
+    start: Start,
+    base: str,
+    token: str,
+    worker_id: str,
+    batch: int,
+    deadline_s: float,
+    max_loops: int,
+) -> dict[str, Any]:
+    """Claim, start and complete tasks until a claim comes back empty.
+
+    ``batch == 1``: one request per operation (claim, PATCH running, PATCH completed).
+    ``batch > 1``: claim ``max_tasks=batch``, then one batch ``PATCH /tasks`` to start them
+    all and one to complete them all.
+    """
+    claimed: list[str] = []
+    completed: list[str] = []
+    errors: list[str] = []
+    requests = 0
+
+    def bad(what: str, resp: httpx.Response) -> None:
+        if len(errors) < MAX_ERRORS_KEPT:
+            errors.append(f"{what} -> {resp.status_code}: {resp.text[:300]}")
+
+    with httpx.Client(base_url=base, timeout=30, headers=_headers(token)) as client:
+        client.get("/health/live")
+        start()
+        t0 = time.monotonic()
+        end = t0 + deadline_s
+        for _ in range(max_loops):
+            if time.monotonic() > end:
+                errors.append("deadline reached while draining")
+                break
+            body: dict[str, Any] = {"worker_id": worker_id}
+            if batch > 1:
+                body["max_tasks"] = batch
+            resp = client.post(f"{PREFIX}/tasks/claim", json=body)
+            requests += 1
+            if resp.status_code != 200:
+                bad("claim", resp)
+                break
+            ids = [t["id"] for t in resp.json()["tasks"]]
+            if not ids:
+                break
+            claimed += ids
+            if batch == 1:
+                for status in ("running", "completed"):
+                    resp = client.patch(
+                        f"{PREFIX}/tasks/{ids[0]}", json={"status": status, "worker_id": worker_id}
+                    )
+                    requests += 1
+                    if resp.status_code != 200:
+                        bad(f"patch {status}", resp)
+                        break
+                else:
+                    completed.append(ids[0])
+                continue
+            ok = ids
+            for status in ("running", "completed"):
+                items = [{"task_id": i, "status": status, "worker_id": worker_id} for i in ok]
+                resp = client.patch(f"{PREFIX}/tasks", json=items)
+                requests += 1
+                if resp.status_code != 200:
+                    bad(f"batch patch {status}", resp)
+                    ok = []
+                    break
+                outcomes = resp.json()["items"]
+                failed = [o for o in outcomes if not o["ok"]]
+                if failed and len(errors) < MAX_ERRORS_KEPT:
+                    errors.append(f"batch patch {status}: {len(failed)} failed: {failed[0]}")
+                ok = [o["task_id"] for o in outcomes if o["ok"]]
+            completed += ok
+        t_end = time.monotonic()
+    return {
+        "claimed": claimed,
+        "completed": completed,
+        "errors": errors,
+        "requests": requests,
+        "t_end": t_end,
+    }
+
+
+def claimer(start: Start, base: str, token: str, worker_id: str, count: int) -> dict[str, Any]:
+    """``count`` claims of one task each; client-side round trip of each, in ms."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    empty = 0
+    with httpx.Client(base_url=base, timeout=30, headers=_headers(token)) as client:
+        client.get("/health/live")
+        start()
+        for _ in range(count):
+            t = time.perf_counter()
+            resp = client.post(f"{PREFIX}/tasks/claim", json={"worker_id": worker_id})
+            latencies.append((time.perf_counter() - t) * 1000)
+            if resp.status_code != 200:
+                errors.append(f"claim -> {resp.status_code}: {resp.text[:300]}")
+                break
+            if resp.json()["task"] is None:
+                empty += 1
+    return {"latencies_ms": latencies, "errors": errors, "empty": empty}
+
+
+def parker(
+    start: Start, base: str, token: str, worker_id: str, samples: int, conn: Any, wait: int
+) -> dict[str, Any]:
+    """Park in ``POST /tasks/claim`` with ``Prefer: wait``; report when each answer arrives.
+
+    Protocol with the parent over ``conn``: send ``"parking"`` right before each claim, then
+    ``(t_received, task_id_or_None)``; complete the task before parking again.
+    """
+    errors: list[str] = []
+    with httpx.Client(base_url=base, timeout=wait + 15, headers=_headers(token)) as client:
+        client.get("/health/live")
+        start()
+        for _ in range(samples):
+            conn.send("parking")
+            resp = client.post(
+                f"{PREFIX}/tasks/claim",
+                json={"worker_id": worker_id},
+                headers={"Prefer": f"wait={wait}"},
+            )
+            t_recv = time.monotonic()
+            task = resp.json().get("task") if resp.status_code == 200 else None
+            conn.send((t_recv, task["id"] if task else None))
+            if resp.status_code != 200:
+                errors.append(f"claim -> {resp.status_code}: {resp.text[:300]}")
+                break
+            if task is None:
+                continue
+            for status in ("running", "completed"):
+                done = client.patch(
+                    f"{PREFIX}/tasks/{task['id']}", json={"status": status, "worker_id": worker_id}
+                )
+                if done.status_code != 200:
+                    errors.append(f"patch {status} -> {done.status_code}: {done.text[:300]}")
+    return {"errors": errors}
+
+
+def idler(
+    start: Start,
+    base: str,
+    token: str,
+    worker_ids: list[str],
+    duration: float,
+    wait: int,
+    stop: Any,
+) -> dict[str, Any]:
+    """One parked long-poll claim per worker, re-parked when answered.
+
+    Ends after ``duration`` seconds or when the parent sets the ``stop`` event.
+    """
+    return asyncio.run(_idle_all(start, base, token, worker_ids, duration, wait, stop))
+
+
+async def _idle_all(
+    start: Start,
+    base: str,
+    token: str,
+    worker_ids: list[str],
+    duration: float,
+    wait: int,
+    stop: Any,
+) -> dict[str, Any]:
+    answers = tasks = 0
+    errors: list[str] = []
+    clients = [
+        httpx.AsyncClient(base_url=base, timeout=wait + 15, headers=_headers(token))
+        for _ in worker_ids
+    ]
+    try:
+        await asyncio.gather(*(c.get("/health/live") for c in clients))
+        await asyncio.to_thread(start)
+        end = time.monotonic() + duration
+
+        async def park(client: httpx.AsyncClient, worker_id: str) -> None:
+            nonlocal answers, tasks
+            while (remaining := end - time.monotonic()) > 0:
+                try:
+                    resp = await asyncio.wait_for(
+                        client.post(
+                            f"{PREFIX}/tasks/claim",
+                            json={"worker_id": worker_id},
+                            headers={"Prefer": f"wait={wait}"},
+                        ),
+                        remaining,
+                    )
+                except TimeoutError:
+                    return
+                answers += 1
+                if resp.status_code != 200:
+                    errors.append(f"claim -> {resp.status_code}: {resp.text[:300]}")
+                    return
+                tasks += len(resp.json()["tasks"])
+
+        parks = asyncio.gather(*(park(c, w) for c, w in zip(clients, worker_ids, strict=True)))
+        stopper = asyncio.ensure_future(asyncio.to_thread(stop.wait, duration))
+        await asyncio.wait({parks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        parks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await parks
+        await stopper
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    return {"answers": answers, "tasks": tasks, "errors": errors[:MAX_ERRORS_KEPT]}
