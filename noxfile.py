@@ -34,6 +34,7 @@ nox.options.sessions = [
     "server",
     "contract",
     "wheels",
+    "bench",
 ]
 
 ROOT = Path(__file__).parent
@@ -200,3 +201,10 @@ def wheels(session: nox.Session) -> None:
         "zndraw_joblib_client.__file__; print('client wheel imports from', "
         "zndraw_joblib_client.__file__)",
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark's quick mode as a smoke test: it must work, not meet the targets."""
+    _sync_workspace(session)
+    session.run("python", "benchmarks/bench.py", "--quick")
