@@ -196,14 +196,14 @@ def _idle_run(ctx: Context, s: Session, workers: int, seconds: float) -> dict[st
             time.sleep(STATS_FLUSH_S)
         cpu0 = s.server.cpu_seconds()
         t0 = time.monotonic()
+        per_probe = -_server_statements(s) + _server_statements(s)  # the probe's own share
         statements0 = _server_statements(s)
         if ctx.kind == "postgresql":
             xacts: int | None = asyncio.run(_pg_transactions(s.server.database_url, seconds))
         else:
             time.sleep(seconds)
             xacts = None
-        # /health itself sends 2 statements (BEGIN, SELECT 1) before it reads the counter
-        statements = _server_statements(s) - statements0 - 2
+        statements = _server_statements(s) - statements0 - per_probe
         elapsed = time.monotonic() - t0
         cpu = s.server.cpu_seconds() - cpu0
         stop.set()
