@@ -7,6 +7,7 @@ Every database access (request sessions, long-polls, the sweeper) derives from
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -170,37 +171,31 @@ async def get_long_poll_actor(
     return Actor.from_user(user)
 
 
-async def readable_room(
-    room_id: Annotated[str, Path(description="The room id, or `@global`.")],
-    actor: Annotated[Actor, Depends(get_actor)],
-    access: RoomAccessDep,
-) -> str:
-    """The path's room, checked against the naming rules and the room access policy (read).
+def _room_from_path(*, write: bool) -> Callable[..., Awaitable[str]]:
+    verb = "write to" if write else "read"
 
-    Raises:
-        InvalidRoomId: The room id breaks the naming rules (400).
-        Forbidden: The policy refuses the caller (403).
-    """
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=False)
-    return room_id
+    async def room(
+        room_id: Annotated[str, Path(description="The room id, or `@global`.")],
+        actor: Annotated[Actor, Depends(get_actor)],
+        access: RoomAccessDep,
+    ) -> str:
+        validate_room(room_id)
+        await check_room(access, actor, room_id, write=write)
+        return room_id
+
+    room.__name__ = "writable_room" if write else "readable_room"
+    room.__doc__ = (
+        f"The path's room, checked against the naming rules (400 ``invalid-room-id``) and "
+        f"against the room access policy: may the caller {verb} it (403 ``forbidden``)."
+    )
+    return room
 
 
-async def writable_room(
-    room_id: Annotated[str, Path(description="The room id, or `@global`.")],
-    actor: Annotated[Actor, Depends(get_actor)],
-    access: RoomAccessDep,
-) -> str:
-    """The path's room, checked against the naming rules and the room access policy (write).
+readable_room = _room_from_path(write=False)
+"""Dependency: the ``room_id`` path parameter, a room the caller may read."""
 
-    Raises:
-        InvalidRoomId: The room id breaks the naming rules (400).
-        Forbidden: The policy refuses the caller (403).
-    """
-    validate_room(room_id)
-    await check_room(access, actor, room_id, write=True)
-    return room_id
-
+writable_room = _room_from_path(write=True)
+"""Dependency: the ``room_id`` path parameter, a room the caller may write to."""
 
 ReadableRoom = Annotated[str, Depends(readable_room)]
 """A room the caller may read, from the ``room_id`` path parameter."""
