@@ -9,6 +9,8 @@ Run everything with ``uv run nox`` (what CI runs); one session with ``uv run nox
   proves the forbidden stack is absent and that every module of the package imports without it.
 * ``wheels`` builds the three wheels, checks their metadata with ``scripts/check_wheels.py``
   and installs only the core and client wheels into a fresh venv to import the client.
+* ``bench`` runs ``benchmarks/bench.py --quick`` as a smoke test (it must work; the figures
+  are not judged).
 
 Third-party versions in the isolated sessions are constrained to ``uv.lock``. pytest always
 runs from the repository root with the root ``pyproject.toml`` as its configuration.
