@@ -33,6 +33,7 @@ __all__ = [
     "queue_positions",
     "release",
     "release_all",
+    "requeue",
     "status_event",
     "to_response",
     "validate_room",
@@ -222,6 +223,18 @@ def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
 
 
+def requeue(task: Task, now: datetime, settings: JobLibSettings) -> None:
+    """Put an in-flight task back to pending, claimable after the backoff of its attempt."""
+    task.status = TaskStatus.PENDING
+    task.worker_id = None
+    task.claimed_at = None
+    task.started_at = None
+    task.lease_expires_at = None
+    task.deadline_at = None
+    task.progress = None
+    task.run_after = now + backoff(settings, task.attempt)
+
+
 def release(task: Task, now: datetime, settings: JobLibSettings, reason: str) -> bool:
     """Apply the lost-lease rule to an in-flight task.
 
@@ -240,12 +253,7 @@ def release(task: Task, now: datetime, settings: JobLibSettings, reason: str) ->
         task.error = task.error or f"Cancelled ({reason})."
         return False
     if task.attempt < task.max_attempts:
-        task.status = TaskStatus.PENDING
-        task.worker_id = None
-        task.started_at = None
-        task.claimed_at = None
-        task.progress = None
-        task.run_after = now + backoff(settings, task.attempt)
+        requeue(task, now, settings)
         task.error = f"Attempt {task.attempt} lost: {reason}"
         return True
     task.status = TaskStatus.FAILED

@@ -25,8 +25,8 @@ from zndraw_joblib_server.models import Task, Worker, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
-    backoff,
     check_size,
+    requeue,
 )
 from zndraw_joblib_server.services.tasks import cancel_task, lease_for, load_task, respond
 from zndraw_joblib_server.settings import JobLibSettings
@@ -115,7 +115,7 @@ def _apply(
     elif target == TaskStatus.FAILED and body.retry and task.attempt < task.max_attempts:
         requeued = True
         task.error = body.error or "Failed; retry requested."
-        _requeue(task, now, settings)
+        requeue(task, now, settings)
         return requeued
     else:  # a terminal state
         task.completed_at = now
@@ -129,17 +129,6 @@ def _apply(
             task.error = task.error or "Cancelled on request."
     task.status = target
     return requeued
-
-
-def _requeue(task: Task, now: datetime, settings: JobLibSettings) -> None:
-    task.status = TaskStatus.PENDING
-    task.worker_id = None
-    task.claimed_at = None
-    task.started_at = None
-    task.lease_expires_at = None
-    task.deadline_at = None
-    task.progress = None
-    task.run_after = now + backoff(settings, task.attempt)
 
 
 async def _update_one(
