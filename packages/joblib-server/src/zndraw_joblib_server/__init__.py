@@ -10,7 +10,6 @@ from zndraw_joblib_server.dependencies import (
     get_actor,
     get_async_session_maker,
     get_event_sink,
-    get_long_poll_actor,
     get_room_access,
     get_settings,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "get_actor",
     "get_async_session_maker",
     "get_event_sink",
-    "get_long_poll_actor",
     "get_room_access",
     "get_settings",
     "install_exception_handlers",

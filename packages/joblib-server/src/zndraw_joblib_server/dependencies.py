@@ -8,7 +8,7 @@ Every database access (request sessions, long-polls, the sweeper) derives from
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,7 +29,6 @@ __all__ = [
     "ActorDep",
     "DatabaseDep",
     "EventSinkDep",
-    "LongPollActorDep",
     "ReadableRoom",
     "RoomAccessDep",
     "SessionMakerDep",
@@ -39,7 +38,6 @@ __all__ = [
     "get_async_session_maker",
     "get_database_dep",
     "get_event_sink",
-    "get_long_poll_actor",
     "get_room_access",
     "get_settings",
     "readable_room",
@@ -164,13 +162,6 @@ async def get_actor(user: Annotated[User, Depends(current_user_scoped_session)])
     return Actor.from_user(user)
 
 
-async def get_long_poll_actor(
-    user: Annotated[Any, Depends(current_user_scoped_session)],
-) -> Actor:
-    """The caller of a long-polling endpoint (same as :func:`get_actor`)."""
-    return Actor.from_user(user)
-
-
 def _room_from_path(*, write: bool) -> Callable[..., Awaitable[str]]:
     verb = "write to" if write else "read"
 
@@ -205,6 +196,3 @@ WritableRoom = Annotated[str, Depends(writable_room)]
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
 """The authenticated caller, injected."""
-
-LongPollActorDep = Annotated[Actor, Depends(get_long_poll_actor)]
-"""The authenticated caller of a long-poll, injected."""

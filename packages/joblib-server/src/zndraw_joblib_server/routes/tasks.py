@@ -25,7 +25,6 @@ from zndraw_joblib_server.dependencies import (
     ActorDep,
     DatabaseDep,
     EventSinkDep,
-    LongPollActorDep,
     ReadableRoom,
     RoomAccessDep,
     SettingsDep,
@@ -134,7 +133,7 @@ async def list_job_tasks(
 async def claim_tasks(
     body: TaskClaimRequest,
     response: Response,
-    actor: LongPollActorDep,
+    actor: ActorDep,
     db: DatabaseDep,
     settings: SettingsDep,
     sink: EventSinkDep,
@@ -217,7 +216,7 @@ async def _wait_and_claim(
 async def get_task(
     task_id: uuid.UUID,
     response: Response,
-    actor: LongPollActorDep,
+    actor: ActorDep,
     db: DatabaseDep,
     access: RoomAccessDep,
     settings: SettingsDep,
