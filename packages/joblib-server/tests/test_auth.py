@@ -89,3 +89,74 @@ async def test_a_token_for_a_real_user_works_everywhere(as_bob, flow) -> None:
     for method, path, body in _endpoints(job["worker_id"], task["id"], job["full_name"])[::-1]:
         resp = await as_bob.request(method, f"{P}{path}", json=body)
         assert resp.status_code not in (401, 500), (method, path, resp.text)
+
+
+async def _set_active(app, user_id, active: bool) -> None:
+    from sqlalchemy import update
+    from zndraw_auth import User
+
+    async with app.state.session_maker() as session:
+        await session.execute(update(User).where(User.id == user_id).values(is_active=active))
+        await session.commit()
+
+
+async def test_a_deactivated_user_is_refused_at_once_without_the_user_cache(
+    app, alice, as_alice, problem
+) -> None:
+    app.state.joblib_settings = app.state.joblib_settings.model_copy(
+        update={"user_cache_seconds": 0}
+    )
+    assert (await as_alice.get(f"{P}/workers")).status_code == 200
+    await _set_active(app, alice.id, False)
+    problem(await as_alice.get(f"{P}/workers"), 401, "unauthorized")
+    problem(await as_alice.post(f"{P}/workers"), 401, "unauthorized")
+    await _set_active(app, alice.id, True)
+    assert (await as_alice.get(f"{P}/workers")).status_code == 200
+
+
+async def test_a_deactivated_user_is_refused_once_the_cached_user_expires(
+    app, alice, as_alice, problem
+) -> None:
+    import asyncio
+
+    app.state.joblib_settings = app.state.joblib_settings.model_copy(
+        update={"user_cache_seconds": 0.3}
+    )
+    assert (await as_alice.get(f"{P}/workers")).status_code == 200
+    await _set_active(app, alice.id, False)
+    await asyncio.sleep(0.4)
+    problem(await as_alice.get(f"{P}/workers"), 401, "unauthorized")
+
+
+async def test_a_token_naming_an_unknown_user_is_refused(app, problem) -> None:
+    from zndraw_auth.users import get_jwt_strategy
+
+    class _User:
+        id = "00000000-0000-4000-8000-000000000000"
+
+    strategy = get_jwt_strategy(app.state.auth_settings)
+    token = await strategy.write_token(_User())  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        problem(await client.get(f"{P}/workers"), 401, "unauthorized")
+
+
+async def test_zndraw_auths_own_dependency_can_replace_get_current_user(
+    app, as_alice, alice
+) -> None:
+    from zndraw_auth import current_user_scoped_session
+
+    from zndraw_joblib_server import get_current_user
+
+    app.dependency_overrides[get_current_user] = current_user_scoped_session
+    try:
+        resp = await as_alice.post(f"{P}/workers")
+        assert resp.status_code == 201, resp.text
+        listed = (await as_alice.get(f"{P}/workers")).json()["items"]
+        assert [w["id"] for w in listed] == [resp.json()["id"]]
+    finally:
+        app.dependency_overrides.clear()

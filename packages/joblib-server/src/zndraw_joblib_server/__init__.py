@@ -9,6 +9,7 @@ from zndraw_joblib_server.app import create_app
 from zndraw_joblib_server.dependencies import (
     get_actor,
     get_async_session_maker,
+    get_current_user,
     get_event_sink,
     get_room_access,
     get_settings,
@@ -38,6 +39,7 @@ __all__ = [
     "create_tables",
     "get_actor",
     "get_async_session_maker",
+    "get_current_user",
     "get_event_sink",
     "get_room_access",
     "get_settings",

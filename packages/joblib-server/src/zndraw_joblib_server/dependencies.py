@@ -12,9 +12,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from zndraw_auth import User, current_user_scoped_session
-from zndraw_auth.db import get_session_maker
+from zndraw_auth import User
+from zndraw_auth.users import bearer_transport
 
+from zndraw_joblib_server.auth import authenticate
 from zndraw_joblib_server.services.access import (
     Actor,
     AllowAuthenticated,
@@ -36,6 +37,7 @@ __all__ = [
     "WritableRoom",
     "get_actor",
     "get_async_session_maker",
+    "get_current_user",
     "get_database_dep",
     "get_event_sink",
     "get_room_access",
@@ -78,17 +80,15 @@ SettingsDep = Annotated[JobLibSettings, Depends(get_settings)]
 """The settings, injected."""
 
 
-async def get_async_session_maker(
-    session_maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_session_maker)],
-) -> async_sessionmaker[AsyncSession]:
+async def get_async_session_maker(request: Request) -> async_sessionmaker[AsyncSession]:
     """The single source of database sessions; defaults to zndraw-auth's session maker.
 
-    zndraw-auth reads it from ``app.state.session_maker``, so a host wired for zndraw-auth
-    needs nothing more. Override::
+    It is ``app.state.session_maker``, where zndraw-auth keeps it, so a host wired for
+    zndraw-auth needs nothing more. Override::
 
         app.dependency_overrides[get_async_session_maker] = lambda: my_session_maker
     """
-    return session_maker
+    return request.app.state.session_maker  # type: ignore[no-any-return]
 
 
 SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_async_session_maker)]
@@ -148,16 +148,38 @@ EventSinkDep = Annotated[EventSink | None, Depends(get_event_sink)]
 """The event sink, injected."""
 
 
-async def get_actor(user: Annotated[User, Depends(current_user_scoped_session)]) -> Actor:
-    """The authenticated caller: an active zndraw-auth user from the bearer token.
+async def get_current_user(
+    request: Request,
+    token: Annotated[str | None, Depends(bearer_transport.scheme)],
+    db: DatabaseDep,
+    settings: SettingsDep,
+) -> User:
+    """The active zndraw-auth user of the request's bearer token (401 problem otherwise).
 
-    It uses zndraw-auth's ``current_user_scoped_session``, which looks the user up in a
-    short-lived session and closes it before the endpoint runs. (``current_active_user``
-    keeps its session, and so a pooled connection, for the whole request; an endpoint that
-    then opens its own transaction would hold two connections and could exhaust the pool.)
-    Override it to authenticate differently::
+    It accepts exactly the tokens zndraw-auth issues (secret and lifetime from
+    ``app.state.auth_settings``) and looks the user up without zndraw-auth's thread-pool
+    dependencies, reusing a looked-up user for ``user_cache_seconds`` (see
+    :mod:`zndraw_joblib_server.auth`). No connection is held once it returns. Override it to
+    authenticate differently, with any dependency that returns an object with ``id`` and
+    ``is_superuser``, e.g. zndraw-auth's own::
 
-        app.dependency_overrides[current_user_scoped_session] = my_user_dependency
+        from zndraw_auth import current_user_scoped_session
+
+        app.dependency_overrides[get_current_user] = current_user_scoped_session
+    """
+    return await authenticate(
+        token, request.app.state.auth_settings, db, settings.user_cache_seconds
+    )
+
+
+async def get_actor(user: Annotated[User, Depends(get_current_user)]) -> Actor:
+    """The authenticated caller, built from :func:`get_current_user`'s user.
+
+    Every endpoint, long-polls included, takes its caller from here. Override
+    :func:`get_current_user` to change how users authenticate, or this to build the actor
+    differently::
+
+        app.dependency_overrides[get_actor] = my_actor_dependency
     """
     return Actor.from_user(user)
 

@@ -84,6 +84,12 @@ class JobLibSettings(BaseSettings):
         description="Run SQLite statements in the event loop's thread (fast; one server process "
         "per database file) instead of aiosqlite's worker thread.",
     )
+    user_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long a looked-up user (active and superuser flags) is reused by "
+        "later requests with a valid token; 0 looks the user up on every request.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
     )

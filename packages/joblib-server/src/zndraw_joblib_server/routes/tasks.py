@@ -180,15 +180,19 @@ async def _wait_and_claim(
     by PostgreSQL NOTIFY across processes). It claims again only when woken, when the
     earliest delayed task (``due``) falls due, or every ``claim_poll_interval_seconds`` (so
     a lost notification only delays work); an idle wait costs the database nothing.
+
+    While a woken claim is running, the subscription stays fired, so the next submit wakes
+    another waiter rather than this busy one; a submit this claim may have missed makes it
+    look again at once.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     tasks: list[TaskResponse] = []
     worker_key = f"worker:{body.worker_id}"
-    keys = [worker_key, *(f"job:{j}" for j in job_ids)]
-    async with db.notifier.subscribe(keys) as sub:
+    job_keys = [f"job:{j}" for j in job_ids]
+    async with db.notifier.subscribe([worker_key, *job_keys]) as sub:
         # A submit may have committed between the empty claim and the subscription.
-        woken = db.notifier.notified_since(keys, seq)
+        woken = db.notifier.notified_since([worker_key, *job_keys], seq)
         while not tasks:
             remaining = deadline - loop.time()
             if not woken:
@@ -197,18 +201,20 @@ async def _wait_and_claim(
                 pause = min(remaining, settings.claim_poll_interval_seconds)
                 if due is not None:
                     pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
-                woken = await sub.wait(pause)
+                woken = await sub.wait(pause, consume=False)
                 if not woken and due is None and pause >= remaining:
                     break  # nothing arrived and nothing fell due: no need to look
+            mark = db.notifier.seq
             async with db.write(sink) as uow:
                 tasks, _ = await claim_service.claim_tasks(
                     uow, actor, body.worker_id, body.max_tasks, settings
                 )
                 if not tasks:
                     due = await claim_service.next_due(uow.session, job_ids)
+            sub.clear()
             if not tasks and db.notifier.notified_since([worker_key], seq):
                 break  # the worker now serves other jobs: let the client ask again
-            woken = False
+            woken = not tasks and db.notifier.notified_since(job_keys, mark)
     return tasks
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 __all__ = ["Notifier", "Subscription"]
 
@@ -28,24 +28,28 @@ class Subscription:
         """Whether a wake-up arrived since the last :meth:`wait` returned."""
         return self._event.is_set()
 
-    async def wait(self, seconds: float) -> bool:
+    async def wait(self, seconds: float, *, consume: bool = True) -> bool:
         """Wait until one of the keys is notified or ``seconds`` pass.
+
+        Args:
+            seconds: The longest wait.
+            consume: Re-arm at once. With False the subscription stays *fired* (busy: a
+                wake-one notification passes it by for another waiter) until :meth:`clear`.
 
         Returns:
             True when woken by a notification, False on timeout.
         """
-        if seconds <= 0:
-            return self._consume()
-        try:
-            await asyncio.wait_for(self._event.wait(), seconds)
-        except TimeoutError:
-            return self._consume()
-        return self._consume()
-
-    def _consume(self) -> bool:
+        if seconds > 0 and not self._event.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), seconds)
         fired = self._event.is_set()
-        self._event.clear()
+        if consume:
+            self.clear()
         return fired
+
+    def clear(self) -> None:
+        """Re-arm: the next notification of one of the keys may wake this waiter."""
+        self._event.clear()
 
 
 class Notifier:
