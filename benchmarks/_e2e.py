@@ -16,6 +16,8 @@ __all__ = ["e2e_batched", "e2e_unbatched", "memory", "trivial"]
 
 WORKERS = 8
 REQUESTS_PER_TASK = 4  # submit, claim, start, complete
+CLAIM_BATCH = 100  # the most one claim may take (MAX_CLAIM_BATCH)
+SUBMIT_BATCH = 500
 SUBMIT_CONCURRENCY = 3
 """Concurrent submitters per producer process (4 processes): 12 in all. With 16 or more
 concurrent submits the SQLite server sometimes stalls for 30 s (see README, findings)."""
@@ -49,11 +51,12 @@ def drive(
     producers: int,
     concurrency: int,
     deadline_s: float,
+    submit_batch: int = 1,
 ) -> dict[str, Any]:
     """Submit ``n`` tasks (backlog), drain them with 8 workers, verify each completed once."""
     shares = split(n, producers)
     args = [
-        (s.base, s.token, job.room, job.full_name, share, concurrency, deadline_s)
+        (s.base, s.token, job.room, job.full_name, share, concurrency, deadline_s, submit_batch)
         for share in shares
     ]
     group = Group(submitter, args)
@@ -160,7 +163,8 @@ def e2e_unbatched(ctx: Context) -> dict[str, Any]:
 
 
 def e2e_batched(ctx: Context) -> dict[str, Any]:
-    """Scenario ``e2e_batched``: 12 concurrent submitters, claim 50, batch start/complete."""
+    """Scenario ``e2e_batched``: 12 concurrent batch submitters (500 tasks per request), claims
+    of 100, one batch update to start and one to complete them."""
     n = ctx.tasks(300, 20_000)
     runs = []
     with ctx.session() as s:
@@ -170,16 +174,18 @@ def e2e_batched(ctx: Context) -> dict[str, Any]:
                     s,
                     new_job(s),
                     n,
-                    batch=50,
+                    batch=CLAIM_BATCH,
                     producers=4,
                     concurrency=SUBMIT_CONCURRENCY,
                     deadline_s=600,
+                    submit_batch=SUBMIT_BATCH,
                 )
             )
     return {
         "workers": WORKERS,
         "submitters": 4 * SUBMIT_CONCURRENCY,
-        "claim_batch": 50,
+        "claim_batch": CLAIM_BATCH,
+        "submit_batch": SUBMIT_BATCH,
         **_summarise(runs, E2E_METRICS),
     }
 
@@ -196,10 +202,11 @@ def memory(ctx: Context) -> dict[str, Any]:
                 s,
                 new_job(s),
                 100 if ctx.quick else 1_000,
-                batch=50,
+                batch=CLAIM_BATCH,
                 producers=4,
                 concurrency=SUBMIT_CONCURRENCY,
                 deadline_s=120,
+                submit_batch=SUBMIT_BATCH,
             )
             rss_warm = s.server.rss_kib()
             job = new_job(s)
@@ -210,10 +217,11 @@ def memory(ctx: Context) -> dict[str, Any]:
                         s,
                         job,
                         chunk,
-                        batch=50,
+                        batch=CLAIM_BATCH,
                         producers=4,
                         concurrency=SUBMIT_CONCURRENCY,
                         deadline_s=900,
+                        submit_batch=SUBMIT_BATCH,
                     )
                 )
                 job = new_job(s)

@@ -52,10 +52,14 @@ def submitter(
     count: int,
     concurrency: int,
     deadline_s: float,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """Submit ``count`` tasks with ``concurrency`` concurrent clients (one client each)."""
+    """Submit ``count`` tasks with ``concurrency`` concurrent clients (one client each).
+
+    ``batch > 1``: batch submits of up to ``batch`` tasks each.
+    """
     return asyncio.run(
-        _submit_all(start, base, token, room, job_name, count, concurrency, deadline_s)
+        _submit_all(start, base, token, room, job_name, count, concurrency, deadline_s, batch)
     )
 
 
@@ -68,10 +72,12 @@ async def _submit_all(
     count: int,
     concurrency: int,
     deadline_s: float,
+    batch: int,
 ) -> dict[str, Any]:
     ids: list[str] = []
     errors: list[str] = []
     url = f"{PREFIX}/rooms/{room}/tasks/{job_name}"
+    batch_url = f"{PREFIX}/rooms/{room}/jobs/{job_name}/tasks"
     shares = split(count, concurrency)
     clients = [
         httpx.AsyncClient(base_url=base, timeout=30, headers=_headers(token))
@@ -84,14 +90,22 @@ async def _submit_all(
         end = t0 + deadline_s
 
         async def run(client: httpx.AsyncClient, share: int) -> None:
-            for n in range(share):
+            for first in range(0, share, batch):
                 if time.monotonic() > end:
                     errors.append("deadline reached while submitting")
                     return
-                resp = await client.post(url, json={"payload": {"n": n}})
-                if resp.status_code == 202:
-                    ids.append(resp.json()["id"])
-                elif len(errors) < MAX_ERRORS_KEPT:
+                if batch == 1:
+                    resp = await client.post(url, json={"payload": {"n": first}})
+                    if resp.status_code == 202:
+                        ids.append(resp.json()["id"])
+                        continue
+                else:
+                    items = [{"payload": {"n": n}} for n in range(first, min(first + batch, share))]
+                    resp = await client.post(batch_url, json={"items": items})
+                    if resp.status_code == 202:
+                        ids.extend(t["id"] for t in resp.json()["items"])
+                        continue
+                if len(errors) < MAX_ERRORS_KEPT:
                     errors.append(f"submit -> {resp.status_code}: {resp.text[:300]}")
 
         await asyncio.gather(*(run(c, s) for c, s in zip(clients, shares, strict=True)))

@@ -60,6 +60,7 @@ class FakeServer:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     idempotency: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    batch_idempotency: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
     failures: list[tuple[str, str, Any]] = field(default_factory=list)
     long_poll: bool = True
@@ -176,6 +177,8 @@ class FakeServer:
             return self._page(list(self.workers.values()), r)
         if match := re.fullmatch(f"{P}/rooms/([^/]+)/tasks/([^/]+)", path):
             return self._submit(match[1], match[2], r)
+        if m == "POST" and (match := re.fullmatch(f"{P}/rooms/([^/]+)/jobs/([^/]+)/tasks", path)):
+            return self._submit_batch(match[1], match[2], r)
         if match := re.fullmatch(f"{P}/rooms/([^/]+)/(?:jobs/([^/]+)/)?tasks", path):
             items = [
                 t
@@ -283,6 +286,30 @@ class FakeServer:
         if key:
             self.idempotency[(job_name, room, key)] = task["id"]
         return httpx.Response(202, json=task, headers={"Location": f"{P}/tasks/{task['id']}"})
+
+    def _submit_batch(self, room: str, job_name: str, r: Seen) -> httpx.Response:
+        """All or nothing; a payload key the job's schema does not name is refused."""
+        job = self.jobs.get(job_name)
+        if job is None:
+            return problem(404, "job-not-found", f"no job {job_name}")
+        items = r.body["items"]
+        if not 1 <= len(items) <= 1000:
+            return httpx.Response(422, json={"detail": [{"msg": "1 to 1000 items"}]})
+        key = r.headers.get("idempotency-key")
+        if key and (job_name, room, key) in self.batch_idempotency:
+            ids = self.batch_idempotency[(job_name, room, key)]
+            return httpx.Response(200, json={"items": [self.tasks[i] for i in ids]})
+        known = set(job["schema"].get("properties", {}))
+        for index, item in enumerate(items):
+            unknown = set(item["payload"]) - known
+            if unknown:
+                return problem(422, "invalid-payload", f"items[{index}]: {sorted(unknown)}")
+        created = [self._new_task(job_name, room, item["payload"]) for item in items]
+        for task, item in zip(created, items, strict=True):
+            task["priority"] = item.get("priority", 0)
+        if key:
+            self.batch_idempotency[(job_name, room, key)] = [t["id"] for t in created]
+        return httpx.Response(202, json={"items": created})
 
     def _claim(self, r: Seen) -> httpx.Response:
         wid = r.body["worker_id"]

@@ -12,10 +12,14 @@ from zndraw_joblib_client import (
     Category,
     ClaimedTask,
     Extension,
+    InvalidPayload,
     InvalidTaskTransition,
     JobManager,
+    JobNotFound,
     LoginFailed,
+    ServiceUnavailable,
     TaskStatus,
+    UnexpectedResponse,
     UnknownJob,
 )
 from zndraw_joblib_client.extension import job_full_name
@@ -175,6 +179,163 @@ def test_submit_minimal_body(server, make_manager):
     (sent,) = server.seen("POST", r"/v1/joblib/rooms/room1/tasks/.*")
     assert sent.body == {"payload": {"name": "Bo"}}
     assert "idempotency-key" not in sent.headers
+
+
+BATCH = rf"/v1/joblib/rooms/room1/jobs/{GREET}/tasks"
+
+
+def test_submit_many_path_body_and_headers(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    tasks = manager.submit_many(
+        Greet,
+        "room1",
+        [Greet(name="Ada"), {"name": "Bo"}],
+        priority=5,
+        run_after=when,
+        max_attempts=3,
+        timeout_seconds=60,
+    )
+    (sent,) = server.seen("POST", r"/v1/joblib/rooms/.*")
+    assert sent.path == f"/v1/joblib/rooms/room1/jobs/{GREET}/tasks"
+    options = {
+        "priority": 5,
+        "run_after": "2030-01-02T03:04:05Z",
+        "max_attempts": 3,
+        "timeout_seconds": 60.0,
+    }
+    assert sent.body == {
+        "items": [{"payload": {"name": "Ada"}, **options}, {"payload": {"name": "Bo"}, **options}]
+    }
+    uuid.UUID(sent.headers["idempotency-key"])  # a fresh key by default
+    assert [t.payload for t in tasks] == [{"name": "Ada"}, {"name": "Bo"}]
+    assert all(t.status is TaskStatus.PENDING and t.job_name == GREET for t in tasks)
+
+
+def test_submit_many_minimal_body(server, make_manager):
+    manager = make_manager(idempotent_submits=False)
+    manager.register(Greet)
+    manager.submit_many(GREET, "room1", [{"name": "Bo"}, {}])
+    (sent,) = server.seen("POST", BATCH)
+    assert sent.body == {"items": [{"payload": {"name": "Bo"}}, {"payload": {}}]}
+    assert "idempotency-key" not in sent.headers
+
+
+def test_submit_many_job_from_an_instance_and_job_room(server, make_manager):
+    manager = make_manager()
+    manager.register(Measure, room="room1")
+    tasks = manager.submit_many(Measure(steps=9), "room1", [Measure(steps=2)], job_room="room1")
+    (sent,) = server.seen("POST", r"/v1/joblib/rooms/.*")
+    assert sent.path == "/v1/joblib/rooms/room1/jobs/room1:analysis:Measure/tasks"
+    assert sent.body == {"items": [{"payload": {"steps": 2}}]}
+    assert tasks[0].payload == {"steps": 2}
+
+
+def test_submit_many_empty_sends_nothing(server, make_manager):
+    manager = make_manager()
+    assert manager.submit_many(GREET, "room1", []) == []
+    assert manager.submit_many(Greet, "room1", iter(())) == []
+    assert server.requests == []
+
+
+def test_submit_many_chunks_in_order_with_distinct_keys(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    tasks = manager.submit_many(GREET, "room1", ({"name": str(i)} for i in range(2500)))
+    sent = server.seen("POST", BATCH)
+    assert [len(s.body["items"]) for s in sent] == [1000, 1000, 500]
+    assert sent[1].body["items"][0] == {"payload": {"name": "1000"}}
+    keys = [s.headers["idempotency-key"] for s in sent]
+    assert len(set(keys)) == 3
+    assert [t.payload["name"] for t in tasks] == [str(i) for i in range(2500)]
+    assert len({t.id for t in tasks}) == len(server.tasks) == 2500
+
+
+@pytest.mark.parametrize(("count", "sizes"), [(1000, [1000]), (1001, [1000, 1])])
+def test_submit_many_chunk_boundary(server, make_manager, count, sizes):
+    manager = make_manager()
+    manager.register(Greet)
+    assert len(manager.submit_many(GREET, "room1", [{}] * count)) == count
+    assert [len(s.body["items"]) for s in server.seen("POST", BATCH)] == sizes
+
+
+def test_submit_many_caller_key_per_chunk_and_repeat(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    payloads = [{"name": str(i)} for i in range(1500)]
+    first = manager.submit_many(GREET, "room1", payloads, idempotency_key="batch")
+    keys = [s.headers["idempotency-key"] for s in server.seen("POST", BATCH)]
+    assert keys == ["batch:0", "batch:1"]
+    again = manager.submit_many(GREET, "room1", payloads, idempotency_key="batch")
+    assert [t.id for t in again] == [t.id for t in first]
+    assert len(server.tasks) == 1500
+
+
+def test_submit_many_problem_is_the_core_exception(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    with pytest.raises(InvalidPayload, match=r"items\[1\]"):
+        manager.submit_many(GREET, "room1", [{"name": "Ada"}, {"bogus": 1}, {"name": "Bo"}])
+    assert server.tasks == {}
+    with pytest.raises(JobNotFound):
+        manager.submit_many("@global:modifiers:Nope", "room1", [{}])
+
+
+def test_submit_many_later_chunk_refused_then_resumed(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    payloads: list[dict[str, object]] = [{"name": str(i)} for i in range(1500)]
+    payloads[1200] = {"bogus": 1}
+    with pytest.raises(InvalidPayload) as info:
+        manager.submit_many(GREET, "room1", payloads, idempotency_key="k")
+    assert "chunk 2 of 2 (payloads 1000 to 1499)" in info.value.__notes__[0]
+    assert len(server.tasks) == 1000
+    payloads[1200] = {"name": "1200"}
+    tasks = manager.submit_many(GREET, "room1", payloads, idempotency_key="k")
+    assert [t.payload["name"] for t in tasks] == [str(i) for i in range(1500)]
+    assert len(server.tasks) == 1500
+
+
+def test_submit_many_retries_transient_failures_with_the_same_key(server, make_manager, sleeps):
+    manager = make_manager()
+    manager.register(Greet)
+    server.fail("POST", BATCH, 503)
+    tasks = manager.submit_many(GREET, "room1", [{"name": "Ada"}])
+    first, retry = server.seen("POST", BATCH)
+    assert first.headers["idempotency-key"] == retry.headers["idempotency-key"]
+    assert len(sleeps) == 1
+    assert [t.id for t in tasks] == [uuid.UUID(i) for i in server.tasks]
+
+
+def test_submit_many_without_key_is_not_retried(server, make_manager):
+    manager = make_manager(idempotent_submits=False)
+    manager.register(Greet)
+    server.fail("POST", BATCH, 503)
+    with pytest.raises(ServiceUnavailable):
+        manager.submit_many(GREET, "room1", [{"name": "Ada"}])
+    assert len(server.seen("POST", BATCH)) == 1
+
+
+def test_submit_many_refuses_wrong_payloads_before_sending(server, make_manager):
+    manager = make_manager()
+    with pytest.raises(ValueError, match="Measure"):
+        manager.submit_many(Greet, "room1", [Greet(), Measure()])
+    with pytest.raises(ValueError, match="Measure"):
+        manager.submit_many(GREET, "room1", [Measure()])
+    with pytest.raises(TypeError):
+        manager.submit_many(GREET, "room1", {"name": "Ada"})
+    with pytest.raises(TypeError):
+        manager.submit_many(GREET, "room1", [["name", "Ada"]])
+    assert server.requests == []
+
+
+def test_submit_many_answer_of_the_wrong_length(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    server.fail("POST", BATCH, httpx.Response(202, json={"items": []}))
+    with pytest.raises(UnexpectedResponse):
+        manager.submit_many(GREET, "room1", [{}])
 
 
 def test_claim_body_and_typed_extension(server, make_manager):

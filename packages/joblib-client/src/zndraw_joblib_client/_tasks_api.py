@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -13,14 +13,18 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from zndraw_joblib_client.extension import Extension, job_full_name
+from zndraw_joblib_client.errors import UnexpectedResponse
+from zndraw_joblib_client.extension import Extension, category_value, job_full_name
 from zndraw_joblib_core import (
     API_PREFIX,
     DEFAULT_PAGE_LIMIT,
     GLOBAL_ROOM,
+    MAX_SUBMIT_BATCH,
     JobResponse,
     JobSummary,
     Page,
+    TaskBatchSubmitRequest,
+    TaskBatchSubmitResponse,
     TaskBatchUpdateItem,
     TaskBatchUpdateResponse,
     TaskClaimResponse,
@@ -29,6 +33,7 @@ from zndraw_joblib_core import (
     TaskSubmitRequest,
     TaskUpdateRequest,
     WorkerSummary,
+    parse_job_name,
 )
 
 if TYPE_CHECKING:
@@ -121,16 +126,10 @@ class TasksApi:
         else:
             job_name = job
             data = dict(payload or {})
-        fields: dict[str, Any] = {"payload": data}
-        for key, value in (
-            ("priority", priority),
-            ("run_after", run_after),
-            ("max_attempts", max_attempts),
-            ("timeout_seconds", timeout_seconds),
-        ):
-            if value is not None:
-                fields[key] = value
-        body = TaskSubmitRequest(**fields).model_dump(mode="json", exclude_unset=True)
+        options = self._submit_options(priority, run_after, max_attempts, timeout_seconds)
+        body = TaskSubmitRequest(payload=data, **options).model_dump(
+            mode="json", exclude_unset=True
+        )
         headers: dict[str, str] = {}
         if idempotency_key is None and self.idempotent_submits:
             idempotency_key = str(uuid.uuid4())
@@ -140,6 +139,138 @@ class TasksApi:
             "POST", self._path("rooms", room, "tasks", job_name), json=body, headers=headers
         )
         return TaskResponse.model_validate(response.json())
+
+    def submit_many(
+        self,
+        job: type[Extension] | Extension | str,
+        room: str,
+        payloads: Iterable[Mapping[str, Any] | Extension],
+        *,
+        job_room: str = GLOBAL_ROOM,
+        priority: int | None = None,
+        run_after: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[TaskResponse]:
+        """Submit many tasks of one job (``POST /rooms/{room}/jobs/{job}/tasks``).
+
+        The payloads are sent in chunks of at most ``MAX_SUBMIT_BATCH`` (1000), one request
+        per chunk. Each chunk is its own all-or-nothing transaction: when the server refuses
+        one entry, no task of that chunk is created, but the tasks of earlier chunks stay
+        created. Calling again with the same ``idempotency_key`` and payloads then returns
+        the tasks already created and creates only the missing ones.
+
+        Args:
+            job: An extension class or instance (only its class is used; it names the job)
+                or a job's full name.
+            room: The room the tasks are submitted from.
+            payloads: One payload per task: a mapping, or an instance of the job's extension
+                class whose fields are the payload (as with :meth:`submit`).
+            job_room: The room of the job when ``job`` is a class or instance (default
+                ``@global``).
+            priority: Higher is claimed first; applies to every task.
+            run_after: Not claimable before this time (naive times are read as UTC); applies
+                to every task.
+            max_attempts: How many claims are allowed for each task.
+            timeout_seconds: Longest run time of each task.
+            idempotency_key: Chunk ``i`` (from 0) is sent with the ``Idempotency-Key``
+                ``{idempotency_key}:{i}``; a repeat returns the chunk's existing tasks. By
+                default every chunk gets a fresh key so that its request can be retried
+                safely.
+
+        Returns:
+            The tasks in the order of ``payloads`` (new, or the existing ones of a repeated
+            idempotency key); an empty list, without any request, for no payloads.
+
+        Raises:
+            ValueError: An extension instance in ``payloads`` is not of the job's class.
+            TypeError: ``payloads`` is a single payload, or holds something that is neither a
+                mapping nor an extension instance.
+            JobNotFound: No such job visible from the room.
+            InvalidPayload: A payload does not match the job's schema (nothing of its chunk
+                is created).
+            PayloadTooLarge: A payload or the request exceeds the server's limits.
+            UnexpectedResponse: The server answered a different number of tasks than sent.
+        """
+        if isinstance(payloads, (Mapping, Extension, str, bytes)):
+            raise TypeError("payloads must be an iterable of payloads, not a single payload")
+        if isinstance(job, str):
+            job_name = job
+            parsed = parse_job_name(job)
+            expected = None if parsed is None else (parsed.category, parsed.name)
+        else:
+            cls = job if isinstance(job, type) else type(job)
+            job_name = job_full_name(cls, job_room)
+            expected = (category_value(cls), cls.__name__)
+        options = self._submit_options(priority, run_after, max_attempts, timeout_seconds)
+        items: list[TaskSubmitRequest] = []
+        for index, payload in enumerate(payloads):
+            if isinstance(payload, Extension):
+                kind = (category_value(type(payload)), type(payload).__name__)
+                if expected is not None and kind != expected:
+                    raise ValueError(
+                        f"payloads[{index}] is a {type(payload).__name__}, "
+                        f"not a payload of the job {job_name}"
+                    )
+                data: dict[str, Any] = payload.model_dump(mode="json")
+            elif isinstance(payload, Mapping):
+                data = dict(payload)
+            else:
+                raise TypeError(
+                    f"payloads[{index}] must be a mapping or an Extension instance, "
+                    f"not {type(payload).__name__}"
+                )
+            items.append(TaskSubmitRequest(payload=data, **options))
+        if not items:
+            return []
+
+        path = self._path("rooms", room, "jobs", job_name, "tasks")
+        chunks = [
+            items[start : start + MAX_SUBMIT_BATCH]
+            for start in range(0, len(items), MAX_SUBMIT_BATCH)
+        ]
+        tasks: list[TaskResponse] = []
+        for number, chunk in enumerate(chunks):
+            body = TaskBatchSubmitRequest(items=chunk).model_dump(mode="json", exclude_unset=True)
+            headers: dict[str, str] = {}
+            if idempotency_key is not None:
+                headers["Idempotency-Key"] = f"{idempotency_key}:{number}"
+            elif self.idempotent_submits:
+                headers["Idempotency-Key"] = str(uuid.uuid4())
+            try:
+                response = self.http.request("POST", path, json=body, headers=headers)
+            except Exception as exc:
+                if len(chunks) > 1:
+                    exc.add_note(
+                        f"submit_many: chunk {number + 1} of {len(chunks)} (payloads "
+                        f"{len(tasks)} to {len(tasks) + len(chunk) - 1}) failed; the "
+                        f"{len(tasks)} tasks of earlier chunks were created"
+                    )
+                raise
+            answer = TaskBatchSubmitResponse.model_validate(response.json())
+            if len(answer.items) != len(chunk):
+                raise UnexpectedResponse(
+                    f"batch submit of {len(chunk)} tasks answered {len(answer.items)}",
+                    status_code=response.status_code,
+                )
+            tasks.extend(answer.items)
+        return tasks
+
+    @staticmethod
+    def _submit_options(
+        priority: int | None,
+        run_after: datetime | None,
+        max_attempts: int | None,
+        timeout_seconds: float | None,
+    ) -> dict[str, Any]:
+        options = {
+            "priority": priority,
+            "run_after": run_after,
+            "max_attempts": max_attempts,
+            "timeout_seconds": timeout_seconds,
+        }
+        return {key: value for key, value in options.items() if value is not None}
 
     def get_task(self, task_id: UUID | str) -> TaskResponse:
         """Return a task (``GET /tasks/{id}``).

@@ -14,7 +14,10 @@ from zndraw_joblib_core.status import TaskStatus
 __all__ = [
     "MAX_CLAIM_BATCH",
     "MAX_PRIORITY",
+    "MAX_SUBMIT_BATCH",
     "MIN_PRIORITY",
+    "TaskBatchSubmitRequest",
+    "TaskBatchSubmitResponse",
     "TaskBatchUpdateItem",
     "TaskBatchUpdateOutcome",
     "TaskBatchUpdateResponse",
@@ -33,6 +36,9 @@ MAX_PRIORITY = 1_000_000
 
 MAX_CLAIM_BATCH = 100
 """Most tasks one claim request may take."""
+
+MAX_SUBMIT_BATCH = 1000
+"""Most tasks one batch submit may create."""
 
 
 class TaskSubmitRequest(RequestModel):
@@ -53,6 +59,19 @@ class TaskSubmitRequest(RequestModel):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     timeout_seconds: float | None = Field(default=None, gt=0, le=31_536_000)
     lease_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+
+class TaskBatchSubmitRequest(RequestModel):
+    """Body of ``POST /rooms/{room_id}/jobs/{job_name}/tasks``: several submits of one job.
+
+    The batch is all or nothing: when one entry is refused (payload against the schema,
+    sizes), no task is created and the problem names the entry.
+
+    Attributes:
+        items: The tasks to create, each as the body of a single submit (1 to 1000).
+    """
+
+    items: list[TaskSubmitRequest] = Field(min_length=1, max_length=MAX_SUBMIT_BATCH)
 
 
 class TaskResponse(ResponseModel):
@@ -189,3 +208,13 @@ class TaskBatchUpdateResponse(ResponseModel):
     """
 
     items: list[TaskBatchUpdateOutcome]
+
+
+class TaskBatchSubmitResponse(ResponseModel):
+    """Answer of a batch submit: the created tasks, in request order.
+
+    Attributes:
+        items: The tasks.
+    """
+
+    items: list[TaskResponse]

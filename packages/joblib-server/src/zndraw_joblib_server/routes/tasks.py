@@ -12,6 +12,8 @@ from fastapi import APIRouter, Body, Header, Query, Response, status
 from zndraw_joblib_core import (
     API_PREFIX,
     Page,
+    TaskBatchSubmitRequest,
+    TaskBatchSubmitResponse,
     TaskBatchUpdateItem,
     TaskBatchUpdateResponse,
     TaskClaimRequest,
@@ -94,6 +96,47 @@ async def submit_task(
     else:
         response.status_code = status.HTTP_200_OK
     return task
+
+
+@router.post(
+    "/rooms/{room_id}/jobs/{job_name:path}/tasks",
+    response_model=TaskBatchSubmitResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(400, 403, 404, 413)
+    | {200: {"model": TaskBatchSubmitResponse, "description": "Repeat of an idempotent batch"}},
+)
+async def submit_tasks(
+    room_id: WritableRoom,
+    job_name: str,
+    response: Response,
+    actor: ActorDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    sink: EventSinkDep,
+    body: TaskBatchSubmitRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="A repeat of the batch with the same key for the same job and room "
+            "returns the tasks of the first (200) and creates nothing."
+        ),
+    ] = None,
+) -> TaskBatchSubmitResponse:
+    """Submit several tasks of one job in one transaction: all are created, or none.
+
+    Each entry is the body of a single submit. A refused entry (payload against the job's
+    schema, sizes) refuses the batch; the problem's `item` member is the entry's index.
+    """
+    keys = task_service.batch_keys(idempotency_key, len(body.items))
+    async with db.write(sink) as uow:
+        tasks, created = await task_service.submit_tasks(
+            uow, actor, room_id, job_name, body.items, keys, settings
+        )
+    if created:
+        response.headers["Retry-After"] = "1"
+    else:
+        response.status_code = status.HTTP_200_OK
+    return TaskBatchSubmitResponse(items=tasks)
 
 
 @router.get(

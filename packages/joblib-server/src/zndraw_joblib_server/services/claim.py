@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
+from zndraw_joblib_server.services.records import TASKS, fetch, save
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -25,11 +28,26 @@ from zndraw_joblib_server.storage import UnitOfWork
 __all__ = ["claim_tasks", "claimable_jobs", "next_due"]
 
 
+WORKERS = Worker.__table__
+LINKS = WorkerJobLink.__table__
+
+_JOBS_OF_WORKER = select(LINKS.c.job_id).where(
+    LINKS.c.worker_id == bindparam("worker_id", type_=LINKS.c.worker_id.type)
+)
+_TOUCH = (
+    update(WORKERS)
+    .where(
+        WORKERS.c.id == bindparam("b_worker_id", type_=WORKERS.c.id.type),
+        WORKERS.c.user_id == bindparam("b_user_id", type_=WORKERS.c.user_id.type),
+    )
+    .values(last_heartbeat=bindparam("b_now", type_=WORKERS.c.last_heartbeat.type))
+    .returning(WORKERS.c.id)
+)
+
+
 async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids of the jobs the worker serves."""
-    rows = await session.execute(
-        select(WorkerJobLink.job_id).where(WorkerJobLink.worker_id == worker_id)
-    )
+    rows = await session.execute(_JOBS_OF_WORKER, {"worker_id": worker_id})
     return list(rows.scalars())
 
 
@@ -46,15 +64,54 @@ async def _touch_worker(
         Forbidden: The worker belongs to somebody else.
     """
     touched = await session.execute(
-        update(Worker)
-        .where(Worker.id == worker_id, Worker.user_id == actor.id)
-        .values(last_heartbeat=now)
-        .returning(Worker.id)
-        .execution_options(synchronize_session=False)
+        _TOUCH, {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
     )
     if touched.scalar_one_or_none() is None:
         await owned_worker(session, actor, worker_id, allow_superuser=False)
         raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
+
+
+def _param(name: str, column: str) -> Any:
+    return bindparam(name, type_=TASKS.c[column].type)
+
+
+@lru_cache(maxsize=2)
+def _claim_statement(several_jobs: bool) -> Any:
+    """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
+
+    One job (the usual case) is an equality, so both databases walk the claim index in
+    claim order and stop after ``limit`` rows, however long the queue.
+    """
+    served = (
+        TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
+        if several_jobs
+        else TASKS.c.job_id == _param("b_job_id", "job_id")
+    )
+    claimable = (
+        select(TASKS.c.id)
+        .where(
+            TASKS.c.status == TaskStatus.PENDING,
+            served,
+            TASKS.c.run_after <= _param("b_now", "run_after"),
+        )
+        .order_by(TASKS.c.priority.desc(), TASKS.c.run_after, TASKS.c.created_at)
+        .limit(bindparam("b_limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("claimable")
+    )
+    return (
+        update(TASKS)
+        .where(TASKS.c.id.in_(select(claimable.c.id)))
+        .values(
+            status=TaskStatus.CLAIMED,
+            worker_id=_param("b_worker", "worker_id"),
+            attempt=TASKS.c.attempt + 1,
+            claimed_at=_param("b_claimed_at", "claimed_at"),
+            lease_expires_at=_param("b_lease_until", "lease_expires_at"),
+            version=TASKS.c.version + 1,
+        )
+        .returning(*TASKS.c)
+    )
 
 
 async def claim_tasks(
@@ -81,43 +138,24 @@ async def claim_tasks(
     job_ids = await claimable_jobs(session, worker_id)
     if not job_ids:
         return [], []
-    # One job (the usual case) as an equality, so both databases walk the claim index in
-    # claim order and stop after max_tasks rows, however long the queue.
-    served = Task.job_id == job_ids[0] if len(job_ids) == 1 else Task.job_id.in_(job_ids)
-    lease = timedelta(seconds=settings.lease_seconds)
-    claimable = (
-        select(Task.id)
-        .where(
-            Task.status == TaskStatus.PENDING,
-            served,
-            Task.run_after <= now,
-        )
-        .order_by(Task.priority.desc(), Task.run_after, Task.created_at)
-        .limit(max_tasks)
-        .with_for_update(skip_locked=True)
-        .cte("claimable")
-    )
-    stmt = (
-        update(Task)
-        .where(Task.id.in_(select(claimable.c.id)))
-        .values(
-            status=TaskStatus.CLAIMED,
-            worker_id=worker_id,
-            attempt=Task.attempt + 1,
-            claimed_at=now,
-            lease_expires_at=now + lease,
-            version=Task.version + 1,
-        )
-        .returning(Task)
-        .execution_options(synchronize_session=False)
-    )
-    tasks = list((await session.execute(stmt)).scalars())
+    params: dict[str, Any] = {
+        "b_now": now,
+        "b_worker": worker_id,
+        "b_claimed_at": now,
+        "b_lease_until": now + timedelta(seconds=settings.lease_seconds),
+        "b_limit": max_tasks,
+    }
+    if len(job_ids) == 1:
+        params["b_job_id"] = job_ids[0]
+    else:
+        params["b_job_ids"] = job_ids
+    tasks = await fetch(session, _claim_statement(len(job_ids) > 1), params)
     if not tasks:
         return [], job_ids
     for task in tasks:
         if task.lease_seconds is not None:
             task.lease_expires_at = now + timedelta(seconds=task.lease_seconds)
-    await session.flush()
+    await save(session, tasks)
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids

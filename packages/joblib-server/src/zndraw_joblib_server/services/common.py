@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -22,6 +22,7 @@ from zndraw_joblib_core import (
     is_valid_room_id,
 )
 from zndraw_joblib_server.models import Job, Task
+from zndraw_joblib_server.services.records import TASKS, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
@@ -108,7 +109,7 @@ async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict
     return {jid: _names.get(jid, "") for jid in wanted}
 
 
-def _ahead_of(task: Task) -> Any:
+def _ahead_of(task: TaskLike) -> Any:
     """SQL condition: pending tasks of the same job that are claimed before ``task``."""
     return and_(
         Task.job_id == task.job_id,
@@ -125,15 +126,51 @@ def _ahead_of(task: Task) -> Any:
     )
 
 
-async def queue_positions(session: AsyncSession, tasks: Iterable[Task]) -> dict[uuid.UUID, int]:
+def _bound(name: str) -> Any:
+    return bindparam(name, type_=TASKS.c[name].type)
+
+
+_AHEAD_OF_ONE = (
+    select(func.count())
+    .select_from(TASKS)
+    .where(
+        TASKS.c.job_id == _bound("job_id"),
+        TASKS.c.status == TaskStatus.PENDING,
+        or_(
+            TASKS.c.priority > _bound("priority"),
+            and_(TASKS.c.priority == _bound("priority"), TASKS.c.run_after < _bound("run_after")),
+            and_(
+                TASKS.c.priority == _bound("priority"),
+                TASKS.c.run_after == _bound("run_after"),
+                TASKS.c.created_at < _bound("created_at"),
+            ),
+        ),
+    )
+)
+"""``_ahead_of`` for one task, built once (no statement construction per request)."""
+
+
+async def queue_positions(
+    session: AsyncSession, tasks: Iterable[TaskLike]
+) -> dict[uuid.UUID, int]:
     """1-based queue positions of the pending tasks among ``tasks``.
 
     Each position counts the pending tasks of the same job claimed before it, through the
-    claim index (no scan of the whole table).
+    claim index: the cost grows with the position (as with RQ's ``get_position``), not with
+    the size of the table.
     """
     pending = [t for t in tasks if t.status == TaskStatus.PENDING]
     if not pending:
         return {}
+    if len(pending) == 1:
+        task = pending[0]
+        params = {
+            "job_id": task.job_id,
+            "priority": task.priority,
+            "run_after": task.run_after,
+            "created_at": task.created_at,
+        }
+        return {task.id: int((await session.execute(_AHEAD_OF_ONE, params)).scalar_one()) + 1}
     columns = [
         select(func.count()).where(_ahead_of(t)).scalar_subquery().label(f"p{i}")
         for i, t in enumerate(pending)
@@ -142,7 +179,7 @@ async def queue_positions(session: AsyncSession, tasks: Iterable[Task]) -> dict[
     return {t.id: int(row[i]) + 1 for i, t in enumerate(pending)}
 
 
-def to_response(task: Task, job_name: str, queue_position: int | None = None) -> TaskResponse:
+def to_response(task: TaskLike, job_name: str, queue_position: int | None = None) -> TaskResponse:
     """Serialise a task row."""
     return TaskResponse(
         id=task.id,
@@ -170,7 +207,7 @@ def to_response(task: Task, job_name: str, queue_position: int | None = None) ->
     )
 
 
-def status_event(task: Task, job_name: str, at: datetime) -> TaskStatusChanged:
+def status_event(task: TaskLike, job_name: str, at: datetime) -> TaskStatusChanged:
     """The event announcing a task's new state."""
     return TaskStatusChanged(
         task_id=task.id,
@@ -188,7 +225,12 @@ def status_event(task: Task, job_name: str, at: datetime) -> TaskStatusChanged:
 
 
 async def announce(
-    uow: UnitOfWork, changed: Sequence[Task], now: datetime, claimable: Iterable[Task] = ()
+    uow: UnitOfWork,
+    changed: Sequence[TaskLike],
+    now: datetime,
+    claimable: Iterable[TaskLike] = (),
+    *,
+    watched: bool = True,
 ) -> dict[uuid.UUID, str]:
     """Queue, for after commit, the wake-ups and status events of changed tasks.
 
@@ -197,13 +239,16 @@ async def announce(
         changed: Tasks whose state changed (their long-polls wake, an event is emitted).
         now: When the change happened.
         claimable: Tasks among them that became claimable (a waiting claim of their job wakes).
+        watched: Whether long-polls may be waiting on the tasks (False for new tasks, whose
+            ids nobody knows yet).
 
     Returns:
         The full names of the tasks' jobs, by job id.
     """
     names = await job_names(uow.session, {t.job_id for t in changed})
     for task in changed:
-        uow.wake_all(f"task:{task.id}")
+        if watched:
+            uow.wake_all(f"task:{task.id}")
         uow.events.append(status_event(task, names[task.job_id], now))
     for task in claimable:
         uow.wake_some(f"job:{task.job_id}")
@@ -211,8 +256,8 @@ async def announce(
 
 
 def release_all(
-    pairs: Sequence[tuple[Task, str]], now: datetime, settings: JobLibSettings
-) -> list[Task]:
+    pairs: Sequence[tuple[TaskLike, str]], now: datetime, settings: JobLibSettings
+) -> list[TaskLike]:
     """Apply the lost-lease rule to each ``(task, reason)``; return those requeued."""
     return [task for task, reason in pairs if release(task, now, settings, reason)]
 
@@ -223,7 +268,7 @@ def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
 
 
-def requeue(task: Task, now: datetime, settings: JobLibSettings) -> None:
+def requeue(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
     """Put an in-flight task back to pending, claimable after the backoff of its attempt."""
     task.status = TaskStatus.PENDING
     task.worker_id = None
@@ -235,7 +280,7 @@ def requeue(task: Task, now: datetime, settings: JobLibSettings) -> None:
     task.run_after = now + backoff(settings, task.attempt)
 
 
-def release(task: Task, now: datetime, settings: JobLibSettings, reason: str) -> bool:
+def release(task: TaskLike, now: datetime, settings: JobLibSettings, reason: str) -> bool:
     """Apply the lost-lease rule to an in-flight task.
 
     With attempts left the task goes back to pending after a backoff; otherwise it fails

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,7 @@ from zndraw_joblib_core import (
     InvalidPayload,
     InvalidTaskTransition,
     Page,
+    ProblemError,
     TaskAvailable,
     TaskNotFound,
     TaskResponse,
@@ -36,17 +38,30 @@ from zndraw_joblib_server.services.common import (
     validate_room,
 )
 from zndraw_joblib_server.services.jobs import resolve_job
+from zndraw_joblib_server.services.records import (
+    TASKS,
+    TaskLike,
+    TaskRecord,
+    fetch,
+    insert_tasks,
+    load_one,
+    save,
+)
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
+    "batch_keys",
+    "cancel_record",
     "cancel_task",
+    "check_cancel",
     "get_task",
     "list_job_tasks",
     "list_room_tasks",
     "load_task",
     "respond",
     "submit_task",
+    "submit_tasks",
 ]
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -75,11 +90,138 @@ def validate_payload(schema: dict[str, Any], payload: dict[str, Any]) -> None:
         )
 
 
-async def respond(session: AsyncSession, task: Task) -> TaskResponse:
+async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
     """Serialise one task with its job name and queue position."""
     names = await job_names(session, [task.job_id])
     positions = await queue_positions(session, [task])
     return to_response(task, names[task.job_id], positions.get(task.id))
+
+
+def _check_submit(
+    body: TaskSubmitRequest, schema: dict[str, Any], settings: JobLibSettings
+) -> None:
+    check_size("payload", body.payload, settings.max_payload_bytes)
+    validate_payload(schema, body.payload)
+
+
+def _row(
+    body: TaskSubmitRequest,
+    job_id: uuid.UUID,
+    room_id: str,
+    actor: Actor,
+    key: str | None,
+    now: datetime,
+    settings: JobLibSettings,
+) -> dict[str, Any]:
+    """Every column of a new pending task."""
+    return {
+        "id": uuid.uuid4(),
+        "job_id": job_id,
+        "room_id": room_id,
+        "created_by_id": actor.id,
+        "worker_id": None,
+        "status": TaskStatus.PENDING,
+        "payload": body.payload,
+        "result": None,
+        "error": None,
+        "message": None,
+        "progress": None,
+        "priority": body.priority,
+        "run_after": max(body.run_after, now) if body.run_after else now,
+        "created_at": now,
+        "claimed_at": None,
+        "started_at": None,
+        "completed_at": None,
+        "lease_expires_at": None,
+        "deadline_at": None,
+        "attempt": 0,
+        "max_attempts": body.max_attempts or settings.default_max_attempts,
+        "timeout_seconds": body.timeout_seconds,
+        "lease_seconds": body.lease_seconds,
+        "cancel_requested": False,
+        "cancel_requested_at": None,
+        "idempotency_key": key,
+        "version": 0,
+    }
+
+
+async def _new_positions(session: AsyncSession, tasks: list[TaskRecord]) -> dict[uuid.UUID, int]:
+    """Queue positions of tasks inserted together (one count per priority and due time).
+
+    They share ``created_at``, so the count of tasks ahead of one of them leaves out its
+    batch peers of the same priority and due time; those queue up in the order given.
+    """
+    first: dict[tuple[int, datetime], TaskRecord] = {}
+    for task in tasks:
+        first.setdefault((task.priority, task.run_after), task)
+    ahead = {
+        group: (await queue_positions(session, [task]))[task.id] - 1
+        for group, task in first.items()
+    }
+    positions: dict[uuid.UUID, int] = {}
+    for task in tasks:
+        group = (task.priority, task.run_after)
+        ahead[group] += 1
+        positions[task.id] = ahead[group]
+    return positions
+
+
+async def submit_tasks(
+    uow: UnitOfWork,
+    actor: Actor,
+    room_id: str,
+    job_name: str,
+    bodies: Sequence[TaskSubmitRequest],
+    keys: Sequence[str] | None,
+    settings: JobLibSettings,
+) -> tuple[list[TaskResponse], bool]:
+    """Create pending tasks for a job visible from ``room_id`` (access already checked).
+
+    All or nothing: a refused entry raises, and nothing is created. With ``keys`` (one
+    idempotency key per entry), a repeat returns the tasks created by the first submit.
+
+    Returns:
+        The tasks, and False when they already existed (an idempotent repeat).
+    """
+    session = uow.session
+    job = await resolve_job(session, room_id, job_name)
+    batch = len(bodies) > 1
+    for index, body in enumerate(bodies):
+        try:
+            _check_submit(body, job.schema_, settings)
+        except ProblemError as exc:
+            if batch:
+                exc.detail = f"items[{index}]: {exc.detail}"
+                exc.extras["item"] = index
+            raise
+    if keys is not None:
+        found = await _by_keys(session, job.id, room_id, keys)
+        if found:
+            return await _responses(session, found), False
+    now = utcnow()
+    rows = [
+        _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, settings)
+        for i, body in enumerate(bodies)
+    ]
+    if keys is None:
+        await insert_tasks(session, rows)
+    else:
+        try:
+            async with session.begin_nested():
+                await insert_tasks(session, rows)
+        except IntegrityError:  # the same key submitted concurrently by another process
+            found = await _by_keys(session, job.id, room_id, keys)
+            if not found:
+                raise
+            return await _responses(session, found), False
+    tasks = [TaskRecord(row) for row in rows]
+    await announce(uow, tasks, now, claimable=tasks, watched=False)
+    uow.events.extend(
+        TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
+    )
+    positions = await _new_positions(session, tasks)
+    name = job.full_name
+    return [to_response(t, name, positions.get(t.id)) for t in tasks], True
 
 
 async def submit_task(
@@ -91,68 +233,43 @@ async def submit_task(
     idempotency_key: str | None,
     settings: JobLibSettings,
 ) -> tuple[TaskResponse, bool]:
-    """Create a pending task for a job visible from ``room_id`` (access already checked).
+    """Create one pending task (see :func:`submit_tasks`).
 
     Returns:
         The task, and False when an earlier submit with the same idempotency key was found.
     """
-    session = uow.session
-    job = await resolve_job(session, room_id, job_name)
-    check_size("payload", body.payload, settings.max_payload_bytes)
-    validate_payload(job.schema_, body.payload)
-    if idempotency_key is not None:
-        found = await _by_key(session, job.id, room_id, idempotency_key)
-        if found is not None:
-            return await respond(session, found), False
-    now = utcnow()
-    task = Task(
-        id=uuid.uuid4(),
-        job_id=job.id,
-        room_id=room_id,
-        created_by_id=actor.id,
-        status=TaskStatus.PENDING,
-        payload=body.payload,
-        priority=body.priority,
-        run_after=max(body.run_after, now) if body.run_after else now,
-        created_at=now,
-        attempt=0,
-        max_attempts=body.max_attempts or settings.default_max_attempts,
-        timeout_seconds=body.timeout_seconds,
-        lease_seconds=body.lease_seconds,
-        idempotency_key=idempotency_key,
-        cancel_requested=False,
-        version=0,
-    )
-    if idempotency_key is None:
-        session.add(task)
-        await session.flush()
-    else:
-        try:
-            async with session.begin_nested():
-                session.add(task)
-                await session.flush()
-        except IntegrityError:  # the same key submitted concurrently by another process
-            found = await _by_key(session, job.id, room_id, idempotency_key)
-            if found is None:
-                raise
-            return await respond(session, found), False
-    await announce(uow, [task], now, claimable=[task])
-    uow.events.append(TaskAvailable(task_id=task.id, job_name=job.full_name, room_id=room_id))
-    return await respond(session, task), True
+    keys = None if idempotency_key is None else [idempotency_key]
+    tasks, created = await submit_tasks(uow, actor, room_id, job_name, [body], keys, settings)
+    return tasks[0], created
 
 
-async def _by_key(
-    session: AsyncSession, job_id: uuid.UUID, room_id: str, key: str | None
-) -> Task | None:
-    if key is None:
+def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
+    """One idempotency key per entry of a batch, derived from the request's key."""
+    if not idempotency_key:
         return None
-    return (
-        await session.execute(
-            select(Task).where(
-                Task.job_id == job_id, Task.room_id == room_id, Task.idempotency_key == key
-            )
-        )
-    ).scalar_one_or_none()
+    return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count)]
+
+
+async def _responses(session: AsyncSession, tasks: list[TaskRecord]) -> list[TaskResponse]:
+    names = await job_names(session, {t.job_id for t in tasks})
+    positions = await queue_positions(session, tasks)
+    return [to_response(t, names[t.job_id], positions.get(t.id)) for t in tasks]
+
+
+async def _by_keys(
+    session: AsyncSession, job_id: uuid.UUID, room_id: str, keys: Sequence[str]
+) -> list[TaskRecord]:
+    """The tasks created with ``keys`` for the job and room, in the order of ``keys``."""
+    found = await fetch(
+        session,
+        select(TASKS).where(
+            TASKS.c.job_id == job_id,
+            TASKS.c.room_id == room_id,
+            TASKS.c.idempotency_key.in_(list(keys)),
+        ),
+    )
+    order = {key: i for i, key in enumerate(keys)}
+    return sorted(found, key=lambda t: order.get(t.idempotency_key or "", 0))
 
 
 def idempotency_key_of(raw: str | None) -> str | None:
@@ -166,15 +283,9 @@ def idempotency_key_of(raw: str | None) -> str | None:
 
 async def load_task(
     session: AsyncSession, task_id: uuid.UUID, *, for_update: bool = False
-) -> Task:
+) -> TaskRecord:
     """Load a task or raise :class:`TaskNotFound`."""
-    stmt = select(Task).where(Task.id == task_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    task = (await session.execute(stmt)).scalar_one_or_none()
-    if task is None:
-        raise TaskNotFound(f"Task {task_id} not found.")
-    return task
+    return await load_one(session, task_id, for_update=for_update)
 
 
 async def get_task(
@@ -187,17 +298,12 @@ async def get_task(
     return await respond(session, task), task.version
 
 
-async def cancel_task(
-    uow: UnitOfWork, actor: Actor, access: RoomAccess, task_id: uuid.UUID
-) -> TaskResponse:
-    """Cancel a pending task now, or ask the worker holding it to stop."""
-    session = uow.session
-    task = await load_task(session, task_id, for_update=True)
-    if not await access.can_read(actor, task.room_id):
-        raise TaskNotFound(f"Task {task_id} not found.")
-    if task.created_by_id != actor.id and not actor.is_superuser:
-        raise Forbidden("Only the submitter or a superuser may cancel this task.")
-    now = utcnow()
+def cancel_record(task: TaskLike, now: datetime) -> bool:
+    """Cancel a pending task, or ask the worker holding it to stop; False if nothing changed.
+
+    Raises:
+        InvalidTaskTransition: The task is already finished.
+    """
     if task.status.is_terminal:
         raise InvalidTaskTransition(f"Cannot cancel a task that is already '{task.status.value}'.")
     if task.status == TaskStatus.PENDING:
@@ -208,10 +314,30 @@ async def cancel_task(
         task.cancel_requested = True
         task.cancel_requested_at = now
     else:
-        return await respond(session, task)
+        return False
     task.version += 1
-    await session.flush()
-    await announce(uow, [task], now)
+    return True
+
+
+async def check_cancel(actor: Actor, access: RoomAccess, task: TaskLike) -> None:
+    """Raise unless the caller may cancel ``task`` (404 when it may not even read it)."""
+    if not await access.can_read(actor, task.room_id):
+        raise TaskNotFound(f"Task {task.id} not found.")
+    if task.created_by_id != actor.id and not actor.is_superuser:
+        raise Forbidden("Only the submitter or a superuser may cancel this task.")
+
+
+async def cancel_task(
+    uow: UnitOfWork, actor: Actor, access: RoomAccess, task_id: uuid.UUID
+) -> TaskResponse:
+    """Cancel a pending task now, or ask the worker holding it to stop."""
+    session = uow.session
+    task = await load_task(session, task_id, for_update=True)
+    await check_cancel(actor, access, task)
+    now = utcnow()
+    if cancel_record(task, now):
+        await save(session, [task])
+        await announce(uow, [task], now)
     return await respond(session, task)
 
 
@@ -271,6 +397,6 @@ async def list_job_tasks(
     )
 
 
-def lease_for(task: Task, settings: JobLibSettings) -> timedelta:
+def lease_for(task: TaskLike, settings: JobLibSettings) -> timedelta:
     """The lease length of a task (its own override, else the setting)."""
     return timedelta(seconds=task.lease_seconds or settings.lease_seconds)

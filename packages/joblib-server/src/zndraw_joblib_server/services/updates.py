@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -16,35 +17,47 @@ from zndraw_joblib_core import (
     RequestValidationFailed,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
+    TaskNotFound,
     TaskResponse,
     TaskStatus,
     TaskUpdateRequest,
     can_transition,
 )
-from zndraw_joblib_server.models import Task, Worker, utcnow
+from zndraw_joblib_server.models import Worker, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
+    job_names,
+    queue_positions,
     requeue,
+    to_response,
 )
-from zndraw_joblib_server.services.tasks import cancel_task, lease_for, load_task, respond
+from zndraw_joblib_server.services.records import TaskLike, TaskRecord, load, save
+from zndraw_joblib_server.services.tasks import cancel_record, check_cancel, lease_for
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = ["update_task", "update_tasks"]
 
 
-async def _may_act(session: AsyncSession, actor: Actor, task: Task) -> bool:
+async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The owning user of each existing worker among ``worker_ids``."""
+    if not worker_ids:
+        return {}
+    rows = await session.execute(
+        select(Worker.id, Worker.user_id).where(Worker.id.in_(list(worker_ids)))
+    )
+    return dict(rows.tuples().all())
+
+
+def _may_act(actor: Actor, task: TaskLike, owners: dict[uuid.UUID, uuid.UUID]) -> bool:
     if actor.is_superuser:
         return True
-    if task.worker_id is None:
-        return False
-    worker = await session.get(Worker, task.worker_id)
-    return worker is not None and worker.user_id == actor.id
+    return task.worker_id is not None and owners.get(task.worker_id) == actor.id
 
 
-def _fence(task: Task, body: TaskUpdateRequest, now: datetime) -> bool:
+def _fence(task: TaskLike, body: TaskUpdateRequest, now: datetime) -> bool:
     """Check the caller's worker still holds the lease; True for a harmless repeat."""
     if body.worker_id is None:
         return False
@@ -74,7 +87,7 @@ def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
 
 
 def _apply(
-    task: Task, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
+    task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
 ) -> bool:
     """Change the task as the update asks; True when it went back to pending."""
     target = body.status
@@ -131,35 +144,95 @@ def _apply(
     return requeued
 
 
+Outcome = TaskRecord | ProblemError
+"""What became of one update: the task right after it, or why it was refused."""
+
+
 async def _update_one(
+    actor: Actor,
+    access: RoomAccess,
+    task: TaskRecord | None,
+    task_id: uuid.UUID,
+    body: TaskUpdateRequest,
+    owners: dict[uuid.UUID, uuid.UUID],
+    now: datetime,
+    settings: JobLibSettings,
+) -> tuple[bool, bool]:
+    """Check and apply one update to ``task`` (loaded and locked).
+
+    Every check comes before the first change, so a refused update changes nothing.
+
+    Returns:
+        Whether the task changed, and whether it became claimable again.
+    """
+    if task is None:
+        raise TaskNotFound(f"Task {task_id} not found.")
+    if body.worker_id is not None:
+        # Fencing first: a worker that lost the task learns so (409), whoever it belongs to.
+        owner = owners.get(body.worker_id)
+        if owner is not None and owner != actor.id and not actor.is_superuser:
+            raise Forbidden("This worker belongs to a different user.")
+        if _fence(task, body, now):
+            return False, False
+        if owner is None:
+            raise LeaseLost(f"Worker {body.worker_id} no longer exists.")
+    elif not _may_act(actor, task, owners):
+        if body.status == TaskStatus.CANCELLED and task.created_by_id == actor.id:
+            await check_cancel(actor, access, task)
+            return cancel_record(task, now), False
+        raise Forbidden("Only the owner of the task's worker (or a superuser) may update it.")
+    _check_limits(body, settings)
+    return True, _apply(task, body, actor, now, settings)
+
+
+async def _update_all(
     uow: UnitOfWork,
     actor: Actor,
     access: RoomAccess,
-    task_id: uuid.UUID,
-    body: TaskUpdateRequest,
+    items: list[tuple[uuid.UUID, TaskUpdateRequest]],
     settings: JobLibSettings,
-) -> TaskResponse:
+) -> list[tuple[uuid.UUID, Outcome]]:
+    """Apply updates in order, each on its own, with one read and one write per kind."""
     session = uow.session
-    task = await load_task(session, task_id, for_update=True)
+    tasks = await load(session, [task_id for task_id, _ in items], for_update=True)
+    wanted = {body.worker_id for _, body in items if body.worker_id is not None}
+    if not actor.is_superuser:
+        wanted |= {t.worker_id for t in tasks.values() if t.worker_id is not None}
+    owners = await _owners(session, wanted)
     now = utcnow()
-    if body.worker_id is not None:
-        # Fencing first: a worker that lost the task learns so (409), whoever it belongs to.
-        worker = await session.get(Worker, body.worker_id)
-        if worker is not None and worker.user_id != actor.id and not actor.is_superuser:
-            raise Forbidden("This worker belongs to a different user.")
-        if _fence(task, body, now):
-            return await respond(session, task)
-        if worker is None:
-            raise LeaseLost(f"Worker {body.worker_id} no longer exists.")
-    elif not await _may_act(session, actor, task):
-        if body.status == TaskStatus.CANCELLED and task.created_by_id == actor.id:
-            return await cancel_task(uow, actor, access, task_id)
-        raise Forbidden("Only the owner of the task's worker (or a superuser) may update it.")
-    _check_limits(body, settings)
-    requeued = _apply(task, body, actor, now, settings)
-    await session.flush()
-    await announce(uow, [task], now, [task] if requeued else [])
-    return await respond(session, task)
+    outcomes: list[tuple[uuid.UUID, Outcome]] = []
+    changed: dict[uuid.UUID, TaskRecord] = {}
+    claimable: dict[uuid.UUID, TaskRecord] = {}
+    for task_id, body in items:
+        task = tasks.get(task_id)
+        try:
+            did_change, requeued = await _update_one(
+                actor, access, task, task_id, body, owners, now, settings
+            )
+        except ProblemError as exc:
+            outcomes.append((task_id, exc))
+            continue
+        assert task is not None
+        if did_change:
+            changed[task_id] = task
+        if requeued:
+            claimable[task_id] = task
+        outcomes.append((task_id, task.copy()))
+    await save(session, changed.values())
+    await announce(uow, list(changed.values()), now, claimable.values())
+    return outcomes
+
+
+async def _responses(
+    session: AsyncSession, outcomes: list[tuple[uuid.UUID, Outcome]]
+) -> list[TaskResponse | ProblemError]:
+    snapshots = [o for _, o in outcomes if isinstance(o, TaskRecord)]
+    names = await job_names(session, {t.job_id for t in snapshots})
+    positions = await queue_positions(session, snapshots)
+    return [
+        o if isinstance(o, ProblemError) else to_response(o, names[o.job_id], positions.get(o.id))
+        for _, o in outcomes
+    ]
 
 
 async def update_task(
@@ -178,7 +251,11 @@ async def update_task(
         LeaseLost: ``worker_id`` was given and that worker no longer holds the task.
         InvalidTaskTransition: The transition table refuses the change.
     """
-    return await _update_one(uow, actor, access, task_id, body, settings)
+    outcomes = await _update_all(uow, actor, access, [(task_id, body)], settings)
+    (answer,) = await _responses(uow.session, outcomes)
+    if isinstance(answer, ProblemError):
+        raise answer
+    return answer
 
 
 async def update_tasks(
@@ -190,18 +267,18 @@ async def update_tasks(
 ) -> list[TaskBatchUpdateOutcome]:
     """``PATCH /tasks``: apply several updates in one transaction, each on its own.
 
-    A refused entry changes nothing and does not stop the others.
+    A refused entry changes nothing and does not stop the others; entries naming the same
+    task apply in order.
     """
-    outcomes: list[TaskBatchUpdateOutcome] = []
-    for item in items:
-        body = TaskUpdateRequest.model_validate(item.model_dump(exclude={"task_id"}))
-        try:
-            async with uow.session.begin_nested():
-                task = await _update_one(uow, actor, access, item.task_id, body, settings)
-        except ProblemError as exc:
-            outcomes.append(
-                TaskBatchUpdateOutcome(task_id=item.task_id, ok=False, problem=exc.to_problem())
-            )
-        else:
-            outcomes.append(TaskBatchUpdateOutcome(task_id=item.task_id, ok=True, task=task))
-    return outcomes
+    bodies = [
+        (item.task_id, TaskUpdateRequest.model_validate(item.model_dump(exclude={"task_id"})))
+        for item in items
+    ]
+    outcomes = await _update_all(uow, actor, access, bodies, settings)
+    answers = await _responses(uow.session, outcomes)
+    return [
+        TaskBatchUpdateOutcome(task_id=item.task_id, ok=False, problem=answer.to_problem())
+        if isinstance(answer, ProblemError)
+        else TaskBatchUpdateOutcome(task_id=item.task_id, ok=True, task=answer)
+        for item, answer in zip(items, answers, strict=True)
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import text
@@ -27,6 +28,23 @@ CHANNEL = "zndraw_joblib"
 logger = logging.getLogger("zndraw_joblib_server")
 
 _SEP = "\n"
+_MAX_PAYLOAD = 7_900
+"""Bytes per notification, under PostgreSQL's limit of 8000."""
+
+
+def _payloads(lines: Iterable[str]) -> Iterator[str]:
+    """Join ``lines`` into payloads of at most ``_MAX_PAYLOAD`` bytes."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode()) + 1
+        if chunk and size + length > _MAX_PAYLOAD:
+            yield _SEP.join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        yield _SEP.join(chunk)
 
 
 class PostgresPubSub:
@@ -63,12 +81,15 @@ class PostgresPubSub:
             self._task = None
 
     async def publish(self, session: AsyncSession, wake: dict[str, int | None]) -> None:
-        """Queue wake-up keys on the transaction (sent when it commits)."""
-        payload = _SEP.join(f"{key} {'*' if n is None else n}" for key, n in wake.items())
-        await session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": payload},
-        )
+        """Queue wake-up keys on the transaction (sent when it commits).
+
+        Keys go in as few notifications as fit PostgreSQL's payload limit (8000 bytes).
+        """
+        for payload in _payloads(f"{key} {'*' if n is None else n}" for key, n in wake.items()):
+            await session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": CHANNEL, "payload": payload},
+            )
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for line in payload.split(_SEP):

@@ -1,0 +1,185 @@
+"""Task rows as plain objects, read and written with Core statements.
+
+The hot paths (submit, claim, update) do not need the ORM's identity map and unit of work,
+and on a busy queue those cost more than the SQL. A :class:`TaskRecord` has the attributes of
+:class:`~zndraw_joblib_server.models.Task`, so the rules written against tasks (transitions,
+requeue, serialisation) apply to both; :func:`save` writes back only what changed, with one
+``executemany`` per set of changed columns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, cast
+
+from sqlalchemy import Update, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zndraw_joblib_core import TaskNotFound, TaskStatus
+from zndraw_joblib_server.models import Task
+
+__all__ = ["TASKS", "TaskLike", "TaskRecord", "fetch", "insert_tasks", "load", "load_one", "save"]
+
+TASKS = Task.__table__
+"""The tasks table (Core)."""
+
+
+class TaskRecord:
+    """One task row as a mutable object with the attributes of ``Task``.
+
+    It remembers the values it was read (or last saved) with; :meth:`changes` lists what
+    has been assigned since.
+    """
+
+    __slots__ = (
+        "_saved",
+        "attempt",
+        "cancel_requested",
+        "cancel_requested_at",
+        "claimed_at",
+        "completed_at",
+        "created_at",
+        "created_by_id",
+        "deadline_at",
+        "error",
+        "id",
+        "idempotency_key",
+        "job_id",
+        "lease_expires_at",
+        "lease_seconds",
+        "max_attempts",
+        "message",
+        "payload",
+        "priority",
+        "progress",
+        "result",
+        "room_id",
+        "run_after",
+        "started_at",
+        "status",
+        "timeout_seconds",
+        "version",
+        "worker_id",
+    )
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    room_id: str
+    created_by_id: uuid.UUID | None
+    worker_id: uuid.UUID | None
+    status: TaskStatus
+    payload: dict[str, Any]
+    result: Any
+    error: str | None
+    message: str | None
+    progress: float | None
+    priority: int
+    run_after: datetime
+    created_at: datetime
+    claimed_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    lease_expires_at: datetime | None
+    deadline_at: datetime | None
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+    lease_seconds: float | None
+    cancel_requested: bool
+    cancel_requested_at: datetime | None
+    idempotency_key: str | None
+    version: int
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        for name in FIELDS:
+            setattr(self, name, values[name])
+        self._saved = {name: values[name] for name in FIELDS}
+
+    def changes(self) -> dict[str, Any]:
+        """The columns assigned a different value since the record was read or saved."""
+        saved = self._saved
+        return {
+            name: value
+            for name in FIELDS
+            if (value := getattr(self, name)) is not saved[name] and value != saved[name]
+        }
+
+    def copy(self) -> TaskRecord:
+        """A snapshot of the current values (saved as they are now)."""
+        return TaskRecord({name: getattr(self, name) for name in FIELDS})
+
+    def mark_saved(self) -> None:
+        """Take the current values as the stored ones."""
+        self._saved = {name: getattr(self, name) for name in FIELDS}
+
+
+FIELDS: tuple[str, ...] = tuple(column.key for column in TASKS.columns)
+if set(FIELDS) != set(TaskRecord.__slots__) - {"_saved"}:  # pragma: no cover
+    raise RuntimeError("TaskRecord is out of step with the joblib_task table")
+
+TaskLike = Task | TaskRecord
+"""A task as an ORM object or as a record: the rules in the services accept either."""
+
+
+async def fetch(
+    session: AsyncSession, stmt: Any, params: Mapping[str, Any] | None = None
+) -> list[TaskRecord]:
+    """Run a statement that returns whole task rows; the rows as records."""
+    result = await session.execute(stmt, params)
+    return [TaskRecord(cast(Mapping[str, Any], row)) for row in result.mappings()]
+
+
+async def load(
+    session: AsyncSession, ids: Iterable[uuid.UUID], *, for_update: bool = False
+) -> dict[uuid.UUID, TaskRecord]:
+    """The tasks among ``ids`` that exist, by id (row-locked with ``for_update``)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    stmt = select(TASKS).where(TASKS.c.id.in_(wanted))
+    if for_update:
+        stmt = stmt.with_for_update()
+    return {record.id: record for record in await fetch(session, stmt)}
+
+
+async def load_one(
+    session: AsyncSession, task_id: uuid.UUID, *, for_update: bool = False
+) -> TaskRecord:
+    """One task, or :class:`TaskNotFound`."""
+    found = await load(session, [task_id], for_update=for_update)
+    if task_id not in found:
+        raise TaskNotFound(f"Task {task_id} not found.")
+    return found[task_id]
+
+
+async def insert_tasks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert complete task rows (every column given) in one statement."""
+    if rows:
+        await session.execute(insert(TASKS), list(rows))
+
+
+@lru_cache(maxsize=256)
+def _update_statement(columns: tuple[str, ...]) -> Update:
+    return (
+        update(TASKS)
+        .where(TASKS.c.id == bindparam("b_id", type_=TASKS.c.id.type))
+        .values({name: bindparam(f"v_{name}", type_=TASKS.c[name].type) for name in columns})
+    )
+
+
+async def save(session: AsyncSession, records: Iterable[TaskRecord]) -> None:
+    """Write what changed in ``records``: one ``executemany`` per set of changed columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        changed = record.changes()
+        if not changed:
+            continue
+        params = {f"v_{name}": value for name, value in changed.items()}
+        params["b_id"] = record.id
+        groups.setdefault(tuple(sorted(changed)), []).append(params)
+        record.mark_saved()
+    for columns, params_list in groups.items():
+        await session.execute(_update_statement(columns), params_list)
