@@ -20,14 +20,15 @@ from typing import Any
 import jwt
 from fastapi_users.authentication import JWTStrategy
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import User
 
 from zndraw_joblib_core import Unauthorized
-from zndraw_joblib_server.storage import Database
 
 __all__ = ["TokenChecker", "UserCache", "authenticate"]
 
 _MAX_CACHED_USERS = 10_000
+_MAX_CACHED_TOKENS = 10_000
 
 
 class TokenChecker:
@@ -43,24 +44,37 @@ class TokenChecker:
         self._key = key.get_secret_value() if isinstance(key, SecretStr) else key
         self._audience = strategy.token_audience
         self._algorithms = [strategy.algorithm]
+        self._verified: dict[str, tuple[float, uuid.UUID]] = {}
 
     def user_id(self, token: str) -> uuid.UUID:
         """The user id a valid token names.
 
+        A token whose signature was verified before is not verified again until it expires
+        (workers send the same token with every request).
+
         Raises:
             Unauthorized: The token is malformed, badly signed, expired or names no user.
         """
+        known = self._verified.get(token)
+        if known is not None and known[0] > time.time():
+            return known[1]
         try:
             data = jwt.decode(
                 token, self._key, audience=self._audience, algorithms=self._algorithms
             )
-            return uuid.UUID(str(data["sub"]))
+            user_id = uuid.UUID(str(data["sub"]))
         except (jwt.PyJWTError, KeyError, ValueError, TypeError):
             raise Unauthorized("The bearer token is invalid or expired.") from None
+        expires = data.get("exp")
+        if isinstance(expires, int | float):
+            if len(self._verified) >= _MAX_CACHED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = (float(expires), user_id)
+        return user_id
 
 
 class UserCache:
-    """Users looked up recently, each kept for a few seconds (per :class:`Database`)."""
+    """Users looked up recently, each kept for a few seconds (one cache per session maker)."""
 
     def __init__(self) -> None:
         self._users: dict[uuid.UUID, tuple[float, User]] = {}
@@ -82,7 +96,7 @@ class UserCache:
 
 
 _checkers: dict[int, TokenChecker] = {}
-_caches: weakref.WeakKeyDictionary[Database, UserCache] = weakref.WeakKeyDictionary()
+_caches: weakref.WeakKeyDictionary[Any, UserCache] = weakref.WeakKeyDictionary()
 
 
 def _checker(auth_settings: Any) -> TokenChecker:
@@ -94,14 +108,17 @@ def _checker(auth_settings: Any) -> TokenChecker:
 
 
 async def authenticate(
-    token: str | None, auth_settings: Any, db: Database, cache_seconds: float
+    token: str | None,
+    auth_settings: Any,
+    session_maker: async_sessionmaker[AsyncSession],
+    cache_seconds: float,
 ) -> User:
     """The active user a bearer token belongs to.
 
     Args:
         token: The bearer token (None when the request carried none).
         auth_settings: zndraw-auth's settings (the token secret and lifetime).
-        db: Where the users table is.
+        session_maker: zndraw-auth's session maker (where the users table is).
         cache_seconds: How long a looked-up user may be reused.
 
     Raises:
@@ -110,12 +127,12 @@ async def authenticate(
     if not token:
         raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
     user_id = _checker(auth_settings).user_id(token)
-    cache = _caches.get(db)
+    cache = _caches.get(session_maker)
     if cache is None:
-        cache = _caches[db] = UserCache()
+        cache = _caches[session_maker] = UserCache()
     user = cache.get(user_id)
     if user is None:
-        async with db.read() as session:
+        async with session_maker() as session:
             user = await session.get(User, user_id)
             if user is not None:
                 session.expunge(user)

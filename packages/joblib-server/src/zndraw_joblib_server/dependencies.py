@@ -151,24 +151,24 @@ EventSinkDep = Annotated[EventSink | None, Depends(get_event_sink)]
 async def get_current_user(
     request: Request,
     token: Annotated[str | None, Depends(bearer_transport.scheme)],
-    db: DatabaseDep,
-    settings: SettingsDep,
 ) -> User:
     """The active zndraw-auth user of the request's bearer token (401 problem otherwise).
 
     It accepts exactly the tokens zndraw-auth issues (secret and lifetime from
-    ``app.state.auth_settings``) and looks the user up without zndraw-auth's thread-pool
-    dependencies, reusing a looked-up user for ``user_cache_seconds`` (see
-    :mod:`zndraw_joblib_server.auth`). No connection is held once it returns. Override it to
-    authenticate differently, with any dependency that returns an object with ``id`` and
-    ``is_superuser``, e.g. zndraw-auth's own::
+    ``app.state.auth_settings``) and looks the user up where zndraw-auth keeps users
+    (``app.state.session_maker``) without zndraw-auth's thread-pool dependencies, reusing a
+    looked-up user for ``user_cache_seconds`` (see :mod:`zndraw_joblib_server.auth`). No
+    connection is held once it returns. Override it to authenticate differently, with any
+    dependency that returns an object with ``id`` and ``is_superuser``, e.g. zndraw-auth's
+    own::
 
         from zndraw_auth import current_user_scoped_session
 
         app.dependency_overrides[get_current_user] = current_user_scoped_session
     """
+    state = request.app.state
     return await authenticate(
-        token, request.app.state.auth_settings, db, settings.user_cache_seconds
+        token, state.auth_settings, state.session_maker, settings_of(request).user_cache_seconds
     )
 
 

@@ -154,6 +154,9 @@ async def _acquire(lock: asyncio.Lock, seconds: float) -> None:
     ever. Here the acquisition runs as its own task, and whatever it acquired after we gave
     up is released.
     """
+    if not lock.locked():
+        await lock.acquire()  # free: taken at once, without yielding
+        return
     attempt = asyncio.ensure_future(lock.acquire())
     try:
         await asyncio.wait_for(asyncio.shield(attempt), seconds)
