@@ -100,7 +100,9 @@ async def _submit_all(
                         ids.append(resp.json()["id"])
                         continue
                 else:
-                    items = [{"payload": {"n": n}} for n in range(first, min(first + batch, share))]
+                    items = [
+                        {"payload": {"n": n}} for n in range(first, min(first + batch, share))
+                    ]
                     resp = await client.post(batch_url, json={"items": items})
                     if resp.status_code == 202:
                         ids.extend(t["id"] for t in resp.json()["items"])
