@@ -130,7 +130,7 @@ def drainer(
 
     ``batch == 1``: one request per operation (claim, PATCH running, PATCH completed).
     ``batch > 1``: claim ``max_tasks=batch``, then one batch ``PATCH /tasks`` to start them
-    all and one to complete them all.
+    all and one to complete them all (``Prefer: return=minimal``: only what applied).
     """
     claimed: list[str] = []
     completed: list[str] = []
@@ -177,7 +177,9 @@ def drainer(
             ok = ids
             for status in ("running", "completed"):
                 items = [{"task_id": i, "status": status, "worker_id": worker_id} for i in ok]
-                resp = client.patch(f"{PREFIX}/tasks", json=items)
+                resp = client.patch(
+                    f"{PREFIX}/tasks", json=items, headers={"Prefer": "return=minimal"}
+                )
                 requests += 1
                 if resp.status_code != 200:
                     bad(f"batch patch {status}", resp)

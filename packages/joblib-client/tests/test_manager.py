@@ -405,6 +405,18 @@ def test_batch_update(server, make_manager):
     assert [item.ok for item in answer.items] == [True, False]
     assert answer.items[1].problem is not None
     assert answer.items[1].problem.type == "/v1/problems/lease-lost"
+    assert "prefer" not in sent.headers
+
+
+def test_batch_update_minimal_sends_prefer(server, make_manager):
+    manager = make_manager()
+    manager.register(Greet)
+    a = server.add_task(GREET, {})
+    manager.claim(max_tasks=1)
+    answer = manager.update_tasks([{"task_id": a, "status": "running"}], minimal=True)
+    (sent,) = server.seen("PATCH", "/v1/joblib/tasks")
+    assert sent.headers["prefer"] == "return=minimal"
+    assert [item.ok for item in answer.items] == [True]
 
 
 def test_cancel_and_heartbeat_report_cancel_requested(server, make_manager):

@@ -482,3 +482,76 @@ async def test_batch_update_empty_and_malformed(as_alice, problem) -> None:
     assert resp.json() == {"items": []}
     problem(await as_alice.patch(f"{P}/tasks", json={"task_id": "x"}), 422, "validation-error")
     problem(await as_alice.patch(f"{P}/tasks", json=[{"status": "running"}]), 422)
+
+
+async def test_batch_update_same_task_twice_applies_in_order(as_alice, flow) -> None:
+    job = await flow.job(as_alice)
+    worker = job["worker_id"]
+    task = await flow.submit(as_alice, job["full_name"])
+    await flow.claim(as_alice, worker)
+    items = [
+        {"task_id": task["id"], "status": "running", "worker_id": worker},
+        {"task_id": task["id"], "progress": 0.5, "worker_id": worker},
+        {"task_id": task["id"], "status": "running", "worker_id": worker},
+        {"task_id": task["id"], "status": "completed", "worker_id": worker, "result": 7},
+    ]
+    out = (await as_alice.patch(f"{P}/tasks", json=items)).json()["items"]
+    assert [o["ok"] for o in out] == [True, True, False, True]
+    assert out[0]["task"]["status"] == "running"
+    assert out[1]["task"]["progress"] == 0.5
+    assert out[2]["problem"]["type"] == "/v1/problems/invalid-task-transition"
+    assert (out[3]["task"]["status"], out[3]["task"]["result"]) == ("completed", 7)
+    assert [o["task"]["version"] for o in out if o["ok"]] == [2, 3, 4]
+    got = await flow.task(as_alice, task["id"])
+    assert (got["status"], got["result"], got["version"]) == ("completed", 7, 4)
+
+
+@pytest.mark.parametrize("prefer", ["return=minimal", "respond-async, return=minimal"])
+async def test_batch_update_return_minimal(as_alice, flow, prefer) -> None:
+    job = await flow.job(as_alice)
+    worker = job["worker_id"]
+    a = await flow.submit(as_alice, job["full_name"])
+    b = await flow.submit(as_alice, job["full_name"])
+    await flow.claim(as_alice, worker)
+    items = [
+        {"task_id": a["id"], "status": "running", "worker_id": worker},
+        {"task_id": b["id"], "status": "running", "worker_id": worker},
+    ]
+    resp = await as_alice.patch(f"{P}/tasks", json=items, headers={"Prefer": prefer})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Preference-Applied"] == "return=minimal"
+    out = resp.json()["items"]
+    assert [(o["task_id"], o["ok"], o["task"]) for o in out] == [
+        (a["id"], True, None),
+        (b["id"], False, None),
+    ]
+    assert out[1]["problem"]["status"] == 409
+    assert (await flow.task(as_alice, a["id"]))["status"] == "running"
+    assert (await flow.task(as_alice, b["id"]))["status"] == "pending"
+
+
+async def test_batch_update_return_minimal_writes_everything(as_alice, flow) -> None:
+    job = await flow.job(as_alice)
+    worker = job["worker_id"]
+    ids = [(await flow.submit(as_alice, job["full_name"], max_attempts=2))["id"] for _ in range(3)]
+    await as_alice.post(f"{P}/tasks/claim", json={"worker_id": worker, "max_tasks": 3})
+    minimal = {"Prefer": "return=minimal"}
+    start = [{"task_id": i, "status": "running", "worker_id": worker} for i in ids]
+    resp = await as_alice.patch(f"{P}/tasks", json=start, headers=minimal)
+    assert [o["ok"] for o in resp.json()["items"]] == [True] * 3
+    finish = [
+        {"task_id": ids[0], "status": "completed", "worker_id": worker, "result": {"x": 1}},
+        {"task_id": ids[1], "status": "failed", "worker_id": worker, "error": "boom"},
+        {"task_id": ids[2], "status": "failed", "worker_id": worker, "retry": True},
+        {"task_id": ids[2], "progress": 0.5, "worker_id": worker},
+    ]
+    resp = await as_alice.patch(f"{P}/tasks", json=finish, headers=minimal)
+    assert [o["ok"] for o in resp.json()["items"]] == [True, True, True, False]
+    done, failed, retried = [await flow.task(as_alice, i) for i in ids]
+    assert (done["status"], done["result"], done["version"]) == ("completed", {"x": 1}, 3)
+    assert done["completed_at"] is not None and done["started_at"] is not None
+    assert done["lease_expires_at"] is None
+    assert (failed["status"], failed["error"]) == ("failed", "boom")
+    assert (retried["status"], retried["worker_id"], retried["attempt"]) == ("pending", None, 1)
+    assert retried["started_at"] is None and retried["run_after"] > done["started_at"]
+    assert retried["payload"] == {} and done["payload"] == {}

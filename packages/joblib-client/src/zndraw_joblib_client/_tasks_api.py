@@ -488,13 +488,18 @@ class TasksApi:
         return TaskResponse.model_validate(response.json())
 
     def update_tasks(
-        self, items: Sequence[TaskBatchUpdateItem | Mapping[str, Any]]
+        self,
+        items: Sequence[TaskBatchUpdateItem | Mapping[str, Any]],
+        *,
+        minimal: bool = False,
     ) -> TaskBatchUpdateResponse:
         """Update several tasks in one request (``PATCH /tasks``).
 
         Args:
             items: One ``{task_id, ...update}`` per task (``worker_id`` defaults to this
                 client's worker).
+            minimal: Send ``Prefer: return=minimal``: applied outcomes come without the
+                task (cheaper for the server when only success matters).
 
         Returns:
             One outcome per item, in order; refused items carry their problem.
@@ -511,7 +516,8 @@ class TasksApi:
                 fields["worker_id"] = self._worker_id
             update = self._update_body(**fields)
             body.append({"task_id": str(task_id), **update})
-        response = self.http.request("PATCH", self._path("tasks"), json=body)
+        headers = {"Prefer": "return=minimal"} if minimal else {}
+        response = self.http.request("PATCH", self._path("tasks"), json=body, headers=headers)
         return TaskBatchUpdateResponse.model_validate(response.json())
 
     @staticmethod

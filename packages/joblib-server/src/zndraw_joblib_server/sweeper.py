@@ -145,10 +145,10 @@ async def sweep_once(
     db = get_database(session_maker, settings)
     report = SweepReport()
     for step in (_stale_workers, _expired_tasks):
-        async with db.write(sink) as uow:
+        async with db.write(sink, keep_events=True) as uow:
             await step(uow, settings, report)
             report.events.extend(uow.events)
-    async with db.write(sink) as uow:
+    async with db.write(sink, keep_events=True) as uow:
         await _orphan_jobs(uow, report)
         report.events.extend(uow.events)
     return report

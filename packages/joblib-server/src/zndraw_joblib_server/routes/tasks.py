@@ -352,16 +352,39 @@ async def update_task(
 @router.patch("/tasks", response_model=TaskBatchUpdateResponse, responses=problems(413))
 async def update_tasks(
     items: Annotated[list[TaskBatchUpdateItem], Body(max_length=MAX_BATCH_UPDATE)],
+    response: Response,
     actor: ActorDep,
     db: DatabaseDep,
     access: RoomAccessDep,
     settings: SettingsDep,
     sink: EventSinkDep,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`return=minimal` (RFC 7240): applied entries answer without the "
+            "task (`task: null`); cheaper when the caller only needs to know what applied."
+        ),
+    ] = None,
 ) -> TaskBatchUpdateResponse:
     """Apply several task updates in one request; each entry succeeds or fails on its own."""
+    minimal = _prefers_minimal(prefer)
     async with db.write(sink) as uow:
-        outcomes = await update_service.update_tasks(uow, actor, access, items, settings)
+        outcomes = await update_service.update_tasks(
+            uow, actor, access, items, settings, minimal=minimal
+        )
+    if minimal:
+        response.headers["Preference-Applied"] = "return=minimal"
     return TaskBatchUpdateResponse(items=outcomes)
+
+
+def _prefers_minimal(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header asks for ``return=minimal``."""
+    if not prefer:
+        return False
+    tokens = (
+        part.strip().lower().replace(" ", "") for part in prefer.replace(";", ",").split(",")
+    )
+    return "return=minimal" in tokens
 
 
 @router.post(

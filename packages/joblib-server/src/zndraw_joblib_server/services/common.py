@@ -249,7 +249,8 @@ async def announce(
     for task in changed:
         if watched:
             uow.wake_all(f"task:{task.id}")
-        uow.events.append(status_event(task, names[task.job_id], now))
+        if uow.record_events:
+            uow.events.append(status_event(task, names[task.job_id], now))
     for task in claimable:
         uow.wake_some(f"job:{task.job_id}")
     return names

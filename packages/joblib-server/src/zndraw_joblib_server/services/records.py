@@ -21,10 +21,46 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zndraw_joblib_core import TaskNotFound, TaskStatus
 from zndraw_joblib_server.models import Task
 
-__all__ = ["TASKS", "TaskLike", "TaskRecord", "fetch", "insert_tasks", "load", "load_one", "save"]
+__all__ = [
+    "LIGHT_FIELDS",
+    "TASKS",
+    "UNLOADED",
+    "TaskLike",
+    "TaskRecord",
+    "fetch",
+    "insert_tasks",
+    "load",
+    "load_one",
+    "save",
+]
 
 TASKS = Task.__table__
 """The tasks table (Core)."""
+
+
+class _Unloaded:
+    """The value of a column a record was read without (see :data:`LIGHT_FIELDS`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unloaded>"
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __ne__(self, other: object) -> bool:
+        return other is not self
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __bool__(self) -> bool:
+        raise TypeError("this column was not loaded into the task record")
+
+
+UNLOADED: Any = _Unloaded()
+"""Stands for a column that was not read; assigning a value marks it changed."""
 
 
 class TaskRecord:
@@ -94,9 +130,10 @@ class TaskRecord:
     version: int
 
     def __init__(self, values: Mapping[str, Any]) -> None:
-        for name in FIELDS:
-            setattr(self, name, values[name])
-        self._saved = {name: values[name] for name in FIELDS}
+        saved = {name: values.get(name, UNLOADED) for name in FIELDS}
+        for name, value in saved.items():
+            setattr(self, name, value)
+        self._saved = saved
 
     def changes(self) -> dict[str, Any]:
         """The columns assigned a different value since the record was read or saved."""
@@ -120,6 +157,26 @@ FIELDS: tuple[str, ...] = tuple(column.key for column in TASKS.columns)
 if set(FIELDS) != set(TaskRecord.__slots__) - {"_saved"}:  # pragma: no cover
     raise RuntimeError("TaskRecord is out of step with the joblib_task table")
 
+LIGHT_FIELDS: tuple[str, ...] = (
+    "id",
+    "job_id",
+    "room_id",
+    "created_by_id",
+    "worker_id",
+    "status",
+    "error",
+    "message",
+    "progress",
+    "attempt",
+    "max_attempts",
+    "lease_expires_at",
+    "timeout_seconds",
+    "lease_seconds",
+    "cancel_requested",
+    "version",
+)
+"""What the update rules read; the rest (payload, result, timestamps) they only write."""
+
 TaskLike = Task | TaskRecord
 """A task as an ORM object or as a record: the rules in the services accept either."""
 
@@ -133,13 +190,22 @@ async def fetch(
 
 
 async def load(
-    session: AsyncSession, ids: Iterable[uuid.UUID], *, for_update: bool = False
+    session: AsyncSession,
+    ids: Iterable[uuid.UUID],
+    *,
+    for_update: bool = False,
+    light: bool = False,
 ) -> dict[uuid.UUID, TaskRecord]:
-    """The tasks among ``ids`` that exist, by id (row-locked with ``for_update``)."""
+    """The tasks among ``ids`` that exist, by id (row-locked with ``for_update``).
+
+    With ``light`` only :data:`LIGHT_FIELDS` are read (enough to apply updates, not to
+    serialise the task).
+    """
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
-    stmt = select(TASKS).where(TASKS.c.id.in_(wanted))
+    columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else [TASKS]
+    stmt = select(*columns).where(TASKS.c.id.in_(wanted))
     if for_update:
         stmt = stmt.with_for_update()
     return {record.id: record for record in await fetch(session, stmt)}

@@ -216,9 +216,10 @@ async def submit_tasks(
             return await _responses(session, found), False
     tasks = [TaskRecord(row) for row in rows]
     await announce(uow, tasks, now, claimable=tasks, watched=False)
-    uow.events.extend(
-        TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
-    )
+    if uow.record_events:
+        uow.events.extend(
+            TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
+        )
     positions = await _new_positions(session, tasks)
     name = job.full_name
     return [to_response(t, name, positions.get(t.id)) for t in tasks], True

@@ -191,16 +191,24 @@ async def _update_all(
     access: RoomAccess,
     items: list[tuple[uuid.UUID, TaskUpdateRequest]],
     settings: JobLibSettings,
-) -> list[tuple[uuid.UUID, Outcome]]:
-    """Apply updates in order, each on its own, with one read and one write per kind."""
+    *,
+    snapshots: bool = True,
+) -> list[tuple[uuid.UUID, Outcome | None]]:
+    """Apply updates in order, each on its own, with one read and one write per kind.
+
+    Each outcome is the task right after its update (None with ``snapshots=False``), or
+    the problem that refused it.
+    """
     session = uow.session
-    tasks = await load(session, [task_id for task_id, _ in items], for_update=True)
+    tasks = await load(
+        session, [task_id for task_id, _ in items], for_update=True, light=not snapshots
+    )
     wanted = {body.worker_id for _, body in items if body.worker_id is not None}
     if not actor.is_superuser:
         wanted |= {t.worker_id for t in tasks.values() if t.worker_id is not None}
     owners = await _owners(session, wanted)
     now = utcnow()
-    outcomes: list[tuple[uuid.UUID, Outcome]] = []
+    outcomes: list[tuple[uuid.UUID, Outcome | None]] = []
     changed: dict[uuid.UUID, TaskRecord] = {}
     claimable: dict[uuid.UUID, TaskRecord] = {}
     for task_id, body in items:
@@ -217,14 +225,14 @@ async def _update_all(
             changed[task_id] = task
         if requeued:
             claimable[task_id] = task
-        outcomes.append((task_id, task.copy()))
+        outcomes.append((task_id, task.copy() if snapshots else None))
     await save(session, changed.values())
     await announce(uow, list(changed.values()), now, claimable.values())
     return outcomes
 
 
 async def _responses(
-    session: AsyncSession, outcomes: list[tuple[uuid.UUID, Outcome]]
+    session: AsyncSession, outcomes: list[tuple[uuid.UUID, Outcome | None]]
 ) -> list[TaskResponse | ProblemError]:
     snapshots = [o for _, o in outcomes if isinstance(o, TaskRecord)]
     names = await job_names(session, {t.job_id for t in snapshots})
@@ -232,6 +240,7 @@ async def _responses(
     return [
         o if isinstance(o, ProblemError) else to_response(o, names[o.job_id], positions.get(o.id))
         for _, o in outcomes
+        if o is not None
     ]
 
 
@@ -264,17 +273,23 @@ async def update_tasks(
     access: RoomAccess,
     items: list[TaskBatchUpdateItem],
     settings: JobLibSettings,
+    *,
+    minimal: bool = False,
 ) -> list[TaskBatchUpdateOutcome]:
     """``PATCH /tasks``: apply several updates in one transaction, each on its own.
 
     A refused entry changes nothing and does not stop the others; entries naming the same
-    task apply in order.
+    task apply in order. With ``minimal``, applied entries carry no task.
     """
-    bodies = [
-        (item.task_id, TaskUpdateRequest.model_validate(item.model_dump(exclude={"task_id"})))
-        for item in items
-    ]
-    outcomes = await _update_all(uow, actor, access, bodies, settings)
+    bodies: list[tuple[uuid.UUID, TaskUpdateRequest]] = [(item.task_id, item) for item in items]
+    outcomes = await _update_all(uow, actor, access, bodies, settings, snapshots=not minimal)
+    if minimal:
+        return [
+            TaskBatchUpdateOutcome(task_id=task_id, ok=False, problem=o.to_problem())
+            if isinstance(o, ProblemError)
+            else TaskBatchUpdateOutcome(task_id=task_id, ok=True)
+            for task_id, o in outcomes
+        ]
     answers = await _responses(uow.session, outcomes)
     return [
         TaskBatchUpdateOutcome(task_id=item.task_id, ok=False, problem=answer.to_problem())

@@ -40,12 +40,15 @@ class UnitOfWork:
     Attributes:
         session: The transaction's session.
         events: Events to hand to the sink after commit.
+        record_events: Whether events are wanted at all.
         wake: Wake-up keys to notify after commit, with how many waiters to wake (None: all).
     """
 
     session: AsyncSession
     events: list[Event] = field(default_factory=list)
     wake: dict[str, int | None] = field(default_factory=dict)
+    record_events: bool = True
+    """Whether anybody will receive the events (when not, services skip building them)."""
 
     def wake_all(self, key: str) -> None:
         """Wake every long-poll waiting on ``key`` after commit."""
@@ -120,14 +123,18 @@ class Database:
             self.gate.release()
 
     @asynccontextmanager
-    async def write(self, sink: EventSink | None = None) -> AsyncIterator[UnitOfWork]:
+    async def write(
+        self, sink: EventSink | None = None, *, keep_events: bool = False
+    ) -> AsyncIterator[UnitOfWork]:
         """A write transaction: commit on success, roll back on error, then announce.
 
         Args:
             sink: Receives the collected events after commit (errors are logged, not raised).
+            keep_events: Collect events even without a sink (the caller reads
+                ``uow.events``).
         """
         async with self._gate(), self.session_maker() as session:
-            uow = UnitOfWork(session)
+            uow = UnitOfWork(session, record_events=sink is not None or keep_events)
             try:
                 yield uow
                 if self.pubsub is not None and uow.wake:
