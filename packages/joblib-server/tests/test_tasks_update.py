@@ -549,9 +549,12 @@ async def test_batch_update_return_minimal_writes_everything(as_alice, flow) -> 
     assert [o["ok"] for o in resp.json()["items"]] == [True, True, True, False]
     done, failed, retried = [await flow.task(as_alice, i) for i in ids]
     assert (done["status"], done["result"], done["version"]) == ("completed", {"x": 1}, 3)
-    assert done["completed_at"] is not None and done["started_at"] is not None
+    assert done["completed_at"] is not None
+    assert done["started_at"] is not None
     assert done["lease_expires_at"] is None
     assert (failed["status"], failed["error"]) == ("failed", "boom")
     assert (retried["status"], retried["worker_id"], retried["attempt"]) == ("pending", None, 1)
-    assert retried["started_at"] is None and retried["run_after"] > done["started_at"]
-    assert retried["payload"] == {} and done["payload"] == {}
+    assert retried["started_at"] is None
+    assert retried["run_after"] > done["started_at"]
+    assert retried["payload"] == {}
+    assert done["payload"] == {}

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -130,10 +130,24 @@ class TaskRecord:
     version: int
 
     def __init__(self, values: Mapping[str, Any]) -> None:
-        saved = {name: values.get(name, UNLOADED) for name in FIELDS}
+        self._load({name: values.get(name, UNLOADED) for name in FIELDS})
+
+    def _load(self, saved: dict[str, Any]) -> None:
         for name, value in saved.items():
             setattr(self, name, value)
         self._saved = saved
+
+    @classmethod
+    def from_row(cls, keys: Sequence[str], row: Sequence[Any]) -> TaskRecord:
+        """A record from a result row and the result's column keys."""
+        record = cls.__new__(cls)
+        if len(keys) == len(FIELDS):
+            record._load(dict(zip(keys, row, strict=True)))
+        else:
+            saved = dict.fromkeys(FIELDS, UNLOADED)
+            saved.update(zip(keys, row, strict=True))
+            record._load(saved)
+        return record
 
     def changes(self) -> dict[str, Any]:
         """The columns assigned a different value since the record was read or saved."""
@@ -186,7 +200,8 @@ async def fetch(
 ) -> list[TaskRecord]:
     """Run a statement that returns whole task rows; the rows as records."""
     result = await session.execute(stmt, params)
-    return [TaskRecord(cast(Mapping[str, Any], row)) for row in result.mappings()]
+    keys = tuple(result.keys())
+    return [TaskRecord.from_row(keys, row) for row in result]
 
 
 async def load(
