@@ -39,8 +39,13 @@ async def test_heartbeat_racing_lease_expiry_never_revives_a_lost_lease(
 
 
 async def test_completion_racing_cancel_records_one_outcome(
-    as_alice: httpx.AsyncClient, flow
+    app, as_alice: httpx.AsyncClient, flow
 ) -> None:
+    # This race is about cancel against completion, not about leases: a normal lease, so a
+    # slow machine cannot turn the completion into a lost lease.
+    app.state.joblib_settings = app.state.joblib_settings.model_copy(
+        update={"lease_seconds": 60}
+    )
     for i in range(ROUNDS):
         _job, worker, task = await flow.claimed(as_alice, name=f"Race{i}", running=True)
         done, cancel = await asyncio.gather(

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, insert, select, update
+from sqlalchemy import Select, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskNotFound, TaskStatus
@@ -219,11 +219,16 @@ async def load(
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
+    stmt = _load_statement(light, for_update)
+    return {record.id: record for record in await fetch(session, stmt, {"ids": wanted})}
+
+
+@lru_cache(maxsize=4)
+def _load_statement(light: bool, for_update: bool) -> Select[Any]:
+    """Tasks by id, built once per shape (parameter ``ids``, a list)."""
     columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else [TASKS]
-    stmt = select(*columns).where(TASKS.c.id.in_(wanted))
-    if for_update:
-        stmt = stmt.with_for_update()
-    return {record.id: record for record in await fetch(session, stmt)}
+    stmt = select(*columns).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+    return stmt.with_for_update() if for_update else stmt
 
 
 async def load_one(
@@ -261,6 +266,6 @@ async def save(session: AsyncSession, records: Iterable[TaskRecord]) -> None:
         params = {f"v_{name}": value for name, value in changed.items()}
         params["b_id"] = record.id
         groups.setdefault(tuple(sorted(changed)), []).append(params)
-        record.mark_saved()
+        record._saved.update(changed)
     for columns, params_list in groups.items():
         await session.execute(_update_statement(columns), params_list)
