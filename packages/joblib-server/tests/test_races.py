@@ -43,9 +43,7 @@ async def test_completion_racing_cancel_records_one_outcome(
 ) -> None:
     # This race is about cancel against completion, not about leases: a normal lease, so a
     # slow machine cannot turn the completion into a lost lease.
-    app.state.joblib_settings = app.state.joblib_settings.model_copy(
-        update={"lease_seconds": 60}
-    )
+    app.state.joblib_settings = app.state.joblib_settings.model_copy(update={"lease_seconds": 60})
     for i in range(ROUNDS):
         _job, worker, task = await flow.claimed(as_alice, name=f"Race{i}", running=True)
         done, cancel = await asyncio.gather(

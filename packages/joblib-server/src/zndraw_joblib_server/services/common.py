@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -21,7 +21,7 @@ from zndraw_joblib_core import (
     build_job_name,
     is_valid_room_id,
 )
-from zndraw_joblib_server.models import Job, Task
+from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import TASKS, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -109,45 +109,38 @@ async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict
     return {jid: _names.get(jid, "") for jid in wanted}
 
 
-def _ahead_of(task: TaskLike) -> Any:
-    """SQL condition: pending tasks of the same job that are claimed before ``task``."""
-    return and_(
-        Task.job_id == task.job_id,
-        Task.status == TaskStatus.PENDING,
-        or_(
-            Task.priority > task.priority,
-            and_(Task.priority == task.priority, Task.run_after < task.run_after),
-            and_(
-                Task.priority == task.priority,
-                Task.run_after == task.run_after,
-                Task.created_at < task.created_at,
-            ),
-        ),
-    )
+def _counts_ahead(job_id: Any, priority: Any, run_after: Any, created_at: Any) -> Any:
+    """SQL: how many pending tasks of the job are claimed before one with these values.
+
+    Three counts over ranges of the claim index (higher priority; same priority and due
+    earlier; same priority and due time, created earlier), so each walks only the entries
+    it counts instead of testing every pending task of the job against an ``OR``.
+    """
+    pending = [TASKS.c.job_id == job_id, TASKS.c.status == TaskStatus.PENDING]
+    ranges = [
+        [TASKS.c.priority > priority],
+        [TASKS.c.priority == priority, TASKS.c.run_after < run_after],
+        [
+            TASKS.c.priority == priority,
+            TASKS.c.run_after == run_after,
+            TASKS.c.created_at < created_at,
+        ],
+    ]
+    counts = [
+        select(func.count()).select_from(TASKS).where(*pending, *r).scalar_subquery()
+        for r in ranges
+    ]
+    return counts[0] + counts[1] + counts[2]
 
 
 def _bound(name: str) -> Any:
     return bindparam(name, type_=TASKS.c[name].type)
 
 
-_AHEAD_OF_ONE = (
-    select(func.count())
-    .select_from(TASKS)
-    .where(
-        TASKS.c.job_id == _bound("job_id"),
-        TASKS.c.status == TaskStatus.PENDING,
-        or_(
-            TASKS.c.priority > _bound("priority"),
-            and_(TASKS.c.priority == _bound("priority"), TASKS.c.run_after < _bound("run_after")),
-            and_(
-                TASKS.c.priority == _bound("priority"),
-                TASKS.c.run_after == _bound("run_after"),
-                TASKS.c.created_at < _bound("created_at"),
-            ),
-        ),
-    )
+_AHEAD_OF_ONE = select(
+    _counts_ahead(_bound("job_id"), _bound("priority"), _bound("run_after"), _bound("created_at"))
 )
-"""``_ahead_of`` for one task, built once (no statement construction per request)."""
+"""The count ahead of one task, built once (no statement construction per request)."""
 
 
 async def queue_positions(
@@ -172,7 +165,7 @@ async def queue_positions(
         }
         return {task.id: int((await session.execute(_AHEAD_OF_ONE, params)).scalar_one()) + 1}
     columns = [
-        select(func.count()).where(_ahead_of(t)).scalar_subquery().label(f"p{i}")
+        _counts_ahead(t.job_id, t.priority, t.run_after, t.created_at).label(f"p{i}")
         for i, t in enumerate(pending)
     ]
     row = (await session.execute(select(*columns))).one()
