@@ -174,3 +174,25 @@ async def test_a_room_the_caller_may_not_write_refuses_the_batch(app, as_alice, 
     finally:
         app.dependency_overrides.clear()
     assert (await flow.room_tasks(as_alice))["total"] == 0
+
+
+async def test_batch_positions_stay_right_when_read_back(as_alice, flow) -> None:
+    job = await flow.job(as_alice)
+    items = [{"payload": {"i": i}} for i in range(30)] + [{"payload": {}, "priority": 1}]
+    key = {"Idempotency-Key": "positions"}
+    tasks = (await as_alice.post(_url(job), json={"items": items}, headers=key)).json()["items"]
+    expected = [*range(2, 32), 1]
+    assert [t["queue_position"] for t in tasks] == expected
+    assert [(await flow.task(as_alice, t["id"]))["queue_position"] for t in tasks] == expected
+    again = (await as_alice.post(_url(job), json={"items": items}, headers=key)).json()["items"]
+    assert [t["queue_position"] for t in again] == expected
+    listed = (await flow.room_tasks(as_alice))["items"]
+    by_id = {t["id"]: t["queue_position"] for t in listed}
+    assert [by_id[t["id"]] for t in tasks] == expected
+    claimed = (
+        await as_alice.post(
+            f"{P}/tasks/claim", json={"worker_id": job["worker_id"], "max_tasks": 5}
+        )
+    ).json()["tasks"]
+    assert [t["id"] for t in claimed] == [tasks[-1]["id"], *(t["id"] for t in tasks[:4])]
+    assert (await flow.task(as_alice, tasks[4]["id"]))["queue_position"] == 1

@@ -148,9 +148,10 @@ async def queue_positions(
 ) -> dict[uuid.UUID, int]:
     """1-based queue positions of the pending tasks among ``tasks``.
 
-    Each position counts the pending tasks of the same job claimed before it, through the
+    One task's position counts the pending tasks of its job claimed before it, through the
     claim index: the cost grows with the position (as with RQ's ``get_position``), not with
-    the size of the table.
+    the size of the table. Several tasks' positions come from one ranking of the pending
+    tasks of their jobs.
     """
     pending = [t for t in tasks if t.status == TaskStatus.PENDING]
     if not pending:
@@ -164,12 +165,27 @@ async def queue_positions(
             "created_at": task.created_at,
         }
         return {task.id: int((await session.execute(_AHEAD_OF_ONE, params)).scalar_one()) + 1}
-    columns = [
-        _counts_ahead(t.job_id, t.priority, t.run_after, t.created_at).label(f"p{i}")
-        for i, t in enumerate(pending)
-    ]
-    row = (await session.execute(select(*columns))).one()
-    return {t.id: int(row[i]) + 1 for i, t in enumerate(pending)}
+    # Several: rank the pending tasks of their jobs once, in claim order.
+    ranked = (
+        select(
+            TASKS.c.id,
+            func.row_number()
+            .over(
+                partition_by=TASKS.c.job_id,
+                order_by=(TASKS.c.priority.desc(), TASKS.c.run_after, TASKS.c.created_at),
+            )
+            .label("position"),
+        )
+        .where(
+            TASKS.c.status == TaskStatus.PENDING,
+            TASKS.c.job_id.in_({t.job_id for t in pending}),
+        )
+        .subquery()
+    )
+    rows = await session.execute(
+        select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_([t.id for t in pending]))
+    )
+    return {task_id: int(position) for task_id, position in rows.tuples()}
 
 
 def to_response(task: TaskLike, job_name: str, queue_position: int | None = None) -> TaskResponse:

@@ -111,9 +111,14 @@ def _row(
     actor: Actor,
     key: str | None,
     now: datetime,
+    order: int,
     settings: JobLibSettings,
 ) -> dict[str, Any]:
-    """Every column of a new pending task."""
+    """Every column of a new pending task, the ``order``-th of those submitted at ``now``.
+
+    Entries of one batch are created a microsecond apart, so they keep their order in the
+    queue and their positions stay distinct.
+    """
     return {
         "id": uuid.uuid4(),
         "job_id": job_id,
@@ -128,7 +133,7 @@ def _row(
         "progress": None,
         "priority": body.priority,
         "run_after": max(body.run_after, now) if body.run_after else now,
-        "created_at": now,
+        "created_at": now + timedelta(microseconds=order),
         "claimed_at": None,
         "started_at": None,
         "completed_at": None,
@@ -148,8 +153,8 @@ def _row(
 async def _new_positions(session: AsyncSession, tasks: list[TaskRecord]) -> dict[uuid.UUID, int]:
     """Queue positions of tasks inserted together (one count per priority and due time).
 
-    They share ``created_at``, so the count of tasks ahead of one of them leaves out its
-    batch peers of the same priority and due time; those queue up in the order given.
+    Within a group of the same priority and due time they queue in the order given (their
+    ``created_at`` grows by a microsecond each), behind the group's first.
     """
     first: dict[tuple[int, datetime], TaskRecord] = {}
     for task in tasks:
@@ -200,7 +205,7 @@ async def submit_tasks(
             return await _responses(session, found), False
     now = utcnow()
     rows = [
-        _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, settings)
+        _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
         for i, body in enumerate(bodies)
     ]
     if keys is None:
