@@ -101,6 +101,7 @@ def create_app(
     app.state.session_maker = session_maker
     app.state.auth_settings = auth_settings
     app.state.joblib_settings = settings
+    app.include_router(router)  # first: the queue's routes are the ones matched most
     app.include_router(
         fastapi_users.get_auth_router(auth_backend), prefix="/auth/jwt", tags=["auth"]
     )
@@ -110,7 +111,6 @@ def create_app(
     app.include_router(
         fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
     )
-    app.include_router(router)
     install_exception_handlers(app)
 
     @app.get("/health", tags=["health"])

@@ -20,7 +20,7 @@ from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
-from zndraw_joblib_server.services.records import TASKS, fetch, save
+from zndraw_joblib_server.services.records import TASKS, execute, fetch, save
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -47,7 +47,7 @@ _TOUCH = (
 
 async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids of the jobs the worker serves."""
-    rows = await session.execute(_JOBS_OF_WORKER, {"worker_id": worker_id})
+    rows = await execute(session, _JOBS_OF_WORKER, {"worker_id": worker_id})
     return list(rows.scalars())
 
 
@@ -63,8 +63,8 @@ async def _touch_worker(
         WorkerNotFound: No such worker.
         Forbidden: The worker belongs to somebody else.
     """
-    touched = await session.execute(
-        _TOUCH, {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
+    touched = await execute(
+        session, _TOUCH, {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
     )
     if touched.scalar_one_or_none() is None:
         await owned_worker(session, actor, worker_id, allow_superuser=False)

@@ -22,7 +22,7 @@ from zndraw_joblib_core import (
     is_valid_room_id,
 )
 from zndraw_joblib_server.models import Job
-from zndraw_joblib_server.services.records import TASKS, TaskLike
+from zndraw_joblib_server.services.records import TASKS, TaskLike, execute
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
@@ -164,7 +164,7 @@ async def queue_positions(
             "run_after": task.run_after,
             "created_at": task.created_at,
         }
-        return {task.id: int((await session.execute(_AHEAD_OF_ONE, params)).scalar_one()) + 1}
+        return {task.id: int((await execute(session, _AHEAD_OF_ONE, params)).scalar_one()) + 1}
     # Several: rank the pending tasks of their jobs once, in claim order.
     ranked = (
         select(

@@ -27,6 +27,7 @@ __all__ = [
     "UNLOADED",
     "TaskLike",
     "TaskRecord",
+    "execute",
     "fetch",
     "insert_tasks",
     "load",
@@ -195,11 +196,27 @@ TaskLike = Task | TaskRecord
 """A task as an ORM object or as a record: the rules in the services accept either."""
 
 
+_CONNECTION = "zndraw_joblib.connection"
+
+
+async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
+    """Run a Core statement on the session's connection, past the ORM session layer.
+
+    The statements of the hot paths need nothing from the ORM (no identity map, no flush),
+    so they skip ``Session.execute``'s per-statement work; they still run in the session's
+    transaction (the connection is the session's own, fetched once per session).
+    """
+    conn = session.info.get(_CONNECTION)
+    if conn is None:
+        conn = session.info[_CONNECTION] = await session.connection()
+    return await conn.execute(stmt, params)
+
+
 async def fetch(
     session: AsyncSession, stmt: Any, params: Mapping[str, Any] | None = None
 ) -> list[TaskRecord]:
     """Run a statement that returns whole task rows; the rows as records."""
-    result = await session.execute(stmt, params)
+    result = await execute(session, stmt, params)
     keys = tuple(result.keys())
     return [TaskRecord.from_row(keys, row) for row in result]
 
@@ -244,7 +261,7 @@ async def load_one(
 async def insert_tasks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert complete task rows (every column given) in one statement."""
     if rows:
-        await session.execute(insert(TASKS), list(rows))
+        await execute(session, insert(TASKS), list(rows))
 
 
 @lru_cache(maxsize=256)
@@ -268,4 +285,4 @@ async def save(session: AsyncSession, records: Iterable[TaskRecord]) -> None:
         groups.setdefault(tuple(sorted(changed)), []).append(params)
         record._saved.update(changed)
     for columns, params_list in groups.items():
-        await session.execute(_update_statement(columns), params_list)
+        await execute(session, _update_statement(columns), params_list)
