@@ -55,6 +55,14 @@ MAX_BATCH_UPDATE = 500
 
 StatusFilter = Annotated[TaskStatus | None, Query(description="Only tasks in this state.")]
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        description="A repeat with the same key for the same job and room answers what the "
+        "first request created (200) and creates nothing."
+    ),
+]
+
 
 def _applied(wait: float) -> str:
     return f"wait={int(wait)}" if wait == int(wait) else f"wait={wait:g}"
@@ -76,13 +84,7 @@ async def submit_task(
     settings: SettingsDep,
     sink: EventSinkDep,
     body: TaskSubmitRequest,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="A repeat with the same key for the same job and room returns "
-            "the existing task (200) and creates nothing."
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskResponse:
     """Submit a task to a job visible from the room; the payload must match the job's schema."""
     key = task_service.idempotency_key_of(idempotency_key)
@@ -114,13 +116,7 @@ async def submit_tasks(
     settings: SettingsDep,
     sink: EventSinkDep,
     body: TaskBatchSubmitRequest,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="A repeat of the batch with the same key for the same job and room "
-            "returns the tasks of the first (200) and creates nothing."
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskBatchSubmitResponse:
     """Submit several tasks of one job in one transaction: all are created, or none.
 

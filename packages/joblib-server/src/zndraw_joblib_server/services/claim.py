@@ -152,10 +152,10 @@ async def claim_tasks(
     tasks = await fetch(session, _claim_statement(len(job_ids) > 1), params)
     if not tasks:
         return [], job_ids
-    for task in tasks:
-        if task.lease_seconds is not None:
-            task.lease_expires_at = now + timedelta(seconds=task.lease_seconds)
-    await save(session, tasks)
+    own_lease = [t for t in tasks if t.lease_seconds is not None]
+    for task in own_lease:
+        task.lease_expires_at = now + timedelta(seconds=task.lease_seconds or 0)
+    await save(session, own_lease)
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids

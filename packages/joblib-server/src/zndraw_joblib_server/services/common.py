@@ -189,8 +189,12 @@ async def queue_positions(
 
 
 def to_response(task: TaskLike, job_name: str, queue_position: int | None = None) -> TaskResponse:
-    """Serialise a task row."""
-    return TaskResponse(
+    """Serialise a task row.
+
+    The values come typed from the database (aware UTC timestamps, enums, JSON), so the
+    model is built without validating them again.
+    """
+    return TaskResponse.model_construct(
         id=task.id,
         job_name=job_name,
         room_id=task.room_id,
