@@ -56,6 +56,9 @@ class Notifier:
     """Keyed wake-ups within one process (one event loop)."""
 
     _MAX_TRACKED = 50_000
+    UNTRACKED_PREFIXES = ("task:",)
+    """Keys whose history :meth:`notified_since` never needs: their waiters (task reads)
+    subscribe before they read, so there is one key per task and nothing to remember."""
 
     def __init__(self) -> None:
         self._waiters: dict[str, list[Subscription]] = {}
@@ -67,7 +70,8 @@ class Notifier:
     def notified_since(self, keys: Iterable[str], seq: int) -> bool:
         """Whether any of ``keys`` was notified after the notification counter was ``seq``.
 
-        (Conservatively True when the history that old was pruned.)
+        (Conservatively True when the history that old was pruned; keys under
+        :attr:`UNTRACKED_PREFIXES` are not remembered.)
         """
         if seq < self._floor:
             return True
@@ -112,10 +116,11 @@ class Notifier:
             How many subscribers were woken.
         """
         self.seq += 1
-        if len(self._last) >= self._MAX_TRACKED:
-            self._last.clear()
-            self._floor = self.seq
-        self._last[key] = self.seq
+        if not key.startswith(self.UNTRACKED_PREFIXES):
+            if len(self._last) >= self._MAX_TRACKED:
+                self._last.clear()
+                self._floor = self.seq
+            self._last[key] = self.seq
         woken = 0
         for sub in list(self._waiters.get(key, ())):
             if limit is not None and woken >= limit:
