@@ -18,6 +18,7 @@ from zndraw_joblib_core import (
     MAX_CLAIM_BATCH,
     MAX_PAGE_LIMIT,
     MAX_PRIORITY,
+    MAX_SUBMIT_BATCH,
     MIN_PRIORITY,
     JobRegisterRequest,
     JobResponse,
@@ -26,6 +27,8 @@ from zndraw_joblib_core import (
     ProblemDetail,
     RequestModel,
     ResponseModel,
+    TaskBatchSubmitRequest,
+    TaskBatchSubmitResponse,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
     TaskBatchUpdateResponse,
@@ -87,6 +90,9 @@ REQUEST_SAMPLES: list[RequestModel] = [
         timeout_seconds=30.0,
     ),
     TaskSubmitRequest(),
+    TaskBatchSubmitRequest(
+        items=[TaskSubmitRequest(payload={"n": 1}), TaskSubmitRequest(priority=3, max_attempts=2)]
+    ),
     TaskClaimRequest(worker_id=W1, max_tasks=7),
     TaskUpdateRequest(
         status=TaskStatus.COMPLETED,
@@ -126,6 +132,7 @@ RESPONSE_SAMPLES: list[ResponseModel] = [
     _task(status=TaskStatus.COMPLETED, completed_at=T0 + timedelta(hours=1), result=42),
     TaskClaimResponse(task=None, tasks=[]),
     TaskClaimResponse(task=_task(id=W1), tasks=[_task(id=W1), _task(id=W2)]),
+    TaskBatchSubmitResponse(items=[_task(id=W1, status=TaskStatus.PENDING), _task(id=W2)]),
     TaskBatchUpdateOutcome(task_id=W1, ok=True, task=_task(id=W1)),
     TaskBatchUpdateResponse(
         items=[
@@ -189,6 +196,7 @@ def test_request_and_response_models_are_the_expected_split() -> None:
         TaskClaimRequest,
         TaskUpdateRequest,
         TaskBatchUpdateItem,
+        TaskBatchSubmitRequest,
     }
 
 
@@ -606,3 +614,12 @@ def test_page_wire_shape() -> None:
 def test_page_json_schema_names_the_item_type() -> None:
     schema = json.dumps(Page[TaskResponse].model_json_schema())
     assert "TaskResponse" in schema
+
+
+@pytest.mark.parametrize("count", [0, MAX_SUBMIT_BATCH + 1])
+def test_batch_submit_size_limits(count: int) -> None:
+    with pytest.raises(ValidationError):
+        TaskBatchSubmitRequest(items=[TaskSubmitRequest()] * count)
+    assert len(TaskBatchSubmitRequest(items=[TaskSubmitRequest()] * MAX_SUBMIT_BATCH).items) == (
+        MAX_SUBMIT_BATCH
+    )

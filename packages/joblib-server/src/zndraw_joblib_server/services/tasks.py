@@ -213,6 +213,7 @@ async def submit_tasks(
     else:
         try:
             async with session.begin_nested():
+                await session.connection()  # emits the SAVEPOINT before the insert
                 await insert_tasks(session, rows)
         except IntegrityError:  # the same key submitted concurrently by another process
             found = await _by_keys(session, job.id, room_id, keys)
