@@ -20,7 +20,7 @@ from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
-from zndraw_joblib_server.services.records import TASKS, execute, fetch, save
+from zndraw_joblib_server.services.records import TASKS, execute, fetch, save, task_param
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -71,10 +71,6 @@ async def _touch_worker(
         raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
 
 
-def _param(name: str, column: str) -> Any:
-    return bindparam(name, type_=TASKS.c[column].type)
-
-
 @lru_cache(maxsize=2)
 def _claim_statement(several_jobs: bool) -> Any:
     """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
@@ -85,14 +81,14 @@ def _claim_statement(several_jobs: bool) -> Any:
     served = (
         TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
         if several_jobs
-        else TASKS.c.job_id == _param("b_job_id", "job_id")
+        else TASKS.c.job_id == task_param("b_job_id", "job_id")
     )
     claimable = (
         select(TASKS.c.id)
         .where(
             TASKS.c.status == TaskStatus.PENDING,
             served,
-            TASKS.c.run_after <= _param("b_now", "run_after"),
+            TASKS.c.run_after <= task_param("b_now", "run_after"),
         )
         .order_by(TASKS.c.priority.desc(), TASKS.c.run_after, TASKS.c.created_at)
         .limit(bindparam("b_limit", type_=Integer))
@@ -104,10 +100,10 @@ def _claim_statement(several_jobs: bool) -> Any:
         .where(TASKS.c.id.in_(select(claimable.c.id)))
         .values(
             status=TaskStatus.CLAIMED,
-            worker_id=_param("b_worker", "worker_id"),
+            worker_id=task_param("b_worker", "worker_id"),
             attempt=TASKS.c.attempt + 1,
-            claimed_at=_param("b_claimed_at", "claimed_at"),
-            lease_expires_at=_param("b_lease_until", "lease_expires_at"),
+            claimed_at=task_param("b_claimed_at", "claimed_at"),
+            lease_expires_at=task_param("b_lease_until", "lease_expires_at"),
             version=TASKS.c.version + 1,
         )
         .returning(*TASKS.c)

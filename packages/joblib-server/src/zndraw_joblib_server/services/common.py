@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -22,7 +22,7 @@ from zndraw_joblib_core import (
     is_valid_room_id,
 )
 from zndraw_joblib_server.models import Job
-from zndraw_joblib_server.services.records import TASKS, TaskLike, execute
+from zndraw_joblib_server.services.records import TASKS, TaskLike, execute, task_param
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
@@ -133,12 +133,13 @@ def _counts_ahead(job_id: Any, priority: Any, run_after: Any, created_at: Any) -
     return counts[0] + counts[1] + counts[2]
 
 
-def _bound(name: str) -> Any:
-    return bindparam(name, type_=TASKS.c[name].type)
-
-
 _AHEAD_OF_ONE = select(
-    _counts_ahead(_bound("job_id"), _bound("priority"), _bound("run_after"), _bound("created_at"))
+    _counts_ahead(
+        task_param("job_id"),
+        task_param("priority"),
+        task_param("run_after"),
+        task_param("created_at"),
+    )
 )
 """The count ahead of one task, built once (no statement construction per request)."""
 

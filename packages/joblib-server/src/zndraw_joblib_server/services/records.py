@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "load_one",
     "save",
+    "task_param",
 ]
 
 TASKS = Task.__table__
@@ -163,10 +164,6 @@ class TaskRecord:
         """A snapshot of the current values (saved as they are now)."""
         return TaskRecord({name: getattr(self, name) for name in FIELDS})
 
-    def mark_saved(self) -> None:
-        """Take the current values as the stored ones."""
-        self._saved = {name: getattr(self, name) for name in FIELDS}
-
 
 FIELDS: tuple[str, ...] = tuple(column.key for column in TASKS.columns)
 if set(FIELDS) != set(TaskRecord.__slots__) - {"_saved"}:  # pragma: no cover
@@ -264,12 +261,22 @@ async def insert_tasks(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
         await execute(session, insert(TASKS), list(rows))
 
 
+def task_param(name: str, column: str | None = None) -> Any:
+    """A bound parameter typed like the tasks table's ``column`` (default: ``name``).
+
+    Prebuilt statements need the column's type on their parameters (UUIDs, UTC timestamps,
+    enums are converted by it). Inside ``update().values()`` a parameter may not share a
+    column's name, hence ``column``.
+    """
+    return bindparam(name, type_=TASKS.c[column or name].type)
+
+
 @lru_cache(maxsize=256)
 def _update_statement(columns: tuple[str, ...]) -> Update:
     return (
         update(TASKS)
-        .where(TASKS.c.id == bindparam("b_id", type_=TASKS.c.id.type))
-        .values({name: bindparam(f"v_{name}", type_=TASKS.c[name].type) for name in columns})
+        .where(TASKS.c.id == task_param("b_id", "id"))
+        .values({name: task_param(f"v_{name}", name) for name in columns})
     )
 
 
