@@ -60,6 +60,7 @@ __all__ = [
     "list_room_tasks",
     "load_task",
     "respond",
+    "respond_all",
     "submit_task",
     "submit_tasks",
 ]
@@ -90,11 +91,16 @@ def validate_payload(schema: dict[str, Any], payload: dict[str, Any]) -> None:
         )
 
 
+async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[TaskResponse]:
+    """Serialise tasks with their job names and queue positions (one query each at most)."""
+    names = await job_names(session, {t.job_id for t in tasks})
+    positions = await queue_positions(session, tasks)
+    return [to_response(t, names[t.job_id], positions.get(t.id)) for t in tasks]
+
+
 async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
     """Serialise one task with its job name and queue position."""
-    names = await job_names(session, [task.job_id])
-    positions = await queue_positions(session, [task])
-    return to_response(task, names[task.job_id], positions.get(task.id))
+    return (await respond_all(session, [task]))[0]
 
 
 def _check_submit(
@@ -202,7 +208,7 @@ async def submit_tasks(
     if keys is not None:
         found = await _by_keys(session, job.id, room_id, keys)
         if found:
-            return await _responses(session, found), False
+            return await respond_all(session, found), False
     now = utcnow()
     rows = [
         _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
@@ -219,7 +225,7 @@ async def submit_tasks(
             found = await _by_keys(session, job.id, room_id, keys)
             if not found:
                 raise
-            return await _responses(session, found), False
+            return await respond_all(session, found), False
     tasks = [TaskRecord(row) for row in rows]
     await announce(uow, tasks, now, claimable=tasks, watched=False)
     if uow.record_events:
@@ -255,12 +261,6 @@ def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
     if not idempotency_key:
         return None
     return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count)]
-
-
-async def _responses(session: AsyncSession, tasks: list[TaskRecord]) -> list[TaskResponse]:
-    names = await job_names(session, {t.job_id for t in tasks})
-    positions = await queue_positions(session, tasks)
-    return [to_response(t, names[t.job_id], positions.get(t.id)) for t in tasks]
 
 
 async def _by_keys(
@@ -371,9 +371,7 @@ async def _list(
                 )
             ).scalars()
         )
-    names = await job_names(session, {t.job_id for t in tasks})
-    positions = await queue_positions(session, tasks)
-    items = [to_response(t, names[t.job_id], positions.get(t.id)) for t in tasks]
+    items = await respond_all(session, tasks)
     return Page[TaskResponse](items=items, total=total or 0, limit=limit, offset=offset)
 
 

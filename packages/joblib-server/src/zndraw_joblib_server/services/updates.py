@@ -28,13 +28,15 @@ from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
-    job_names,
-    queue_positions,
     requeue,
-    to_response,
 )
 from zndraw_joblib_server.services.records import TaskLike, TaskRecord, load, save
-from zndraw_joblib_server.services.tasks import cancel_record, check_cancel, lease_for
+from zndraw_joblib_server.services.tasks import (
+    cancel_record,
+    check_cancel,
+    lease_for,
+    respond_all,
+)
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
@@ -234,14 +236,10 @@ async def _update_all(
 async def _responses(
     session: AsyncSession, outcomes: list[tuple[uuid.UUID, Outcome | None]]
 ) -> list[TaskResponse | ProblemError]:
-    snapshots = [o for _, o in outcomes if isinstance(o, TaskRecord)]
-    names = await job_names(session, {t.job_id for t in snapshots})
-    positions = await queue_positions(session, snapshots)
-    return [
-        o if isinstance(o, ProblemError) else to_response(o, names[o.job_id], positions.get(o.id))
-        for _, o in outcomes
-        if o is not None
-    ]
+    answers = iter(
+        await respond_all(session, [o for _, o in outcomes if isinstance(o, TaskRecord)])
+    )
+    return [o if isinstance(o, ProblemError) else next(answers) for _, o in outcomes]
 
 
 async def update_task(
