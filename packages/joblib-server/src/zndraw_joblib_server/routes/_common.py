@@ -18,7 +18,15 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.dependencies import settings_of
 
-__all__ = ["JobLibRoute", "Limit", "Offset", "PreferHeader", "problems", "wait_seconds"]
+__all__ = [
+    "JobLibRoute",
+    "Limit",
+    "Offset",
+    "PreferHeader",
+    "prefers_minimal",
+    "problems",
+    "wait_seconds",
+]
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,9}(?:\.\d{1,6})?)(?:$|[,;\s])")
 
@@ -60,6 +68,16 @@ def wait_seconds(prefer: str | None, cap: float) -> float | None:
         return None
     value = min(float(match.group(1)), cap)
     return value if value > 0 else None
+
+
+def prefers_minimal(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header asks for ``return=minimal`` (RFC 7240)."""
+    if not prefer:
+        return False
+    tokens = (
+        part.strip().lower().replace(" ", "") for part in prefer.replace(";", ",").split(",")
+    )
+    return "return=minimal" in tokens
 
 
 PreferHeader = Annotated[

@@ -39,6 +39,7 @@ from zndraw_joblib_server.routes._common import (
     Limit,
     Offset,
     PreferHeader,
+    prefers_minimal,
     problems,
     wait_seconds,
 )
@@ -363,7 +364,7 @@ async def update_tasks(
     ] = None,
 ) -> TaskBatchUpdateResponse:
     """Apply several task updates in one request; each entry succeeds or fails on its own."""
-    minimal = _prefers_minimal(prefer)
+    minimal = prefers_minimal(prefer)
     async with db.write(sink) as uow:
         outcomes = await update_service.update_tasks(
             uow, actor, access, items, settings, minimal=minimal
@@ -371,16 +372,6 @@ async def update_tasks(
     if minimal:
         response.headers["Preference-Applied"] = "return=minimal"
     return TaskBatchUpdateResponse(items=outcomes)
-
-
-def _prefers_minimal(prefer: str | None) -> bool:
-    """Whether a ``Prefer`` header asks for ``return=minimal``."""
-    if not prefer:
-        return False
-    tokens = (
-        part.strip().lower().replace(" ", "") for part in prefer.replace(";", ",").split(",")
-    )
-    return "return=minimal" in tokens
 
 
 @router.post(
