@@ -105,6 +105,11 @@ def test_sigkilled_worker_task_is_rerun_once_by_another_worker_and_fenced(
         task = client.submit("lab:modifiers:Slow", "lab", payload=payload, max_attempts=3)
         running = _until(client, task.id, TaskStatus.RUNNING)
         assert str(running.worker_id) == dead_worker
+        # RUNNING is reported before run() starts: wait for the extension's own start marker
+        deadline = time.monotonic() + WAIT
+        while not worker_procs.executions("start"):
+            assert time.monotonic() < deadline, first.log()
+            time.sleep(0.05)
         first.process.kill()
         first.wait_exit(10)
 
