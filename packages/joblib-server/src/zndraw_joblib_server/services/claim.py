@@ -17,7 +17,7 @@ from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
-from zndraw_joblib_server.models import Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.models import Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.records import TASKS, execute, fetch, save, task_param
@@ -157,14 +157,15 @@ async def claim_tasks(
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
 
 
+_NEXT_DUE = select(func.min(TASKS.c.run_after)).where(
+    TASKS.c.status == TaskStatus.PENDING, TASKS.c.job_id.in_(bindparam("ids", expanding=True))
+)
+"""When the earliest pending task of some jobs falls due, built once (every parked claim)."""
+
+
 async def next_due(session: AsyncSession, job_ids: list[uuid.UUID]) -> datetime | None:
     """When the earliest pending task of ``job_ids`` becomes claimable (None: no such task)."""
     if not job_ids:
         return None
-    return (
-        await session.execute(
-            select(func.min(Task.run_after)).where(
-                Task.status == TaskStatus.PENDING, Task.job_id.in_(job_ids)
-            )
-        )
-    ).scalar()
+    due: datetime | None = (await execute(session, _NEXT_DUE, {"ids": job_ids})).scalar()
+    return due

@@ -87,13 +87,13 @@ def check_size(what: str, value: Any, limit: int) -> None:
         raise PayloadTooLarge(f"The {what} is {size} bytes; the limit is {limit}.", limit=limit)
 
 
-def remember_name(job: Job) -> str:
+def remember_name(job_id: uuid.UUID, room_id: str, category: str, name: str) -> str:
     """Cache and return a job's full name (a job's name never changes)."""
-    name = build_job_name(job.room_id, job.category, job.name)
+    full_name = build_job_name(room_id, category, name)
     if len(_names) >= _MAX_CACHED_NAMES:
         _names.clear()
-    _names[job.id] = name
-    return name
+    _names[job_id] = full_name
+    return full_name
 
 
 async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:

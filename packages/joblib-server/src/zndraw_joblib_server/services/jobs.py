@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,7 @@ from zndraw_joblib_core import (
     SchemaConflict,
     TaskStatus,
     WorkerNotFound,
+    build_job_name,
     is_valid_job_part,
     parse_job_name,
     visible_rooms,
@@ -35,10 +37,12 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
+from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
+    "ActiveJob",
     "get_job",
     "job_response",
     "list_jobs",
@@ -147,14 +151,30 @@ async def register_job(
         session.add(WorkerJobLink(worker_id=worker.id, job_id=job.id))
         uow.wake_all(f"worker:{worker.id}")  # a waiting claim of this worker: new job
     await session.flush()
-    remember_name(job)
+    remember_name(job.id, job.room_id, job.category, job.name)
     uow.events.append(JobsChanged(room_id=room_id))
     workers = (await workers_of(session, [job.id]))[job.id]
     return job_response(job, workers, worker.id), created
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveJob:
+    """The columns of an active job that submits and job reads need (no ORM object)."""
+
+    id: uuid.UUID
+    room_id: str
+    category: str
+    name: str
+    schema_: dict[str, Any]
+
+    @property
+    def full_name(self) -> str:
+        """``{room_id}:{category}:{name}``."""
+        return build_job_name(self.room_id, self.category, self.name)
+
+
 def job_response(
-    job: Job, workers: list[uuid.UUID], worker_id: uuid.UUID | None = None
+    job: Job | ActiveJob, workers: list[uuid.UUID], worker_id: uuid.UUID | None = None
 ) -> JobResponse:
     """Serialise a job row."""
     return JobResponse(
@@ -185,7 +205,19 @@ async def workers_of(
     return {jid: result.get(jid, []) for jid in job_ids}
 
 
-async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> Job:
+_JOBS = Job.__table__
+_ACTIVE_JOB = select(
+    _JOBS.c.id, _JOBS.c.room_id, _JOBS.c.category, _JOBS.c.name, _JOBS.c.schema
+).where(
+    _JOBS.c.room_id == bindparam("room_id"),
+    _JOBS.c.category == bindparam("category"),
+    _JOBS.c.name == bindparam("name"),
+    _JOBS.c.deleted.is_(False),
+)
+"""The active job of a name, built once (the hot path of every submit)."""
+
+
+async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> ActiveJob:
     """Find the active job ``job_name`` as seen from ``room_id``.
 
     A room sees its own jobs and ``@global`` ones; anything else is :class:`JobNotFound`.
@@ -196,19 +228,12 @@ async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> Job
         raise JobNotFound(f"Job '{job_name}' not found: expected 'room:category:name'.")
     if parts.room_id not in visible_rooms(room_id):
         raise JobNotFound(f"Job '{job_name}' not found in room '{room_id}'.")
-    job = (
-        await session.execute(
-            select(Job).where(
-                Job.room_id == parts.room_id,
-                Job.category == parts.category,
-                Job.name == parts.name,
-                Job.deleted.is_(False),
-            )
-        )
-    ).scalar_one_or_none()
-    if job is None:
+    params = {"room_id": parts.room_id, "category": parts.category, "name": parts.name}
+    row = (await execute(session, _ACTIVE_JOB, params)).first()
+    if row is None:
         raise JobNotFound(f"Job '{job_name}' not found.")
-    remember_name(job)
+    job = ActiveJob(row.id, row.room_id, row.category, row.name, row.schema)
+    remember_name(job.id, job.room_id, job.category, job.name)
     return job
 
 

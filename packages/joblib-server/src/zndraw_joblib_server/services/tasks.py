@@ -27,7 +27,7 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
-from zndraw_joblib_server.models import Job, Task, utcnow
+from zndraw_joblib_server.models import Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
@@ -396,7 +396,7 @@ async def list_job_tasks(
     offset: int,
 ) -> Page[TaskResponse]:
     """Tasks of one job submitted from ``room_id``, newest first."""
-    job: Job = await resolve_job(session, room_id, job_name)
+    job = await resolve_job(session, room_id, job_name)
     return await _list(
         session, [Task.job_id == job.id, Task.room_id == room_id], status, limit, offset
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -30,7 +30,7 @@ from zndraw_joblib_server.services.common import (
     check_size,
     requeue,
 )
-from zndraw_joblib_server.services.records import TaskLike, TaskRecord, load, save
+from zndraw_joblib_server.services.records import TaskLike, TaskRecord, execute, load, save
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
@@ -43,13 +43,18 @@ from zndraw_joblib_server.storage import UnitOfWork
 __all__ = ["update_task", "update_tasks"]
 
 
+_WORKERS = Worker.__table__
+_OWNERS = select(_WORKERS.c.id, _WORKERS.c.user_id).where(
+    _WORKERS.c.id.in_(bindparam("ids", expanding=True))
+)
+"""Owners of workers, built once (every worker update reads them)."""
+
+
 async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     """The owning user of each existing worker among ``worker_ids``."""
     if not worker_ids:
         return {}
-    rows = await session.execute(
-        select(Worker.id, Worker.user_id).where(Worker.id.in_(list(worker_ids)))
-    )
+    rows = await execute(session, _OWNERS, {"ids": list(worker_ids)})
     return dict(rows.tuples().all())
 
 

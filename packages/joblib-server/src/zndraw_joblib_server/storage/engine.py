@@ -14,7 +14,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from zndraw_joblib_server.storage.sqlite_inline import inline_creator
+from zndraw_joblib_server.storage.sqlite_inline import InlineConnection, inline_creator
 
 __all__ = ["create_engine", "is_memory_sqlite"]
 
@@ -60,7 +60,11 @@ def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, memory
     # SQLAlchemy transaction (SQLAlchemy's documented recipe).
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        driver = conn.connection.driver_connection
+        if isinstance(driver, InlineConnection):
+            driver.begin()  # straight to sqlite3, not a statement through SQLAlchemy
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

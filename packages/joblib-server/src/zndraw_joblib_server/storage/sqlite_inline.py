@@ -112,6 +112,10 @@ class InlineConnection:
         """Register a SQL function."""
         self._conn.create_function(*args, **kwargs)
 
+    def begin(self) -> None:
+        """Open a transaction at once (called from SQLAlchemy's synchronous ``begin`` event)."""
+        self._conn.execute("BEGIN")
+
     async def commit(self) -> None:
         """Commit the transaction."""
         self._conn.commit()
