@@ -42,6 +42,11 @@ class JobLibSettings(BaseSettings):
     long_poll_max_wait_seconds: float = Field(
         default=60.0, ge=0, description="Cap on `Prefer: wait=N` for task reads and claims."
     )
+    claim_handoff: bool = Field(
+        default=True,
+        description="A submit claims its new tasks for claims waiting in the same process, "
+        "inside its own transaction, so they answer without a claim transaction of their own.",
+    )
     claim_poll_interval_seconds: float = Field(
         default=30.0,
         gt=0,

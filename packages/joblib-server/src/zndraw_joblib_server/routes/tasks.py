@@ -48,7 +48,7 @@ from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import Database, EventSink, Subscription
+from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"])
 
@@ -223,14 +223,17 @@ async def _wait_and_claim(
 
     While a woken claim is running, the subscription stays fired, so the next submit wakes
     another waiter rather than this busy one; a submit this claim may have missed makes it
-    look again at once.
+    look again at once. With ``claim_handoff`` a submit in this process claims for the
+    waiting request inside its own transaction (``services.claim.hand_off``), and the request
+    answers with what it was handed.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     tasks: list[TaskResponse] = []
     worker_key = f"worker:{body.worker_id}"
     job_keys = [f"job:{j}" for j in job_ids]
-    async with db.notifier.subscribe([worker_key, *job_keys]) as sub:
+    offer = ClaimOffer(actor, body.worker_id, body.max_tasks) if settings.claim_handoff else None
+    async with db.notifier.subscribe([worker_key, *job_keys], offer) as sub:
         # A submit may have committed between the empty claim and the subscription.
         woken = db.notifier.notified_since([worker_key, *job_keys], seq)
         while not tasks:
@@ -242,6 +245,9 @@ async def _wait_and_claim(
                 if due is not None:
                     pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
                 woken = await sub.wait(pause, consume=False)
+                tasks = await sub.take_handed()  # a submit in this process claimed for us
+                if tasks:
+                    break
                 if not woken and due is None and pause >= remaining:
                     break  # nothing arrived and nothing fell due: no need to look
             mark = db.notifier.seq

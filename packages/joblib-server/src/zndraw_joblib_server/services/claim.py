@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_core import TaskResponse, TaskStatus, WorkerNotFound
+from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.models import Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
@@ -25,7 +25,7 @@ from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
-__all__ = ["claim_tasks", "claimable_jobs", "next_due"]
+__all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]
 
 
 WORKERS = Worker.__table__
@@ -155,6 +155,47 @@ async def claim_tasks(
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
+
+
+async def hand_off(
+    uow: UnitOfWork, job_id: uuid.UUID, new_ids: set[uuid.UUID], settings: JobLibSettings
+) -> None:
+    """Claim newly submitted tasks of ``job_id`` for claims waiting in this process.
+
+    Runs in the submit's transaction, after its tasks are inserted. Each waiting claim it
+    reserves is served exactly as its own claim would be (its worker's heartbeat, the jobs
+    that worker serves, priority order, its ``max_tasks``); the waiting request answers with
+    the tasks once the submit commits, without a transaction of its own, and gets nothing
+    (so it claims for itself) if the submit rolls back. A waiter whose worker is gone or not
+    its caller's is left to find that out itself. Waiting claims in other processes are
+    woken as before for what is left.
+    """
+    if uow.parked is None or not new_ids:
+        return
+    key = f"job:{job_id}"
+    handed = 0
+    while handed < len(new_ids):
+        sub = uow.parked.reserve(key)
+        if sub is None or sub.offer is None:
+            break
+        uow.handoffs[sub] = []
+        offer = sub.offer
+        try:
+            tasks, _ = await claim_tasks(
+                uow, offer.actor, offer.worker_id, offer.max_tasks, settings
+            )
+        except (WorkerNotFound, Forbidden):
+            continue
+        uow.handoffs[sub] = tasks
+        if not tasks:
+            break  # nothing due after all: no other waiter would find anything either
+        handed += sum(1 for t in tasks if t.id in new_ids)
+    wake = uow.wake.get(key)
+    if handed and wake is not None:  # wake only as many other waiters as tasks are left
+        if wake > handed:
+            uow.wake[key] = wake - handed
+        else:
+            del uow.wake[key]
 
 
 _NEXT_DUE = select(func.min(TASKS.c.run_after)).where(

@@ -29,6 +29,7 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.models import Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
+from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
@@ -233,6 +234,8 @@ async def submit_tasks(
             TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
         )
     positions = await _new_positions(session, tasks)
+    # Answered as submitted (pending, with its position) even when a waiting claim takes it.
+    await hand_off(uow, job.id, {t.id for t in tasks if t.run_after <= now}, settings)
     name = job.full_name
     return [to_response(t, name, positions.get(t.id)) for t in tasks], True
 

@@ -8,9 +8,10 @@ from zndraw_joblib_server.storage.database import (
     get_database,
 )
 from zndraw_joblib_server.storage.engine import create_engine, is_memory_sqlite
-from zndraw_joblib_server.storage.notifier import Notifier, Subscription
+from zndraw_joblib_server.storage.notifier import ClaimOffer, Notifier, Subscription
 
 __all__ = [
+    "ClaimOffer",
     "Database",
     "EventSink",
     "Notifier",

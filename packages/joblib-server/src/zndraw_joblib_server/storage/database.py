@@ -16,13 +16,14 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage.notifier import Notifier
+from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 
 __all__ = ["Database", "EventSink", "UnitOfWork", "get_database"]
@@ -49,6 +50,11 @@ class UnitOfWork:
     wake: dict[str, int | None] = field(default_factory=dict)
     record_events: bool = True
     """Whether anybody will receive the events (when not, services skip building them)."""
+    parked: Notifier | None = None
+    """Where waiting claims may be reserved for a hand-off (None: hand-offs are off)."""
+    handoffs: dict[Subscription, list[Any]] = field(default_factory=dict)
+    """Reserved waiting claims and what this transaction claimed for each; settled after
+    commit (with nothing after a rollback)."""
 
     def wake_all(self, key: str) -> None:
         """Wake every long-poll waiting on ``key`` after commit."""
@@ -134,15 +140,24 @@ class Database:
                 ``uow.events``).
         """
         async with self._gate(), self.session_maker() as session:
-            uow = UnitOfWork(session, record_events=sink is not None or keep_events)
+            uow = UnitOfWork(
+                session,
+                record_events=sink is not None or keep_events,
+                parked=self.notifier if self.settings.claim_handoff else None,
+            )
+            committed = False
             try:
                 yield uow
                 if self.pubsub is not None and uow.wake:
                     await self.pubsub.publish(session, uow.wake)
                 await session.commit()
+                committed = True
             except BaseException:
                 await session.rollback()
                 raise
+            finally:
+                for sub, tasks in uow.handoffs.items():
+                    sub.settle(tasks if committed else [])
         self.announce(uow.wake)
         if sink is not None and uow.events:
             await deliver(sink, list(dict.fromkeys(uow.events)))  # events are hashable

@@ -2,6 +2,11 @@
 
 Waiters subscribe to string keys (``task:{id}``, ``job:{id}``) *before* they read the
 database, so a change committed between their read and their wait still wakes them.
+
+A waiting claim may also subscribe with an *offer* (:class:`ClaimOffer`): a submit in the
+same process then reserves it (:meth:`Notifier.reserve`), claims the new task for it inside
+the submit's own transaction, and hands the claimed tasks over after commit
+(:meth:`Subscription.settle`), so the waiting claim answers without a transaction of its own.
 """
 
 from __future__ import annotations
@@ -9,16 +14,41 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Notifier", "Subscription"]
+__all__ = ["ClaimOffer", "Notifier", "Subscription"]
+
+
+@dataclass(frozen=True)
+class ClaimOffer:
+    """What a submit needs to claim tasks on behalf of a waiting claim.
+
+    Attributes:
+        actor: The caller of the waiting claim.
+        worker_id: The worker it claims for.
+        max_tasks: How many tasks it takes at most.
+    """
+
+    actor: Any
+    worker_id: Any
+    max_tasks: int
 
 
 class Subscription:
-    """One waiter's interest in a set of keys."""
+    """One waiter's interest in a set of keys (and, for a claim, its hand-off state)."""
 
-    def __init__(self, keys: frozenset[str]) -> None:
+    def __init__(self, keys: frozenset[str], offer: ClaimOffer | None = None) -> None:
         self.keys = keys
+        self.offer = offer
+        self.parked = False
+        """True only while the waiter sleeps in :meth:`wait` (it may then be reserved)."""
+        self.reserved = False
+        """A submit is claiming for this waiter; :meth:`settle` ends the reservation."""
+        self.handed: list[Any] = []
+        """What a settled reservation claimed for the waiter (empty: nothing)."""
         self._event = asyncio.Event()
+        self._settled = asyncio.Event()
 
     def _fire(self) -> None:
         self._event.set()
@@ -40,8 +70,12 @@ class Subscription:
             True when woken by a notification, False on timeout.
         """
         if seconds > 0 and not self._event.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), seconds)
+            self.parked = True
+            try:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._event.wait(), seconds)
+            finally:
+                self.parked = False
         fired = self._event.is_set()
         if consume:
             self.clear()
@@ -50,6 +84,21 @@ class Subscription:
     def clear(self) -> None:
         """Re-arm: the next notification of one of the keys may wake this waiter."""
         self._event.clear()
+
+    def settle(self, tasks: list[Any]) -> None:
+        """End a reservation: hand ``tasks`` over (empty: nothing was claimed) and wake."""
+        self.handed = list(tasks)
+        self.reserved = False
+        self._settled.set()
+        self._fire()
+
+    async def take_handed(self) -> list[Any]:
+        """What a submit claimed for this waiter; waits while a reservation is open."""
+        if self.reserved:
+            await self._settled.wait()
+        handed, self.handed = self.handed, []
+        self._settled.clear()
+        return handed
 
 
 class Notifier:
@@ -86,10 +135,29 @@ class Notifier:
         """The keys that have subscribers now."""
         return list(self._waiters)
 
+    def reserve(self, key: str) -> Subscription | None:
+        """Reserve the longest-waiting claim on ``key`` that offers hand-offs, if any.
+
+        Only a waiter asleep in :meth:`Subscription.wait` and not already woken qualifies.
+        The caller must :meth:`Subscription.settle` it whatever happens.
+        """
+        for sub in self._waiters.get(key, ()):
+            if sub.offer is not None and sub.parked and not sub.reserved and not sub.fired:
+                sub.reserved = True
+                return sub
+        return None
+
     @asynccontextmanager
-    async def subscribe(self, keys: Iterable[str]) -> AsyncIterator[Subscription]:
-        """Register interest in ``keys`` for the duration of the block."""
-        sub = Subscription(frozenset(keys))
+    async def subscribe(
+        self, keys: Iterable[str], offer: ClaimOffer | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Register interest in ``keys`` for the duration of the block.
+
+        Args:
+            keys: The keys to wake on.
+            offer: For a waiting claim: lets a submit claim for it (see :meth:`reserve`).
+        """
+        sub = Subscription(frozenset(keys), offer)
         for key in sub.keys:
             self._waiters.setdefault(key, []).append(sub)
         try:
@@ -125,7 +193,7 @@ class Notifier:
         for sub in list(self._waiters.get(key, ())):
             if limit is not None and woken >= limit:
                 break
-            if limit is not None and sub.fired:
+            if limit is not None and (sub.fired or sub.reserved):
                 continue
             sub._fire()
             woken += 1
