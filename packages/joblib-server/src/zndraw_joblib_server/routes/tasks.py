@@ -252,13 +252,15 @@ async def _wait_and_claim(
                     break  # nothing arrived and nothing fell due: no need to look
             mark = db.notifier.seq
             async with db.write(sink) as uow:
-                tasks, _ = await claim_service.claim_tasks(
+                tasks, served = await claim_service.claim_tasks(
                     uow, actor, body.worker_id, body.max_tasks, settings
                 )
                 if not tasks:
                     due = await claim_service.next_due(uow.session, job_ids)
             sub.clear()
-            if not tasks and db.notifier.notified_since([worker_key], seq):
+            # Not merely "the worker's key was notified": on PostgreSQL this process also
+            # hears its own notifications again (LISTEN echoes them), possibly late.
+            if not tasks and set(served) != set(job_ids):
                 break  # the worker now serves other jobs: let the client ask again
             woken = not tasks and db.notifier.notified_since(job_keys, mark)
     return tasks
