@@ -190,12 +190,7 @@ async def hand_off(
         if not tasks:
             break  # nothing due after all: no other waiter would find anything either
         handed += sum(1 for t in tasks if t.id in new_ids)
-    wake = uow.wake.get(key)
-    if handed and wake is not None:  # wake only as many other waiters as tasks are left
-        if wake > handed:
-            uow.wake[key] = wake - handed
-        else:
-            del uow.wake[key]
+    uow.wake_fewer(key, handed)  # wake only as many other waiters as tasks are left
 
 
 _NEXT_DUE = select(func.min(TASKS.c.run_after)).where(

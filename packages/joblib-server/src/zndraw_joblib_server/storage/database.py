@@ -67,6 +67,16 @@ class UnitOfWork:
             return
         self.wake[key] = (current or 0) + count
 
+    def wake_fewer(self, key: str, count: int) -> None:
+        """Wake ``count`` fewer long-polls waiting on ``key`` (a wake-all stays one)."""
+        current = self.wake.get(key)
+        if current is None:
+            return
+        if current > count:
+            self.wake[key] = current - count
+        else:
+            del self.wake[key]
+
 
 class Database:
     """Sessions, the write gate and wake-ups for one session maker."""
