@@ -323,6 +323,23 @@ async def test_update_with_a_worker_that_does_not_hold_the_task(as_alice, flow, 
     await flow.move(as_alice, task["id"], "running", worker_id=worker)
 
 
+async def test_update_naming_a_strangers_worker_is_forbidden(
+    as_alice, as_bob, flow, problem
+) -> None:
+    """A worker that holds none of the tasks is still checked for its owner (403, not 409)."""
+    task, _ = await _task_in("claimed", as_alice, flow)
+    bobs = await flow.worker(as_bob)
+    before = await flow.task(as_alice, task["id"])
+    problem(
+        await flow.patch(as_alice, task["id"], status="running", worker_id=bobs), 403, "forbidden"
+    )
+    resp = await as_alice.patch(
+        f"{P}/tasks", json=[{"task_id": task["id"], "status": "running", "worker_id": bobs}]
+    )
+    assert resp.json()["items"][0]["problem"]["type"] == "/v1/problems/forbidden"
+    assert await flow.task(as_alice, task["id"]) == before
+
+
 async def test_update_after_lease_expired_is_lease_lost(as_alice, flow, problem) -> None:
     _, worker, task = await flow.claimed(as_alice, lease_seconds=0.3)
     await asyncio.sleep(0.5)

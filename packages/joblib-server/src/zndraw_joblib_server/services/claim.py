@@ -24,6 +24,7 @@ from zndraw_joblib_server.services.records import TASKS, execute, fetch, save, t
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]
 
@@ -31,10 +32,12 @@ __all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]
 WORKERS = Worker.__table__
 LINKS = WorkerJobLink.__table__
 
-_JOBS_OF_WORKER = select(LINKS.c.job_id).where(
-    LINKS.c.worker_id == bindparam("worker_id", type_=LINKS.c.worker_id.type)
+_JOBS_OF_WORKER = prebuilt(
+    select(LINKS.c.job_id).where(
+        LINKS.c.worker_id == bindparam("worker_id", type_=LINKS.c.worker_id.type)
+    )
 )
-_TOUCH = (
+_TOUCH = prebuilt(
     update(WORKERS)
     .where(
         WORKERS.c.id == bindparam("b_worker_id", type_=WORKERS.c.id.type),
@@ -95,7 +98,7 @@ def _claim_statement(several_jobs: bool) -> Any:
         .with_for_update(skip_locked=True)
         .cte("claimable")
     )
-    return (
+    return prebuilt(
         update(TASKS)
         .where(TASKS.c.id.in_(select(claimable.c.id)))
         .values(
@@ -193,8 +196,11 @@ async def hand_off(
     uow.wake_fewer(key, handed)  # wake only as many other waiters as tasks are left
 
 
-_NEXT_DUE = select(func.min(TASKS.c.run_after)).where(
-    TASKS.c.status == TaskStatus.PENDING, TASKS.c.job_id.in_(bindparam("ids", expanding=True))
+_NEXT_DUE = prebuilt(
+    select(func.min(TASKS.c.run_after)).where(
+        TASKS.c.status == TaskStatus.PENDING,
+        TASKS.c.job_id.in_(bindparam("ids", expanding=True)),
+    )
 )
 """When the earliest pending task of some jobs falls due, built once (every parked claim)."""
 

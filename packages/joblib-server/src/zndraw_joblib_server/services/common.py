@@ -25,6 +25,7 @@ from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import TASKS, TaskLike, execute, task_param
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
     "announce",
@@ -133,12 +134,14 @@ def _counts_ahead(job_id: Any, priority: Any, run_after: Any, created_at: Any) -
     return counts[0] + counts[1] + counts[2]
 
 
-_AHEAD_OF_ONE = select(
-    _counts_ahead(
-        task_param("job_id"),
-        task_param("priority"),
-        task_param("run_after"),
-        task_param("created_at"),
+_AHEAD_OF_ONE = prebuilt(
+    select(
+        _counts_ahead(
+            task_param("job_id"),
+            task_param("priority"),
+            task_param("run_after"),
+            task_param("created_at"),
+        )
     )
 )
 """The count ahead of one task, built once (no statement construction per request)."""

@@ -40,6 +40,7 @@ from zndraw_joblib_server.services.common import check_size, remember_name, vali
 from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
     "ActiveJob",
@@ -206,13 +207,13 @@ async def workers_of(
 
 
 _JOBS = Job.__table__
-_ACTIVE_JOB = select(
-    _JOBS.c.id, _JOBS.c.room_id, _JOBS.c.category, _JOBS.c.name, _JOBS.c.schema
-).where(
-    _JOBS.c.room_id == bindparam("room_id"),
-    _JOBS.c.category == bindparam("category"),
-    _JOBS.c.name == bindparam("name"),
-    _JOBS.c.deleted.is_(False),
+_ACTIVE_JOB = prebuilt(
+    select(_JOBS.c.id, _JOBS.c.room_id, _JOBS.c.category, _JOBS.c.name, _JOBS.c.schema).where(
+        _JOBS.c.room_id == bindparam("room_id"),
+        _JOBS.c.category == bindparam("category"),
+        _JOBS.c.name == bindparam("name"),
+        _JOBS.c.deleted.is_(False),
+    )
 )
 """The active job of a name, built once (the hot path of every submit)."""
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskNotFound, TaskStatus
 from zndraw_joblib_server.models import Task
+from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
     "LIGHT_FIELDS",
@@ -242,7 +243,7 @@ def _load_statement(light: bool, for_update: bool) -> Select[Any]:
     """Tasks by id, built once per shape (parameter ``ids``, a list)."""
     columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else [TASKS]
     stmt = select(*columns).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
-    return stmt.with_for_update() if for_update else stmt
+    return prebuilt(stmt.with_for_update() if for_update else stmt)
 
 
 async def load_one(
@@ -255,10 +256,13 @@ async def load_one(
     return found[task_id]
 
 
+_INSERT = prebuilt(insert(TASKS))
+
+
 async def insert_tasks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert complete task rows (every column given) in one statement."""
     if rows:
-        await execute(session, insert(TASKS), list(rows))
+        await execute(session, _INSERT, list(rows))
 
 
 def task_param(name: str, column: str | None = None) -> Any:
@@ -273,7 +277,7 @@ def task_param(name: str, column: str | None = None) -> Any:
 
 @lru_cache(maxsize=256)
 def _update_statement(columns: tuple[str, ...]) -> Update:
-    return (
+    return prebuilt(
         update(TASKS)
         .where(TASKS.c.id == task_param("b_id", "id"))
         .values({name: task_param(f"v_{name}", name) for name in columns})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -30,7 +33,14 @@ from zndraw_joblib_server.services.common import (
     check_size,
     requeue,
 )
-from zndraw_joblib_server.services.records import TaskLike, TaskRecord, execute, load, save
+from zndraw_joblib_server.services.records import (
+    LIGHT_FIELDS,
+    TASKS,
+    TaskLike,
+    TaskRecord,
+    execute,
+    save,
+)
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
@@ -39,18 +49,25 @@ from zndraw_joblib_server.services.tasks import (
 )
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["update_task", "update_tasks"]
 
 
 _WORKERS = Worker.__table__
-_OWNERS = select(_WORKERS.c.id, _WORKERS.c.user_id).where(
-    _WORKERS.c.id.in_(bindparam("ids", expanding=True))
+_OWNERS = prebuilt(
+    select(_WORKERS.c.id, _WORKERS.c.user_id).where(
+        _WORKERS.c.id.in_(bindparam("ids", expanding=True))
+    )
 )
-"""Owners of workers, built once (every worker update reads them)."""
+"""Owners of workers, built once (for updates naming a worker that holds none of their tasks)."""
 
 
-async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+Owners = dict[uuid.UUID, uuid.UUID | None]
+"""The owning user of each worker looked up (None: no such worker any more)."""
+
+
+async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> Owners:
     """The owning user of each existing worker among ``worker_ids``."""
     if not worker_ids:
         return {}
@@ -58,7 +75,40 @@ async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> dict[uui
     return dict(rows.tuples().all())
 
 
-def _may_act(actor: Actor, task: TaskLike, owners: dict[uuid.UUID, uuid.UUID]) -> bool:
+@lru_cache(maxsize=2)
+def _load_with_owners(light: bool) -> Select[Any]:
+    """Tasks by id (parameter ``ids``), row-locked, each with its worker's owner (last column).
+
+    The owner comes from the same statement, so the usual update (a worker reporting on its
+    own task) needs no second lookup. Only the task rows are locked (``FOR UPDATE OF``).
+    """
+    columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else list(TASKS.c)
+    return prebuilt(
+        select(*columns, _WORKERS.c.user_id.label("worker_owner"))
+        .outerjoin(_WORKERS, _WORKERS.c.id == TASKS.c.worker_id)
+        .where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+        .with_for_update(of=TASKS)
+    )
+
+
+async def _load_for_update(
+    session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+) -> tuple[dict[uuid.UUID, TaskRecord], Owners]:
+    """The existing tasks among ``ids`` (locked), and the owners of the workers holding them."""
+    params = {"ids": list(dict.fromkeys(ids))}
+    result = await execute(session, _load_with_owners(light), params)
+    keys = tuple(result.keys())[:-1]
+    tasks: dict[uuid.UUID, TaskRecord] = {}
+    owners: Owners = {}
+    for row in result:
+        task = TaskRecord.from_row(keys, row[:-1])
+        tasks[task.id] = task
+        if task.worker_id is not None:
+            owners[task.worker_id] = row[-1]
+    return tasks, owners
+
+
+def _may_act(actor: Actor, task: TaskLike, owners: Owners) -> bool:
     if actor.is_superuser:
         return True
     return task.worker_id is not None and owners.get(task.worker_id) == actor.id
@@ -161,7 +211,7 @@ async def _update_one(
     task: TaskRecord | None,
     task_id: uuid.UUID,
     body: TaskUpdateRequest,
-    owners: dict[uuid.UUID, uuid.UUID],
+    owners: Owners,
     now: datetime,
     settings: JobLibSettings,
 ) -> tuple[bool, bool]:
@@ -207,13 +257,13 @@ async def _update_all(
     the problem that refused it.
     """
     session = uow.session
-    tasks = await load(
-        session, [task_id for task_id, _ in items], for_update=True, light=not snapshots
+    tasks, owners = await _load_for_update(
+        session, [task_id for task_id, _ in items], light=not snapshots
     )
-    wanted = {body.worker_id for _, body in items if body.worker_id is not None}
-    if not actor.is_superuser:
-        wanted |= {t.worker_id for t in tasks.values() if t.worker_id is not None}
-    owners = await _owners(session, wanted)
+    # Workers named by an update that holds none of the tasks (their lease is lost anyway,
+    # but a stranger's worker answers 403, not 409) need a lookup of their own.
+    named = {body.worker_id for _, body in items if body.worker_id is not None}
+    owners |= await _owners(session, named - owners.keys())
     now = utcnow()
     outcomes: list[tuple[uuid.UUID, Outcome | None]] = []
     changed: dict[uuid.UUID, TaskRecord] = {}
