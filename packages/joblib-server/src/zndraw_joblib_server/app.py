@@ -69,6 +69,7 @@ def create_app(
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         sqlite_inline=settings.sqlite_inline,
+        ping_idle_seconds=settings.db_ping_idle_seconds,
     )
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
 

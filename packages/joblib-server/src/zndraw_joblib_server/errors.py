@@ -14,6 +14,7 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zndraw_joblib_core import (
@@ -22,6 +23,7 @@ from zndraw_joblib_core import (
     ProblemDetail,
     ProblemError,
     RequestValidationFailed,
+    ServiceUnavailable,
 )
 
 __all__ = ["PROBLEM_JSON", "install_exception_handlers", "problem_response"]
@@ -104,6 +106,25 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     return problem_response(problem, dict(exc.headers or {}))
 
 
+def _unavailable(exc: Exception) -> bool:
+    """Whether a database error means "not reachable now" rather than a bug."""
+    if isinstance(exc, sa_exc.TimeoutError | ConnectionError):
+        return True  # no pooled connection free in time; a new one refused or reset
+    return isinstance(exc, sa_exc.DBAPIError) and (
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    )
+
+
+async def _on_database(request: Request, exc: Exception) -> Response:
+    if not _unavailable(exc):
+        return await _on_unexpected(request, exc)
+    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    problem = ServiceUnavailable("The database is unavailable; retry later.").to_problem()
+    problem.instance = request.url.path
+    return problem_response(problem, {"Retry-After": "1"})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     problem = ProblemDetail(
@@ -120,10 +141,16 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     Core problem types become their problem body; request validation errors become a 422
     ``validation-error`` problem listing each failing field; HTTP errors (e.g. 401 from
-    zndraw-auth) become the matching problem. Errors of the host's other paths keep
-    FastAPI's default format.
+    zndraw-auth) become the matching problem. A database that cannot be reached (a lost
+    connection, a refused or reset one, no pooled connection free in time) answers 503
+    ``service-unavailable`` with ``Retry-After``; the transaction was rolled back (or, if
+    the connection died during the commit, may have committed: retries of submits should
+    carry an ``Idempotency-Key``). Errors of the host's other paths keep FastAPI's default
+    format.
     """
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _on_database)
+    app.add_exception_handler(ConnectionError, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -95,6 +95,13 @@ class JobLibSettings(BaseSettings):
         description="How long a looked-up user (active and superuser flags) is reused by "
         "later requests with a valid token; 0 looks the user up on every request.",
     )
+    db_ping_idle_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="PostgreSQL: a pooled connection idle for longer than this is pinged "
+        "before reuse (and replaced if dead); busy connections are not (a ping costs a round "
+        "trip per transaction). 0 pings on every checkout.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
     )

@@ -1,14 +1,16 @@
 """Engine creation with the right settings per database.
 
 SQLite gets WAL, a busy timeout, foreign keys and ``synchronous=NORMAL`` on every
-connection; PostgreSQL gets a connection pool sized for the server.
+connection; PostgreSQL gets a connection pool sized for the server, whose connections are
+checked before reuse only after sitting idle (see :func:`create_engine`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import event, exc, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,7 +27,12 @@ def is_memory_sqlite(url: str) -> bool:
 
 
 def create_engine(
-    url: str, *, busy_timeout_ms: int = 5_000, sqlite_inline: bool = True, **kwargs: Any
+    url: str,
+    *,
+    busy_timeout_ms: int = 5_000,
+    sqlite_inline: bool = True,
+    ping_idle_seconds: float = 2.0,
+    **kwargs: Any,
 ) -> AsyncEngine:
     """Create an async engine for ``url`` with the pragmas and pool this package needs.
 
@@ -35,6 +42,11 @@ def create_engine(
         busy_timeout_ms: SQLite busy timeout.
         sqlite_inline: Run SQLite statements in the event loop's thread (see
             :mod:`zndraw_joblib_server.storage.sqlite_inline`) rather than aiosqlite's.
+        ping_idle_seconds: PostgreSQL: ping a pooled connection before reuse only when it
+            sat idle for longer than this (a dead one is replaced); 0 pings every checkout.
+            SQLAlchemy's ``pool_pre_ping`` pings every time, one round trip per
+            transaction; a connection that dies while in use fails its request, which
+            answers 503 and is retried by clients.
         **kwargs: Passed on to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
     """
     if url.startswith("sqlite"):
@@ -49,8 +61,38 @@ def create_engine(
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_idle_seconds)
+    return engine
+
+
+_IDLE_SINCE = "zndraw_joblib.idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping connections that come back from more than ``idle_seconds`` in the pool."""
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(
+        dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object
+    ) -> None:
+        is_closed = getattr(record.driver_connection, "is_closed", None)
+        if callable(is_closed) and is_closed():  # the driver saw it close: no round trip
+            raise exc.DisconnectionError("pooled connection closed")
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # new, or back in use at once: a busy server pings nothing
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and checks out another one.
+            raise exc.DisconnectionError("stale pooled connection") from error
 
 
 def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, memory: bool) -> None:

@@ -102,7 +102,13 @@ class PostgresPubSub:
         while True:
             try:
                 async with self._engine.connect() as conn:
-                    await self._listen(conn)
+                    try:
+                        await self._listen(conn)
+                    except Exception:
+                        # Lost: keep the dead connection out of the pool for the requests.
+                        with contextlib.suppress(Exception):
+                            await conn.invalidate()
+                        raise
                     delay = 0.1
             except asyncio.CancelledError:
                 raise
