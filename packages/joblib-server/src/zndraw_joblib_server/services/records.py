@@ -220,29 +220,20 @@ async def fetch(
 
 
 async def load(
-    session: AsyncSession,
-    ids: Iterable[uuid.UUID],
-    *,
-    for_update: bool = False,
-    light: bool = False,
+    session: AsyncSession, ids: Iterable[uuid.UUID], *, for_update: bool = False
 ) -> dict[uuid.UUID, TaskRecord]:
-    """The tasks among ``ids`` that exist, by id (row-locked with ``for_update``).
-
-    With ``light`` only :data:`LIGHT_FIELDS` are read (enough to apply updates, not to
-    serialise the task).
-    """
+    """The tasks among ``ids`` that exist, by id (row-locked with ``for_update``)."""
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
-    stmt = _load_statement(light, for_update)
+    stmt = _load_statement(for_update)
     return {record.id: record for record in await fetch(session, stmt, {"ids": wanted})}
 
 
-@lru_cache(maxsize=4)
-def _load_statement(light: bool, for_update: bool) -> Select[Any]:
+@lru_cache(maxsize=2)
+def _load_statement(for_update: bool) -> Select[Any]:
     """Tasks by id, built once per shape (parameter ``ids``, a list)."""
-    columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else [TASKS]
-    stmt = select(*columns).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+    stmt = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     return prebuilt(stmt.with_for_update() if for_update else stmt)
 
 
