@@ -13,7 +13,7 @@ import socket
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from zndraw_joblib_server.dependencies import get_async_session_maker
@@ -64,14 +64,36 @@ async def test_connections_killed_while_idle_are_replaced_unnoticed(
     assert submitted.status_code == 202, submitted.text
 
 
-async def test_an_unreachable_database_answers_503_and_writes_nothing(
-    app: FastAPI, as_alice: httpx.AsyncClient, register, problem
-) -> None:
-    job = await register(room="pool", name="Away", client=as_alice)
+def _closed_port_url(_database_url: str) -> str:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    away = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nowhere")
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nowhere"
+
+
+def _no_connections_left_url(database_url: str) -> str:
+    """The test database, as a role PostgreSQL refuses with 'too many connections'."""
+    url = make_url(database_url).set(username=_LIMITED_ROLE, password=None)
+    return url.render_as_string(hide_password=False)
+
+
+_LIMITED_ROLE = "zndraw_joblib_no_connections"
+_CREATE_LIMITED_ROLE = (
+    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+    f"'{_LIMITED_ROLE}') THEN CREATE ROLE {_LIMITED_ROLE} LOGIN CONNECTION LIMIT 0; "
+    "END IF; END $$"
+)
+
+
+@pytest.mark.parametrize("away_url", [_closed_port_url, _no_connections_left_url])
+async def test_an_unreachable_database_answers_503_and_writes_nothing(
+    app: FastAPI, as_alice: httpx.AsyncClient, register, problem, database_url: str, away_url
+) -> None:
+    job = await register(room="pool", name="Away", client=as_alice)
+    async with app.state.session_maker() as session:
+        await session.execute(text(_CREATE_LIMITED_ROLE))
+        await session.commit()
+    away = create_engine(away_url(database_url))
     app.dependency_overrides[get_async_session_maker] = lambda: async_sessionmaker(away)
     try:
         requests = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -106,13 +107,24 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     return problem_response(problem, dict(exc.headers or {}))
 
 
+_BUSY_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+"""PostgreSQL refusing for now: too many connections, shutting down, starting up."""
+
+
+def _refused_by_postgres(exc: BaseException | None) -> bool:
+    """Whether a driver error (asyncpg's carry ``sqlstate``) is a refusal to retry later."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and (state.startswith("08") or state in _BUSY_SQLSTATES)
+
+
 def _unavailable(exc: Exception) -> bool:
     """Whether a database error means "not reachable now" rather than a bug."""
-    if isinstance(exc, sa_exc.TimeoutError | ConnectionError):
+    if isinstance(exc, sa_exc.TimeoutError | ConnectionError) or _refused_by_postgres(exc):
         return True  # no pooled connection free in time; a new one refused or reset
     return isinstance(exc, sa_exc.DBAPIError) and (
         exc.connection_invalidated
         or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        or _refused_by_postgres(exc.orig)
     )
 
 
@@ -142,7 +154,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     Core problem types become their problem body; request validation errors become a 422
     ``validation-error`` problem listing each failing field; HTTP errors (e.g. 401 from
     zndraw-auth) become the matching problem. A database that cannot be reached (a lost
-    connection, a refused or reset one, no pooled connection free in time) answers 503
+    connection, a refused or reset one, PostgreSQL out of connections or starting up or
+    shutting down, no pooled connection free in time) answers 503
     ``service-unavailable`` with ``Retry-After``; the transaction was rolled back (or, if
     the connection died during the commit, may have committed: retries of submits should
     carry an ``Idempotency-Key``). Errors of the host's other paths keep FastAPI's default
@@ -153,4 +166,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(sa_exc.SQLAlchemyError, _on_database)
     app.add_exception_handler(ConnectionError, _on_database)
+    with contextlib.suppress(ImportError):  # opening a connection raises asyncpg's own errors
+        from asyncpg import PostgresError
+
+        app.add_exception_handler(PostgresError, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)
