@@ -28,6 +28,7 @@ from zndraw_auth import (
 )
 
 from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import create_engine, get_database
@@ -113,6 +114,8 @@ def create_app(
         fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
     )
     install_exception_handlers(app)
+    if settings.fast_lane:
+        app.add_middleware(FastLane)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, Any]:

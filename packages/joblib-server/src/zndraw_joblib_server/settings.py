@@ -89,6 +89,12 @@ class JobLibSettings(BaseSettings):
         description="Run SQLite statements in the event loop's thread (fast; one server process "
         "per database file) instead of aiosqlite's worker thread.",
     )
+    fast_lane: bool = Field(
+        default=True,
+        description="The reference app serves the hot endpoints (submit, claim, update, "
+        "heartbeat, task read) through the fast lane (zndraw_joblib_server.lane) instead of "
+        "FastAPI's generic routing and dependency resolution; the answers are the same.",
+    )
     user_cache_seconds: float = Field(
         default=1.0,
         ge=0,

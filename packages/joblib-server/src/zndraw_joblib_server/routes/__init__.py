@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from zndraw_joblib_core import API_PREFIX
+from zndraw_joblib_server.lane import LaneRoute, lane_routes
 from zndraw_joblib_server.routes import jobs, tasks, workers
 from zndraw_joblib_server.routes._common import JobLibRoute
 
@@ -15,4 +16,22 @@ router.include_router(tasks.router)
 router.include_router(jobs.router)
 router.include_router(workers.router)
 
-__all__ = ["router"]
+HOT_ENDPOINTS = (
+    tasks.submit_task,
+    tasks.submit_tasks,
+    tasks.claim_tasks,
+    tasks.update_task,
+    tasks.update_tasks,
+    tasks.get_task,
+    workers.heartbeat,
+)
+"""The endpoints the fast lane serves (the ones workers and submitters call in a loop)."""
+
+
+def default_lane_routes() -> list[LaneRoute]:
+    """The queue's routes in :data:`router`'s matching order, the hot ones compiled."""
+    routes = [r for sub in (tasks.router, jobs.router, workers.router) for r in sub.routes]
+    return lane_routes(routes, API_PREFIX, HOT_ENDPOINTS)  # type: ignore[arg-type]
+
+
+__all__ = ["HOT_ENDPOINTS", "default_lane_routes", "router"]

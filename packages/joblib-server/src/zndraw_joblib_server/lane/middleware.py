@@ -1,0 +1,264 @@
+"""The fast lane: the queue's hot endpoints served without FastAPI's per-request machinery.
+
+FastAPI spends, per request, about as long routing through every route and resolving the
+dependency tree (it re-walks cached dependencies and recomputes security-scope keys) as the
+queue spends on its own work. :class:`FastLane` is an ASGI middleware that matches the hot
+routes itself and runs each through a :class:`~zndraw_joblib_server.lane.plan.Plan`: the same
+endpoint function, the same dependencies in the same order, the same validation, the same
+serialisation and the same exception handlers, minus the generic machinery.
+
+It steps aside, and FastAPI answers, whenever the answer could differ: a path or method it
+does not serve, a mounted app (``root_path``), any dependency of the route overridden in
+``app.dependency_overrides``, a body that is not JSON, and any input that fails validation
+(FastAPI then produces its usual 422).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zndraw_joblib_core import API_PREFIX, PayloadTooLarge
+from zndraw_joblib_server.dependencies import settings_of
+from zndraw_joblib_server.lane.plan import Plan, Unsupported, compile_plan
+
+__all__ = ["FastLane", "LaneRoute", "lane_routes"]
+
+_JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
+_NO_BODY = frozenset({204, 304})
+
+
+@dataclass(frozen=True)
+class LaneRoute:
+    """A route as the lane sees it: where it matches, and its plan when it is served here.
+
+    Attributes:
+        regex: The full path's pattern (Starlette's).
+        convertors: Path parameter convertors.
+        methods: The route's methods.
+        plan: The compiled plan; None for routes left to FastAPI.
+        status_code: The route's default status code.
+        adapter: The response model's adapter (None for routes left to FastAPI).
+    """
+
+    regex: re.Pattern[str]
+    convertors: dict[str, Any]
+    methods: frozenset[str]
+    plan: Plan | None
+    status_code: int
+    adapter: TypeAdapter[Any] | None
+
+
+def lane_routes(
+    routes: Iterable[APIRoute], prefix: str, hot: Iterable[Callable[..., Any]]
+) -> list[LaneRoute]:
+    """The routes, in matching order, with plans compiled for the ``hot`` endpoints."""
+    hot_set = set(hot)
+    out: list[LaneRoute] = []
+    for route in routes:
+        regex, _fmt, convertors = compile_path(prefix + route.path)
+        plan = None
+        model = route.response_model
+        if route.endpoint in hot_set and not route.dependencies and model is not None:
+            try:
+                plan = compile_plan(route.endpoint, set(convertors))
+            except Unsupported:
+                plan = None
+        out.append(
+            LaneRoute(
+                regex=regex,
+                convertors=convertors,
+                methods=frozenset(route.methods or ()),
+                plan=plan,
+                status_code=route.status_code or 200,
+                adapter=TypeAdapter(model) if plan is not None else None,
+            )
+        )
+    return out
+
+
+class FastLane:
+    """ASGI middleware serving the hot routes of :data:`zndraw_joblib_server.router` directly.
+
+    The reference app installs it; a host that includes the router unchanged (no router-level
+    dependencies, no prefix of its own) may install it too::
+
+        from zndraw_joblib_server.lane import FastLane
+
+        app.add_middleware(FastLane)
+
+    Args:
+        app: The wrapped ASGI app.
+        routes: The routes to match, in FastAPI's order (default: the queue's own).
+        prefix: Requests outside this path prefix are handed on at once.
+    """
+
+    def __init__(
+        self, app: ASGIApp, routes: Sequence[LaneRoute] | None = None, prefix: str = API_PREFIX
+    ) -> None:
+        if routes is None:
+            from zndraw_joblib_server.routes import default_lane_routes
+
+            routes = default_lane_routes()
+        self.app = app
+        self.routes = list(routes)
+        self.prefix = prefix
+        self.served = 0
+        """Requests answered by the lane (the rest were handed on to the app)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a hot route, or hand the request on."""
+        if (
+            scope["type"] != "http"
+            or scope.get("root_path")
+            or not scope["path"].startswith(self.prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        found = self._match(scope)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        route, path_params = found
+        plan = route.plan
+        assert plan is not None
+        overrides = getattr(scope.get("app"), "dependency_overrides", None)
+        if overrides and not plan.calls.isdisjoint(overrides):
+            await self.app(scope, receive, send)
+            return
+        await self._serve(route, plan, path_params, scope, receive, send)
+
+    def _match(self, scope: Scope) -> tuple[LaneRoute, dict[str, Any]] | None:
+        path = scope["path"]
+        method = scope["method"]
+        for route in self.routes:
+            match = route.regex.match(path)
+            if match is None:
+                continue
+            if method not in route.methods:
+                continue  # as Starlette: a later route may match path and method
+            if route.plan is None:
+                return None  # FastAPI's route
+            params = {k: route.convertors[k].convert(v) for k, v in match.groupdict().items()}
+            return route, params
+        return None
+
+    async def _serve(
+        self,
+        route: LaneRoute,
+        plan: Plan,
+        path_params: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        scope["path_params"] = path_params
+        request = Request(scope, receive)
+        headers = Headers(scope=scope)
+        try:
+            body = await _read_body(request, headers, receive)
+        except PayloadTooLarge as exc:
+            await _render_error(request, exc, scope, receive, send)
+            return
+        if plan.has_body and not _JSON.match(headers.get("content-type", "")):
+            await self.app(scope, _replay(body, receive), send)
+            return
+        inputs = plan.parse(path_params, QueryParams(scope["query_string"]), headers, body)
+        if inputs is None:
+            await self.app(scope, _replay(body, receive), send)  # FastAPI answers 422
+            return
+        self.served += 1
+        sub = Response()
+        del sub.headers["content-length"]
+        sub.status_code = None  # type: ignore[assignment]
+        try:
+            result = await plan.run(request, sub, inputs)
+            response = _render(route, result, sub)
+        except Exception as exc:
+            await _render_error(request, exc, scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+async def _read_body(request: Request, headers: Headers, receive: Receive) -> bytes:
+    """The request body, refused with 413 beyond ``max_body_bytes`` (like the routes)."""
+    limit = settings_of(request).max_body_bytes
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the already-read body on, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _render(route: LaneRoute, result: Any, sub: Response) -> Response:
+    if isinstance(result, Response):
+        return result
+    assert route.adapter is not None
+    value = route.adapter.validate_python(result, from_attributes=True)
+    content = route.adapter.dump_json(value, by_alias=True)
+    status = sub.status_code or route.status_code
+    response = Response(content, status_code=status, media_type="application/json")
+    if status in _NO_BODY or status < 200:
+        response.body = b""
+    response.headers.raw.extend(sub.headers.raw)
+    return response
+
+
+def _handler_for(app: Any, exc: Exception) -> Callable[..., Any] | None:
+    handlers = getattr(app, "exception_handlers", {})
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None  # the server-error middleware answers (and logs) as usual
+        handler = handlers.get(cls)
+        if handler is not None:
+            return handler  # type: ignore[no-any-return]
+    return None
+
+
+async def _render_error(
+    request: Request, exc: Exception, scope: Scope, receive: Receive, send: Send
+) -> None:
+    handler = _handler_for(scope.get("app"), exc)
+    if handler is None:
+        raise exc
+    response = handler(request, exc)
+    if inspect.isawaitable(response):
+        response = await response
+    await response(scope, receive, send)

@@ -1,0 +1,269 @@
+"""Compile an endpoint's signature, and its dependencies', into a plan of plain calls.
+
+A plan knows every input the endpoint and its dependencies read (path, query and header
+parameters, one JSON body), validates them with pydantic exactly as FastAPI does, and then
+calls the dependencies depth-first in signature order, each callable at most once per request
+(FastAPI's default ``use_cache``). It supports only what the queue's hot endpoints use: async
+functions (or objects with an async ``__call__``), ``Request`` and ``Response`` parameters,
+``Depends``, ``Path``, ``Query``, ``Header`` and ``Body`` markers, and a single body
+parameter. Anything else raises :class:`Unsupported`, and the route keeps FastAPI's path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
+
+from fastapi import params
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticUndefined
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+__all__ = ["Inputs", "Plan", "Unsupported", "compile_plan"]
+
+_MISSING = object()
+
+
+class Unsupported(Exception):
+    """The signature uses something a plan cannot reproduce exactly."""
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One validated value read from the request."""
+
+    where: str  # "path", "query", "header" or "body"
+    alias: str
+    adapter: TypeAdapter[Any]
+    default: Any
+
+
+@dataclass(frozen=True)
+class _Arg:
+    """How one parameter of a call gets its value."""
+
+    name: str
+    kind: str  # "request", "response", "input" or "call"
+    ref: Any = None  # an _Input, or a _Call
+
+
+@dataclass(eq=False)
+class _Call:
+    """A dependency (or the endpoint) and how to fill its parameters."""
+
+    call: Callable[..., Any]
+    args: list[_Arg] = field(default_factory=list)
+
+
+class Inputs(dict[_Input, Any]):
+    """The request's validated inputs, keyed by their declaration."""
+
+
+@dataclass(eq=False)
+class Plan:
+    """An endpoint compiled to plain calls.
+
+    Attributes:
+        endpoint: The endpoint's call tree.
+        inputs: Every input the tree reads, validated before anything is called.
+        calls: Every dependency callable in the tree (to detect overrides).
+        has_body: Whether the endpoint reads a JSON body.
+    """
+
+    endpoint: _Call
+    inputs: list[_Input]
+    calls: frozenset[Callable[..., Any]]
+    has_body: bool
+
+    def parse(
+        self,
+        path_params: Mapping[str, str],
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Inputs | None:
+        """Validate every input; None when any is missing or invalid (FastAPI answers)."""
+        values = Inputs()
+        parsed: Any = _MISSING
+        for item in self.inputs:
+            if item.where == "body":
+                if not body:
+                    return None
+                try:
+                    parsed = json.loads(body)
+                except Exception:  # malformed, too deep: FastAPI answers
+                    return None
+                raw: Any = parsed
+            else:
+                source = path_params if item.where == "path" else query
+                if item.where == "header":
+                    source = headers
+                raw = source.get(item.alias, _MISSING)
+                if raw is _MISSING:
+                    if item.default is _MISSING:
+                        return None
+                    values[item] = item.default
+                    continue
+            try:
+                values[item] = item.adapter.validate_python(raw, from_attributes=True)
+            except (ValidationError, ValueError, RecursionError):
+                return None
+        return values
+
+    async def run(self, request: Request, response: Response, inputs: Inputs) -> Any:
+        """Call the dependencies and the endpoint; the endpoint's return value."""
+        cache: dict[int, Any] = {}
+        return await _invoke(self.endpoint, request, response, inputs, cache)
+
+
+async def _invoke(
+    node: _Call, request: Request, response: Response, inputs: Inputs, cache: dict[int, Any]
+) -> Any:
+    kwargs: dict[str, Any] = {}
+    for arg in node.args:
+        if arg.kind == "input":
+            kwargs[arg.name] = inputs[arg.ref]
+        elif arg.kind == "call":
+            key = id(arg.ref.call)
+            if key not in cache:
+                cache[key] = await _invoke(arg.ref, request, response, inputs, cache)
+            kwargs[arg.name] = cache[key]
+        elif arg.kind == "request":
+            kwargs[arg.name] = request
+        else:
+            kwargs[arg.name] = response
+    return await node.call(**kwargs)
+
+
+def compile_plan(endpoint: Callable[..., Any], path_names: set[str]) -> Plan:
+    """Compile ``endpoint`` (with the route's path parameter names) into a :class:`Plan`.
+
+    Raises:
+        Unsupported: The endpoint or one of its dependencies uses an unsupported feature.
+    """
+    inputs: dict[tuple[str, str], _Input] = {}
+    calls: dict[int, _Call] = {}
+    root = _compile(endpoint, path_names, inputs, calls, depth=0)
+    bodies = [i for i in inputs.values() if i.where == "body"]
+    if len(bodies) > 1:
+        raise Unsupported("more than one body parameter")
+    deps = frozenset(c.call for c in calls.values() if c is not root)
+    return Plan(root, list(inputs.values()), deps, bool(bodies))
+
+
+def _is_async(call: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(call):
+        return True
+    method = getattr(call, "__call__", None)  # noqa: B004 - objects with async __call__
+    return not inspect.isfunction(call) and inspect.iscoroutinefunction(method)
+
+
+def _hints(call: Callable[..., Any]) -> dict[str, Any]:
+    target = call if inspect.isfunction(call) else getattr(call, "__call__", call)  # noqa: B004
+    try:
+        return get_type_hints(target, include_extras=True)
+    except Exception as exc:  # unresolvable annotations
+        raise Unsupported(f"annotations of {call!r}: {exc}") from exc
+
+
+def _compile(
+    call: Callable[..., Any],
+    path_names: set[str],
+    inputs: dict[tuple[str, str], _Input],
+    calls: dict[int, _Call],
+    depth: int,
+) -> _Call:
+    if depth > 16:
+        raise Unsupported("dependencies nested too deeply")
+    known = calls.get(id(call))
+    if known is not None:
+        return known
+    if not _is_async(call) or inspect.isasyncgenfunction(call):
+        raise Unsupported(f"{call!r} is not a plain async callable")
+    node = _Call(call)
+    hints = _hints(call)
+    for name, param in inspect.signature(call).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise Unsupported(f"{call!r} takes *args or **kwargs")
+        annotation = hints.get(name, param.annotation)
+        node.args.append(
+            _argument(name, annotation, param.default, path_names, inputs, calls, depth)
+        )
+    calls[id(call)] = node
+    return node
+
+
+def _argument(
+    name: str,
+    annotation: Any,
+    default: Any,
+    path_names: set[str],
+    inputs: dict[tuple[str, str], _Input],
+    calls: dict[int, _Call],
+    depth: int,
+) -> _Arg:
+    if annotation is Request or annotation is HTTPConnection:
+        return _Arg(name, "request")
+    if annotation is Response:
+        return _Arg(name, "response")
+    base, meta = annotation, []
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+    if isinstance(default, params.Depends | params.Param | params.Body):
+        meta, default = [*meta, default], inspect.Parameter.empty
+    markers = [m for m in meta if isinstance(m, params.Depends | params.Param | params.Body)]
+    if len(markers) > 1:
+        raise Unsupported(f"parameter {name!r} has several markers")
+    marker = markers[0] if markers else None
+    if isinstance(marker, params.Depends):
+        if isinstance(marker, params.Security) or not marker.use_cache:
+            raise Unsupported(f"parameter {name!r}: security scopes or use_cache=False")
+        if marker.dependency is None:
+            raise Unsupported(f"parameter {name!r}: Depends() without a callable")
+        return _Arg(
+            name, "call", _compile(marker.dependency, path_names, inputs, calls, depth + 1)
+        )
+    where = _location(name, base, marker, path_names)
+    alias = _alias(name, marker, where)
+    if default is inspect.Parameter.empty:
+        default = getattr(marker, "default", PydanticUndefined)
+    unset = (inspect.Parameter.empty, PydanticUndefined, ...)
+    value_default = _MISSING if default in unset else default
+    key = (where, alias)
+    if key in inputs:
+        raise Unsupported(f"input {key} read twice")
+    item = _Input(where, alias, TypeAdapter(annotation), value_default)
+    inputs[key] = item
+    return _Arg(name, "input", item)
+
+
+def _location(name: str, base: Any, marker: Any, path_names: set[str]) -> str:
+    if isinstance(marker, params.Path) or (marker is None and name in path_names):
+        return "path"
+    if isinstance(marker, params.Header):
+        return "header"
+    if isinstance(marker, params.Query):
+        return "query"
+    if isinstance(marker, params.Body):
+        if marker.embed:
+            raise Unsupported(f"parameter {name!r}: embedded body")
+        return "body"
+    if isinstance(marker, params.Param):
+        raise Unsupported(f"parameter {name!r}: cookie or unknown location")
+    origin = get_origin(base) or base
+    if inspect.isclass(origin) and issubclass(origin, BaseModel | list):
+        return "body"
+    raise Unsupported(f"parameter {name!r}: an implicit query parameter")
+
+
+def _alias(name: str, marker: Any, where: str) -> str:
+    alias = getattr(marker, "alias", None)
+    if alias:
+        return str(alias)
+    if where == "header" and getattr(marker, "convert_underscores", True):
+        return name.replace("_", "-")
+    return name
