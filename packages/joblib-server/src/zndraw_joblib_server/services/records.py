@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskNotFound, TaskStatus
 from zndraw_joblib_server.models import Task
+from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
@@ -194,19 +195,18 @@ TaskLike = Task | TaskRecord
 """A task as an ORM object or as a record: the rules in the services accept either."""
 
 
-_CONNECTION = "zndraw_joblib.connection"
-
-
 async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
     """Run a Core statement on the session's connection, past the ORM session layer.
 
     The statements of the hot paths need nothing from the ORM (no identity map, no flush),
     so they skip ``Session.execute``'s per-statement work; they still run in the session's
-    transaction (the connection is the session's own, fetched once per session).
+    transaction (the connection is the session's own, fetched once per session). On an
+    inline SQLite connection they also skip the greenlet bridge, as nothing underneath
+    awaits (see :func:`~zndraw_joblib_server.storage.database.session_connection`).
     """
-    conn = session.info.get(_CONNECTION)
-    if conn is None:
-        conn = session.info[_CONNECTION] = await session.connection()
+    conn, sync = await session_connection(session)
+    if sync is not None:
+        return sync.execute(stmt, params)
     return await conn.execute(stmt, params)
 
 

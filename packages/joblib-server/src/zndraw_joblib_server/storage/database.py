@@ -25,13 +25,33 @@ from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
+from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
 
-__all__ = ["Database", "EventSink", "UnitOfWork", "get_database"]
+__all__ = ["Database", "EventSink", "UnitOfWork", "get_database", "session_connection"]
 
 logger = logging.getLogger("zndraw_joblib_server")
 
 EventSink = Callable[[Sequence[Event]], Awaitable[None]]
 """Receives the events of a committed change (see ``dependencies.get_event_sink``)."""
+
+
+_CONNECTION = "zndraw_joblib.connection"
+
+
+async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
+    """The session's connection as ``(async connection, inline sync connection or None)``.
+
+    Fetched once per session. When the connection's driver is inline SQLite, the second
+    item is the synchronous connection, on which statements run straight from the event
+    loop (see :func:`~zndraw_joblib_server.storage.sqlite_inline.sync_connection_of`).
+    """
+    found = session.info.get(_CONNECTION)
+    if found is None:
+        # Through the greenlet bridge: the pool may have to open a new connection, and
+        # opening one awaits even when the connection is inline.
+        conn = await session.connection()
+        found = session.info[_CONNECTION] = (conn, sync_connection_of(conn))
+    return found
 
 
 @dataclass
@@ -93,6 +113,8 @@ class Database:
             use_gate = self.dialect == "sqlite"
         self.gate: asyncio.Lock | None = asyncio.Lock() if use_gate else None
         self.notifier = Notifier()
+        self.inline: bool | None = None
+        """Whether the engine's connections are inline SQLite (None: not known yet)."""
         self.statements = 0
         """Statements sent to the database through this engine (for health and benchmarks)."""
         if bind is not None:
@@ -149,7 +171,8 @@ class Database:
             keep_events: Collect events even without a sink (the caller reads
                 ``uow.events``).
         """
-        async with self._gate(), self.session_maker() as session:
+        async with self._gate():
+            session = self.session_maker()
             uow = UnitOfWork(
                 session,
                 record_events=sink is not None or keep_events,
@@ -160,17 +183,40 @@ class Database:
                 yield uow
                 if self.pubsub is not None and uow.wake:
                     await self.pubsub.publish(session, uow.wake)
-                await session.commit()
+                inline = self._learn_inline(session)
+                if inline:
+                    session.sync_session.commit()
+                else:
+                    await session.commit()
                 committed = True
             except BaseException:
-                await session.rollback()
+                if self._learn_inline(session):
+                    session.sync_session.rollback()
+                else:
+                    await session.rollback()
                 raise
             finally:
                 for sub, tasks in uow.handoffs.items():
                     sub.settle(tasks if committed else [])
+                if self.inline:
+                    session.sync_session.close()
+                else:
+                    await session.close()
         self.announce(uow.wake)
         if sink is not None and uow.events:
             await deliver(sink, list(dict.fromkeys(uow.events)))  # events are hashable
+
+    def _learn_inline(self, session: AsyncSession) -> bool:
+        """Whether the session's connection is inline SQLite (learnt from the first one).
+
+        Every connection of an engine comes from the same creator, so once one is known to
+        be inline, write transactions commit (or roll back) and close without greenlets:
+        nothing underneath awaits, and the connection goes back to the pool, not away.
+        """
+        found = session.info.get(_CONNECTION)
+        if found is not None and self.inline is None:
+            self.inline = found[1] is not None
+        return bool(self.inline) and found is not None
 
     def announce(self, wake: dict[str, int | None]) -> None:
         """Wake local long-polls for the given keys."""

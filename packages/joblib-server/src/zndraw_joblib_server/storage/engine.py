@@ -16,7 +16,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from zndraw_joblib_server.storage.sqlite_inline import InlineConnection, inline_creator
+from zndraw_joblib_server.storage.sqlite_inline import InlineConnection, adopt, inline_creator
 
 __all__ = ["create_engine", "is_memory_sqlite"]
 
@@ -110,6 +110,7 @@ def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, memory
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        adopt(dbapi_connection)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not memory:

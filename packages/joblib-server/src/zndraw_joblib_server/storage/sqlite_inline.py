@@ -22,7 +22,17 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["InlineConnection", "InlineCursor", "inline_creator"]
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
+
+__all__ = [
+    "InlineAdaptedConnection",
+    "InlineConnection",
+    "InlineCursor",
+    "adopt",
+    "inline_creator",
+    "run_now",
+    "sync_connection_of",
+]
 
 
 class InlineCursor:
@@ -141,3 +151,54 @@ def inline_creator(path: str, **connect_args: Any) -> Callable[[], Awaitable[Inl
         return InlineConnection(connection)
 
     return create
+
+
+def run_now(awaitable: Any) -> Any:
+    """The result of an awaitable that completes without suspending (an inline call's).
+
+    SQLAlchemy's adapter hands every driver call to ``await_only``, which switches greenlets
+    twice to await it on the event loop. The inline connection's coroutines never suspend,
+    so they are simply run to their end here.
+
+    Raises:
+        RuntimeError: The awaitable did suspend (it is not an inline call).
+    """
+    if isinstance(awaitable, asyncio.Future):
+        return awaitable.result()  # already resolved (see _RunNow)
+    try:
+        awaitable.send(None)
+    except StopIteration as stop:
+        return stop.value
+    awaitable.close()
+    raise RuntimeError("an inline SQLite call suspended")
+
+
+class InlineAdaptedConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite adapter, finishing the inline connection's calls at once."""
+
+    __slots__ = ()
+    await_ = staticmethod(run_now)
+
+
+def adopt(dbapi_connection: Any) -> None:
+    """Make SQLAlchemy's adapter of an inline connection run its calls without greenlets.
+
+    Called from the pool's ``connect`` event; other connections are left as they are.
+    """
+    if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection and isinstance(
+        dbapi_connection._connection, InlineConnection
+    ):
+        dbapi_connection.__class__ = InlineAdaptedConnection
+
+
+def sync_connection_of(connection: Any) -> Any:
+    """The synchronous SQLAlchemy connection under an async one when its driver is inline.
+
+    Statements on it may be executed straight from the event loop (no greenlet): nothing
+    underneath awaits. None for every other connection.
+    """
+    sync = connection.sync_connection
+    if sync is None:
+        return None
+    fairy = sync.connection
+    return sync if isinstance(fairy.dbapi_connection, InlineAdaptedConnection) else None
