@@ -88,6 +88,36 @@ async def test_notification_from_another_process_wakes_a_waiting_claim(
     assert claimed["task"] is not None
 
 
+async def test_submits_through_another_app_wake_every_waiting_claim(
+    app: FastAPI, alice, register, settings: JobLibSettings
+) -> None:
+    """Three claims wait in one app; three submits through a second app (another process's
+    engine, listener and publisher) wake all three, well before the 30 s poll interval."""
+    from zndraw_joblib_server import create_app
+    from zndraw_joblib_server.testing import api_client, running
+    from zndraw_joblib_server.testing import test_auth_settings as auth_settings
+
+    other = create_app(settings, auth_settings(), sweeper=False)
+    async with running(other), api_client(app, alice) as here, api_client(other, alice) as there:
+        job = await register(room="lab", name="Spread", client=here)
+        workers = [job["worker_id"]]
+        for _ in range(2):
+            worker = (await here.post("/v1/joblib/workers")).json()["id"]
+            body = {"category": "modifiers", "name": "Spread", "schema": {}, "worker_id": worker}
+            resp = await here.put("/v1/joblib/rooms/lab/jobs", json=body)
+            assert resp.status_code in (200, 201), resp.text
+            workers.append(worker)
+        waiters = [asyncio.create_task(_claim_wait(here, w, 20)) for w in workers]
+        await asyncio.sleep(0.3)
+        submitted = set()
+        for _ in range(3):
+            resp = await there.post(f"/v1/joblib/rooms/lab/tasks/{job['full_name']}", json={})
+            assert resp.status_code == 202, resp.text
+            submitted.add(resp.json()["id"])
+        claimed = await asyncio.wait_for(asyncio.gather(*waiters), 15)
+    assert {c["task"]["id"] for c in claimed} == submitted
+
+
 async def test_two_sweepers_release_each_task_once(
     app: FastAPI, as_alice: httpx.AsyncClient, register, settings: JobLibSettings
 ) -> None:

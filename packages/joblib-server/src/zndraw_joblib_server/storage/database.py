@@ -181,8 +181,6 @@ class Database:
             committed = False
             try:
                 yield uow
-                if self.pubsub is not None and uow.wake:
-                    await self.pubsub.publish(session, uow.wake)
                 inline = self._learn_inline(session)
                 if inline:
                     session.sync_session.commit()
@@ -219,9 +217,11 @@ class Database:
         return bool(self.inline) and found is not None
 
     def announce(self, wake: dict[str, int | None]) -> None:
-        """Wake local long-polls for the given keys."""
+        """Wake long-polls for the given keys: local ones now, other processes' next."""
         for key, limit in wake.items():
             self.notifier.notify(key, limit)
+        if self.pubsub is not None and wake:
+            self.pubsub.queue(wake)
 
 
 async def _acquire(lock: asyncio.Lock, seconds: float) -> None:
