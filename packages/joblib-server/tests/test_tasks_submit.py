@@ -134,8 +134,11 @@ async def test_queue_positions(as_alice, flow) -> None:
     job = await flow.job(as_alice)
     a = await flow.submit(as_alice, job["full_name"])
     b = await flow.submit(as_alice, job["full_name"])
+    assert (a["queue_position"], b["queue_position"]) == (1, 2)
     urgent = await flow.submit(as_alice, job["full_name"], priority=5)
     assert urgent["queue_position"] == 1
+    low = await flow.submit(as_alice, job["full_name"], priority=-1)
+    assert low["queue_position"] == 4
     assert (await flow.task(as_alice, a["id"]))["queue_position"] == 2
     assert (await flow.task(as_alice, b["id"]))["queue_position"] == 3
     claimed = await flow.claim(as_alice, job["worker_id"])

@@ -48,6 +48,15 @@ _TOUCH = prebuilt(
 )
 
 
+_TOUCHED = _TOUCH.cte("touched")
+_TOUCH_AND_JOBS = prebuilt(
+    select(_TOUCHED.c.id, LINKS.c.job_id).select_from(
+        _TOUCHED.outerjoin(LINKS, LINKS.c.worker_id == _TOUCHED.c.id)
+    )
+)
+"""PostgreSQL: the heartbeat and the jobs of the worker in one statement (one round trip)."""
+
+
 async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids of the jobs the worker serves."""
     rows = await execute(session, _JOBS_OF_WORKER, {"worker_id": worker_id})
@@ -55,23 +64,31 @@ async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uu
 
 
 async def _touch_worker(
-    session: AsyncSession, actor: Actor, worker_id: uuid.UUID, now: datetime
-) -> None:
-    """Refresh the caller's worker's heartbeat (claiming is a sign of life).
+    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    """Refresh the caller's worker's heartbeat (claiming is a sign of life); its jobs' ids.
 
     The row lock also makes a concurrent ``DELETE /workers`` wait for this claim to commit
-    (PostgreSQL), so it then sees and releases what was claimed.
+    (PostgreSQL), so it then sees and releases what was claimed. On PostgreSQL the update and
+    the read of the worker's jobs are one statement.
 
     Raises:
         WorkerNotFound: No such worker.
         Forbidden: The worker belongs to somebody else.
     """
-    touched = await execute(
-        session, _TOUCH, {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
-    )
-    if touched.scalar_one_or_none() is None:
+    session = uow.session
+    params = {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
+    if uow.dialect == "postgresql":
+        rows = (await execute(session, _TOUCH_AND_JOBS, params)).all()
+        touched = bool(rows)
+        job_ids = [job_id for _id, job_id in rows if job_id is not None]
+    else:
+        touched = (await execute(session, _TOUCH, params)).scalar_one_or_none() is not None
+        job_ids = await claimable_jobs(session, worker_id) if touched else []
+    if not touched:
         await owned_worker(session, actor, worker_id, allow_superuser=False)
         raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
+    return job_ids
 
 
 @lru_cache(maxsize=2)
@@ -133,8 +150,7 @@ async def claim_tasks(
     """
     session = uow.session
     now = utcnow()
-    await _touch_worker(session, actor, worker_id, now)
-    job_ids = await claimable_jobs(session, worker_id)
+    job_ids = await _touch_worker(uow, actor, worker_id, now)
     if not job_ids:
         return [], []
     params: dict[str, Any] = {

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -30,6 +30,7 @@ from zndraw_joblib_server.storage.prebuilt import prebuilt
 __all__ = [
     "announce",
     "check_size",
+    "insert_counting_ahead",
     "job_names",
     "json_size",
     "queue_positions",
@@ -145,6 +146,34 @@ _AHEAD_OF_ONE = prebuilt(
     )
 )
 """The count ahead of one task, built once (no statement construction per request)."""
+
+
+_INSERT_COUNTING_AHEAD = prebuilt(
+    insert(TASKS).returning(
+        _counts_ahead(
+            task_param("r_job_id", "job_id"),
+            task_param("r_priority", "priority"),
+            task_param("r_run_after", "run_after"),
+            task_param("r_created_at", "created_at"),
+        )
+    )
+)
+"""PostgreSQL: insert one task and count the pending tasks ahead of it in one statement.
+
+``RETURNING`` is evaluated on the statement's snapshot, which does not hold the new row; the
+count is therefore exactly what :func:`queue_positions` finds after the insert."""
+
+
+async def insert_counting_ahead(session: AsyncSession, row: dict[str, Any]) -> int:
+    """PostgreSQL: insert one complete task row; its 1-based queue position, in one round trip."""
+    params = {
+        **row,
+        "r_job_id": row["job_id"],
+        "r_priority": row["priority"],
+        "r_run_after": row["run_after"],
+        "r_created_at": row["created_at"],
+    }
+    return int((await execute(session, _INSERT_COUNTING_AHEAD, params)).scalar_one()) + 1
 
 
 async def queue_positions(

@@ -33,6 +33,7 @@ from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
+    insert_counting_ahead,
     job_names,
     queue_positions,
     to_response,
@@ -215,7 +216,11 @@ async def submit_tasks(
         _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
         for i, body in enumerate(bodies)
     ]
-    if keys is None:
+    positions: dict[uuid.UUID, int] | None = None
+    if keys is None and len(rows) == 1 and uow.dialect == "postgresql":
+        # One round trip for the insert and the count of the queue ahead.
+        positions = {rows[0]["id"]: await insert_counting_ahead(session, rows[0])}
+    elif keys is None:
         await insert_tasks(session, rows)
     else:
         try:
@@ -233,7 +238,8 @@ async def submit_tasks(
         uow.events.extend(
             TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
         )
-    positions = await _new_positions(session, tasks)
+    if positions is None:
+        positions = await _new_positions(session, tasks)
     # Answered as submitted (pending, with its position) even when a waiting claim takes it.
     await hand_off(uow, job.id, {t.id for t in tasks if t.run_after <= now}, settings)
     name = job.full_name

@@ -75,6 +75,8 @@ class UnitOfWork:
     handoffs: dict[Subscription, list[Any]] = field(default_factory=dict)
     """Reserved waiting claims and what this transaction claimed for each; settled after
     commit (with nothing after a rollback)."""
+    dialect: str = "sqlite"
+    """The database's dialect name (``sqlite`` or ``postgresql``)."""
 
     def wake_all(self, key: str) -> None:
         """Wake every long-poll waiting on ``key`` after commit."""
@@ -177,6 +179,7 @@ class Database:
                 session,
                 record_events=sink is not None or keep_events,
                 parked=self.notifier if self.settings.claim_handoff else None,
+                dialect=self.dialect,
             )
             committed = False
             try:
