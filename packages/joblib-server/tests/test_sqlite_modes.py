@@ -11,6 +11,12 @@ from zndraw_joblib_server.storage.sqlite_inline import run_now
 P = "/v1/joblib"
 
 
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: these are its two drivers."""
+    return "sqlite"
+
+
 @pytest.mark.parametrize("settings_overrides", [{"sqlite_inline": False}])
 async def test_a_task_lifecycle_without_the_inline_driver(app, as_alice, flow) -> None:
     job = await flow.job(as_alice)
@@ -54,3 +60,21 @@ def test_run_now_reads_a_resolved_future() -> None:
         assert run_now(future) == "done"
     finally:
         loop.close()
+
+
+async def test_a_write_opens_a_new_inline_connection_when_none_is_pooled(
+    app, as_alice, flow
+) -> None:
+    """Writes check pooled inline connections out without greenlets; when the pool has none
+    idle, opening one needs the greenlet bridge, and the write still succeeds."""
+    job = await flow.job(as_alice)
+    await flow.submit(as_alice, job["full_name"])  # the app now knows its engine is inline
+    engine = app.state.engine
+    held = [await engine.connect() for _ in range(engine.pool.size() + 1)]
+    try:
+        assert engine.pool.checkedin() == 0
+        task = await flow.submit(as_alice, job["full_name"])
+        assert task["queue_position"] == 2
+    finally:
+        for conn in held:
+            await conn.close()

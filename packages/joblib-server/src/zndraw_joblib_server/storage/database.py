@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import Event, ServiceUnavailable
@@ -36,6 +36,7 @@ EventSink = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 _CONNECTION = "zndraw_joblib.connection"
+_INLINE = "zndraw_joblib.inline"
 
 
 async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
@@ -43,14 +44,26 @@ async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
 
     Fetched once per session. When the connection's driver is inline SQLite, the second
     item is the synchronous connection, on which statements run straight from the event
-    loop (see :func:`~zndraw_joblib_server.storage.sqlite_inline.sync_connection_of`).
+    loop (see :func:`~zndraw_joblib_server.storage.sqlite_inline.sync_connection_of`); a
+    write transaction that knows its engine is inline checks a pooled connection out
+    without the greenlet bridge too (the first item is then None).
     """
     found = session.info.get(_CONNECTION)
     if found is None:
-        # Through the greenlet bridge: the pool may have to open a new connection, and
-        # opening one awaits even when the connection is inline.
-        conn = await session.connection()
-        found = session.info[_CONNECTION] = (conn, sync_connection_of(conn))
+        sync = None
+        if session.info.get(_INLINE):
+            try:
+                sync = session.sync_session.connection()
+            except exc.MissingGreenlet:
+                # The pool had to open a new connection, and opening one awaits even when
+                # the connection is inline; nothing was checked out, so go through the bridge.
+                sync = None
+        if sync is not None:
+            found = (None, sync)
+        else:
+            conn = await session.connection()
+            found = (conn, sync_connection_of(conn))
+        session.info[_CONNECTION] = found
     return found
 
 
@@ -175,6 +188,7 @@ class Database:
         """
         async with self._gate():
             session = self.session_maker()
+            session.info[_INLINE] = self.inline
             uow = UnitOfWork(
                 session,
                 record_events=sink is not None or keep_events,
