@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement
 
 from zndraw_joblib_core import (
     InvalidRoomId,
@@ -30,7 +32,7 @@ from zndraw_joblib_server.storage.prebuilt import prebuilt
 __all__ = [
     "announce",
     "check_size",
-    "insert_counting_ahead",
+    "insert_one",
     "job_names",
     "json_size",
     "queue_positions",
@@ -148,32 +150,76 @@ _AHEAD_OF_ONE = prebuilt(
 """The count ahead of one task, built once (no statement construction per request)."""
 
 
-_INSERT_COUNTING_AHEAD = prebuilt(
-    insert(TASKS).returning(
-        _counts_ahead(
-            task_param("r_job_id", "job_id"),
-            task_param("r_priority", "priority"),
-            task_param("r_run_after", "run_after"),
-            task_param("r_created_at", "created_at"),
+class _SkipTakenKey(ClauseElement):
+    """``ON CONFLICT (job_id, room_id, idempotency_key) DO NOTHING``, as a cacheable clause.
+
+    SQLAlchemy's own ``on_conflict_do_nothing()`` (2.0) opts out of its compiled-statement
+    cache, so every submit would compile its insert anew. This constant clause caches; it is
+    attached through the insert's ``_post_values_clause`` (where ``on_conflict_do_nothing``
+    puts its own), a private attribute stable in 2.0 (the workspace pins ``sqlalchemy<2.1``).
+    Both databases accept the syntax, against the tasks table's unique key constraint.
+    """
+
+    __visit_name__ = "zndraw_joblib_skip_taken_key"
+    _traverse_internals: list[Any] = []  # nothing but the class: its key is constant
+    inherit_cache = True
+
+
+@compiles(_SkipTakenKey)
+def _render_skip_taken_key(_element: _SkipTakenKey, _compiler: Any, **_kw: Any) -> str:
+    return "ON CONFLICT (job_id, room_id, idempotency_key) DO NOTHING"
+
+
+def _insert_one(keyed: bool, counting: bool) -> Any:
+    stmt: Any = insert(TASKS)
+    if keyed:
+        stmt._post_values_clause = _SkipTakenKey()
+    if counting:
+        stmt = stmt.returning(
+            _counts_ahead(
+                task_param("r_job_id", "job_id"),
+                task_param("r_priority", "priority"),
+                task_param("r_run_after", "run_after"),
+                task_param("r_created_at", "created_at"),
+            )
         )
-    )
-)
-"""PostgreSQL: insert one task and count the pending tasks ahead of it in one statement.
-
-``RETURNING`` is evaluated on the statement's snapshot, which does not hold the new row; the
-count is therefore exactly what :func:`queue_positions` finds after the insert."""
+    return prebuilt(stmt)
 
 
-async def insert_counting_ahead(session: AsyncSession, row: dict[str, Any]) -> int:
-    """PostgreSQL: insert one complete task row; its 1-based queue position, in one round trip."""
-    params = {
-        **row,
-        "r_job_id": row["job_id"],
-        "r_priority": row["priority"],
-        "r_run_after": row["run_after"],
-        "r_created_at": row["created_at"],
-    }
-    return int((await execute(session, _INSERT_COUNTING_AHEAD, params)).scalar_one()) + 1
+_INSERT_ONE = {(k, c): _insert_one(k, c) for k in (False, True) for c in (False, True)}
+
+
+async def insert_one(
+    session: AsyncSession, row: dict[str, Any], *, keyed: bool, counting: bool
+) -> tuple[bool, int | None]:
+    """Insert one complete task row in one statement.
+
+    Args:
+        session: The transaction's session.
+        row: Every column of the task.
+        keyed: Insert nothing when the row's idempotency key is taken (no error, no
+            savepoint: a concurrent insert of the same key is waited for, then skipped).
+        counting: PostgreSQL: also count the pending tasks ahead of the new one
+            (``RETURNING`` is evaluated on the statement's snapshot, which does not hold the
+            new row, so the count is what :func:`queue_positions` finds after the insert).
+
+    Returns:
+        Whether the row was inserted, and with ``counting`` its 1-based queue position.
+    """
+    params = row
+    if counting:
+        params = {
+            **row,
+            "r_job_id": row["job_id"],
+            "r_priority": row["priority"],
+            "r_run_after": row["run_after"],
+            "r_created_at": row["created_at"],
+        }
+    result = await execute(session, _INSERT_ONE[keyed, counting], params)
+    if counting:
+        ahead = result.scalar_one_or_none()
+        return ahead is not None, None if ahead is None else int(ahead) + 1
+    return result.rowcount == 1, None
 
 
 async def queue_positions(

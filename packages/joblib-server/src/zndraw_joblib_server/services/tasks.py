@@ -21,6 +21,7 @@ from zndraw_joblib_core import (
     InvalidTaskTransition,
     Page,
     ProblemError,
+    ServiceUnavailable,
     TaskAvailable,
     TaskNotFound,
     TaskResponse,
@@ -33,7 +34,7 @@ from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
-    insert_counting_ahead,
+    insert_one,
     job_names,
     queue_positions,
     to_response,
@@ -207,7 +208,10 @@ async def submit_tasks(
                 exc.detail = f"items[{index}]: {exc.detail}"
                 exc.extras["item"] = index
             raise
-    if keys is not None:
+    # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
+    # counts the queue ahead (instead of a look-up, savepoint, insert, release and count).
+    single = len(bodies) == 1
+    if keys is not None and not single:
         found = await _by_keys(session, job.id, room_id, keys)
         if found:
             return await respond_all(session, found), False
@@ -217,9 +221,20 @@ async def submit_tasks(
         for i, body in enumerate(bodies)
     ]
     positions: dict[uuid.UUID, int] | None = None
-    if keys is None and len(rows) == 1 and uow.dialect == "postgresql":
-        # One round trip for the insert and the count of the queue ahead.
-        positions = {rows[0]["id"]: await insert_counting_ahead(session, rows[0])}
+    counting = uow.dialect == "postgresql"
+    if single and (keys is not None or counting):
+        keyed = keys is not None
+        inserted, position = await insert_one(session, rows[0], keyed=keyed, counting=counting)
+        if not inserted and keys is not None:  # an earlier submit holds the key: a repeat
+            found = await _by_keys(session, job.id, room_id, keys)
+            if not found:  # pragma: no cover - the row holding the key is gone again
+                raise ServiceUnavailable(
+                    "A submit with the same idempotency key is in flight; retry.",
+                    headers={"Retry-After": "1"},
+                )
+            return await respond_all(session, found), False
+        if position is not None:
+            positions = {rows[0]["id"]: position}
     elif keys is None:
         await insert_tasks(session, rows)
     else:

@@ -40,6 +40,10 @@ def prebuilt(stmt: S) -> S:
 
     Statements derived from the copy later (``.where()``, ``.limit()``...) compute their own
     key as usual.
+
+    Raises:
+        ValueError: ``stmt`` cannot be cached by SQLAlchemy at all (some construct in it
+            opts out), so it would be compiled on every execution.
     """
     original: Any = stmt
     cls = type(original)
@@ -50,5 +54,7 @@ def prebuilt(stmt: S) -> S:
     copy: Any = object.__new__(keyed)
     copy.__dict__ = dict(original.__dict__)
     key = super(_KeyedOnce, copy)._generate_cache_key()
+    if key is None:  # SQLAlchemy would compile it on every execution: a hot-path bug
+        raise ValueError(f"{type(original).__name__} opts out of SQLAlchemy's SQL cache")
     copy.__dict__[_MEMO] = (id(copy), key)
     return copy  # type: ignore[no-any-return]
