@@ -32,9 +32,9 @@ class Unsupported(Exception):
     """The signature uses something a plan cannot reproduce exactly."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Input:
-    """One validated value read from the request."""
+    """One validated value read from the request (hashed by identity: defaults may not be)."""
 
     where: str  # "path", "query", "header" or "body"
     alias: str
