@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zndraw_joblib_core import API_PREFIX, PayloadTooLarge
 from zndraw_joblib_server.dependencies import settings_of
 from zndraw_joblib_server.lane.plan import Plan, Unsupported, compile_plan
+from zndraw_joblib_server.limits import read_body
 
 __all__ = ["FastLane", "LaneRoute", "lane_routes"]
 
@@ -167,7 +168,7 @@ class FastLane:
         request = Request(scope, receive)
         headers = Headers(scope=scope)
         try:
-            body = await _read_body(request, headers, receive)
+            body = await read_body(request, settings_of(request).max_body_bytes)
         except PayloadTooLarge as exc:
             await _render_error(request, exc, scope, receive, send)
             return
@@ -189,28 +190,6 @@ class FastLane:
             await _render_error(request, exc, scope, receive, send)
             return
         await response(scope, receive, send)
-
-
-async def _read_body(request: Request, headers: Headers, receive: Receive) -> bytes:
-    """The request body, refused with 413 beyond ``max_body_bytes`` (like the routes)."""
-    limit = settings_of(request).max_body_bytes
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

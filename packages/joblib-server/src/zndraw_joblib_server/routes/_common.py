@@ -13,10 +13,10 @@ from zndraw_joblib_core import (
     DEFAULT_PAGE_LIMIT,
     MAX_PAGE_LIMIT,
     PROBLEM_TYPES,
-    PayloadTooLarge,
     ProblemDetail,
 )
 from zndraw_joblib_server.dependencies import settings_of
+from zndraw_joblib_server.limits import check_declared_length, read_body
 
 __all__ = [
     "JobLibRoute",
@@ -40,20 +40,10 @@ class JobLibRoute(APIRoute):
 
         async def limited(request: Request) -> Response:
             limit = settings_of(request).max_body_bytes
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
             if request.method in {"POST", "PUT", "PATCH"}:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise PayloadTooLarge(
-                            f"The request body exceeds {limit} bytes.", limit=limit
-                        )
-                    chunks.append(chunk)
-                request._body = b"".join(chunks)
+                request._body = await read_body(request, limit)
+            else:
+                check_declared_length(request, limit)
             return await handler(request)
 
         return limited
