@@ -88,21 +88,18 @@ class Plan:
     ) -> Inputs | None:
         """Validate every input; None when any is missing or invalid (FastAPI answers)."""
         values = Inputs()
-        parsed: Any = _MISSING
+        sources = {"path": path_params, "query": query, "header": headers}
         for item in self.inputs:
+            raw: Any
             if item.where == "body":
                 if not body:
                     return None
                 try:
-                    parsed = json.loads(body)
+                    raw = json.loads(body)
                 except Exception:  # malformed, too deep: FastAPI answers
                     return None
-                raw: Any = parsed
             else:
-                source = path_params if item.where == "path" else query
-                if item.where == "header":
-                    source = headers
-                raw = source.get(item.alias, _MISSING)
+                raw = sources[item.where].get(item.alias, _MISSING)
                 if raw is _MISSING:
                     if item.default is _MISSING:
                         return None

@@ -137,16 +137,16 @@ def _counts_ahead(job_id: Any, priority: Any, run_after: Any, created_at: Any) -
     return counts[0] + counts[1] + counts[2]
 
 
-_AHEAD_OF_ONE = prebuilt(
-    select(
-        _counts_ahead(
-            task_param("job_id"),
-            task_param("priority"),
-            task_param("run_after"),
-            task_param("created_at"),
-        )
-    )
-)
+_AHEAD_FIELDS = ("job_id", "priority", "run_after", "created_at")
+"""What places a task in its job's queue (the parameters of :func:`_counts_ahead`)."""
+
+
+def _counts_ahead_of(prefix: str) -> Any:
+    """:func:`_counts_ahead` of parameters named ``prefix`` + each of :data:`_AHEAD_FIELDS`."""
+    return _counts_ahead(*(task_param(f"{prefix}{name}", name) for name in _AHEAD_FIELDS))
+
+
+_AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
 """The count ahead of one task, built once (no statement construction per request)."""
 
 
@@ -175,14 +175,7 @@ def _insert_one(keyed: bool, counting: bool) -> Any:
     if keyed:
         stmt._post_values_clause = _SkipTakenKey()
     if counting:
-        stmt = stmt.returning(
-            _counts_ahead(
-                task_param("r_job_id", "job_id"),
-                task_param("r_priority", "priority"),
-                task_param("r_run_after", "run_after"),
-                task_param("r_created_at", "created_at"),
-            )
-        )
+        stmt = stmt.returning(_counts_ahead_of("r_"))
     return prebuilt(stmt)
 
 
@@ -208,13 +201,7 @@ async def insert_one(
     """
     params = row
     if counting:
-        params = {
-            **row,
-            "r_job_id": row["job_id"],
-            "r_priority": row["priority"],
-            "r_run_after": row["run_after"],
-            "r_created_at": row["created_at"],
-        }
+        params = {**row, **{f"r_{name}": row[name] for name in _AHEAD_FIELDS}}
     result = await execute(session, _INSERT_ONE[keyed, counting], params)
     if counting:
         ahead = result.scalar_one_or_none()
@@ -237,12 +224,7 @@ async def queue_positions(
         return {}
     if len(pending) == 1:
         task = pending[0]
-        params = {
-            "job_id": task.job_id,
-            "priority": task.priority,
-            "run_after": task.run_after,
-            "created_at": task.created_at,
-        }
+        params = {name: getattr(task, name) for name in _AHEAD_FIELDS}
         return {task.id: int((await execute(session, _AHEAD_OF_ONE, params)).scalar_one()) + 1}
     # Several: rank the pending tasks of their jobs once, in claim order.
     ranked = (

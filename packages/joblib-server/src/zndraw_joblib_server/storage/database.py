@@ -52,12 +52,10 @@ async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
     if found is None:
         sync = None
         if session.info.get(_INLINE):
-            try:
+            # The pool may have to open a new connection, and opening one awaits even when
+            # the connection is inline; then nothing was checked out: go through the bridge.
+            with contextlib.suppress(exc.MissingGreenlet):
                 sync = session.sync_session.connection()
-            except exc.MissingGreenlet:
-                # The pool had to open a new connection, and opening one awaits even when
-                # the connection is inline; nothing was checked out, so go through the bridge.
-                sync = None
         if sync is not None:
             found = (None, sync)
         else:
