@@ -27,6 +27,7 @@ from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import TASKS, TaskLike, execute, task_param
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.pending import PENDING, counts_kept
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "insert_one",
     "job_names",
     "json_size",
+    "new_position",
     "queue_positions",
     "release",
     "release_all",
@@ -113,21 +115,25 @@ async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict
     return {jid: _names.get(jid, "") for jid in wanted}
 
 
-def _counts_ahead(job_id: Any, priority: Any, run_after: Any, created_at: Any) -> Any:
-    """SQL: how many pending tasks of the job are claimed before one with these values.
+def _counts_ahead(
+    job_id: Any, priority: Any, run_after: Any, created_at: Any, *, behind: bool = False
+) -> Any:
+    """SQL: how many pending tasks of the job are claimed before (``behind``: after) one.
 
+    The task is given by its ``job_id``, ``priority``, ``run_after`` and ``created_at``.
     Three counts over ranges of the claim index (higher priority; same priority and due
     earlier; same priority and due time, created earlier), so each walks only the entries
     it counts instead of testing every pending task of the job against an ``OR``.
     """
-    pending = [TASKS.c.job_id == job_id, TASKS.c.status == TaskStatus.PENDING]
+    c = TASKS.c
+    pending = [c.job_id == job_id, c.status == TaskStatus.PENDING]
     ranges = [
-        [TASKS.c.priority > priority],
-        [TASKS.c.priority == priority, TASKS.c.run_after < run_after],
+        [c.priority < priority if behind else c.priority > priority],
+        [c.priority == priority, c.run_after > run_after if behind else c.run_after < run_after],
         [
-            TASKS.c.priority == priority,
-            TASKS.c.run_after == run_after,
-            TASKS.c.created_at < created_at,
+            c.priority == priority,
+            c.run_after == run_after,
+            c.created_at > created_at if behind else c.created_at < created_at,
         ],
     ]
     counts = [
@@ -148,6 +154,28 @@ def _counts_ahead_of(prefix: str) -> Any:
 
 _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
 """The count ahead of one task, built once (no statement construction per request)."""
+
+_POSITION_OF_NEW = prebuilt(
+    select(
+        select(PENDING.c.pending).where(PENDING.c.job_id == task_param("job_id")).scalar_subquery()
+        - _counts_ahead(*(task_param(name) for name in _AHEAD_FIELDS), behind=True)
+    )
+)
+"""SQLite: a pending task's position from its job's pending count (see ``storage.pending``)."""
+
+
+async def new_position(session: AsyncSession, task: TaskLike, dialect: str) -> int:
+    """The 1-based queue position of a task just inserted as pending.
+
+    On SQLite: the job's pending count minus the tasks queued behind the new one (usually
+    none), so the cost does not grow with the queue; elsewhere as :func:`queue_positions`.
+    """
+    if dialect == "sqlite" and await counts_kept(session):
+        params = {name: getattr(task, name) for name in _AHEAD_FIELDS}
+        position = (await execute(session, _POSITION_OF_NEW, params)).scalar_one()
+        if position is not None:  # None: the job's count is missing (removed by hand)
+            return int(position)
+    return (await queue_positions(session, [task]))[task.id]
 
 
 class _SkipTakenKey(ClauseElement):

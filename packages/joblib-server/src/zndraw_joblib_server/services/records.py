@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zndraw_joblib_core import TaskNotFound, TaskStatus
 from zndraw_joblib_server.models import Task
 from zndraw_joblib_server.storage.database import session_connection
+from zndraw_joblib_server.storage.direct import run_direct
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
@@ -206,7 +207,8 @@ async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
     """
     conn, sync = await session_connection(session)
     if sync is not None:
-        return sync.execute(stmt, params)
+        result = run_direct(sync, stmt, params)
+        return result if result is not None else sync.execute(stmt, params)
     return await conn.execute(stmt, params)
 
 

@@ -36,6 +36,7 @@ from zndraw_joblib_server.services.common import (
     check_size,
     insert_one,
     job_names,
+    new_position,
     queue_positions,
     to_response,
     validate_room,
@@ -159,7 +160,9 @@ def _row(
     }
 
 
-async def _new_positions(session: AsyncSession, tasks: list[TaskRecord]) -> dict[uuid.UUID, int]:
+async def _new_positions(
+    session: AsyncSession, tasks: list[TaskRecord], dialect: str
+) -> dict[uuid.UUID, int]:
     """Queue positions of tasks inserted together (one count per priority and due time).
 
     Within a group of the same priority and due time they queue in the order given (their
@@ -169,8 +172,7 @@ async def _new_positions(session: AsyncSession, tasks: list[TaskRecord]) -> dict
     for task in tasks:
         first.setdefault((task.priority, task.run_after), task)
     ahead = {
-        group: (await queue_positions(session, [task]))[task.id] - 1
-        for group, task in first.items()
+        group: await new_position(session, task, dialect) - 1 for group, task in first.items()
     }
     positions: dict[uuid.UUID, int] = {}
     for task in tasks:
@@ -254,7 +256,7 @@ async def submit_tasks(
             TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
         )
     if positions is None:
-        positions = await _new_positions(session, tasks)
+        positions = await _new_positions(session, tasks, uow.dialect)
     # Answered as submitted (pending, with its position) even when a waiting claim takes it.
     await hand_off(uow, job.id, {t.id for t in tasks if t.run_after <= now}, settings)
     name = job.full_name

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import direct
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
@@ -120,6 +121,8 @@ class Database:
         self.session_maker = session_maker
         self.settings = settings
         bind = session_maker.kw.get("bind")
+        self.engine: AsyncEngine | None = bind
+        self._writer_conn: AsyncConnection | None = None
         self.dialect: str = bind.dialect.name if bind is not None else "sqlite"
         use_gate = settings.enable_db_lock
         if use_gate is None:
@@ -132,6 +135,7 @@ class Database:
         """Statements sent to the database through this engine (for health and benchmarks)."""
         if bind is not None:
             event.listen(bind.sync_engine, "before_cursor_execute", self._count)
+            direct.enable(bind.sync_engine, self._count)
         self.pubsub: PostgresPubSub | None = (
             PostgresPubSub(bind, self.notifier)
             if self.dialect == "postgresql" and bind is not None
@@ -152,9 +156,27 @@ class Database:
             await self.pubsub.start()
 
     async def stop(self) -> None:
-        """Stop cross-process wake-ups."""
+        """Stop cross-process wake-ups; give the write connection back (SQLite)."""
         if self.pubsub is not None:
             await self.pubsub.stop()
+        writer, self._writer_conn = self._writer_conn, None
+        if writer is not None:
+            await writer.close()
+
+    async def _writer(self) -> AsyncConnection | None:
+        """Inline SQLite: the connection every write transaction runs on, kept checked out.
+
+        Writes take turns through the write gate, so one connection serves them all, and a
+        write skips the pool's checkout and return and the session's own transaction
+        bookkeeping (it joins this connection's transaction instead). Opened on first use,
+        and again after it was invalidated or closed.
+        """
+        if self.engine is None:
+            return None
+        writer = self._writer_conn
+        if writer is None or writer.closed or writer.invalidated:
+            writer = self._writer_conn = await self.engine.connect()
+        return writer
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -185,7 +207,15 @@ class Database:
                 ``uow.events``).
         """
         async with self._gate():
-            session = self.session_maker()
+            writer = await self._writer() if self.inline and self.gate is not None else None
+            line = writer.sync_connection if writer is not None else None
+            if line is not None:
+                # Joins the writer's transaction; commits and rollbacks are the writer's.
+                session = self.session_maker(bind=writer)
+                line.begin()
+                session.info[_CONNECTION] = (None, line)
+            else:
+                session = self.session_maker()
             session.info[_INLINE] = self.inline
             uow = UnitOfWork(
                 session,
@@ -196,14 +226,19 @@ class Database:
             committed = False
             try:
                 yield uow
-                inline = self._learn_inline(session)
-                if inline:
+                if line is not None:
+                    if session.sync_session.in_transaction():
+                        session.sync_session.flush()
+                    line.commit()
+                elif self._learn_inline(session):
                     session.sync_session.commit()
                 else:
                     await session.commit()
                 committed = True
             except BaseException:
-                if self._learn_inline(session):
+                if line is not None:
+                    line.rollback()
+                elif self._learn_inline(session):
                     session.sync_session.rollback()
                 else:
                     await session.rollback()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-__all__ = ["prebuilt"]
+__all__ = ["is_prebuilt", "prebuilt"]
 
 S = TypeVar("S")
 
@@ -58,3 +58,9 @@ def prebuilt(stmt: S) -> S:
         raise ValueError(f"{type(original).__name__} opts out of SQLAlchemy's SQL cache")
     copy.__dict__[_MEMO] = (id(copy), key)
     return copy  # type: ignore[no-any-return]
+
+
+def is_prebuilt(stmt: Any) -> bool:
+    """Whether ``stmt`` is the very object :func:`prebuilt` returned (not one derived from it)."""
+    memo = stmt.__dict__.get(_MEMO)
+    return memo is not None and memo[0] == id(stmt)
