@@ -342,3 +342,20 @@ async def test_statements_rendered_at_execution_go_through_sqlalchemy(db, job_id
         result = await records.execute(session, pairs, {"pairs": wanted})
         assert not isinstance(result, DirectResult)
         assert set(result.scalars()) == {rows[0]["id"], rows[2]["id"]}
+
+
+async def test_writes_share_one_connection_until_stop(db, job_id) -> None:
+    """Write transactions run on one kept connection; ``stop()`` gives it back to the pool."""
+    pool = db.engine.sync_engine.pool
+    async with db.write() as uow:  # the first write shows the connections are inline
+        await records.insert_tasks(uow.session, [task_row(job_id, 8)])
+    for n in range(3):
+        async with db.write() as uow:
+            await records.insert_tasks(uow.session, [task_row(job_id, n)])
+        assert pool.checkedout() == 1
+    await db.stop()
+    assert pool.checkedout() == 0
+    async with db.write() as uow:  # opened again on the next write
+        assert len(await records.load(uow.session, [])) == 0
+        await records.insert_tasks(uow.session, [task_row(job_id, 9)])
+    assert pool.checkedout() == 1

@@ -212,7 +212,6 @@ class Database:
             if line is not None:
                 # Joins the writer's transaction; commits and rollbacks are the writer's.
                 session = self.session_maker(bind=writer)
-                line.begin()
                 session.info[_CONNECTION] = (None, line)
             else:
                 session = self.session_maker()
@@ -225,6 +224,10 @@ class Database:
             )
             committed = False
             try:
+                if line is not None:
+                    if line.in_transaction():  # left open by a write whose rollback failed
+                        line.rollback()
+                    line.begin()
                 yield uow
                 if line is not None:
                     if session.sync_session.in_transaction():

@@ -13,8 +13,9 @@ values are stored and read exactly as through SQLAlchemy). Running it is then on
 The statement runs on the session's own connection, inside its transaction (an inline
 connection opens it on SQLAlchemy's ``begin``). Driver errors are wrapped in SQLAlchemy's
 exception classes, as SQLAlchemy would (``IntegrityError`` stays ``IntegrityError``).
-Statements this does not handle (no prebuilt key, parameters SQLAlchemy renders at
-execution) run through SQLAlchemy as before.
+Statements this does not handle (not prebuilt, parameters SQLAlchemy renders at
+execution), and every statement of an engine with execution listeners other than the
+statement counter (see :func:`enable`), run through SQLAlchemy as before.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ Processor = Callable[[Any], Any] | None
 class DirectResult:
     """The rows of a statement run directly, with the parts of SQLAlchemy's ``Result`` used.
 
-    Rows are plain tuples; the result is read once, like SQLAlchemy's.
+    Rows are named tuples (by position and by column name, as SQLAlchemy's rows); the rows
+    are fetched at once. ``scalars()`` is a plain list.
     """
 
     __slots__ = ("_keys", "_rows", "rowcount")
