@@ -147,9 +147,10 @@ _AHEAD_FIELDS = ("job_id", "priority", "run_after", "created_at")
 """What places a task in its job's queue (the parameters of :func:`_counts_ahead`)."""
 
 
-def _counts_ahead_of(prefix: str) -> Any:
+def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
     """:func:`_counts_ahead` of parameters named ``prefix`` + each of :data:`_AHEAD_FIELDS`."""
-    return _counts_ahead(*(task_param(f"{prefix}{name}", name) for name in _AHEAD_FIELDS))
+    params = (task_param(f"{prefix}{name}", name) for name in _AHEAD_FIELDS)
+    return _counts_ahead(*params, behind=behind)
 
 
 _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
@@ -158,7 +159,7 @@ _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
 _POSITION_OF_NEW = prebuilt(
     select(
         select(PENDING.c.pending).where(PENDING.c.job_id == task_param("job_id")).scalar_subquery()
-        - _counts_ahead(*(task_param(name) for name in _AHEAD_FIELDS), behind=True)
+        - _counts_ahead_of("", behind=True)
     )
 )
 """SQLite: a pending task's position from its job's pending count (see ``storage.pending``)."""

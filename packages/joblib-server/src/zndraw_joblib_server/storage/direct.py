@@ -24,7 +24,7 @@ import collections
 import re
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import exc
@@ -129,12 +129,12 @@ class Plan:
         binds = compiled.binds
         self._sql: str = compiled.string
         self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        self._expanding = frozenset(n for n in self._names if binds[n].expanding)
+        self._expanding = tuple(sorted({n for n in self._names if binds[n].expanding}))
         # Only plain lists are expanded here; SQLAlchemy renders the rest at execution.
         rendered = set(_POSTCOMPILE.findall(self._sql))
         self.usable: bool = (
             dialect.paramstyle == "qmark"
-            and rendered == self._expanding
+            and rendered == set(self._expanding)
             and not any(
                 binds[n].literal_execute or isinstance(binds[n].type, TupleType) for n in rendered
             )
@@ -153,34 +153,33 @@ class Plan:
         self._results: tuple[Processor, ...] = tuple(
             col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns
         )
-        self._sqls: dict[tuple[int, ...], tuple[str, tuple[str, ...]]] = {}
+        self._sqls: dict[tuple[int, ...], str] = {}
         self._row: type[tuple[Any, ...]] | None = None
         self._keys: tuple[str, ...] = ()
         self._active: list[tuple[int, Callable[[Any], Any]]] = []
 
-    def _shape(self, params: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
-        """SQL and parameter order for the lengths of this call's expanding lists.
+    def _shape(self, params: Mapping[str, Any]) -> str | None:
+        """The SQL for the lengths of this call's expanding lists.
 
         None for an empty list, which SQLAlchemy renders as an empty set.
         """
         if not self._expanding:
-            return self._sql, self._names
-        lengths = tuple(len(params[name]) for name in sorted(self._expanding))
-        found = self._sqls.get(lengths)
-        if found is None:
+            return self._sql
+        lengths = tuple(len(params[name]) for name in self._expanding)
+        sql = self._sqls.get(lengths)
+        if sql is None:
             if 0 in lengths:
                 return None
-            sized = dict(zip(sorted(self._expanding), lengths, strict=True))
+            sized = dict(zip(self._expanding, lengths, strict=True))
             sql = _POSTCOMPILE.sub(lambda m: ", ".join("?" * sized[m.group(1)]), self._sql)
-            found = (sql, self._names)
             if len(self._sqls) < 64:
-                self._sqls[lengths] = found
-        return found
+                self._sqls[lengths] = sql
+        return sql
 
-    def _values(self, params: Mapping[str, Any], names: Sequence[str]) -> list[Any]:
+    def _values(self, params: Mapping[str, Any]) -> list[Any]:
         values: list[Any] = []
         binds = self._binds
-        for name in names:
+        for name in self._names:
             value = params.get(name, _MISSING)
             if value is _MISSING:
                 value = self._defaults.get(name, _MISSING)
@@ -201,15 +200,14 @@ class Plan:
         """
         many = isinstance(params, list)
         first: Mapping[str, Any] = (params[0] if params else {}) if many else (params or {})
-        shape = self._shape(first)
-        if shape is None:
+        sql = self._shape(first)
+        if sql is None:
             return None
-        sql, names = shape
         try:
             if many:
-                cursor = conn.executemany(sql, [self._values(p, names) for p in params])
+                cursor = conn.executemany(sql, [self._values(p) for p in params])
             else:
-                cursor = conn.execute(sql, self._values(first, names))
+                cursor = conn.execute(sql, self._values(first))
             raw = cursor.fetchall() if cursor.description else []
         except sqlite3.Error as error:
             raise exc.DBAPIError.instance(sql, params, error, sqlite3.Error) from error
@@ -241,16 +239,12 @@ class Plan:
 def direct_plan(stmt: Any, dialect: Any) -> Plan | None:
     """The plan of a prebuilt statement for ``dialect`` (made on first use), else None.
 
-    Plans are kept on the statement itself, marked with its identity: a statement derived
-    from it later copies its attributes but is not the same statement.
+    Plans are kept on the statement itself. A statement derived from it later copies its
+    attributes, plans included, but is not prebuilt itself, so it never gets here.
     """
-    kept = stmt.__dict__.get(_PLANS)
-    if kept is None or kept[0] != id(stmt):
-        if not is_prebuilt(stmt):
-            return None
-        kept = (id(stmt), {})
-        stmt.__dict__[_PLANS] = kept
-    plans: dict[str, Plan | None] = kept[1]
+    if not is_prebuilt(stmt):
+        return None
+    plans: dict[str, Plan | None] = stmt.__dict__.setdefault(_PLANS, {})
     if dialect.name not in plans:
         plan = Plan(stmt, dialect)
         plans[dialect.name] = plan if plan.usable else None

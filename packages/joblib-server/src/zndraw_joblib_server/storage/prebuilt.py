@@ -27,9 +27,8 @@ class _KeyedOnce:
     """Mixin: answer the cache key computed by :func:`prebuilt` (for that very object)."""
 
     def _generate_cache_key(self) -> Any:
-        memo = self.__dict__.get(_MEMO)
-        if memo is not None and memo[0] == id(self):
-            return memo[1]
+        if is_prebuilt(self):
+            return self.__dict__[_MEMO][1]
         # A statement derived from a prebuilt one (generative methods copy the attributes)
         # has structure of its own: derive its key as usual.
         return super()._generate_cache_key()  # type: ignore[misc]
