@@ -229,22 +229,10 @@ class Database:
                         line.rollback()
                     line.begin()
                 yield uow
-                if line is not None:
-                    if session.sync_session.in_transaction():
-                        session.sync_session.flush()
-                    line.commit()
-                elif self._learn_inline(session):
-                    session.sync_session.commit()
-                else:
-                    await session.commit()
+                await self._end(session, line, commit=True)
                 committed = True
             except BaseException:
-                if line is not None:
-                    line.rollback()
-                elif self._learn_inline(session):
-                    session.sync_session.rollback()
-                else:
-                    await session.rollback()
+                await self._end(session, line, commit=False)
                 raise
             finally:
                 for sub, tasks in uow.handoffs.items():
@@ -256,6 +244,31 @@ class Database:
         self.announce(uow.wake)
         if sink is not None and uow.events:
             await deliver(sink, list(dict.fromkeys(uow.events)))  # events are hashable
+
+    async def _end(self, session: AsyncSession, line: Any, *, commit: bool) -> None:
+        """Commit (or roll back) a write on what it ran on.
+
+        ``line`` is the kept write connection (the session joined its transaction; what the
+        session holds is flushed into it first); otherwise the session's own transaction,
+        without greenlets when its connection is inline.
+        """
+        if line is not None:
+            if not commit:
+                line.rollback()
+                return
+            if session.sync_session.in_transaction():
+                session.sync_session.flush()
+            line.commit()
+        elif self._learn_inline(session):
+            sync = session.sync_session
+            if commit:
+                sync.commit()
+            else:
+                sync.rollback()
+        elif commit:
+            await session.commit()
+        else:
+            await session.rollback()
 
     def _learn_inline(self, session: AsyncSession) -> bool:
         """Whether the session's connection is inline SQLite (learnt from the first one).
