@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zndraw_joblib_server.storage.notifier import Notifier
 
@@ -114,34 +114,19 @@ class PostgresPubSub:
         self._queued.set()
 
     async def _publish(self) -> None:
-        delay = 0.1
+        await self._dedicated("NOTIFY", self._send_queued)
+
+    async def _send_queued(self, driver: Any) -> None:
+        """Send what is queued, whenever something is, until the connection fails."""
         while True:
+            await self._queued.wait()
+            self._queued.clear()
+            wake, self._pending = self._pending, {}
             try:
-                async with self._engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    if driver is None:  # pragma: no cover - asyncpg always has one
-                        raise RuntimeError("no driver connection")
-                    delay = 0.1
-                    while True:
-                        await self._queued.wait()
-                        self._queued.clear()
-                        wake, self._pending = self._pending, {}
-                        try:
-                            await self._send(driver, wake)
-                        except Exception:
-                            with contextlib.suppress(Exception):
-                                await conn.invalidate()
-                            raise
-                        finally:
-                            if not self._pending:
-                                self._idle.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("NOTIFY connection lost (%s); reconnecting", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                await self._send(driver, wake)
+            finally:
+                if not self._pending:
+                    self._idle.set()
 
     @staticmethod
     async def _send(driver: Any, wake: dict[str, int | None]) -> None:
@@ -160,42 +145,48 @@ class PostgresPubSub:
                 self._notifier.notify(key, None if count == "*" else int(count))
 
     async def _run(self) -> None:
+        await self._dedicated("LISTEN", self._listen)
+
+    async def _dedicated(self, purpose: str, use: Callable[[Any], Awaitable[None]]) -> None:
+        """Run ``use`` with the driver connection of a connection of its own, for ever.
+
+        When the connection fails it is invalidated (kept out of the pool the requests use)
+        and a new one is opened, after a pause that doubles from 0.1 s up to 5 s while
+        connecting keeps failing.
+        """
         delay = 0.1
         while True:
             try:
                 async with self._engine.connect() as conn:
                     try:
-                        await self._listen(conn)
+                        raw = await conn.get_raw_connection()
+                        driver = raw.driver_connection
+                        if driver is None:  # pragma: no cover - asyncpg always has one
+                            raise RuntimeError("no driver connection")
+                        delay = 0.1
+                        await use(driver)
                     except Exception:
-                        # Lost: keep the dead connection out of the pool for the requests.
                         with contextlib.suppress(Exception):
                             await conn.invalidate()
                         raise
-                    delay = 0.1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("LISTEN connection lost (%s); reconnecting", exc)
-            finally:
-                self._connected.clear()
+                logger.warning("%s connection lost (%s); reconnecting", purpose, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _listen(self, conn: AsyncConnection) -> None:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        if driver is None:  # pragma: no cover - asyncpg always has one
-            raise RuntimeError("no driver connection")
+    async def _listen(self, driver: Any) -> None:
         await driver.add_listener(CHANNEL, self._on_notify)
-        self.generation += 1
-        self.backend_pid = driver.get_server_pid()
-        self._connected.set()
-        # Anything missed while disconnected: wake every local waiter so it re-checks.
-        for key in list(self._notifier.keys()):
-            self._notifier.notify(key)
-        lost = asyncio.Event()
-        driver.add_termination_listener(lambda _conn: lost.set())
         try:
+            self.generation += 1
+            self.backend_pid = driver.get_server_pid()
+            self._connected.set()
+            # Anything missed while disconnected: wake every local waiter so it re-checks.
+            for key in list(self._notifier.keys()):
+                self._notifier.notify(key)
+            lost = asyncio.Event()
+            driver.add_termination_listener(lambda _conn: lost.set())
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), 5)
@@ -203,5 +194,6 @@ class PostgresPubSub:
                     raise ConnectionError("the LISTEN connection was closed")
                 await driver.execute("SELECT 1")  # notices a silently dead connection
         finally:
+            self._connected.clear()
             with contextlib.suppress(Exception):
                 await driver.remove_listener(CHANNEL, self._on_notify)
