@@ -20,7 +20,7 @@ from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.services import records
 from zndraw_joblib_server.services.records import TASKS, task_param
 from zndraw_joblib_server.storage import Database, get_database
-from zndraw_joblib_server.storage.direct import DirectResult
+from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 P = "/v1/joblib"

@@ -47,6 +47,7 @@ from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
 from zndraw_joblib_server.services.access import Actor, RoomAccess
+from zndraw_joblib_server.services.records import StaleRecord
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
 
@@ -89,7 +90,9 @@ async def submit_task(
 ) -> TaskResponse:
     """Submit a task to a job visible from the room; the payload must match the job's schema."""
     key = task_service.idempotency_key_of(idempotency_key)
-    async with db.write(sink) as uow:
+    # Its one insert needs no transaction, unless a waiting claim may be handed the task.
+    alone = not db.notifier.has_waiters()
+    async with db.write(sink, autocommit=alone) as uow:
         task, created = await task_service.submit_task(
             uow, actor, room_id, job_name, body, key, settings
         )
@@ -190,7 +193,7 @@ async def claim_tasks(
     wait = wait_seconds(prefer, cap)
     due = None
     seq = db.notifier.seq
-    async with db.write(sink) as uow:
+    async with db.write(sink, autocommit=True) as uow:
         tasks, job_ids = await claim_service.claim_tasks(
             uow, actor, body.worker_id, body.max_tasks, settings
         )
@@ -251,7 +254,7 @@ async def _wait_and_claim(
                 if not woken and due is None and pause >= remaining:
                     break  # nothing arrived and nothing fell due: no need to look
             mark = db.notifier.seq
-            async with db.write(sink) as uow:
+            async with db.write(sink, autocommit=True) as uow:
                 tasks, served = await claim_service.claim_tasks(
                     uow, actor, body.worker_id, body.max_tasks, settings
                 )
@@ -350,6 +353,11 @@ async def update_task(
 
     With `worker_id`, a worker that no longer holds the task's lease gets 409 `lease-lost`.
     """
+    try:  # PostgreSQL: outside a transaction, applied only to the version it read
+        async with db.write(sink, autocommit=True) as uow:
+            return await update_service.update_task(uow, actor, access, task_id, body, settings)
+    except StaleRecord:
+        pass  # changed meanwhile: nothing was written; again, in a transaction
     async with db.write(sink) as uow:
         return await update_service.update_task(uow, actor, access, task_id, body, settings)
 

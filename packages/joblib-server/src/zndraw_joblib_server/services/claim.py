@@ -8,6 +8,7 @@ process's write gate, which serialises it. Either way no task is handed out twic
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -20,7 +21,14 @@ from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFou
 from zndraw_joblib_server.models import Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
-from zndraw_joblib_server.services.records import TASKS, execute, fetch, save, task_param
+from zndraw_joblib_server.services.records import (
+    TASKS,
+    StaleRecord,
+    execute,
+    fetch,
+    save,
+    task_param,
+)
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -56,6 +64,13 @@ _TOUCH_AND_JOBS = prebuilt(
 )
 """PostgreSQL: the heartbeat and the jobs of the worker in one statement (one round trip)."""
 
+_OWNER_AND_JOBS = prebuilt(
+    select(WORKERS.c.user_id, LINKS.c.job_id)
+    .select_from(WORKERS.outerjoin(LINKS, LINKS.c.worker_id == WORKERS.c.id))
+    .where(WORKERS.c.id == bindparam("b_worker_id", type_=WORKERS.c.id.type))
+)
+"""A worker's owner and jobs (read only: outside a transaction the claim itself beats)."""
+
 
 async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids of the jobs the worker serves."""
@@ -78,7 +93,14 @@ async def _touch_worker(
     """
     session = uow.session
     params = {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
-    if uow.dialect == "postgresql":
+    if uow.autocommit:
+        # A read: the claim statement refreshes the heartbeat (one commit, not two).
+        rows = (await execute(session, _OWNER_AND_JOBS, params)).all()
+        touched = bool(rows) and rows[0][0] == actor.id
+        job_ids = [job_id for _owner, job_id in rows if job_id is not None]
+        if touched and not job_ids:
+            await execute(session, _TOUCH, params)  # nothing to claim: beat on its own
+    elif uow.dialect == "postgresql":
         rows = (await execute(session, _TOUCH_AND_JOBS, params)).all()
         touched = bool(rows)
         job_ids = [job_id for _id, job_id in rows if job_id is not None]
@@ -91,12 +113,18 @@ async def _touch_worker(
     return job_ids
 
 
-@lru_cache(maxsize=2)
-def _claim_statement(several_jobs: bool) -> Any:
+@lru_cache(maxsize=4)
+def _claim_statement(several_jobs: bool, guarded: bool = False) -> Any:
     """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
 
     One job (the usual case) is an equality, so both databases walk the claim index in
     claim order and stop after ``limit`` rows, however long the queue.
+
+    ``guarded`` (a claim outside a transaction, PostgreSQL): the statement also refreshes
+    the worker's heartbeat (parameter ``b_beat``) and claims only if that found the worker.
+    The update locks the worker's row until the statement commits, so a concurrent
+    ``DELETE /workers`` (which locks that row first) either makes it claim nothing or waits
+    for it and then releases what it claimed.
     """
     served = (
         TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
@@ -115,18 +143,25 @@ def _claim_statement(several_jobs: bool) -> Any:
         .with_for_update(skip_locked=True)
         .cte("claimable")
     )
+    stmt = update(TASKS).where(TASKS.c.id.in_(select(claimable.c.id)))
+    if guarded:
+        beat = (
+            update(WORKERS)
+            .where(WORKERS.c.id == task_param("b_worker", "worker_id"))
+            .values(last_heartbeat=bindparam("b_beat", type_=WORKERS.c.last_heartbeat.type))
+            .returning(WORKERS.c.id)
+            .cte("beat")
+        )
+        stmt = stmt.where(select(beat.c.id).exists())
     return prebuilt(
-        update(TASKS)
-        .where(TASKS.c.id.in_(select(claimable.c.id)))
-        .values(
+        stmt.values(
             status=TaskStatus.CLAIMED,
             worker_id=task_param("b_worker", "worker_id"),
             attempt=TASKS.c.attempt + 1,
             claimed_at=task_param("b_claimed_at", "claimed_at"),
             lease_expires_at=task_param("b_lease_until", "lease_expires_at"),
             version=TASKS.c.version + 1,
-        )
-        .returning(*TASKS.c)
+        ).returning(*TASKS.c)
     )
 
 
@@ -160,17 +195,25 @@ async def claim_tasks(
         "b_lease_until": now + timedelta(seconds=settings.lease_seconds),
         "b_limit": max_tasks,
     }
+    if uow.autocommit:
+        params["b_beat"] = now
     if len(job_ids) == 1:
         params["b_job_id"] = job_ids[0]
     else:
         params["b_job_ids"] = job_ids
-    tasks = await fetch(session, _claim_statement(len(job_ids) > 1), params)
+    stmt = _claim_statement(len(job_ids) > 1, uow.autocommit)
+    tasks = await fetch(session, stmt, params)
     if not tasks:
         return [], job_ids
     own_lease = [t for t in tasks if t.lease_seconds is not None]
     for task in own_lease:
         task.lease_expires_at = now + timedelta(seconds=task.lease_seconds or 0)
-    await save(session, own_lease)
+    if uow.autocommit:
+        for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
+            with contextlib.suppress(StaleRecord):
+                await save(session, [task], guarded=True)
+    else:
+        await save(session, own_lease)
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
@@ -189,8 +232,8 @@ async def hand_off(
     its caller's is left to find that out itself. Waiting claims in other processes are
     woken as before for what is left.
     """
-    if uow.parked is None or not new_ids:
-        return
+    if uow.parked is None or uow.autocommit or not new_ids:
+        return  # (outside a transaction, the waiting claims are woken instead)
     key = f"job:{job_id}"
     handed = 0
     while handed < len(new_ids):

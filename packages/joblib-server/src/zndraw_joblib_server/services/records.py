@@ -20,14 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskNotFound, TaskStatus
 from zndraw_joblib_server.models import Task
-from zndraw_joblib_server.storage.database import session_connection
+from zndraw_joblib_server.storage.database import DIRECT_PG, session_connection
 from zndraw_joblib_server.storage.direct import run_direct
+from zndraw_joblib_server.storage.direct_pg import run_direct_pg
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
     "LIGHT_FIELDS",
     "TASKS",
     "UNLOADED",
+    "StaleRecord",
     "TaskLike",
     "TaskRecord",
     "execute",
@@ -209,6 +211,10 @@ async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
     if sync is not None:
         result = run_direct(sync, stmt, params)
         return result if result is not None else sync.execute(stmt, params)
+    if session.info.get(DIRECT_PG):
+        found = await run_direct_pg(conn, stmt, params)
+        if found is not None:
+            return found
     return await conn.execute(stmt, params)
 
 
@@ -269,16 +275,26 @@ def task_param(name: str, column: str | None = None) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _update_statement(columns: tuple[str, ...]) -> Update:
-    return prebuilt(
-        update(TASKS)
-        .where(TASKS.c.id == task_param("b_id", "id"))
-        .values({name: task_param(f"v_{name}", name) for name in columns})
-    )
+def _update_statement(columns: tuple[str, ...], guarded: bool = False) -> Update:
+    stmt = update(TASKS).where(TASKS.c.id == task_param("b_id", "id"))
+    if guarded:
+        stmt = stmt.where(TASKS.c.version == task_param("b_version", "version"))
+    return prebuilt(stmt.values({name: task_param(f"v_{name}", name) for name in columns}))
 
 
-async def save(session: AsyncSession, records: Iterable[TaskRecord]) -> None:
-    """Write what changed in ``records``: one ``executemany`` per set of changed columns."""
+class StaleRecord(Exception):
+    """A guarded save found the task changed since it was read (nothing was written)."""
+
+
+async def save(
+    session: AsyncSession, records: Iterable[TaskRecord], *, guarded: bool = False
+) -> None:
+    """Write what changed in ``records``: one ``executemany`` per set of changed columns.
+
+    With ``guarded``, each record is written by a statement of its own that applies only
+    if the row still has the version it was read with (for work outside a transaction,
+    where the row was not locked); the first that does not raises :class:`StaleRecord`.
+    """
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for record in records:
         changed = record.changes()
@@ -286,7 +302,13 @@ async def save(session: AsyncSession, records: Iterable[TaskRecord]) -> None:
             continue
         params = {f"v_{name}": value for name, value in changed.items()}
         params["b_id"] = record.id
-        groups.setdefault(tuple(sorted(changed)), []).append(params)
+        if guarded:
+            params["b_version"] = record._saved["version"]
+            stmt = _update_statement(tuple(sorted(changed)), True)
+            if (await execute(session, stmt, params)).rowcount != 1:
+                raise StaleRecord(f"Task {record.id} changed since it was read.")
+        else:
+            groups.setdefault(tuple(sorted(changed)), []).append(params)
         record._saved.update(changed)
     for columns, params_list in groups.items():
         await execute(session, _update_statement(columns), params_list)

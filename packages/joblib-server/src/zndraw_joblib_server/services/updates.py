@@ -75,28 +75,29 @@ async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> Owners:
     return dict(rows.tuples().all())
 
 
-@lru_cache(maxsize=2)
-def _load_with_owners(light: bool) -> Select[Any]:
+@lru_cache(maxsize=4)
+def _load_with_owners(light: bool, locked: bool = True) -> Select[Any]:
     """Tasks by id (parameter ``ids``), row-locked, each with its worker's owner (last column).
 
     The owner comes from the same statement, so the usual update (a worker reporting on its
-    own task) needs no second lookup. Only the task rows are locked (``FOR UPDATE OF``).
+    own task) needs no second lookup. Only the task rows are locked (``FOR UPDATE OF``);
+    without ``locked`` nothing is (the writes are then guarded by the version read).
     """
     columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else list(TASKS.c)
-    return prebuilt(
+    stmt = (
         select(*columns, _WORKERS.c.user_id.label("worker_owner"))
         .outerjoin(_WORKERS, _WORKERS.c.id == TASKS.c.worker_id)
         .where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
-        .with_for_update(of=TASKS)
     )
+    return prebuilt(stmt.with_for_update(of=TASKS) if locked else stmt)
 
 
 async def _load_for_update(
-    session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool, locked: bool = True
 ) -> tuple[dict[uuid.UUID, TaskRecord], Owners]:
     """The existing tasks among ``ids`` (locked), and the owners of the workers holding them."""
     params = {"ids": list(dict.fromkeys(ids))}
-    result = await execute(session, _load_with_owners(light), params)
+    result = await execute(session, _load_with_owners(light, locked), params)
     keys = tuple(result.keys())[:-1]
     tasks: dict[uuid.UUID, TaskRecord] = {}
     owners: Owners = {}
@@ -258,7 +259,7 @@ async def _update_all(
     """
     session = uow.session
     tasks, owners = await _load_for_update(
-        session, [task_id for task_id, _ in items], light=not snapshots
+        session, [task_id for task_id, _ in items], light=not snapshots, locked=not uow.autocommit
     )
     # Workers named by an update that holds none of the tasks (their lease is lost anyway,
     # but a stranger's worker answers 403, not 409) need a lookup of their own.
@@ -283,7 +284,7 @@ async def _update_all(
         if requeued:
             claimable[task_id] = task
         outcomes.append((task_id, task.copy() if snapshots else None))
-    await save(session, changed.values())
+    await save(session, changed.values(), guarded=uow.autocommit)
     await announce(uow, list(changed.values()), now, claimable.values())
     return outcomes
 

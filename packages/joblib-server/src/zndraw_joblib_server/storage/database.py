@@ -28,7 +28,14 @@ from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
 
-__all__ = ["Database", "EventSink", "UnitOfWork", "get_database", "session_connection"]
+__all__ = [
+    "DIRECT_PG",
+    "Database",
+    "EventSink",
+    "UnitOfWork",
+    "get_database",
+    "session_connection",
+]
 
 logger = logging.getLogger("zndraw_joblib_server")
 
@@ -38,6 +45,9 @@ EventSink = Callable[[Sequence[Event]], Awaitable[None]]
 
 _CONNECTION = "zndraw_joblib.connection"
 _INLINE = "zndraw_joblib.inline"
+DIRECT_PG = "zndraw_joblib.direct_pg"
+"""Session info key: the session's connection is outside a transaction (PostgreSQL), so
+prebuilt statements may run straight on asyncpg (see ``storage.direct_pg``)."""
 
 
 async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
@@ -89,6 +99,10 @@ class UnitOfWork:
     commit (with nothing after a rollback)."""
     dialect: str = "sqlite"
     """The database's dialect name (``sqlite`` or ``postgresql``)."""
+    autocommit: bool = False
+    """PostgreSQL: every statement commits on its own (no ``BEGIN``/``COMMIT`` round trips).
+
+    Only for work whose statements are each safe alone (see :meth:`Database.write`)."""
 
     def wake_all(self, key: str) -> None:
         """Wake every long-poll waiting on ``key`` after commit."""
@@ -136,6 +150,13 @@ class Database:
         if bind is not None:
             event.listen(bind.sync_engine, "before_cursor_execute", self._count)
             direct.enable(bind.sync_engine, self._count)
+        self._autocommit_engine: AsyncEngine | None = (
+            bind.execution_options(isolation_level="AUTOCOMMIT")
+            if bind is not None and self.dialect == "postgresql"
+            else None
+        )
+        if self._autocommit_engine is not None:  # its listeners are the engine's
+            direct.enable(self._autocommit_engine.sync_engine, self._count)
         self.pubsub: PostgresPubSub | None = (
             PostgresPubSub(bind, self.notifier)
             if self.dialect == "postgresql" and bind is not None
@@ -197,7 +218,11 @@ class Database:
 
     @asynccontextmanager
     async def write(
-        self, sink: EventSink | None = None, *, keep_events: bool = False
+        self,
+        sink: EventSink | None = None,
+        *,
+        keep_events: bool = False,
+        autocommit: bool = False,
     ) -> AsyncIterator[UnitOfWork]:
         """A write transaction: commit on success, roll back on error, then announce.
 
@@ -205,14 +230,29 @@ class Database:
             sink: Receives the collected events after commit (errors are logged, not raised).
             keep_events: Collect events even without a sink (the caller reads
                 ``uow.events``).
+            autocommit: On PostgreSQL, run without a transaction: each statement commits on
+                its own, which saves the ``BEGIN`` and ``COMMIT`` round trips. For work
+                whose every statement is safe alone: the services then guard their writes
+                (a claim checks its worker in the claim statement, an update only applies to
+                the version it read). What such work collected is announced even when it
+                fails later, as its writes stand. Ignored on other databases.
         """
+        single = autocommit and self._autocommit_engine is not None
         async with self._gate():
             writer = await self._writer() if self.inline and self.gate is not None else None
             line = writer.sync_connection if writer is not None else None
+            own: AsyncConnection | None = None
             if line is not None:
                 # Joins the writer's transaction; commits and rollbacks are the writer's.
                 session = self.session_maker(bind=writer)
                 session.info[_CONNECTION] = (None, line)
+            elif single:
+                # A connection of its own, past the session's transaction bookkeeping.
+                assert self._autocommit_engine is not None
+                own = await self._autocommit_engine.connect()
+                session = self.session_maker(bind=own)
+                session.info[_CONNECTION] = (own, None)
+                session.info[DIRECT_PG] = True
             else:
                 session = self.session_maker()
             session.info[_INLINE] = self.inline
@@ -221,6 +261,7 @@ class Database:
                 record_events=sink is not None or keep_events,
                 parked=self.notifier if self.settings.claim_handoff else None,
                 dialect=self.dialect,
+                autocommit=single,
             )
             committed = False
             try:
@@ -233,14 +274,22 @@ class Database:
                 committed = True
             except BaseException:
                 await self._end(session, line, commit=False)
+                if single:  # what was written stands: announce it
+                    await self._after(uow, sink)
                 raise
             finally:
                 for sub, tasks in uow.handoffs.items():
                     sub.settle(tasks if committed else [])
-                if self.inline:
-                    session.sync_session.close()
+                if self.inline or not session.sync_session.in_transaction():
+                    session.sync_session.close()  # nothing underneath awaits
                 else:
                     await session.close()
+                if own is not None:
+                    await own.close()
+        await self._after(uow, sink)
+
+    async def _after(self, uow: UnitOfWork, sink: EventSink | None) -> None:
+        """Wake long-polls and hand the events to ``sink`` (after the work committed)."""
         self.announce(uow.wake)
         if sink is not None and uow.events:
             await deliver(sink, list(dict.fromkeys(uow.events)))  # events are hashable
@@ -265,6 +314,8 @@ class Database:
                 sync.commit()
             else:
                 sync.rollback()
+        elif not session.sync_session.in_transaction():
+            return  # the session never ran anything itself (its statements ran directly)
         elif commit:
             await session.commit()
         else:

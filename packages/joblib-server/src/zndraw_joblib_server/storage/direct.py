@@ -24,15 +24,17 @@ import collections
 import re
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import exc
+from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.types import TupleType
 
+from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import is_prebuilt
 
-__all__ = ["DirectResult", "Plan", "direct_plan", "enable", "run_direct"]
+__all__ = ["DirectResult", "Plan", "counter_for", "direct_plan", "enable", "run_direct"]
 
 _PLANS = "_zndraw_joblib_direct"
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
@@ -41,86 +43,30 @@ _MISSING: Any = object()
 Processor = Callable[[Any], Any] | None
 
 
-class DirectResult:
-    """The rows of a statement run directly, with the parts of SQLAlchemy's ``Result`` used.
-
-    Rows are named tuples (by position and by column name, as SQLAlchemy's rows); the rows
-    are fetched at once. ``scalars()`` is a plain list.
-    """
-
-    __slots__ = ("_keys", "_rows", "rowcount")
-
-    def __init__(self, keys: tuple[str, ...], rows: list[tuple[Any, ...]], rowcount: int):
-        self._keys = keys
-        self._rows = rows
-        self.rowcount = rowcount
-        """Rows changed by the statement (as the driver reports it)."""
-
-    def keys(self) -> tuple[str, ...]:
-        """The column names."""
-        return self._keys
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self._rows)
-
-    def all(self) -> list[tuple[Any, ...]]:
-        """Every row."""
-        return self._rows
-
-    def tuples(self) -> DirectResult:
-        """This result (its rows are tuples already)."""
-        return self
-
-    def first(self) -> tuple[Any, ...] | None:
-        """The first row, or None."""
-        return self._rows[0] if self._rows else None
-
-    def scalars(self) -> list[Any]:
-        """The first column of every row."""
-        return [row[0] for row in self._rows]
-
-    def scalar(self) -> Any:
-        """The first column of the first row, or None."""
-        return self._rows[0][0] if self._rows else None
-
-    def scalar_one(self) -> Any:
-        """The first column of the only row.
-
-        Raises:
-            sqlalchemy.exc.NoResultFound: No row.
-            sqlalchemy.exc.MultipleResultsFound: More than one row.
-        """
-        if not self._rows:
-            raise exc.NoResultFound("No row was found when one was required")
-        return self.scalar_one_or_none()
-
-    def scalar_one_or_none(self) -> Any:
-        """The first column of the only row, or None without rows.
-
-        Raises:
-            sqlalchemy.exc.MultipleResultsFound: More than one row.
-        """
-        if len(self._rows) > 1:
-            raise exc.MultipleResultsFound(
-                "Multiple rows were found when one or none was required"
-            )
-        return self._rows[0][0] if self._rows else None
-
-
 class Plan:
-    """One prebuilt statement compiled for SQLite: SQL, parameter order, type processors."""
+    """One prebuilt statement compiled for a dialect: SQL, parameter order, type processors.
+
+    Two parameter styles: SQLite's ``?`` (values in order of appearance, a list expanded
+    in place) and asyncpg's ``$n`` (each parameter once, numbered in order, the members of
+    expanded lists numbered after all the others, as SQLAlchemy numbers them).
+    """
 
     __slots__ = (
         "_active",
         "_binds",
+        "_column_keys",
+        "_columns",
         "_defaults",
+        "_dialect",
         "_expanding",
         "_keys",
+        "_marks",
         "_names",
-        "_results",
+        "_numbered",
         "_row",
         "_sql",
         "_sqls",
+        "returns_rows",
         "usable",
     )
 
@@ -128,12 +74,26 @@ class Plan:
         compiled = stmt.compile(dialect=dialect)
         binds = compiled.binds
         self._sql: str = compiled.string
-        self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        self._expanding = tuple(sorted({n for n in self._names if binds[n].expanding}))
+        names = tuple(compiled.positiontup or ())
+        self._numbered = dialect.paramstyle == "numeric_dollar"
+        self._expanding = tuple(dict.fromkeys(n for n in names if binds[n].expanding))
+        if self._numbered:  # the plain parameters, then the lists' members
+            names = tuple(n for n in names if not binds[n].expanding) + self._expanding
+        self._names: tuple[str, ...] = names
+        # Each list member is written as SQLAlchemy writes it (with its type's cast, where
+        # the dialect renders casts: asyncpg's ``$3::UUID``).
+        self._marks: dict[str, str] = {}
+        for name in self._expanding:
+            impl = binds[name].type.dialect_impl(dialect)
+            casts = dialect.bind_typing is BindTyping.RENDER_CASTS and impl.render_bind_cast
+            mark = "$%d" if self._numbered else "?"
+            self._marks[name] = (
+                compiled.render_bind_cast(binds[name].type, impl, mark) if casts else mark
+            )
         # Only plain lists are expanded here; SQLAlchemy renders the rest at execution.
         rendered = set(_POSTCOMPILE.findall(self._sql))
         self.usable: bool = (
-            dialect.paramstyle == "qmark"
+            dialect.paramstyle in ("qmark", "numeric_dollar")
             and rendered == set(self._expanding)
             and not any(
                 binds[n].literal_execute or isinstance(binds[n].type, TupleType) for n in rendered
@@ -149,16 +109,17 @@ class Plan:
             name: bind.type.dialect_impl(dialect).bind_processor(dialect)
             for name, bind in binds.items()
         }
-        columns = list(stmt.exported_columns)
-        self._results: tuple[Processor, ...] = tuple(
-            col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns
-        )
+        self._dialect = dialect
+        self._columns = list(stmt.exported_columns)
+        self._column_keys = tuple(col.key for col in self._columns)
+        self.returns_rows: bool = bool(self._columns)
+        """Whether the statement answers rows (a query, or ``RETURNING``)."""
         self._sqls: dict[tuple[int, ...], str] = {}
         self._row: type[tuple[Any, ...]] | None = None
         self._keys: tuple[str, ...] = ()
         self._active: list[tuple[int, Callable[[Any], Any]]] = []
 
-    def _shape(self, params: Mapping[str, Any]) -> str | None:
+    def shape(self, params: Mapping[str, Any]) -> str | None:
         """The SQL for the lengths of this call's expanding lists.
 
         None for an empty list, which SQLAlchemy renders as an empty set.
@@ -171,12 +132,22 @@ class Plan:
             if 0 in lengths:
                 return None
             sized = dict(zip(self._expanding, lengths, strict=True))
-            sql = _POSTCOMPILE.sub(lambda m: ", ".join("?" * sized[m.group(1)]), self._sql)
+            members: dict[str, str] = {}
+            number = len(self._names) - len(self._expanding) + 1  # numbered: after the rest
+            for name in self._expanding:
+                mark = self._marks[name]
+                if self._numbered:
+                    members[name] = ", ".join(mark % (number + i) for i in range(sized[name]))
+                    number += sized[name]
+                else:
+                    members[name] = ", ".join([mark] * sized[name])
+            sql = _POSTCOMPILE.sub(lambda m: members[m.group(1)], self._sql)
             if len(self._sqls) < 64:
                 self._sqls[lengths] = sql
         return sql
 
-    def _values(self, params: Mapping[str, Any]) -> list[Any]:
+    def values(self, params: Mapping[str, Any]) -> list[Any]:
+        """The driver's parameter values for ``params``, in order, processed by type."""
         values: list[Any] = []
         binds = self._binds
         for name in self._names:
@@ -193,28 +164,55 @@ class Plan:
         return values
 
     def run(self, conn: sqlite3.Connection, params: Any) -> DirectResult | None:
-        """Execute on ``conn`` with ``params`` (a mapping, or a list of them: executemany).
+        """Execute on the ``sqlite3`` connection ``conn`` with ``params``.
 
-        None, having done nothing, for what only SQLAlchemy renders (an empty list for an
-        expanding parameter).
+        ``params`` is a mapping, or a list of them (executemany). None, having done
+        nothing, for what only SQLAlchemy renders (an empty list for an expanding
+        parameter).
         """
         many = isinstance(params, list)
         first: Mapping[str, Any] = (params[0] if params else {}) if many else (params or {})
-        sql = self._shape(first)
+        sql = self.shape(first)
         if sql is None:
             return None
         try:
             if many:
-                cursor = conn.executemany(sql, [self._values(p) for p in params])
+                cursor = conn.executemany(sql, [self.values(p) for p in params])
             else:
-                cursor = conn.execute(sql, self._values(first))
+                cursor = conn.execute(sql, self.values(first))
             raw = cursor.fetchall() if cursor.description else []
         except sqlite3.Error as error:
             raise exc.DBAPIError.instance(sql, params, error, sqlite3.Error) from error
         if not cursor.description:
             return DirectResult((), [], cursor.rowcount)
-        if self._row is None:
-            self._shape_rows(tuple(d[0] for d in cursor.description))
+        if not self.learned:
+            self.learn([(d[0], d[1]) for d in cursor.description])
+        return self.result(raw, cursor.rowcount)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the result's columns are known (see :meth:`learn`)."""
+        return self._row is not None
+
+    def learn(self, description: list[tuple[str, Any]]) -> None:
+        """Learn the result's columns from the driver: each one's name and type code.
+
+        Rows are then named tuples, and each column's value goes through the result
+        processor SQLAlchemy picks for its type and the driver's type code.
+        """
+        if len(self._columns) != len(description):  # pragma: no cover - exported = result
+            raise RuntimeError("a direct statement returned columns it does not export")
+        dialect = self._dialect
+        self._keys = tuple(name for name, _code in description)
+        self._row = collections.namedtuple("Row", self._keys, rename=True)  # type: ignore[misc]
+        processors = [
+            col.type.dialect_impl(dialect).result_processor(dialect, code)
+            for col, (_name, code) in zip(self._columns, description, strict=True)
+        ]
+        self._active = [(i, p) for i, p in enumerate(processors) if p is not None]
+
+    def result(self, raw: list[Any], rowcount: int) -> DirectResult:
+        """The driver's rows as a result of processed values (columns learnt first)."""
         make = self._row._make  # type: ignore[union-attr]
         active = self._active
         rows = []
@@ -225,15 +223,14 @@ class Plan:
                     values[i] = process(values[i])
                 row = values
             rows.append(make(row))
-        return DirectResult(self._keys, rows, cursor.rowcount)
+        return DirectResult(self._keys, rows, rowcount)
 
-    def _shape_rows(self, keys: tuple[str, ...]) -> None:
-        """Learn the result's column names (on the first run): rows are named tuples."""
-        if len(self._results) != len(keys):  # pragma: no cover - exported columns are the result's
-            raise RuntimeError("a direct statement returned columns it does not export")
-        self._keys = keys
-        self._row = collections.namedtuple("Row", keys, rename=True)  # type: ignore[misc]
-        self._active = [(i, p) for i, p in enumerate(self._results) if p is not None]
+    def empty(self, rowcount: int) -> DirectResult:
+        """A result without rows.
+
+        Its keys are the exported columns' until a run has shown the driver's.
+        """
+        return DirectResult(self._keys or self._column_keys, [], rowcount)
 
 
 def direct_plan(stmt: Any, dialect: Any) -> Plan | None:
@@ -245,17 +242,21 @@ def direct_plan(stmt: Any, dialect: Any) -> Plan | None:
     if not is_prebuilt(stmt):
         return None
     plans: dict[str, Plan | None] = stmt.__dict__.setdefault(_PLANS, {})
-    if dialect.name not in plans:
+    key = f"{dialect.name}+{dialect.driver}"
+    if key not in plans:
         plan = Plan(stmt, dialect)
-        plans[dialect.name] = plan if plan.usable else None
-    return plans[dialect.name]
+        plans[key] = plan if plan.usable else None
+    return plans[key]
 
 
 _COUNTERS: weakref.WeakKeyDictionary[Any, Callable[[], None]] = weakref.WeakKeyDictionary()
 
 
 def enable(engine: Any, count: Callable[[], None]) -> None:
-    """Run prebuilt statements directly on ``engine``'s inline connections.
+    """Run prebuilt statements directly on ``engine``'s connections where possible.
+
+    That is: inline SQLite connections, and asyncpg connections outside a transaction (see
+    :mod:`.direct_pg`).
 
     Args:
         engine: The synchronous engine (``AsyncEngine.sync_engine``).
@@ -280,17 +281,22 @@ def _observed(engine: Any) -> bool:
     )
 
 
+def counter_for(engine: Any) -> Callable[[], None] | None:
+    """The statement counter of an engine whose statements may run directly, else None."""
+    count = _COUNTERS.get(engine)
+    if count is None or _observed(engine):
+        return None
+    return count
+
+
 def run_direct(sync: Any, stmt: Any, params: Any) -> DirectResult | None:
     """Run ``stmt`` directly on the inline SQLAlchemy connection ``sync``.
 
     None, having done nothing, when it must go through SQLAlchemy instead (see
     :func:`enable`).
     """
-    engine = sync.engine
-    count = _COUNTERS.get(engine)
+    count = counter_for(sync.engine)
     if count is None:
-        return None
-    if _observed(engine):
         return None
     plan = direct_plan(stmt, sync.dialect)
     if plan is None:
