@@ -34,14 +34,12 @@ from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
-    insert_one,
     job_names,
-    new_position,
-    queue_positions,
     to_response,
     validate_room,
 )
 from zndraw_joblib_server.services.jobs import resolve_job
+from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
 from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
