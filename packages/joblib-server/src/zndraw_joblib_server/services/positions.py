@@ -19,8 +19,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services.records import TASKS, TaskLike, execute, task_param
-from zndraw_joblib_server.storage.pending import PENDING, counts_kept
+from zndraw_joblib_server.services.records import (
+    TASKS,
+    TaskLike,
+    TaskRecord,
+    execute,
+    task_param,
+)
+from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["insert_one", "new_position", "queue_positions"]
@@ -67,25 +73,26 @@ def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
 _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
 """The count ahead of one task, built once (no statement construction per request)."""
 
-_POSITION_OF_NEW = prebuilt(
-    select(
-        select(PENDING.c.pending).where(PENDING.c.job_id == task_param("job_id")).scalar_subquery()
-        - _counts_ahead_of("", behind=True)
+_POSITION_OF_NEW = {
+    dialect: prebuilt(
+        select(kept_count(dialect, task_param("job_id")) - _counts_ahead_of("", behind=True))
     )
-)
-"""SQLite: a pending task's position from its job's pending count (see ``storage.pending``)."""
+    for dialect in ("sqlite", "postgresql")
+}
+"""A pending task's position from its job's pending count (see ``storage.pending``)."""
 
 
 async def new_position(session: AsyncSession, task: TaskLike, dialect: str) -> int:
     """The 1-based queue position of a task just inserted as pending.
 
-    On SQLite: the job's pending count minus the tasks queued behind the new one (usually
-    none), so the cost does not grow with the queue; elsewhere as :func:`queue_positions`.
+    Where the database keeps the counts: the job's pending count minus the tasks queued
+    behind the new one (usually none), so the cost does not grow with the queue; elsewhere
+    as :func:`queue_positions`.
     """
-    if dialect == "sqlite" and await counts_kept(session):
+    if dialect in _POSITION_OF_NEW and await counts_kept(session):
         params = {name: getattr(task, name) for name in _AHEAD_FIELDS}
-        position = (await execute(session, _POSITION_OF_NEW, params)).scalar_one()
-        if position is not None:  # None: the job's count is missing (removed by hand)
+        position = (await execute(session, _POSITION_OF_NEW[dialect], params)).scalar_one()
+        if position is not None and position >= 1:  # None: the job's count was removed
             return int(position)
     return (await queue_positions(session, [task]))[task.id]
 
@@ -110,16 +117,19 @@ def _render_skip_taken_key(_element: _SkipTakenKey, _compiler: Any, **_kw: Any) 
     return "ON CONFLICT (job_id, room_id, idempotency_key) DO NOTHING"
 
 
-def _insert_one(keyed: bool, counting: bool) -> Any:
+def _insert_one(keyed: bool, counting: str | None) -> Any:
     stmt: Any = insert(TASKS)
     if keyed:
         stmt._post_values_clause = _SkipTakenKey()
-    if counting:
+    if counting == "ahead":  # the pending tasks ahead of the new one
         stmt = stmt.returning(_counts_ahead_of("r_"))
+    elif counting == "kept":  # the same, from the kept count (before the insert's trigger)
+        kept = kept_count("postgresql", task_param("r_job_id", "job_id"))
+        stmt = stmt.returning(kept - _counts_ahead_of("r_", behind=True))
     return prebuilt(stmt)
 
 
-_INSERT_ONE = {(k, c): _insert_one(k, c) for k in (False, True) for c in (False, True)}
+_INSERT_ONE = {(k, c): _insert_one(k, c) for k in (False, True) for c in (None, "ahead", "kept")}
 
 
 async def insert_one(
@@ -132,21 +142,32 @@ async def insert_one(
         row: Every column of the task.
         keyed: Insert nothing when the row's idempotency key is taken (no error, no
             savepoint: a concurrent insert of the same key is waited for, then skipped).
-        counting: PostgreSQL: also count the pending tasks ahead of the new one
-            (``RETURNING`` is evaluated on the statement's snapshot, which does not hold the
-            new row, so the count is what :func:`queue_positions` finds after the insert).
+        counting: PostgreSQL: also return the new task's position. ``RETURNING`` is
+            evaluated on the statement's snapshot, which holds neither the new row nor the
+            change its trigger makes to the counts: with the counts kept, the job's count
+            minus the pending tasks queued behind the new one are those ahead of it;
+            without, the tasks ahead are counted. Either is what :func:`queue_positions`
+            finds after the insert.
 
     Returns:
         Whether the row was inserted, and with ``counting`` its 1-based queue position.
     """
     params = row
+    mode = None
     if counting:
         params = {**row, **{f"r_{name}": row[name] for name in _AHEAD_FIELDS}}
-    result = await execute(session, _INSERT_ONE[keyed, counting], params)
-    if counting:
-        ahead = result.scalar_one_or_none()
-        return ahead is not None, None if ahead is None else int(ahead) + 1
-    return result.rowcount == 1, None
+        postgres = session.sync_session.get_bind().dialect.name == "postgresql"
+        kept = postgres and await counts_kept(session)
+        mode = "kept" if kept else "ahead"
+    result = await execute(session, _INSERT_ONE[keyed, mode], params)
+    if mode is None:
+        return result.rowcount == 1, None
+    ahead = result.scalar_one_or_none()
+    if ahead is None:
+        return False, None
+    if ahead < 0:  # the counts were edited by hand: count instead
+        return True, (await queue_positions(session, [TaskRecord(row)]))[row["id"]]
+    return True, int(ahead) + 1
 
 
 async def queue_positions(

@@ -209,7 +209,7 @@ async def submit_tasks(
                 exc.extras["item"] = index
             raise
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
-    # counts the queue ahead (instead of a look-up, savepoint, insert, release and count).
+    # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
     if keys is not None and not single:
         found = await _by_keys(session, job.id, room_id, keys)
