@@ -23,6 +23,8 @@ from zndraw_joblib_server.services.jobs import soft_delete_orphans
 from zndraw_joblib_server.services.workers import remove_workers, stale_cutoff
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
+from zndraw_joblib_server.storage.pending import counts_kept
+from zndraw_joblib_server.storage.pending_pg import FOLD
 
 __all__ = ["SweepReport", "run_sweeper", "sweep_once"]
 
@@ -130,6 +132,16 @@ async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:
     report.jobs_deleted += len(await soft_delete_orphans(uow, candidates))
 
 
+async def _fold_counts(uow: UnitOfWork) -> None:
+    """PostgreSQL: fold the per-backend pending counts into their jobs' base rows.
+
+    One call per pass keeps the counts table at a few rows per job as connections (and so
+    backend pids) come and go; it never waits for a row a transaction holds.
+    """
+    if await counts_kept(uow.session):
+        await uow.session.execute(FOLD)
+
+
 async def sweep_once(
     session_maker: async_sessionmaker[AsyncSession],
     settings: JobLibSettings,
@@ -151,6 +163,9 @@ async def sweep_once(
     async with db.write(sink, keep_events=True) as uow:
         await _orphan_jobs(uow, report)
         report.events.extend(uow.events)
+    if db.is_postgres:  # SQLite keeps one row per job: nothing to fold
+        async with db.write() as uow:
+            await _fold_counts(uow)
     return report
 
 

@@ -34,14 +34,12 @@ from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
-    insert_one,
     job_names,
-    new_position,
-    queue_positions,
     to_response,
     validate_room,
 )
 from zndraw_joblib_server.services.jobs import resolve_job
+from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
 from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
@@ -211,7 +209,7 @@ async def submit_tasks(
                 exc.extras["item"] = index
             raise
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
-    # counts the queue ahead (instead of a look-up, savepoint, insert, release and count).
+    # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
     if keys is not None and not single:
         found = await _by_keys(session, job.id, room_id, keys)

@@ -7,10 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zndraw_auth import Base
 
 import zndraw_joblib_server.models  # noqa: F401  (registers the tables on Base.metadata)
+from zndraw_joblib_server.storage.pending_pg import SCHEMA_LOCK_KEY
 
 __all__ = ["create_tables"]
-
-_LOCK_KEY = 0x6A6F626C6962  # "joblib": serialises concurrent create_all on PostgreSQL
 
 
 async def create_tables(engine: AsyncEngine) -> None:
@@ -21,5 +20,6 @@ async def create_tables(engine: AsyncEngine) -> None:
     """
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            lock = text("SELECT pg_advisory_xact_lock(:key)")
+            await conn.execute(lock, {"key": SCHEMA_LOCK_KEY})
         await conn.run_sync(Base.metadata.create_all)
