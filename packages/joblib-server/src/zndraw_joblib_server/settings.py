@@ -108,6 +108,13 @@ class JobLibSettings(BaseSettings):
         "before reuse (and replaced if dead); busy connections are not (a ping costs a round "
         "trip per transaction). 0 pings on every checkout.",
     )
+    vacuum_after_claims: int = Field(
+        default=2_000,
+        ge=0,
+        description="PostgreSQL: after this many tasks claimed in this process, vacuum the "
+        "tasks table in the background (VACUUM SKIP_LOCKED), so claims stop walking past the "
+        "index entries of tasks claimed before; 0 leaves it to autovacuum.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
     )

@@ -205,6 +205,7 @@ async def claim_tasks(
     tasks = await fetch(session, stmt, params)
     if not tasks:
         return [], job_ids
+    uow.claimed += len(tasks)
     own_lease = [t for t in tasks if t.lease_seconds is not None]
     for task in own_lease:
         task.lease_expires_at = now + timedelta(seconds=task.lease_seconds or 0)

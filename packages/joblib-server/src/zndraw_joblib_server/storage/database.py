@@ -27,6 +27,7 @@ from zndraw_joblib_server.storage import direct
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
+from zndraw_joblib_server.storage.upkeep import ClaimUpkeep
 
 __all__ = [
     "DIRECT_PG",
@@ -99,6 +100,8 @@ class UnitOfWork:
     commit (with nothing after a rollback)."""
     dialect: str = "sqlite"
     """The database's dialect name (``sqlite`` or ``postgresql``)."""
+    claimed: int = 0
+    """How many tasks this work claimed (counted for :class:`~.upkeep.ClaimUpkeep`)."""
     autocommit: bool = False
     """PostgreSQL: every statement commits on its own (no ``BEGIN``/``COMMIT`` round trips).
 
@@ -157,6 +160,9 @@ class Database:
         )
         if self._autocommit_engine is not None:  # its listeners are the engine's
             direct.enable(self._autocommit_engine.sync_engine, self._count)
+        self.upkeep = ClaimUpkeep(
+            bind if self.dialect == "postgresql" else None, settings.vacuum_after_claims
+        )
         self.pubsub: PostgresPubSub | None = (
             PostgresPubSub(bind, self.notifier)
             if self.dialect == "postgresql" and bind is not None
@@ -180,6 +186,7 @@ class Database:
         """Stop cross-process wake-ups; give the write connection back (SQLite)."""
         if self.pubsub is not None:
             await self.pubsub.stop()
+        await self.upkeep.stop()
         writer, self._writer_conn = self._writer_conn, None
         if writer is not None:
             await writer.close()
@@ -290,6 +297,7 @@ class Database:
 
     async def _after(self, uow: UnitOfWork, sink: EventSink | None) -> None:
         """Wake long-polls and hand the events to ``sink`` (after the work committed)."""
+        self.upkeep.claimed(uow.claimed)
         self.announce(uow.wake)
         if sink is not None and uow.events:
             await deliver(sink, list(dict.fromkeys(uow.events)))  # events are hashable
