@@ -163,23 +163,31 @@ class Plan:
                 values.append(process(value) if process else value)
         return values
 
-    def run(self, conn: sqlite3.Connection, params: Any) -> DirectResult | None:
-        """Execute on the ``sqlite3`` connection ``conn`` with ``params``.
+    def bind(self, params: Any) -> tuple[str, Any, bool] | None:
+        """The SQL and the driver's values for ``params``, and whether it is executemany.
 
-        ``params`` is a mapping, or a list of them (executemany). None, having done
-        nothing, for what only SQLAlchemy renders (an empty list for an expanding
-        parameter).
+        ``params`` is a mapping (the values: one list), or a list of them (the values: a
+        list per mapping, executemany). None for what only SQLAlchemy renders (an empty
+        list for an expanding parameter).
         """
         many = isinstance(params, list)
         first: Mapping[str, Any] = (params[0] if params else {}) if many else (params or {})
         sql = self.shape(first)
         if sql is None:
             return None
+        return sql, [self.values(p) for p in params] if many else self.values(first), many
+
+    def run(self, conn: sqlite3.Connection, params: Any) -> DirectResult | None:
+        """Execute on the ``sqlite3`` connection ``conn`` with ``params`` (see :meth:`bind`).
+
+        None, having done nothing, for what only SQLAlchemy renders.
+        """
+        bound = self.bind(params)
+        if bound is None:
+            return None
+        sql, values, many = bound
         try:
-            if many:
-                cursor = conn.executemany(sql, [self.values(p) for p in params])
-            else:
-                cursor = conn.execute(sql, self.values(first))
+            cursor = conn.executemany(sql, values) if many else conn.execute(sql, values)
             raw = cursor.fetchall() if cursor.description else []
         except sqlite3.Error as error:
             raise exc.DBAPIError.instance(sql, params, error, sqlite3.Error) from error

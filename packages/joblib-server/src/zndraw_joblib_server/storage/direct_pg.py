@@ -16,7 +16,6 @@ the transaction on its first statement, which a statement sent past it would mis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import exc
@@ -47,24 +46,23 @@ async def run_direct_pg(conn: AsyncConnection, stmt: Any, params: Any) -> Direct
     plan = direct_plan(stmt, sync.dialect)
     if plan is None:
         return None
-    many = isinstance(params, list)
-    first: Mapping[str, Any] = (params[0] if params else {}) if many else (params or {})
-    sql = plan.shape(first)
-    if sql is None:
+    bound = plan.bind(params)
+    if bound is None:
         return None
+    sql, values, many = bound
     driver: Any = sync.connection.driver_connection
     try:
         if many:
-            await driver.executemany(sql, [plan.values(p) for p in params])
+            await driver.executemany(sql, values)
             result = plan.empty(-1)
         elif plan.returns_rows:
             if not plan.learned:  # once per plan: the result's columns and their types
                 found = (await driver.prepare(sql)).get_attributes()
                 plan.learn([(column.name, column.type.oid) for column in found])
-            records = await driver.fetch(sql, *plan.values(first))
+            records = await driver.fetch(sql, *values)
             result = plan.result(records, len(records))
         else:
-            status = await driver.execute(sql, *plan.values(first))
+            status = await driver.execute(sql, *values)
             result = plan.empty(_rowcount(status))
     except Exception as error:
         await _raise_translated(conn, adapter, sql, params, error)
