@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.services import records
 from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database, get_database
+from zndraw_joblib_server.storage import Database
 from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.direct import Plan
 from zndraw_joblib_server.storage.direct_result import DirectResult
@@ -32,7 +32,6 @@ from zndraw_joblib_server.storage.prebuilt import prebuilt
 pytestmark = pytest.mark.postgres
 
 P = "/v1/joblib"
-T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -41,40 +40,7 @@ def backend() -> str:
     return "postgres"
 
 
-@pytest.fixture
-def db(app: FastAPI) -> Database:
-    """The app's database handle."""
-    return get_database(app.state.session_maker, app.state.joblib_settings)
-
-
-@pytest.fixture
-async def job_id(flow, as_admin) -> uuid.UUID:
-    """A registered job the test's task rows belong to."""
-    return uuid.UUID(str((await flow.job(as_admin))["id"]))
-
-
-def task_row(job_id: uuid.UUID, n: int, **changes: Any) -> dict[str, Any]:
-    """Every column of a task row (a pending one unless ``changes`` say otherwise)."""
-    row: dict[str, Any] = dict.fromkeys(records.FIELDS)
-    row.update(
-        id=uuid.uuid4(),
-        job_id=job_id,
-        room_id="lab",
-        status=TaskStatus.PENDING,
-        payload={"n": n, "text": "ünïcode", "list": [1, 2.5, None, {"a": True}]},
-        priority=n % 3,
-        run_after=T0,
-        created_at=T0 + timedelta(microseconds=n),
-        attempt=0,
-        max_attempts=3,
-        cancel_requested=False,
-        version=0,
-    )
-    row.update(changes)
-    return row
-
-
-async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID) -> None:
+async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, task_row) -> None:
     """Written and read on asyncpg directly, rows keep every value as SQLAlchemy types it."""
     rows = [
         task_row(job_id, 1),
@@ -86,8 +52,8 @@ async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID) ->
             result={"ok": [1, "two"]},
             error="boom",
             progress=0.5,
-            started_at=T0 + timedelta(seconds=1),
-            lease_expires_at=T0 + timedelta(minutes=1),
+            started_at=task_row.t0 + timedelta(seconds=1),
+            lease_expires_at=task_row.t0 + timedelta(minutes=1),
             timeout_seconds=1.5,
             cancel_requested=True,
             idempotency_key="key-1",
@@ -121,7 +87,7 @@ async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID) ->
 
 
 async def test_direct_update_counts_rows_and_empty_results_have_keys(
-    db: Database, job_id: uuid.UUID
+    db: Database, job_id: uuid.UUID, task_row
 ) -> None:
     """An update answers its row count; a query without rows still names its columns."""
     row = task_row(job_id, 1)
@@ -169,7 +135,7 @@ def test_plan_numbers_list_members_as_sqlalchemy_does() -> None:
 
 
 async def test_driver_errors_are_sqlalchemys_and_the_connection_goes_on(
-    db: Database, job_id: uuid.UUID
+    db: Database, job_id: uuid.UUID, task_row
 ) -> None:
     """A constraint violation raises SQLAlchemy's IntegrityError; later statements still run."""
     orphan = task_row(uuid.uuid4(), 1)  # no such job: foreign key violation

@@ -19,12 +19,10 @@ from sqlalchemy.engine import Engine
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.services import records
 from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database, get_database
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 P = "/v1/joblib"
-T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
 PATHS: list[Any] = [
     pytest.param(prebuilt, id="direct"),
@@ -38,40 +36,7 @@ def backend() -> str:
     return "sqlite"
 
 
-@pytest.fixture
-def db(app) -> Database:
-    """The app's database handle (its writes are inline SQLite sessions)."""
-    return get_database(app.state.session_maker, app.state.joblib_settings)
-
-
-@pytest.fixture
-async def job_id(flow, as_admin) -> uuid.UUID:
-    """A registered job the test's task rows belong to."""
-    return uuid.UUID(str((await flow.job(as_admin))["id"]))
-
-
-def task_row(job_id: uuid.UUID, n: int, **changes: Any) -> dict[str, Any]:
-    """Every column of a task row (a pending one unless ``changes`` say otherwise)."""
-    row: dict[str, Any] = dict.fromkeys(records.FIELDS)
-    row.update(
-        id=uuid.uuid4(),
-        job_id=job_id,
-        room_id="lab",
-        status=TaskStatus.PENDING,
-        payload={"n": n, "text": "ünïcode", "list": [1, 2.5, None, {"a": True}]},
-        priority=n % 3,
-        run_after=T0,
-        created_at=T0 + timedelta(microseconds=n),
-        attempt=0,
-        max_attempts=3,
-        cancel_requested=False,
-        version=0,
-    )
-    row.update(changes)
-    return row
-
-
-def busy_row(job_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, Any]:
+def busy_row(task_row: Any, job_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, Any]:
     """A running task: every kind of value set (another offset than UTC, too)."""
     cest = timezone(timedelta(hours=2))
     return task_row(
@@ -85,13 +50,13 @@ def busy_row(job_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, Any]:
         message="halfway",
         progress=0.5,
         claimed_at=datetime(2024, 5, 6, 9, 0, tzinfo=cest),
-        started_at=T0 + timedelta(seconds=1),
-        lease_expires_at=T0 + timedelta(minutes=1),
+        started_at=task_row.t0 + timedelta(seconds=1),
+        lease_expires_at=task_row.t0 + timedelta(minutes=1),
         attempt=1,
         timeout_seconds=1.5,
         lease_seconds=30.0,
         cancel_requested=True,
-        cancel_requested_at=T0,
+        cancel_requested_at=task_row.t0,
         idempotency_key="key-1",
         version=3,
     )
@@ -102,9 +67,9 @@ def normalised(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
-async def test_rows_read_back_as_through_sqlalchemy(db, job_id, admin) -> None:
+async def test_rows_read_back_as_through_sqlalchemy(db, job_id, admin, task_row) -> None:
     """Inserted and read directly, task rows keep every value, typed as SQLAlchemy types them."""
-    rows = [task_row(job_id, 1), task_row(job_id, 2), busy_row(job_id, admin.id)]
+    rows = [task_row(job_id, 1), task_row(job_id, 2), busy_row(task_row, job_id, admin.id)]
     load = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     ids = {"ids": [row["id"] for row in rows]}
     async with db.write() as uow:
@@ -127,9 +92,9 @@ async def test_rows_read_back_as_through_sqlalchemy(db, job_id, admin) -> None:
         assert isinstance(record.id, uuid.UUID)
 
 
-async def test_direct_inserts_store_what_sqlalchemy_stores(db, job_id, admin) -> None:
+async def test_direct_inserts_store_what_sqlalchemy_stores(db, job_id, admin, task_row) -> None:
     """The same row inserted both ways is stored as the same text (dates, UUIDs, JSON)."""
-    first = busy_row(job_id, admin.id)
+    first = busy_row(task_row, job_id, admin.id)
     second = {**first, "id": uuid.uuid4(), "idempotency_key": "key-2"}
     async with db.write() as uow:
         result = await records.execute(uow.session, prebuilt(insert(TASKS)), [first])
@@ -142,7 +107,7 @@ async def test_direct_inserts_store_what_sqlalchemy_stores(db, job_id, admin) ->
 
 
 @pytest.mark.parametrize("build", PATHS)
-async def test_result_api(db, job_id, build: Callable[[Any], Any]) -> None:
+async def test_result_api(db, job_id, build: Callable[[Any], Any], task_row) -> None:
     """``first``, ``scalar_one``, ``scalars``, ``tuples`` and ``rowcount`` answer alike."""
     rows = [task_row(job_id, n) for n in range(3)]
     ids = [row["id"] for row in rows]
@@ -180,7 +145,7 @@ async def test_result_api(db, job_id, build: Callable[[Any], Any]) -> None:
     assert [versions[i].version for i in ids] == [9, 0, 9]
 
 
-async def test_expanding_lists_of_any_length(db, job_id) -> None:
+async def test_expanding_lists_of_any_length(db, job_id, task_row) -> None:
     """IN lists of 1, 2 and 5 values run directly; an empty one falls back to SQLAlchemy."""
     rows = [task_row(job_id, n, priority=n) for n in range(6)]
     ids = [row["id"] for row in rows]
@@ -202,7 +167,7 @@ async def test_expanding_lists_of_any_length(db, job_id) -> None:
             assert set((await records.execute(session, plain, params)).scalars()) == expected
 
 
-async def test_a_derived_statement_runs_its_own_sql(db, job_id) -> None:
+async def test_a_derived_statement_runs_its_own_sql(db, job_id, task_row) -> None:
     """``.where()`` on a prebuilt statement answers for itself, not with the original's plan."""
     rows = [task_row(job_id, n, priority=n) for n in range(4)]
     base = prebuilt(select(TASKS.c.id).where(TASKS.c.job_id == task_param("job_id")))
@@ -222,7 +187,7 @@ async def test_a_derived_statement_runs_its_own_sql(db, job_id) -> None:
         assert len((await records.execute(session, base, {"job_id": job_id})).all()) == 4
 
 
-async def test_a_driver_error_is_sqlalchemys_and_rolls_back(db, job_id) -> None:
+async def test_a_driver_error_is_sqlalchemys_and_rolls_back(db, job_id, task_row) -> None:
     """A duplicate key raises ``IntegrityError``; the transaction rolls back, and goes on."""
     kept, lost = task_row(job_id, 1), task_row(job_id, 2)
     async with db.write() as uow:
@@ -243,7 +208,7 @@ async def test_a_driver_error_is_sqlalchemys_and_rolls_back(db, job_id) -> None:
         assert len(await records.load(uow.session, [kept["id"], lost["id"]])) == 2
 
 
-async def test_direct_statements_are_counted(db, job_id, anonymous) -> None:
+async def test_direct_statements_are_counted(db, job_id, anonymous, task_row) -> None:
     """Every statement run directly counts in ``Database.statements`` and ``GET /health``."""
     select_one = prebuilt(select(TASKS.c.id).where(TASKS.c.id == task_param("id")))
     touch = prebuilt(update(TASKS).where(TASKS.c.id == task_param("b_id", "id")).values(version=1))
@@ -296,7 +261,7 @@ async def test_a_cursor_listener_sees_every_statement(
         assert isinstance(result, DirectResult)
 
 
-async def test_an_error_listener_sees_driver_errors(db, job_id) -> None:
+async def test_an_error_listener_sees_driver_errors(db, job_id, task_row) -> None:
     """With a ``handle_error`` listener on the engine, statements go through SQLAlchemy."""
     seen: list[BaseException] = []
 
@@ -321,7 +286,9 @@ async def test_an_error_listener_sees_driver_errors(db, job_id) -> None:
     assert isinstance(seen[0], sqlite3.IntegrityError)
 
 
-async def test_statements_rendered_at_execution_go_through_sqlalchemy(db, job_id) -> None:
+async def test_statements_rendered_at_execution_go_through_sqlalchemy(
+    db, job_id, task_row
+) -> None:
     """Literal-rendered parameters and tuple IN lists are left to SQLAlchemy, and work."""
     rows = [task_row(job_id, n, priority=n) for n in range(3)]
     literal = prebuilt(
@@ -344,7 +311,7 @@ async def test_statements_rendered_at_execution_go_through_sqlalchemy(db, job_id
         assert set(result.scalars()) == {rows[0]["id"], rows[2]["id"]}
 
 
-async def test_writes_share_one_connection_until_stop(db, job_id) -> None:
+async def test_writes_share_one_connection_until_stop(db, job_id, task_row) -> None:
     """Write transactions run on one kept connection; ``stop()`` gives it back to the pool."""
     pool = db.engine.sync_engine.pool
     async with db.write() as uow:  # the first write shows the connections are inline

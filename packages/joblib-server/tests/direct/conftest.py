@@ -1,0 +1,59 @@
+"""Shared by the tests of statements run straight on the driver (SQLite and asyncpg)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.services import records
+from zndraw_joblib_server.storage import Database, get_database
+
+
+class TaskRows:
+    """Builds complete task rows, for tests that write the tasks table themselves."""
+
+    t0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    """The rows' due time (their creation times follow it by ``n`` microseconds)."""
+
+    def __call__(self, job_id: uuid.UUID, n: int, **changes: Any) -> dict[str, Any]:
+        """Every column of a task row (a pending one unless ``changes`` say otherwise)."""
+        row: dict[str, Any] = dict.fromkeys(records.FIELDS)
+        row.update(
+            id=uuid.uuid4(),
+            job_id=job_id,
+            room_id="lab",
+            status=TaskStatus.PENDING,
+            payload={"n": n, "text": "ünïcode", "list": [1, 2.5, None, {"a": True}]},
+            priority=n % 3,
+            run_after=self.t0,
+            created_at=self.t0 + timedelta(microseconds=n),
+            attempt=0,
+            max_attempts=3,
+            cancel_requested=False,
+            version=0,
+        )
+        row.update(changes)
+        return row
+
+
+@pytest.fixture
+def task_row() -> TaskRows:
+    """``task_row(job_id, n, **changes)``: a complete task row; ``task_row.t0``: its time."""
+    return TaskRows()
+
+
+@pytest.fixture
+def db(app: FastAPI) -> Database:
+    """The app's database handle."""
+    return get_database(app.state.session_maker, app.state.joblib_settings)
+
+
+@pytest.fixture
+async def job_id(flow, as_admin) -> uuid.UUID:
+    """A registered job the test's task rows belong to."""
+    return uuid.UUID(str((await flow.job(as_admin))["id"]))
