@@ -27,15 +27,17 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from zndraw_auth import Base
 
 import zndraw_joblib_server.storage.pending  # noqa: F401  (SQLite's pending counts, with the tables)
 from zndraw_joblib_core import TaskStatus, build_job_name
 
-__all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "utcnow"]
+__all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "status_is", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -201,3 +203,19 @@ class Task(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def status_is(*statuses: TaskStatus) -> ColumnElement[bool]:
+    """SQL: the task's status is one of ``statuses``, written into the statement as constants.
+
+    The partial indexes (claim order of pending tasks; leases, deadlines and workers of
+    active ones) apply only where the query names their status values. PostgreSQL plans a
+    prepared statement for any parameter value after a few runs (a generic plan), and such a
+    plan cannot use them for ``status = $1``: a claim or a submit's position count would then
+    scan every task of the job. Constants keep the indexes usable; the values are our own
+    enum's, never input.
+    """
+    values = [literal_column(f"'{s.value}'", type_=Task.status.type) for s in statuses]
+    if len(values) == 1:
+        return Task.status == values[0]
+    return Task.status.in_(values)

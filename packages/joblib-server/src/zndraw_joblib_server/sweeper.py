@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import ACTIVE_STATUSES, Event
-from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
 from zndraw_joblib_server.services.workers import remove_workers, stale_cutoff
@@ -91,7 +91,7 @@ async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: Swee
             await uow.session.execute(
                 select(Task)
                 .where(
-                    Task.status.in_(ACTIVE_STATUSES),
+                    status_is(*ACTIVE_STATUSES),
                     or_(
                         Task.lease_expires_at < now,
                         Task.deadline_at < now,

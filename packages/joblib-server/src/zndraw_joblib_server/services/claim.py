@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy import Integer, any_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
-from zndraw_joblib_server.models import Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.records import (
@@ -113,8 +113,8 @@ async def _touch_worker(
     return job_ids
 
 
-@lru_cache(maxsize=4)
-def _claim_statement(several_jobs: bool, guarded: bool = False) -> Any:
+@lru_cache(maxsize=8)
+def _claim_statement(several_jobs: bool, guarded: bool, dialect: str) -> Any:
     """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
 
     One job (the usual case) is an equality, so both databases walk the claim index in
@@ -134,7 +134,7 @@ def _claim_statement(several_jobs: bool, guarded: bool = False) -> Any:
     claimable = (
         select(TASKS.c.id)
         .where(
-            TASKS.c.status == TaskStatus.PENDING,
+            status_is(TaskStatus.PENDING),
             served,
             TASKS.c.run_after <= task_param("b_now", "run_after"),
         )
@@ -143,7 +143,14 @@ def _claim_statement(several_jobs: bool, guarded: bool = False) -> Any:
         .with_for_update(skip_locked=True)
         .cte("claimable")
     )
-    stmt = update(TASKS).where(TASKS.c.id.in_(select(claimable.c.id)))
+    if dialect == "postgresql":
+        # An array of the claimed ids, matched through the primary key. With ``IN
+        # (SELECT ...)`` a generic plan (which takes the limit for a tenth of the queue)
+        # may hash-join the whole tasks table instead.
+        chosen = TASKS.c.id == any_(func.array(select(claimable.c.id).scalar_subquery()))
+    else:
+        chosen = TASKS.c.id.in_(select(claimable.c.id))
+    stmt = update(TASKS).where(chosen)
     if guarded:
         beat = (
             update(WORKERS)
@@ -201,7 +208,7 @@ async def claim_tasks(
         params["b_job_id"] = job_ids[0]
     else:
         params["b_job_ids"] = job_ids
-    stmt = _claim_statement(len(job_ids) > 1, uow.autocommit)
+    stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
     tasks = await fetch(session, stmt, params)
     if not tasks:
         return [], job_ids
@@ -258,7 +265,7 @@ async def hand_off(
 
 _NEXT_DUE = prebuilt(
     select(func.min(TASKS.c.run_after)).where(
-        TASKS.c.status == TaskStatus.PENDING,
+        status_is(TaskStatus.PENDING),
         TASKS.c.job_id.in_(bindparam("ids", expanding=True)),
     )
 )

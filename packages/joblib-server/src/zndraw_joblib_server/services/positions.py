@@ -19,6 +19,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement
 
 from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.models import status_is
 from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
@@ -43,7 +44,7 @@ def _counts_ahead(
     it counts instead of testing every pending task of the job against an ``OR``.
     """
     c = TASKS.c
-    pending = [c.job_id == job_id, c.status == TaskStatus.PENDING]
+    pending = [c.job_id == job_id, status_is(TaskStatus.PENDING)]
     ranges = [
         [c.priority < priority if behind else c.priority > priority],
         [c.priority == priority, c.run_after > run_after if behind else c.run_after < run_after],
@@ -199,7 +200,7 @@ async def queue_positions(
             .label("position"),
         )
         .where(
-            TASKS.c.status == TaskStatus.PENDING,
+            status_is(TaskStatus.PENDING),
             TASKS.c.job_id.in_({t.job_id for t in pending}),
         )
         .subquery()

@@ -18,7 +18,7 @@ from zndraw_joblib_core import (
     WorkerSummary,
     visible_rooms,
 )
-from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, release_all, validate_room
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
@@ -77,7 +77,7 @@ async def heartbeat(
         await session.execute(
             select(Task.id, Task.lease_seconds, Task.cancel_requested).where(
                 Task.worker_id == worker_id,
-                Task.status.in_(ACTIVE_STATUSES),
+                status_is(*ACTIVE_STATUSES),
                 Task.lease_expires_at >= now,
             )
         )
@@ -122,7 +122,7 @@ async def remove_workers(
         (
             await session.execute(
                 select(Task)
-                .where(Task.worker_id.in_(ids), Task.status.in_(ACTIVE_STATUSES))
+                .where(Task.worker_id.in_(ids), status_is(*ACTIVE_STATUSES))
                 .with_for_update()
             )
         ).scalars()

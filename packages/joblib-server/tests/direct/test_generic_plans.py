@@ -1,0 +1,100 @@
+"""PostgreSQL: the hot statements keep using the claim index under generic plans.
+
+asyncpg prepares every statement, and after a few executions PostgreSQL may plan it once
+for any parameter values (a generic plan). The claim index is partial (pending tasks only):
+a plan can use it only where the statement names the status as a constant. With the status
+as a parameter, a claim or a submit's queue position scanned every task of the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.services import claim, positions
+from zndraw_joblib_server.services.records import TASKS
+from zndraw_joblib_server.storage import Database
+from zndraw_joblib_server.storage.direct import Plan
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def backend() -> str:
+    """These tests run on PostgreSQL only."""
+    return "postgres"
+
+
+def _literal(value: Any) -> str:
+    """``value`` (as the driver gets it) written as an SQL literal for ``EXECUTE``."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def _generic_plan(db: Database, stmt: Any, params: dict[str, Any]) -> str:
+    """The plan PostgreSQL's generic plan for ``stmt`` would run, as text."""
+    bound = Plan(stmt, asyncpg_dialect.dialect()).bind(params)
+    assert bound is not None
+    sql, values, _ = bound
+    args = ", ".join(_literal(v) for v in values)
+    async with db.read() as session:
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        conn = await session.connection()
+        raw = (await conn.get_raw_connection()).driver_connection
+        await raw.execute(f"PREPARE hot AS {sql}")
+        try:
+            rows = await raw.fetch(f"EXPLAIN EXECUTE hot({args})")
+        finally:
+            await raw.execute("DEALLOCATE hot")
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_claim_and_positions_use_the_claim_index_in_generic_plans(
+    db: Database, job_id: uuid.UUID, task_row
+) -> None:
+    """Claims (in and outside a transaction) and queue positions (read, and at submit)."""
+    rows = [task_row(job_id, n, priority=0) for n in range(2000)]
+    rows += [task_row(job_id, n, status=TaskStatus.COMPLETED) for n in range(2000, 6000)]
+    async with db.write() as uow:
+        await uow.session.execute(insert(TASKS), rows)
+        await uow.session.execute(text("ANALYZE joblib_task"))
+    now: datetime = task_row.t0 + timedelta(hours=1)
+    new = task_row(job_id, 9999)
+    place = {k: new[k] for k in ("job_id", "priority", "run_after", "created_at")}
+    claim_params = {
+        "b_now": now,
+        "b_worker": uuid.uuid4(),
+        "b_claimed_at": now,
+        "b_lease_until": now,
+        "b_limit": 1,
+        "b_job_id": job_id,
+        "b_beat": now,
+    }
+    statements = {
+        "claim": (claim._claim_statement(False, False, "postgresql"), claim_params),
+        "claim outside a transaction": (
+            claim._claim_statement(False, True, "postgresql"),
+            claim_params,
+        ),
+        "position": (positions._AHEAD_OF_ONE, place),
+        "position of a new task": (positions._POSITION_OF_NEW["postgresql"], place),
+        "insert with its position": (
+            positions._INSERT_ONE[False, "kept"],
+            {**new, **{f"r_{k}": v for k, v in place.items()}},
+        ),
+    }
+    for name, (stmt, params) in statements.items():
+        plan = await _generic_plan(db, stmt, params)
+        assert "ix_joblib_task_claim" in plan, f"{name}:\n{plan}"
+        assert "Seq Scan on joblib_task" not in plan, f"{name}:\n{plan}"
