@@ -41,6 +41,7 @@ from zndraw_joblib_server.services.records import (
     execute,
     save,
 )
+from zndraw_joblib_server.services.reports import REPORTED, report
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
@@ -314,6 +315,15 @@ async def update_task(
         LeaseLost: ``worker_id`` was given and that worker no longer holds the task.
         InvalidTaskTransition: The transition table refuses the change.
     """
+    if uow.autocommit and body.worker_id is not None and body.status in REPORTED:
+        try:
+            _check_limits(body, settings)
+        except ProblemError:
+            pass  # the general path answers (its checks come first)
+        else:
+            reported = await report(uow, actor, task_id, body, settings)
+            if reported is not None:
+                return reported
     outcomes = await _update_all(uow, actor, access, [(task_id, body)], settings)
     (answer,) = await _responses(uow.session, outcomes)
     if isinstance(answer, ProblemError):
