@@ -2,19 +2,23 @@
 
 Every function takes ``start`` first: it connects and warms up, calls ``start()`` (which
 blocks until the parent releases all children together), does its bounded work and returns
-a small dict. Every simulated worker or submitter has its own httpx client.
+a small dict. Every simulated worker or submitter has its own keep-alive connection
+(``_http.Conn``, standard library: see there why not httpx; the idle scenario, which sends
+almost nothing, uses httpx's asyncio client for its 100 parked claims).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from _api import PREFIX
+from _http import Conn, Reply
 from _stats import split
 
 __all__ = ["claimer", "drainer", "hammer_live", "idler", "parker", "submitter"]
@@ -28,15 +32,15 @@ def _headers(token: str) -> dict[str, str]:
 
 
 def hammer_live(start: Start, base: str, duration: float) -> dict[str, Any]:
-    """``GET /health/live`` in a loop for ``duration`` seconds on one keep-alive client."""
+    """``GET /health/live`` in a loop for ``duration`` seconds on one keep-alive connection."""
     count = errors = 0
-    with httpx.Client(base_url=base, timeout=30) as client:
-        client.get("/health/live")
+    with Conn(base) as conn:
+        conn.get("/health/live")
         start()
         t0 = time.monotonic()
         end = t0 + duration
         while (now := time.monotonic()) < end:
-            if client.get("/health/live").status_code == 200:
+            if conn.get("/health/live").status == 200:
                 count += 1
             else:
                 errors += 1
@@ -54,66 +58,57 @@ def submitter(
     deadline_s: float,
     batch: int = 1,
 ) -> dict[str, Any]:
-    """Submit ``count`` tasks with ``concurrency`` concurrent clients (one client each).
+    """Submit ``count`` tasks from ``concurrency`` threads (one connection each).
 
     ``batch > 1``: batch submits of up to ``batch`` tasks each.
     """
-    return asyncio.run(
-        _submit_all(start, base, token, room, job_name, count, concurrency, deadline_s, batch)
-    )
-
-
-async def _submit_all(
-    start: Start,
-    base: str,
-    token: str,
-    room: str,
-    job_name: str,
-    count: int,
-    concurrency: int,
-    deadline_s: float,
-    batch: int,
-) -> dict[str, Any]:
     ids: list[str] = []
     errors: list[str] = []
     url = f"{PREFIX}/rooms/{room}/tasks/{job_name}"
     batch_url = f"{PREFIX}/rooms/{room}/jobs/{job_name}/tasks"
     shares = split(count, concurrency)
-    clients = [
-        httpx.AsyncClient(base_url=base, timeout=30, headers=_headers(token))
-        for _ in range(concurrency)
-    ]
+    conns = [Conn(base, token) for _ in range(concurrency)]
+    go = threading.Event()
+    end = [0.0]
+
+    def run(conn: Conn, share: int) -> None:
+        go.wait()
+        for first in range(0, share, batch):
+            if time.monotonic() > end[0]:
+                errors.append("deadline reached while submitting")
+                return
+            if batch == 1:
+                resp = conn.post(url, {"payload": {"n": first}})
+                if resp.status == 202:
+                    ids.append(resp.json()["id"])
+                    continue
+            else:
+                items = [{"payload": {"n": n}} for n in range(first, min(first + batch, share))]
+                resp = conn.post(batch_url, {"items": items})
+                if resp.status == 202:
+                    ids.extend(t["id"] for t in resp.json()["items"])
+                    continue
+            if len(errors) < MAX_ERRORS_KEPT:
+                errors.append(f"submit -> {resp.status}: {resp.text[:300]}")
+
     try:
-        await asyncio.gather(*(c.get("/health/live") for c in clients))
-        await asyncio.to_thread(start)
-        t0 = time.monotonic()
-        end = t0 + deadline_s
-
-        async def run(client: httpx.AsyncClient, share: int) -> None:
-            for first in range(0, share, batch):
-                if time.monotonic() > end:
-                    errors.append("deadline reached while submitting")
-                    return
-                if batch == 1:
-                    resp = await client.post(url, json={"payload": {"n": first}})
-                    if resp.status_code == 202:
-                        ids.append(resp.json()["id"])
-                        continue
-                else:
-                    items = [
-                        {"payload": {"n": n}} for n in range(first, min(first + batch, share))
-                    ]
-                    resp = await client.post(batch_url, json={"items": items})
-                    if resp.status_code == 202:
-                        ids.extend(t["id"] for t in resp.json()["items"])
-                        continue
-                if len(errors) < MAX_ERRORS_KEPT:
-                    errors.append(f"submit -> {resp.status_code}: {resp.text[:300]}")
-
-        await asyncio.gather(*(run(c, s) for c, s in zip(clients, shares, strict=True)))
+        for conn in conns:
+            conn.get("/health/live")
+        threads = [
+            threading.Thread(target=run, args=(c, n), daemon=True)
+            for c, n in zip(conns, shares, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        start()
+        end[0] = time.monotonic() + deadline_s
+        go.set()
+        for thread in threads:
+            thread.join()
         t_end = time.monotonic()
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+        for conn in conns:
+            conn.close()
     return {"ids": ids, "errors": errors, "t_end": t_end}
 
 
@@ -137,11 +132,11 @@ def drainer(
     errors: list[str] = []
     requests = 0
 
-    def bad(what: str, resp: httpx.Response) -> None:
+    def bad(what: str, resp: Reply) -> None:
         if len(errors) < MAX_ERRORS_KEPT:
-            errors.append(f"{what} -> {resp.status_code}: {resp.text[:300]}")
+            errors.append(f"{what} -> {resp.status}: {resp.text[:300]}")
 
-    with httpx.Client(base_url=base, timeout=30, headers=_headers(token)) as client:
+    with Conn(base, token) as client:
         client.get("/health/live")
         start()
         t0 = time.monotonic()
@@ -153,9 +148,9 @@ def drainer(
             body: dict[str, Any] = {"worker_id": worker_id}
             if batch > 1:
                 body["max_tasks"] = batch
-            resp = client.post(f"{PREFIX}/tasks/claim", json=body)
+            resp = client.post(f"{PREFIX}/tasks/claim", body)
             requests += 1
-            if resp.status_code != 200:
+            if resp.status != 200:
                 bad("claim", resp)
                 break
             ids = [t["id"] for t in resp.json()["tasks"]]
@@ -165,10 +160,10 @@ def drainer(
             if batch == 1:
                 for status in ("running", "completed"):
                     resp = client.patch(
-                        f"{PREFIX}/tasks/{ids[0]}", json={"status": status, "worker_id": worker_id}
+                        f"{PREFIX}/tasks/{ids[0]}", {"status": status, "worker_id": worker_id}
                     )
                     requests += 1
-                    if resp.status_code != 200:
+                    if resp.status != 200:
                         bad(f"patch {status}", resp)
                         break
                 else:
@@ -177,11 +172,9 @@ def drainer(
             ok = ids
             for status in ("running", "completed"):
                 items = [{"task_id": i, "status": status, "worker_id": worker_id} for i in ok]
-                resp = client.patch(
-                    f"{PREFIX}/tasks", json=items, headers={"Prefer": "return=minimal"}
-                )
+                resp = client.patch(f"{PREFIX}/tasks", items, headers={"Prefer": "return=minimal"})
                 requests += 1
-                if resp.status_code != 200:
+                if resp.status != 200:
                     bad(f"batch patch {status}", resp)
                     ok = []
                     break
@@ -206,15 +199,15 @@ def claimer(start: Start, base: str, token: str, worker_id: str, count: int) -> 
     latencies: list[float] = []
     errors: list[str] = []
     empty = 0
-    with httpx.Client(base_url=base, timeout=30, headers=_headers(token)) as client:
+    with Conn(base, token) as client:
         client.get("/health/live")
         start()
         for _ in range(count):
             t = time.perf_counter()
-            resp = client.post(f"{PREFIX}/tasks/claim", json={"worker_id": worker_id})
+            resp = client.post(f"{PREFIX}/tasks/claim", {"worker_id": worker_id})
             latencies.append((time.perf_counter() - t) * 1000)
-            if resp.status_code != 200:
-                errors.append(f"claim -> {resp.status_code}: {resp.text[:300]}")
+            if resp.status != 200:
+                errors.append(f"claim -> {resp.status}: {resp.text[:300]}")
                 break
             if resp.json()["task"] is None:
                 empty += 1
@@ -230,30 +223,27 @@ def parker(
     ``(t_received, task_id_or_None)``; complete the task before parking again.
     """
     errors: list[str] = []
-    with httpx.Client(base_url=base, timeout=wait + 15, headers=_headers(token)) as client:
+    with Conn(base, token, timeout=wait + 15) as client:
         client.get("/health/live")
         start()
         for _ in range(samples):
             conn.send("parking")
-            resp = client.post(
-                f"{PREFIX}/tasks/claim",
-                json={"worker_id": worker_id},
-                headers={"Prefer": f"wait={wait}"},
-            )
+            body = {"worker_id": worker_id}
+            resp = client.post(f"{PREFIX}/tasks/claim", body, headers={"Prefer": f"wait={wait}"})
             t_recv = time.monotonic()
-            task = resp.json().get("task") if resp.status_code == 200 else None
+            task = resp.json().get("task") if resp.status == 200 else None
             conn.send((t_recv, task["id"] if task else None))
-            if resp.status_code != 200:
-                errors.append(f"claim -> {resp.status_code}: {resp.text[:300]}")
+            if resp.status != 200:
+                errors.append(f"claim -> {resp.status}: {resp.text[:300]}")
                 break
             if task is None:
                 continue
             for status in ("running", "completed"):
                 done = client.patch(
-                    f"{PREFIX}/tasks/{task['id']}", json={"status": status, "worker_id": worker_id}
+                    f"{PREFIX}/tasks/{task['id']}", {"status": status, "worker_id": worker_id}
                 )
-                if done.status_code != 200:
-                    errors.append(f"patch {status} -> {done.status_code}: {done.text[:300]}")
+                if done.status != 200:
+                    errors.append(f"patch {status} -> {done.status}: {done.text[:300]}")
     return {"errors": errors}
 
 
