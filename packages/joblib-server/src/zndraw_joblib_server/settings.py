@@ -45,7 +45,8 @@ class JobLibSettings(BaseSettings):
     claim_handoff: bool = Field(
         default=True,
         description="A submit claims its new tasks for claims waiting in the same process, "
-        "inside its own transaction, so they answer without a claim transaction of their own.",
+        "inside its own transaction, so they answer without a claim transaction of their own "
+        "(on PostgreSQL batch submits only: a single submit wakes the waiting claims).",
     )
     claim_poll_interval_seconds: float = Field(
         default=30.0,

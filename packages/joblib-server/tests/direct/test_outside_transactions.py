@@ -230,11 +230,11 @@ async def test_claims_racing_worker_deletion_leave_nothing_held(
         assert {t["status"] for t in mine} <= {"pending", "failed"}, mine
 
 
-async def test_a_submit_with_a_waiting_claim_hands_it_over_in_a_transaction(
+async def test_a_submit_wakes_a_claim_waiting_in_this_process(
     as_alice: httpx.AsyncClient, flow
 ) -> None:
-    """With a claim waiting in this process, the submit takes the transactional path and the
-    waiting claim answers with the new task."""
+    """A single submit is an insert outside a transaction even with a claim waiting in this
+    process; that claim is woken and answers with the new task."""
     job = await flow.job(as_alice, name="Waiting")
     worker = str(job["worker_id"])
     waiter = asyncio.create_task(

@@ -131,10 +131,6 @@ class Notifier:
         """How many subscriptions are registered (for tests and metrics)."""
         return len({id(s) for subs in self._waiters.values() for s in subs})
 
-    def has_waiters(self) -> bool:
-        """Whether any long-poll waits in this process now."""
-        return bool(self._waiters)
-
     def keys(self) -> list[str]:
         """The keys that have subscribers now."""
         return list(self._waiters)
