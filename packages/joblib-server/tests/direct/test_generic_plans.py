@@ -80,11 +80,16 @@ async def test_claim_and_positions_use_the_claim_index_in_generic_plans(
         "b_limit": 1,
         "b_job_id": job_id,
         "b_beat": now,
+        "b_user": uuid.uuid4(),
     }
     statements = {
         "claim": (claim._claim_statement(False, False, "postgresql"), claim_params),
         "claim outside a transaction": (
             claim._claim_statement(False, True, "postgresql"),
+            claim_params,
+        ),
+        "claim of a worker's only job": (
+            claim._claim_statement(False, True, "postgresql", True),
             claim_params,
         ),
         "position": (positions._AHEAD_OF_ONE, place),

@@ -24,6 +24,7 @@ from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.records import (
     TASKS,
     StaleRecord,
+    TaskRecord,
     execute,
     fetch,
     save,
@@ -113,24 +114,47 @@ async def _touch_worker(
     return job_ids
 
 
+def _only_job() -> Any:
+    """SQL: the id of the worker's (``b_worker``) job if it serves exactly one, else NULL."""
+    other = LINKS.alias("other")
+    worker = task_param("b_worker", "worker_id")
+    return (
+        select(LINKS.c.job_id)
+        .where(
+            LINKS.c.worker_id == worker,
+            ~select(other.c.job_id)
+            .where(other.c.worker_id == worker, other.c.job_id != LINKS.c.job_id)
+            .exists(),
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 @lru_cache(maxsize=8)
-def _claim_statement(several_jobs: bool, guarded: bool, dialect: str) -> Any:
+def _claim_statement(several_jobs: bool, guarded: bool, dialect: str, alone: bool = False) -> Any:
     """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
 
     One job (the usual case) is an equality, so both databases walk the claim index in
     claim order and stop after ``limit`` rows, however long the queue.
 
     ``guarded`` (a claim outside a transaction, PostgreSQL): the statement also refreshes
-    the worker's heartbeat (parameter ``b_beat``) and claims only if that found the worker.
-    The update locks the worker's row until the statement commits, so a concurrent
-    ``DELETE /workers`` (which locks that row first) either makes it claim nothing or waits
-    for it and then releases what it claimed.
+    the heartbeat of the worker (parameter ``b_beat``) if it belongs to the caller
+    (``b_user``), and claims only if that found the worker. The update locks the worker's
+    row until the statement commits, so a concurrent ``DELETE /workers`` (which locks that
+    row first) either makes it claim nothing or waits for it and then releases what it
+    claimed.
+
+    ``alone`` (with ``guarded``): the statement looks the worker's job up itself and claims
+    only when the worker serves exactly one (no ``b_job_id``): a whole claim in one round
+    trip. Claiming nothing then does not say why; the caller asks again the general way.
     """
-    served = (
-        TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
-        if several_jobs
-        else TASKS.c.job_id == task_param("b_job_id", "job_id")
-    )
+    if alone:
+        served = TASKS.c.job_id == _only_job()
+    elif several_jobs:
+        served = TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
+    else:
+        served = TASKS.c.job_id == task_param("b_job_id", "job_id")
     claimable = (
         select(TASKS.c.id)
         .where(
@@ -154,7 +178,10 @@ def _claim_statement(several_jobs: bool, guarded: bool, dialect: str) -> Any:
     if guarded:
         beat = (
             update(WORKERS)
-            .where(WORKERS.c.id == task_param("b_worker", "worker_id"))
+            .where(
+                WORKERS.c.id == task_param("b_worker", "worker_id"),
+                WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
+            )
             .values(last_heartbeat=bindparam("b_beat", type_=WORKERS.c.last_heartbeat.type))
             .returning(WORKERS.c.id)
             .cte("beat")
@@ -192,9 +219,6 @@ async def claim_tasks(
     """
     session = uow.session
     now = utcnow()
-    job_ids = await _touch_worker(uow, actor, worker_id, now)
-    if not job_ids:
-        return [], []
     params: dict[str, Any] = {
         "b_now": now,
         "b_worker": worker_id,
@@ -204,14 +228,26 @@ async def claim_tasks(
     }
     if uow.autocommit:
         params["b_beat"] = now
-    if len(job_ids) == 1:
-        params["b_job_id"] = job_ids[0]
-    else:
-        params["b_job_ids"] = job_ids
-    stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
-    tasks = await fetch(session, stmt, params)
-    if not tasks:
-        return [], job_ids
+        params["b_user"] = actor.id
+    tasks: list[TaskRecord] = []
+    if uow.autocommit and _ALONE.get(worker_id):
+        tasks = await fetch(session, _claim_statement(False, True, uow.dialect, True), params)
+        job_ids = [tasks[0].job_id] if tasks else []
+        _ALONE[worker_id] = bool(tasks)
+    if not tasks:  # the general way: the worker's jobs first
+        job_ids = await _touch_worker(uow, actor, worker_id, now)
+        if not job_ids:
+            return [], []
+        if len(job_ids) == 1:
+            params["b_job_id"] = job_ids[0]
+        else:
+            params["b_job_ids"] = job_ids
+        stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
+        tasks = await fetch(session, stmt, params)
+        if uow.autocommit:
+            _remember_alone(worker_id, len(job_ids) == 1 and bool(tasks))
+        if not tasks:
+            return [], job_ids
     uow.claimed += len(tasks)
     own_lease = [t for t in tasks if t.lease_seconds is not None]
     for task in own_lease:
@@ -225,6 +261,24 @@ async def claim_tasks(
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
+
+
+_ALONE: dict[uuid.UUID, bool] = {}
+"""Workers whose last claim outside a transaction found tasks of their one job.
+
+Their next claim tries the one-statement form first (``alone``, which checks everything
+itself: this is a guess of what is likely to work, never trusted); a claim that finds
+nothing there goes the general way, and the worker's claims keep going that way until one
+finds tasks again (so idle workers' empty claims cost no extra statement).
+"""
+_ALONE_MAX = 10_000
+
+
+def _remember_alone(worker_id: uuid.UUID, alone: bool) -> None:
+    if alone and worker_id not in _ALONE and len(_ALONE) >= _ALONE_MAX:
+        _ALONE.clear()  # a bounded guess: forgetting costs one general claim per worker
+    if alone or worker_id in _ALONE:
+        _ALONE[worker_id] = alone
 
 
 async def hand_off(

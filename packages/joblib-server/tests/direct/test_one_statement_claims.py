@@ -1,0 +1,107 @@
+"""PostgreSQL: a worker serving one job claims in one statement once its claims find work.
+
+The one-statement claim looks the worker's job up itself and checks its owner; when it
+claims nothing (no task, several jobs, a stranger, no such worker) the general claim
+answers, exactly as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+pytestmark = pytest.mark.postgres
+
+P = "/v1/joblib"
+
+
+@pytest.fixture
+def backend() -> str:
+    """These tests run on PostgreSQL only."""
+    return "postgres"
+
+
+@pytest.fixture
+def statements(app: FastAPI):
+    """The SQL statements the app runs while the fixture's list is being filled."""
+    seen: list[str] = []
+
+    def trace(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", trace)
+    yield seen
+    event.remove(engine, "before_cursor_execute", trace)
+
+
+async def _claim(client: httpx.AsyncClient, worker: str) -> httpx.Response:
+    return await client.post(f"{P}/tasks/claim", json={"worker_id": worker})
+
+
+def _task_statements(seen: list[str]) -> list[str]:
+    return [s.split(" ", 1)[0] for s in seen if "joblib_task" in s or "joblib_worker" in s]
+
+
+async def test_a_busy_single_job_worker_claims_in_one_statement(
+    flow, as_alice, statements: list[str]
+) -> None:
+    job = await flow.job(as_alice)
+    worker = str(job["worker_id"])
+    ids = [(await flow.submit(as_alice, job["full_name"]))["id"] for _ in range(4)]
+    statements.clear()
+    first = await flow.claim(as_alice, worker)
+    assert first is not None
+    assert len(_task_statements(statements)) == 2  # the worker's jobs, then the claim
+    claimed = [first["id"]]
+    for _ in range(3):
+        statements.clear()
+        task = await flow.claim(as_alice, worker)
+        assert task is not None
+        assert task["status"] == "claimed"
+        assert task["worker_id"] == worker
+        assert _task_statements(statements) == ["WITH"], statements
+        claimed.append(task["id"])
+    assert claimed == ids  # in order, each once
+    statements.clear()
+    assert await flow.claim(as_alice, worker) is None  # empty: asked again the general way
+    assert len(_task_statements(statements)) == 3
+    statements.clear()
+    assert await flow.claim(as_alice, worker) is None  # and stays general while idle
+    assert len(_task_statements(statements)) == 2
+
+
+async def test_a_second_job_is_served_in_priority_order(flow, as_alice) -> None:
+    """A worker that took on another job meanwhile gets the most urgent task of both."""
+    job = await flow.job(as_alice, name="First")
+    worker = str(job["worker_id"])
+    for _ in range(3):
+        await flow.submit(as_alice, job["full_name"])
+    assert await flow.claim(as_alice, worker) is not None
+    assert await flow.claim(as_alice, worker) is not None  # one statement now
+    other = await flow.job(as_alice, name="Second", worker_id=worker)
+    urgent = await flow.submit(as_alice, other["full_name"], priority=5)
+    task = await flow.claim(as_alice, worker)
+    assert task is not None
+    assert task["id"] == urgent["id"]
+
+
+async def test_a_stranger_or_a_removed_worker_claims_nothing(
+    flow, as_alice, as_bob, problem
+) -> None:
+    job = await flow.job(as_alice)
+    worker = str(job["worker_id"])
+    for _ in range(4):
+        await flow.submit(as_alice, job["full_name"])
+    assert await flow.claim(as_alice, worker) is not None
+    assert await flow.claim(as_alice, worker) is not None
+    problem(await _claim(as_bob, worker), 403)
+    resp = await as_alice.delete(f"{P}/workers/{worker}")
+    assert resp.status_code in (200, 204), resp.text
+    problem(await _claim(as_alice, worker), 404, "worker-not-found")
+    pending = (await flow.room_tasks(as_alice, status="pending"))["total"]
+    assert pending == 4  # the two claimed were released with the worker; none taken since
