@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import direct
+from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
@@ -158,8 +159,10 @@ class Database:
             if bind is not None and self.dialect == "postgresql"
             else None
         )
+        self._kept: KeptConnections | None = None
         if self._autocommit_engine is not None:  # its listeners are the engine's
             direct.enable(self._autocommit_engine.sync_engine, self._count)
+            self._kept = KeptConnections(self._autocommit_engine, settings.db_ping_idle_seconds)
         self.upkeep = ClaimUpkeep(
             bind if self.dialect == "postgresql" else None, settings.vacuum_after_claims
         )
@@ -190,6 +193,8 @@ class Database:
         writer, self._writer_conn = self._writer_conn, None
         if writer is not None:
             await writer.close()
+        if self._kept is not None:
+            await self._kept.close()
 
     async def _writer(self) -> AsyncConnection | None:
         """Inline SQLite: the connection every write transaction runs on, kept checked out.
@@ -255,8 +260,8 @@ class Database:
                 session.info[_CONNECTION] = (None, line)
             elif single:
                 # A connection of its own, past the session's transaction bookkeeping.
-                assert self._autocommit_engine is not None
-                own = await self._autocommit_engine.connect()
+                assert self._kept is not None
+                own = await self._kept.take()
                 session = self.session_maker(bind=own)
                 session.info[_CONNECTION] = (own, None)
                 session.info[DIRECT_PG] = True
@@ -292,7 +297,8 @@ class Database:
                 else:
                     await session.close()
                 if own is not None:
-                    await own.close()
+                    assert self._kept is not None
+                    await self._kept.give_back(own)
         await self._after(uow, sink)
 
     async def _after(self, uow: UnitOfWork, sink: EventSink | None) -> None:
