@@ -7,6 +7,7 @@ answers, exactly as before.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -105,3 +106,24 @@ async def test_a_stranger_or_a_removed_worker_claims_nothing(
     problem(await _claim(as_alice, worker), 404, "worker-not-found")
     pending = (await flow.room_tasks(as_alice, status="pending"))["total"]
     assert pending == 4  # the two claimed were released with the worker; none taken since
+
+
+async def test_a_woken_waiting_claim_claims_in_one_statement(
+    flow, as_alice, statements: list[str]
+) -> None:
+    """A claim waiting for work, woken by a submit, tries the one-statement claim first."""
+    job = await flow.job(as_alice)
+    worker = str(job["worker_id"])
+    assert await flow.claim(as_alice, worker) is None  # the worker serves one job
+    waiter = asyncio.create_task(
+        as_alice.post(
+            f"{P}/tasks/claim", json={"worker_id": worker}, headers={"Prefer": "wait=10"}
+        )
+    )
+    await asyncio.sleep(0.3)
+    statements.clear()
+    submitted = await flow.submit(as_alice, job["full_name"])
+    answer = await asyncio.wait_for(waiter, 10)
+    assert answer.json()["task"]["id"] == submitted["id"]
+    claims = [s for s in statements if "joblib_worker" in s]
+    assert [s.split(" ", 1)[0] for s in claims] == ["WITH"], statements

@@ -257,7 +257,7 @@ async def _wait_and_claim(
             mark = db.notifier.seq
             async with db.write(sink, autocommit=True) as uow:
                 tasks, served = await claim_service.claim_tasks(
-                    uow, actor, body.worker_id, body.max_tasks, settings
+                    uow, actor, body.worker_id, body.max_tasks, settings, likely=woken
                 )
                 if not tasks:
                     due = await claim_service.next_due(uow.session, job_ids)

@@ -205,10 +205,14 @@ async def claim_tasks(
     worker_id: uuid.UUID,
     max_tasks: int,
     settings: JobLibSettings,
+    *,
+    likely: bool = False,
 ) -> tuple[list[TaskResponse], list[uuid.UUID]]:
     """Claim up to ``max_tasks`` due pending tasks of the jobs the caller's worker serves.
 
-    Order: highest priority first, then earliest ``run_after``, then oldest.
+    Order: highest priority first, then earliest ``run_after``, then oldest. ``likely``:
+    a task probably waits (the claim was woken by a submit), which makes a claim in one
+    statement worth trying first.
 
     Returns:
         The claimed tasks, and the ids of the jobs the worker serves.
@@ -230,10 +234,11 @@ async def claim_tasks(
         params["b_beat"] = now
         params["b_user"] = actor.id
     tasks: list[TaskRecord] = []
-    if uow.autocommit and _ALONE.get(worker_id):
+    hint = _HINTS.get(worker_id) if uow.autocommit else None
+    if hint is not None and hint[0] and (hint[1] or likely):
         tasks = await fetch(session, _claim_statement(False, True, uow.dialect, True), params)
         job_ids = [tasks[0].job_id] if tasks else []
-        _ALONE[worker_id] = bool(tasks)
+        _HINTS[worker_id] = (True, bool(tasks))
     if not tasks:  # the general way: the worker's jobs first
         job_ids = await _touch_worker(uow, actor, worker_id, now)
         if not job_ids:
@@ -245,7 +250,7 @@ async def claim_tasks(
         stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
         tasks = await fetch(session, stmt, params)
         if uow.autocommit:
-            _remember_alone(worker_id, len(job_ids) == 1 and bool(tasks))
+            _remember(worker_id, len(job_ids) == 1, bool(tasks))
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
@@ -263,22 +268,23 @@ async def claim_tasks(
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
 
 
-_ALONE: dict[uuid.UUID, bool] = {}
-"""Workers whose last claim outside a transaction found tasks of their one job.
+_HINTS: dict[uuid.UUID, tuple[bool, bool]] = {}
+"""Per worker, from its last claim outside a transaction: whether it served one job, and
+whether that claim found tasks.
 
-Their next claim tries the one-statement form first (``alone``, which checks everything
-itself: this is a guess of what is likely to work, never trusted); a claim that finds
-nothing there goes the general way, and the worker's claims keep going that way until one
-finds tasks again (so idle workers' empty claims cost no extra statement).
+A worker that served one job tries the one-statement claim (``alone``, which checks
+everything itself: the hint is a guess of what is likely to work, never trusted) when its
+last claim found tasks, or when a task probably waits (a waiting claim woken by a submit).
+Claiming nothing there means asking again the general way; an idle worker's empty claims
+go the general way at once, so they cost no extra statement.
 """
-_ALONE_MAX = 10_000
+_HINTS_MAX = 10_000
 
 
-def _remember_alone(worker_id: uuid.UUID, alone: bool) -> None:
-    if alone and worker_id not in _ALONE and len(_ALONE) >= _ALONE_MAX:
-        _ALONE.clear()  # a bounded guess: forgetting costs one general claim per worker
-    if alone or worker_id in _ALONE:
-        _ALONE[worker_id] = alone
+def _remember(worker_id: uuid.UUID, one_job: bool, found: bool) -> None:
+    if worker_id not in _HINTS and len(_HINTS) >= _HINTS_MAX:
+        _HINTS.clear()  # a bounded guess: forgetting costs one general claim per worker
+    _HINTS[worker_id] = (one_job, found)
 
 
 async def hand_off(
