@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.services import records
@@ -45,6 +46,21 @@ class TaskRows:
 def task_row() -> TaskRows:
     """``task_row(job_id, n, **changes)``: a complete task row; ``task_row.t0``: its time."""
     return TaskRows()
+
+
+@pytest.fixture
+def statements(app: FastAPI):
+    """The SQL statements the app runs (through SQLAlchemy: a listener turns the direct
+    path off) while the fixture's list is being filled."""
+    seen: list[str] = []
+
+    def trace(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", trace)
+    yield seen
+    event.remove(engine, "before_cursor_execute", trace)
 
 
 @pytest.fixture

@@ -8,12 +8,9 @@ answers, exactly as before.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from sqlalchemy import event
 
 pytestmark = pytest.mark.postgres
 
@@ -24,20 +21,6 @@ P = "/v1/joblib"
 def backend() -> str:
     """These tests run on PostgreSQL only."""
     return "postgres"
-
-
-@pytest.fixture
-def statements(app: FastAPI):
-    """The SQL statements the app runs while the fixture's list is being filled."""
-    seen: list[str] = []
-
-    def trace(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", trace)
-    yield seen
-    event.remove(engine, "before_cursor_execute", trace)
 
 
 async def _claim(client: httpx.AsyncClient, worker: str) -> httpx.Response:

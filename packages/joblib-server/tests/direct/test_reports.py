@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 pytestmark = pytest.mark.postgres
 
@@ -38,20 +38,6 @@ async def _row(app: FastAPI, task_id: str) -> dict[str, Any]:
             text("SELECT * FROM joblib_task WHERE id = CAST(:id AS uuid)"), {"id": task_id}
         )
         return dict(found.mappings().one())
-
-
-@pytest.fixture
-def statements(app: FastAPI):
-    """The SQL statements the app runs while the fixture's list is being filled."""
-    seen: list[str] = []
-
-    def trace(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", trace)
-    yield seen
-    event.remove(engine, "before_cursor_execute", trace)
 
 
 async def test_start_and_finish_set_what_the_general_path_sets(
