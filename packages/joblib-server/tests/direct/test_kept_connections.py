@@ -48,6 +48,12 @@ async def _backend_pid(db: Database) -> int:
 async def test_the_next_write_reuses_the_connection(db: Database) -> None:
     first = await _backend_pid(db)
     assert await _backend_pid(db) == first
+    sessions = []
+    for _ in range(2):
+        async with db.write(autocommit=True) as uow:
+            sessions.append(uow.session)
+            assert not uow.session.sync_session.identity_map  # closed in between: empty
+    assert sessions[0] is sessions[1]  # kept along with its connection
     assert db.engine is not None
     assert db.engine.sync_engine.pool.checkedout() >= 1  # kept between the writes
 

@@ -261,10 +261,12 @@ class Database:
             elif single:
                 # A connection of its own, past the session's transaction bookkeeping.
                 assert self._kept is not None
-                own = await self._kept.take()
-                session = self.session_maker(bind=own)
-                session.info[_CONNECTION] = (own, None)
-                session.info[DIRECT_PG] = True
+                own, kept_session = await self._kept.take()
+                if kept_session is None:  # kept along with its connection (closed: empty)
+                    kept_session = self.session_maker(bind=own)
+                    kept_session.info[_CONNECTION] = (own, None)
+                    kept_session.info[DIRECT_PG] = True
+                session = kept_session
             else:
                 session = self.session_maker()
             session.info[_INLINE] = self.inline
@@ -298,7 +300,7 @@ class Database:
                     await session.close()
                 if own is not None:
                     assert self._kept is not None
-                    await self._kept.give_back(own)
+                    await self._kept.give_back(own, session)
         await self._after(uow, sink)
 
     async def _after(self, uow: UnitOfWork, sink: EventSink | None) -> None:

@@ -3,12 +3,14 @@
 A write outside a transaction runs on a connection of its own. Checking one out of the pool
 and back, and switching it to autocommit and back, costs more CPU than the statement's own
 work on the server; :class:`KeptConnections` keeps a few of them checked out between
-writes instead.
+writes instead, each with whatever its user keeps along (the session bound to it: creating
+and closing a session per write cost about as much again).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,21 +33,21 @@ class KeptConnections:
     def __init__(self, engine: AsyncEngine, idle_seconds: float) -> None:
         self._engine = engine
         self._idle_seconds = idle_seconds
-        self._idle: list[tuple[AsyncConnection, float]] = []
+        self._idle: list[tuple[AsyncConnection, Any, float]] = []
         self._closed = False
 
-    async def take(self) -> AsyncConnection:
-        """A kept connection, else one from the pool."""
+    async def take(self) -> tuple[AsyncConnection, Any]:
+        """A kept connection and what was kept with it, else one from the pool and None."""
         now = time.monotonic()
         while self._idle:
-            conn, since = self._idle.pop()
+            conn, companion, since = self._idle.pop()
             if not conn.closed and not conn.invalidated and now - since <= self._idle_seconds:
-                return conn
+                return conn, companion
             await conn.close()
-        return await self._engine.connect()
+        return await self._engine.connect(), None
 
-    async def give_back(self, conn: AsyncConnection) -> None:
-        """Keep ``conn`` for the next use, or return it to the pool.
+    async def give_back(self, conn: AsyncConnection, companion: Any = None) -> None:
+        """Keep ``conn`` (with ``companion``) for the next use, or return it to the pool.
 
         It goes back to the pool when it broke, is in a transaction (SQLAlchemy began one
         for a statement it ran itself), enough are kept already, or after :meth:`close`.
@@ -59,11 +61,11 @@ class KeptConnections:
         ):
             await conn.close()
         else:
-            self._idle.append((conn, time.monotonic()))
+            self._idle.append((conn, companion, time.monotonic()))
 
     async def close(self) -> None:
         """Return every kept connection to the pool; later ones are not kept."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for conn, _since in idle:
+        for conn, _companion, _since in idle:
             await conn.close()
