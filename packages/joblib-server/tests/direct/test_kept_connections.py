@@ -15,9 +15,9 @@ from sqlalchemy import select, text
 
 from zndraw_joblib_server.services import records
 from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database
+from zndraw_joblib_server.storage import Database, create_engine
 from zndraw_joblib_server.storage.database import session_connection
-from zndraw_joblib_server.storage.kept import KEEP
+from zndraw_joblib_server.storage.kept import KEEP, KeptConnections
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 pytestmark = pytest.mark.postgres
@@ -85,3 +85,21 @@ async def test_a_connection_killed_while_kept_is_not_handed_out(db: Database) ->
         await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     await asyncio.sleep(0.5)  # past db_ping_idle_seconds
     assert await _backend_pid(db) != pid
+
+
+@pytest.mark.parametrize(("pool_size", "kept"), [(1, 0), (3, 1), (10, KEEP), (40, KEEP)])
+async def test_a_small_pool_keeps_room_for_transactions(
+    database_url: str, pool_size: int, kept: int
+) -> None:
+    engine = create_engine(database_url, pool_size=pool_size, max_overflow=0)
+    try:
+        holder = KeptConnections(engine.execution_options(isolation_level="AUTOCOMMIT"), 2.0)
+        assert holder.limit == kept
+        taken = [(await holder.take())[0] for _ in range(pool_size)]
+        for conn in taken:
+            await holder.give_back(conn)
+        assert engine.sync_engine.pool.checkedout() == kept
+        await holder.close()
+        assert engine.sync_engine.pool.checkedout() == 0
+    finally:
+        await engine.dispose()

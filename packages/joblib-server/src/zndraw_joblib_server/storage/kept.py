@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 __all__ = ["KEEP", "KeptConnections"]
 
 KEEP = 8
-"""At most this many connections are kept (of the pool's 10 + 20 overflow by default)."""
+"""At most this many connections are kept (of the pool's 10 + 20 overflow by default), and
+never more than the pool's size less two, so a host's smaller pool keeps room for the
+transactions (a pool of 3 keeps one, of 2 or less none)."""
 
 
 class KeptConnections:
@@ -35,6 +37,9 @@ class KeptConnections:
         self._idle_seconds = idle_seconds
         self._idle: list[tuple[AsyncConnection, Any, float]] = []
         self._closed = False
+        size = getattr(engine.sync_engine.pool, "size", None)  # QueuePool; others: no limit
+        self.limit = max(0, min(KEEP, size() - 2)) if callable(size) else KEEP
+        """How many connections are kept at most."""
 
     async def take(self) -> tuple[AsyncConnection, Any]:
         """A kept connection and what was kept with it, else one from the pool and None."""
@@ -56,7 +61,7 @@ class KeptConnections:
             conn.closed
             or conn.invalidated
             or conn.in_transaction()
-            or len(self._idle) >= KEEP
+            or len(self._idle) >= self.limit
             or self._closed
         ):
             await conn.close()
