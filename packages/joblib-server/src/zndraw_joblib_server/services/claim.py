@@ -238,7 +238,7 @@ async def claim_tasks(
     if hint is not None and hint[0] and (hint[1] or likely):
         tasks = await fetch(session, _claim_statement(False, True, uow.dialect, True), params)
         job_ids = [tasks[0].job_id] if tasks else []
-        _HINTS[worker_id] = (True, bool(tasks))
+        _remember(worker_id, True, bool(tasks))
     if not tasks:  # the general way: the worker's jobs first
         job_ids = await _touch_worker(uow, actor, worker_id, now)
         if not job_ids:

@@ -262,7 +262,7 @@ class Database:
                 # A connection of its own, past the session's transaction bookkeeping.
                 assert self._kept is not None
                 own, kept_session = await self._kept.take()
-                if kept_session is None:  # kept along with its connection (closed: empty)
+                if kept_session is None:  # a new connection: its session is kept with it
                     kept_session = self.session_maker(bind=own)
                     kept_session.info[_CONNECTION] = (own, None)
                     kept_session.info[DIRECT_PG] = True
