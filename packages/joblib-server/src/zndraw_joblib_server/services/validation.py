@@ -23,7 +23,7 @@ import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,6 +46,9 @@ _BYTES_PER_SCHEMA_BYTE = 8
 """A compiled validator plus its inspection take about 7.5x the schema's JSON text."""
 _MAX_MESSAGE_CHARS = 500
 """One error message's length in a 422 (a message can quote a whole payload value)."""
+
+_START_SECONDS = 60.0
+"""How long a new validation process may take to start (imports on a busy machine)."""
 
 Failure = tuple[int, list[dict[str, str]], int]
 """A refused payload: its index, the errors listed, and how many errors there were."""
@@ -167,24 +170,30 @@ def _validate_in_worker(text: str, payloads: list[Any], max_errors: int) -> Fail
     return None
 
 
+def _ready() -> None:
+    """Run in a new validation process: it has started and imported this module."""
+
+
 class _Pool:
     """The validation processes, replaced as a whole when one overruns its budget."""
 
     def __init__(self) -> None:
         self.executor: ProcessPoolExecutor | None = None
+        self.ready: Future[None] | None = None
         self.size = 0
 
-    def get(self, size: int) -> ProcessPoolExecutor:
-        if self.executor is None or self.size != size:
+    def get(self, size: int) -> tuple[ProcessPoolExecutor, Future[None]]:
+        if self.executor is None or self.ready is None or self.size != size:
             self.kill()
             # spawn: forking a process that runs an event loop and threads is unsafe.
             context = multiprocessing.get_context("spawn")
             self.executor = ProcessPoolExecutor(max_workers=size, mp_context=context)
+            self.ready = self.executor.submit(_ready)  # starts the process right away
             self.size = size
-        return self.executor
+        return self.executor, self.ready
 
     def kill(self) -> None:
-        executor, self.executor = self.executor, None
+        executor, self.executor, self.ready = self.executor, None, None
         if executor is None:
             return
         for process in list(getattr(executor, "_processes", {}).values()):
@@ -208,7 +217,13 @@ async def validate_isolated(
         ServiceUnavailable: The validation process died twice in a row.
     """
     for _attempt in range(2):
-        executor = _POOL.get(settings.validation_processes)
+        executor, ready = _POOL.get(settings.validation_processes)
+        try:  # a new process's start-up is not part of the budget
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ready)), _START_SECONDS)
+        except (TimeoutError, BrokenProcessPool):
+            if _POOL.executor is executor:
+                _POOL.kill()
+            continue
         future = executor.submit(
             _validate_in_worker, compiled.text, list(payloads), settings.max_payload_errors
         )
@@ -219,6 +234,7 @@ async def validate_isolated(
         except TimeoutError:
             if _POOL.executor is executor:
                 _POOL.kill()
+                _POOL.get(settings.validation_processes)  # the next submit finds it started
             raise InvalidPayload(
                 "Validating the payload against the job's schema took longer than "
                 f"{settings.validation_timeout_seconds:g} s; the payload is refused.",
