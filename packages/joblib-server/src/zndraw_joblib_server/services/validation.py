@@ -36,6 +36,7 @@ from zndraw_joblib_server.settings import JobLibSettings
 __all__ = [
     "Compiled",
     "Failure",
+    "cached_bytes",
     "check_schema",
     "compiled_for",
     "payload_errors",
@@ -102,6 +103,11 @@ class _Cache:
 
 
 _CACHE = _Cache()
+
+
+def cached_bytes() -> int:
+    """Estimated memory held by the cached compiled schemas (within ``schema_cache_bytes``)."""
+    return _CACHE.bytes
 
 
 def _compile(schema: dict[str, Any], text: str, settings: JobLibSettings) -> Compiled:
