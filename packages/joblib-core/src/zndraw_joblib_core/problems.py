@@ -261,7 +261,9 @@ class UnsupportedMediaType(ProblemError):
 class InvalidPayload(ProblemError):
     """The task payload does not match the job's JSON Schema (422).
 
-    The body's ``errors`` member lists ``{path, message}`` for each failing location.
+    The body's ``errors`` member lists ``{path, message}`` for the first failing locations
+    (50 by default) and ``error_count`` says how many there were; an empty list with
+    ``error_count`` 0 means validating took longer than the server's budget.
     """
 
     slug = "invalid-payload"

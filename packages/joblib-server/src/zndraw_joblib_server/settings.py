@@ -76,6 +76,55 @@ class JobLibSettings(BaseSettings):
     max_payload_bytes: int = Field(default=262_144, gt=0, description="Largest task payload.")
     max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest task result.")
     max_schema_bytes: int = Field(default=262_144, gt=0, description="Largest job schema.")
+    schema_max_depth: int = Field(
+        default=64,
+        ge=1,
+        description="Deepest nesting (objects and arrays) a job schema may have.",
+    )
+    schema_max_nodes: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most JSON values (subschemas, keywords, enum entries...) in a job schema.",
+    )
+    schema_max_enum: int = Field(
+        default=1_000, ge=1, description="Most values one `enum` of a job schema may list."
+    )
+    schema_max_expanded_nodes: int = Field(
+        default=200_000,
+        ge=1,
+        description="Most JSON values a job schema may have with its non-recursive `$ref`s "
+        "written out (refuses schemas whose references multiply their size).",
+    )
+    schema_cache_bytes: int = Field(
+        default=67_108_864,
+        ge=0,
+        description="Memory budget (estimated from the schemas' sizes) of the compiled "
+        "validators kept for submits; the least recently used are dropped first.",
+    )
+    validation_inline_cost: int = Field(
+        default=4_000_000,
+        ge=0,
+        description="A payload whose validation costs at most this (the schema's expanded "
+        "size times the payload's size in bytes) against a schema without recursive `$ref`s "
+        "is validated in the request itself; costlier or recursive ones in a separate "
+        "process under `validation_timeout_seconds`.",
+    )
+    validation_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Budget for validating the payloads of one submit in the validation "
+        "process; a submit that exceeds it is refused (422) and the process is replaced.",
+    )
+    validation_processes: int = Field(
+        default=1,
+        ge=1,
+        description="Processes validating costly payloads (started on first use).",
+    )
+    max_payload_errors: int = Field(
+        default=50,
+        ge=1,
+        description="Most schema errors a 422 lists (the problem's `error_count` has them all).",
+    )
     max_error_chars: int = Field(default=65_536, gt=0, description="Longest error text.")
     max_message_chars: int = Field(default=1_024, gt=0, description="Longest progress message.")
     enable_db_lock: bool | None = Field(

@@ -40,6 +40,8 @@ async def register_job(
 
     Without `worker_id` a worker is created for the caller. `@global` jobs need a superuser.
     """
+    # Checked first, so a costly schema never holds the write transaction.
+    await job_service.check_registration(actor, room_id, body, settings)
     async with db.write(sink) as uow:
         job, created = await job_service.register_job(uow, actor, room_id, body, settings)
     if not created:

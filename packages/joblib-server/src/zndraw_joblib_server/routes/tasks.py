@@ -93,10 +93,14 @@ async def submit_task(
     # PostgreSQL: its one insert needs no transaction. A claim waiting in this process is
     # woken after the insert and claims for itself: fewer round trips before its answer
     # than handing it the task inside a submit transaction (SQLite still hands it over).
-    async with db.write(sink, autocommit=True) as uow:
-        task, created = await task_service.submit_task(
-            uow, actor, room_id, job_name, body, key, settings
-        )
+
+    async def attempt(checked: str | None) -> tuple[TaskResponse, bool]:
+        async with db.write(sink, autocommit=True) as uow:
+            return await task_service.submit_task(
+                uow, actor, room_id, job_name, body, key, settings, checked
+            )
+
+    task, created = await task_service.with_checks(attempt, settings)
     if created:
         response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
         response.headers["Retry-After"] = "1"
@@ -129,10 +133,14 @@ async def submit_tasks(
     schema, sizes) refuses the batch; the problem's `item` member is the entry's index.
     """
     keys = task_service.batch_keys(idempotency_key, len(body.items))
-    async with db.write(sink) as uow:
-        tasks, created = await task_service.submit_tasks(
-            uow, actor, room_id, job_name, body.items, keys, settings
-        )
+
+    async def attempt(checked: str | None) -> tuple[list[TaskResponse], bool]:
+        async with db.write(sink) as uow:
+            return await task_service.submit_tasks(
+                uow, actor, room_id, job_name, body.items, keys, settings, checked
+            )
+
+    tasks, created = await task_service.with_checks(attempt, settings)
     if created:
         response.headers["Retry-After"] = "1"
     else:

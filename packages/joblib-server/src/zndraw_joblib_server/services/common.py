@@ -62,8 +62,11 @@ def json_size(value: Any) -> int:
     return len(encoded.encode())
 
 
-def check_size(what: str, value: Any, limit: int) -> None:
+def check_size(what: str, value: Any, limit: int) -> int:
     """Check a JSON value or a text against its limit and what the databases can store.
+
+    Returns:
+        Its size: bytes of its compact JSON encoding (texts: characters).
 
     Raises:
         PayloadTooLarge: It encodes to more than ``limit`` bytes (texts: characters).
@@ -84,6 +87,7 @@ def check_size(what: str, value: Any, limit: int) -> None:
             ) from None
     if size > limit:
         raise PayloadTooLarge(f"The {what} is {size} bytes; the limit is {limit}.", limit=limit)
+    return size
 
 
 def remember_name(job_id: uuid.UUID, room_id: str, category: str, name: str) -> str:

@@ -7,8 +7,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import SchemaError
-from jsonschema.validators import validator_for
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +17,6 @@ from zndraw_joblib_core import (
     Forbidden,
     InvalidCategory,
     InvalidJobName,
-    InvalidSchema,
     JobNotFound,
     JobRegisterRequest,
     JobResponse,
@@ -38,12 +35,14 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
 from zndraw_joblib_server.services.records import execute
+from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
     "ActiveJob",
+    "check_registration",
     "get_job",
     "job_response",
     "list_jobs",
@@ -97,10 +96,19 @@ def _check_registration(
             "'/', control characters or surrounding spaces."
         )
     check_size("schema", body.schema_, settings.max_schema_bytes)
-    try:
-        validator_for(body.schema_).check_schema(body.schema_)
-    except SchemaError as exc:
-        raise InvalidSchema(f"The schema is not a valid JSON Schema: {exc.message}") from None
+
+
+async def check_registration(
+    actor: Actor, room_id: str, body: JobRegisterRequest, settings: JobLibSettings
+) -> None:
+    """Check a registration before any database work (the schema off the event loop).
+
+    Raises:
+        ProblemError: The room, category, name or schema is refused, or the caller may not
+            register here.
+    """
+    _check_registration(actor, room_id, body, settings)
+    await check_schema(body.schema_, settings)
 
 
 async def _worker_for(uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None) -> Worker:
@@ -127,7 +135,7 @@ async def register_job(
     Returns:
         The job and whether it was created or reactivated (201) rather than found (200).
     """
-    _check_registration(actor, room_id, body, settings)
+    await check_registration(actor, room_id, body, settings)
     session = uow.session
     job = await _find_job(session, room_id, body.category, body.name)
     created = True

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from jsonschema.validators import validator_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,14 +46,23 @@ from zndraw_joblib_server.services.records import (
     load_one,
     save,
 )
+from zndraw_joblib_server.services.validation import (
+    Compiled,
+    Failure,
+    compiled_for,
+    payload_errors,
+    validate_isolated,
+)
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
+    "PayloadsUnchecked",
     "batch_keys",
     "cancel_record",
     "cancel_task",
     "check_cancel",
+    "check_isolated",
     "get_task",
     "list_job_tasks",
     "list_room_tasks",
@@ -65,32 +71,101 @@ __all__ = [
     "respond_all",
     "submit_task",
     "submit_tasks",
+    "with_checks",
 ]
+
+T = TypeVar("T")
 
 MAX_IDEMPOTENCY_KEY = 255
 
 
-@lru_cache(maxsize=1024)
-def _validator(schema_json: str) -> Any:
-    schema = json.loads(schema_json)
-    return validator_for(schema)(schema)
+class PayloadsUnchecked(Exception):
+    """The payloads need the validation process; raised before anything is written.
+
+    The caller runs :func:`check_isolated` outside its transaction (so a slow validation
+    holds no lock) and submits again with the token it returns (see :func:`with_checks`).
+    """
+
+    def __init__(self, compiled: Compiled, payloads: list[Any], batch: bool) -> None:
+        super().__init__("payloads need isolated validation")
+        self.compiled = compiled
+        self.payloads = payloads
+        self.batch = batch
 
 
-def validate_payload(schema: dict[str, Any], payload: dict[str, Any]) -> None:
-    """Raise :class:`InvalidPayload` listing every place ``payload`` breaks ``schema``."""
+def _refusal(failure: Failure, batch: bool) -> InvalidPayload:
+    index, listed, count = failure
+    exc = InvalidPayload(
+        f"The payload does not match the job's schema ({count} error(s)"
+        + (f", the first {len(listed)} listed" if count > len(listed) else "")
+        + ").",
+        errors=listed,
+        error_count=count,
+    )
+    if batch:
+        exc.detail = f"items[{index}]: {exc.detail}"
+        exc.extras["item"] = index
+    return exc
+
+
+async def check_isolated(unchecked: PayloadsUnchecked, settings: JobLibSettings) -> str:
+    """Validate in the validation process; the token telling a retry they were checked.
+
+    Raises:
+        InvalidPayload: A payload does not match, or validating it took too long.
+    """
+    failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
+    if failure is not None:
+        raise _refusal(failure, unchecked.batch)
+    return unchecked.compiled.text
+
+
+async def with_checks(
+    attempt: Callable[[str | None], Awaitable[T]], settings: JobLibSettings
+) -> T:
+    """Run a submit, validating costly payloads between attempts and outside transactions.
+
+    ``attempt`` receives None first, then the token of :func:`check_isolated`.
+    """
+    checked: str | None = None
+    for _ in range(3):
+        try:
+            return await attempt(checked)
+        except PayloadsUnchecked as unchecked:
+            checked = await check_isolated(unchecked, settings)
+    raise ServiceUnavailable(  # pragma: no cover - the job's schema changed twice meanwhile
+        "The job's schema changed during the submit; retry.", headers={"Retry-After": "1"}
+    )
+
+
+async def _check_payloads(
+    bodies: Sequence[TaskSubmitRequest],
+    schema: dict[str, Any],
+    settings: JobLibSettings,
+    checked: str | None,
+) -> None:
+    batch = len(bodies) > 1
+    total = 0
+    for index, body in enumerate(bodies):
+        try:
+            total += check_size("payload", body.payload, settings.max_payload_bytes)
+        except ProblemError as exc:
+            if batch:
+                exc.detail = f"items[{index}]: {exc.detail}"
+                exc.extras["item"] = index
+            raise
     if not schema:
         return
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
-    if errors:
-        listed = [
-            {"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message}
-            for e in errors[:50]
-        ]
-        raise InvalidPayload(
-            f"The payload does not match the job's schema ({len(errors)} error(s)).",
-            errors=listed,
-        )
+    compiled = await compiled_for(schema, settings)
+    if checked == compiled.text:
+        return
+    payloads = [body.payload for body in bodies]
+    if not compiled.inline(total, settings):
+        raise PayloadsUnchecked(compiled, payloads, batch)
+    for index, payload in enumerate(payloads):
+        found = payload_errors(compiled.validator, payload, settings.max_payload_errors)
+        if found is not None:
+            raise _refusal((index, found[0], found[1]), batch)
 
 
 async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[TaskResponse]:
@@ -103,13 +178,6 @@ async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[
 async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
     """Serialise one task with its job name and queue position."""
     return (await respond_all(session, [task]))[0]
-
-
-def _check_submit(
-    body: TaskSubmitRequest, schema: dict[str, Any], settings: JobLibSettings
-) -> None:
-    check_size("payload", body.payload, settings.max_payload_bytes)
-    validate_payload(schema, body.payload)
 
 
 def _row(
@@ -188,26 +256,21 @@ async def submit_tasks(
     bodies: Sequence[TaskSubmitRequest],
     keys: Sequence[str] | None,
     settings: JobLibSettings,
+    checked: str | None = None,
 ) -> tuple[list[TaskResponse], bool]:
     """Create pending tasks for a job visible from ``room_id`` (access already checked).
 
     All or nothing: a refused entry raises, and nothing is created. With ``keys`` (one
     idempotency key per entry), a repeat returns the tasks created by the first submit.
+    Payloads too costly to validate here raise :class:`PayloadsUnchecked` before anything
+    is written; run the submit through :func:`with_checks`, which passes ``checked``.
 
     Returns:
         The tasks, and False when they already existed (an idempotent repeat).
     """
     session = uow.session
     job = await resolve_job(session, room_id, job_name)
-    batch = len(bodies) > 1
-    for index, body in enumerate(bodies):
-        try:
-            _check_submit(body, job.schema_, settings)
-        except ProblemError as exc:
-            if batch:
-                exc.detail = f"items[{index}]: {exc.detail}"
-                exc.extras["item"] = index
-            raise
+    await _check_payloads(bodies, job.schema_, settings, checked)
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
@@ -269,6 +332,7 @@ async def submit_task(
     body: TaskSubmitRequest,
     idempotency_key: str | None,
     settings: JobLibSettings,
+    checked: str | None = None,
 ) -> tuple[TaskResponse, bool]:
     """Create one pending task (see :func:`submit_tasks`).
 
@@ -276,7 +340,9 @@ async def submit_task(
         The task, and False when an earlier submit with the same idempotency key was found.
     """
     keys = None if idempotency_key is None else [idempotency_key]
-    tasks, created = await submit_tasks(uow, actor, room_id, job_name, [body], keys, settings)
+    tasks, created = await submit_tasks(
+        uow, actor, room_id, job_name, [body], keys, settings, checked
+    )
     return tasks[0], created
 
 

@@ -1,0 +1,255 @@
+"""Validating payloads against job schemas without stalling the server.
+
+Validation runs in native code (``jsonschema-rs``) that holds the GIL, so a thread would not
+keep the event loop free, and a schema with recursive references can make evaluation take
+exponential time. Two paths therefore:
+
+* A payload whose cost has a static bound below ``validation_inline_cost`` (the schema has
+  no recursive reference; its expanded size times the payload's bytes bounds the work, and
+  patterns match in linear time) is validated inline: this is the common, fast case.
+* Any other payload goes to a separate process under ``validation_timeout_seconds``. A
+  process can be killed, a thread cannot: on timeout the process pool is replaced, so a
+  runaway validation never piles up, and at most ``validation_processes`` run at once.
+
+Compiled validators are cached by schema text with a memory budget estimated from the
+schemas' sizes (``schema_cache_bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from zndraw_joblib_core import InvalidPayload, ServiceUnavailable
+from zndraw_joblib_server.services.schemas import SchemaInfo, compile_schema, inspect_schema
+from zndraw_joblib_server.settings import JobLibSettings
+
+__all__ = [
+    "Compiled",
+    "Failure",
+    "cached_bytes",
+    "check_schema",
+    "compiled_for",
+    "payload_errors",
+    "validate_isolated",
+]
+
+_BYTES_PER_SCHEMA_BYTE = 8
+"""A compiled validator plus its inspection take about 7.5x the schema's JSON text."""
+_MAX_MESSAGE_CHARS = 500
+"""One error message's length in a 422 (a message can quote a whole payload value)."""
+
+_START_SECONDS = 60.0
+"""How long a new validation process may take to start (imports on a busy machine)."""
+
+Failure = tuple[int, list[dict[str, str]], int]
+"""A refused payload: its index, the errors listed, and how many errors there were."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A job schema ready for payloads.
+
+    Attributes:
+        text: The schema's JSON text (the cache key, and what the validation process gets).
+        validator: The compiled validator.
+        info: The schema's measured cost.
+    """
+
+    text: str
+    validator: Any
+    info: SchemaInfo
+
+    def inline(self, payload_bytes: int, settings: JobLibSettings) -> bool:
+        """Whether payloads of this total size may be validated in the request itself."""
+        expanded = self.info.expanded
+        return expanded is not None and expanded * payload_bytes <= settings.validation_inline_cost
+
+
+class _Cache:
+    """Least recently used compiled schemas within a byte budget."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, Compiled] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def get(self, text: str) -> Compiled | None:
+        with self.lock:
+            found = self.entries.get(text)
+            if found is not None:
+                self.entries.move_to_end(text)
+            return found
+
+    def put(self, compiled: Compiled, budget: int) -> None:
+        cost = len(compiled.text) * _BYTES_PER_SCHEMA_BYTE
+        with self.lock:
+            if compiled.text in self.entries or cost > budget:
+                return
+            self.entries[compiled.text] = compiled
+            self.bytes += cost
+            while self.bytes > budget:
+                text, _old = self.entries.popitem(last=False)
+                self.bytes -= len(text) * _BYTES_PER_SCHEMA_BYTE
+
+
+_CACHE = _Cache()
+
+
+def cached_bytes() -> int:
+    """Estimated memory held by the cached compiled schemas (within ``schema_cache_bytes``)."""
+    return _CACHE.bytes
+
+
+def _compile(schema: dict[str, Any], text: str, settings: JobLibSettings) -> Compiled:
+    info = inspect_schema(schema, settings)
+    return Compiled(text=text, validator=compile_schema(schema), info=info)
+
+
+async def check_schema(schema: dict[str, Any], settings: JobLibSettings) -> None:
+    """Check a schema for registration off the event loop (see :mod:`.schemas`).
+
+    Raises:
+        InvalidSchema: The schema is refused.
+    """
+    text = json.dumps(schema, separators=(",", ":"))
+    if _CACHE.get(text) is None:
+        compiled = await asyncio.to_thread(_compile, schema, text, settings)
+        _CACHE.put(compiled, settings.schema_cache_bytes)
+
+
+async def compiled_for(schema: dict[str, Any], settings: JobLibSettings) -> Compiled:
+    """The compiled validator of a job's schema (cached; compiled off the event loop).
+
+    Raises:
+        InvalidSchema: The stored schema is refused (registered before the current limits).
+    """
+    text = json.dumps(schema, separators=(",", ":"))
+    found = _CACHE.get(text)
+    if found is None:
+        found = await asyncio.to_thread(_compile, schema, text, settings)
+        _CACHE.put(found, settings.schema_cache_bytes)
+    return found
+
+
+def payload_errors(
+    validator: Any, payload: Any, max_errors: int
+) -> tuple[list[dict[str, str]], int] | None:
+    """The first ``max_errors`` errors (path and message) and their count; None when valid."""
+    if validator.is_valid(payload):
+        return None
+    errors = validator.evaluate(payload).errors()
+    listed = [
+        {"path": e["instanceLocation"] or "/", "message": _clip(e["error"])}
+        for e in errors[:max_errors]
+    ]
+    return listed, len(errors)
+
+
+def _clip(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return message[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+@lru_cache(maxsize=8)
+def _worker_validator(text: str) -> Any:
+    return compile_schema(json.loads(text))
+
+
+def _validate_in_worker(text: str, payloads: list[Any], max_errors: int) -> Failure | None:
+    """Run in the validation process: the first refused payload, or None."""
+    validator = _worker_validator(text)
+    for index, payload in enumerate(payloads):
+        found = payload_errors(validator, payload, max_errors)
+        if found is not None:
+            return index, found[0], found[1]
+    return None
+
+
+def _ready() -> None:
+    """Run in a new validation process: it has started and imported this module."""
+
+
+class _Pool:
+    """The validation processes, replaced as a whole when one overruns its budget."""
+
+    def __init__(self) -> None:
+        self.executor: ProcessPoolExecutor | None = None
+        self.ready: Future[None] | None = None
+        self.size = 0
+
+    def get(self, size: int) -> tuple[ProcessPoolExecutor, Future[None]]:
+        if self.executor is None or self.ready is None or self.size != size:
+            self.kill()
+            # spawn: forking a process that runs an event loop and threads is unsafe.
+            context = multiprocessing.get_context("spawn")
+            self.executor = ProcessPoolExecutor(max_workers=size, mp_context=context)
+            self.ready = self.executor.submit(_ready)  # starts the process right away
+            self.size = size
+        return self.executor, self.ready
+
+    def kill(self) -> None:
+        executor, self.executor, self.ready = self.executor, None, None
+        if executor is None:
+            return
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.kill()  # a runaway validation cannot be interrupted any other way
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+_POOL = _Pool()
+
+
+async def validate_isolated(
+    compiled: Compiled, payloads: Sequence[Any], settings: JobLibSettings
+) -> Failure | None:
+    """Validate payloads in the validation process within the time budget.
+
+    Returns:
+        The first refused payload, or None when all are valid.
+
+    Raises:
+        InvalidPayload: The budget ran out (the process is replaced).
+        ServiceUnavailable: The validation process died twice in a row.
+    """
+    for _attempt in range(2):
+        executor, ready = _POOL.get(settings.validation_processes)
+        try:  # a new process's start-up is not part of the budget
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ready)), _START_SECONDS)
+        except (TimeoutError, BrokenProcessPool):
+            if _POOL.executor is executor:
+                _POOL.kill()
+            continue
+        future = executor.submit(
+            _validate_in_worker, compiled.text, list(payloads), settings.max_payload_errors
+        )
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), settings.validation_timeout_seconds
+            )
+        except TimeoutError:
+            if _POOL.executor is executor:
+                _POOL.kill()
+                _POOL.get(settings.validation_processes)  # the next submit finds it started
+            raise InvalidPayload(
+                "Validating the payload against the job's schema took longer than "
+                f"{settings.validation_timeout_seconds:g} s; the payload is refused.",
+                errors=[],
+                error_count=0,
+            ) from None
+        except BrokenProcessPool:
+            if _POOL.executor is executor:  # killed for another request's overrun: retry
+                _POOL.kill()
+    raise ServiceUnavailable(
+        "Payload validation is unavailable; retry.", headers={"Retry-After": "1"}
+    )
