@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -37,7 +38,7 @@ EXE = "uv.exe" if os.name == "nt" else "uv"
 
 
 def platform_tags(system: str, machine: str, libc: str) -> tuple[str, str]:
-    """The wheel platform tag's prefix and suffix for this machine, e.g. ``manylinux``, ``_x86_64``.
+    """The wheel platform tag's prefix and suffix, e.g. ``manylinux`` and ``_x86_64``.
 
     Args:
         system: ``platform.system()``.
@@ -89,9 +90,7 @@ def extract_uv(wheel: bytes, sha256: str, dest: Path) -> Path:
     if digest != sha256:
         raise SystemExit(f"tools/uv.py: the uv wheel's sha256 is {digest}, PyPI lists {sha256}")
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
-        member = next(
-            (n for n in archive.namelist() if n.endswith(f".data/scripts/{EXE}")), None
-        )
+        member = next((n for n in archive.namelist() if n.endswith(f".data/scripts/{EXE}")), None)
         if member is None:
             raise SystemExit("tools/uv.py: the uv wheel holds no uv program")
         dest.mkdir(parents=True, exist_ok=True)
@@ -107,11 +106,15 @@ def fetch(dest: Path) -> Path:
     """Download the pinned uv wheel for this platform and extract ``uv`` into ``dest``."""
     index = os.environ.get("UV_BOOTSTRAP_INDEX", INDEX).rstrip("/")
     print(f"tools/uv.py: fetching uv {UV_VERSION} from {index} into {dest}", file=sys.stderr)
-    with urllib.request.urlopen(f"{index}/uv/{UV_VERSION}/json", timeout=60) as resp:
-        release = json.load(resp)
+    # The project's page (not the per-release one, which some mirrors lack) lists the
+    # files of every release; their URLs may be relative to it.
+    url = f"{index}/uv/json"
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        project = json.load(resp)
+    files = project.get("releases", {}).get(UV_VERSION) or []
     prefix, suffix = platform_tags(platform.system(), platform.machine(), platform.libc_ver()[0])
-    entry = pick_wheel(release["urls"], prefix, suffix)
-    with urllib.request.urlopen(entry["url"], timeout=300) as resp:
+    entry = pick_wheel(files, prefix, suffix)
+    with urllib.request.urlopen(urllib.parse.urljoin(url, entry["url"]), timeout=300) as resp:
         wheel = resp.read()
     return extract_uv(wheel, entry["digests"]["sha256"], dest)
 
