@@ -14,11 +14,17 @@ Run everything with ``uv run nox`` (what CI runs); one session with ``uv run nox
 
 Third-party versions in the isolated sessions are constrained to ``uv.lock``. pytest always
 runs from the repository root with the root ``pyproject.toml`` as its configuration.
+
+The output is kept short: installs are silent unless they fail, pytest runs with ``-q`` and
+lists only failures and errors, and each test session ends with one line
+``nox > tests: N passed, N failed, N skipped`` (read from pytest's JUnit XML), which
+``.ci/run`` adds up.
 """
 
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nox
@@ -50,7 +56,8 @@ SRC_DIRS = [f"{CORE}/src", f"{CLIENT}/src", f"{SERVER}/src"]
 # The test runner. pytest-asyncio and pytest-timeout are here in every session because the
 # root pytest configuration sets their options (asyncio_mode, timeout).
 PYTEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout"]
-PYTEST_ARGS = ["-c", "pyproject.toml", "--rootdir", ".", "-p", "no:cacheprovider"]
+# -q and -rfE: dots and the failures, not a line per skipped test.
+PYTEST_ARGS = ["-c", "pyproject.toml", "--rootdir", ".", "-p", "no:cacheprovider", "-q", "-rfE"]
 
 SERVER_STACK = ["fastapi", "starlette", "sqlalchemy", "zndraw_auth"]
 
@@ -61,9 +68,11 @@ def _sync_workspace(session: nox.Session, *args: str) -> None:
         UV,
         "sync",
         "--locked",
+        "--quiet",
         *args,
         env={"UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)},
         external=True,
+        silent=True,
     )
 
 
@@ -82,13 +91,14 @@ def _constraints(session: nox.Session) -> str:
         "--output-file",
         str(path),
         external=True,
+        silent=True,
     )
     return str(path)
 
 
 def _isolated_install(session: nox.Session, *requirements: str) -> None:
     """Install only ``requirements`` (local paths or names), at the locked versions."""
-    session.install("-c", _constraints(session), *requirements)
+    session.install("-c", _constraints(session), *requirements, silent=True)
 
 
 def _check_isolation(session: nox.Session, package: str, forbidden: list[str]) -> None:
@@ -106,7 +116,25 @@ def _pytest(session: nox.Session, directory: str) -> None:
     """Run pytest on ``directory``; skip the session while the directory has no tests yet."""
     if not _has_tests(directory):
         session.skip(f"no test files in {directory} yet")
-    session.run("pytest", *PYTEST_ARGS, directory, *session.posargs)
+    junit = Path(session.create_tmp()) / "junit.xml"
+    junit.unlink(missing_ok=True)
+    try:
+        session.run("pytest", *PYTEST_ARGS, f"--junitxml={junit}", directory, *session.posargs)
+    finally:
+        session.log(f"tests: {_counts(junit)}")
+
+
+def _counts(junit: Path) -> str:
+    """``N passed, N failed, N skipped`` from pytest's JUnit XML (errors count as failed)."""
+    if not junit.is_file():
+        return "0 passed, 1 failed, 0 skipped (pytest wrote no report)"
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in ET.parse(junit).getroot().iter("testsuite"):
+        for key in totals:
+            totals[key] += int(suite.get(key, 0))
+    failed = totals["failures"] + totals["errors"]
+    passed = totals["tests"] - failed - totals["skipped"]
+    return f"{passed} passed, {failed} failed, {totals['skipped']} skipped"
 
 
 @nox.session
@@ -190,7 +218,11 @@ def wheels(session: nox.Session) -> None:
 
     # The session venv is fresh and holds nothing but what is installed here.
     session.install(
-        "-c", _constraints(session), wheel("zndraw_joblib_core"), wheel("zndraw_joblib_client")
+        "-c",
+        _constraints(session),
+        wheel("zndraw_joblib_core"),
+        wheel("zndraw_joblib_client"),
+        silent=True,
     )
     _check_isolation(
         session, "zndraw_joblib_client", [*SERVER_STACK, "zndraw_joblib_server", "uvicorn"]

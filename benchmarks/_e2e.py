@@ -20,7 +20,7 @@ CLAIM_BATCH = 100  # the most one claim may take (MAX_CLAIM_BATCH)
 SUBMIT_BATCH = 500
 SUBMIT_CONCURRENCY = 3
 """Concurrent submitters per producer process (4 processes): 12 in all. With 16 or more
-concurrent submits the SQLite server sometimes stalls for 30 s (see README, findings)."""
+concurrent submits the SQLite server sometimes stalled for many seconds."""
 _rooms = itertools.count(1)
 
 

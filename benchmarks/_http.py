@@ -1,9 +1,8 @@
 """A lean keep-alive HTTP/1.1 JSON client for the load generators (standard library only).
 
-The load generators share the two cores with the server and the database. httpx spends about
-0.47 ms of CPU per request on this machine, ``http.client`` about 0.12 ms (``GET
-/health/live``, measured one after the other): with httpx, the 8 simulated workers of the
-end-to-end scenarios used about a third of a core that the server then lacked. Set-up,
+The load generators share the machine's cores with the server and the database, and httpx
+spends several times the CPU per request that ``http.client`` does: with httpx the simulated
+workers of the end-to-end scenarios took CPU time the server then lacked. Set-up,
 verification and the idle scenario still use httpx.
 """
 

@@ -62,7 +62,7 @@ def reset_postgres(url: str) -> None:
 
     After a scenario that wrote a lot (the claim-latency preload writes 1.1M rows), the
     checkpoint that follows would write those pages out during the next scenario: its
-    commits then wait for the disk (wake-up p99 39 ms instead of 7 in one such run). A
+    commits then wait for the disk, and the latencies measured would be the disk's. A
     ``CHECKPOINT`` now does that work before anything is measured; it needs superuser (or
     ``pg_checkpoint``) rights and is skipped without them.
     """

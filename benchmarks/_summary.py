@@ -1,4 +1,4 @@
-"""The figures of quality-bars.md, compared with what a run measured."""
+"""The performance targets (docs/performance.md), compared with what a run measured."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ Usage::
 
 Each scenario starts the server (uvicorn, ``zndraw-joblib-server serve``) in its own process
 on a fresh database, drives it from separate client processes over 127.0.0.1 and prints one
-JSON line to stdout. Without ``--quick`` a table comparing the figures with the targets of
-``quality-bars.md`` follows on stderr (and as a last JSON line, ``"scenario": "summary"``).
+JSON line to stdout. Without ``--quick`` a table comparing the figures with the targets
+listed in docs/performance.md follows on stderr (and as a last JSON line,
+``"scenario": "summary"``).
 The exit status is non-zero only when something is broken (errors, lost or duplicate tasks),
 never because a target is missed.
 """

@@ -1,8 +1,8 @@
 """zndraw-joblib-server: the FastAPI router, models, sweeper and reference app.
 
-A host app includes :data:`router`, calls :func:`install_exception_handlers`, provides
-zndraw-auth's ``app.state.session_maker`` (or overrides :func:`get_async_session_maker`) and
-starts :func:`run_sweeper` in its lifespan. :func:`create_app` does all of that.
+A host app builds a :class:`JobQueue`, mounts it with ``queue.include_in(app)`` and runs
+``queue.lifespan`` in its lifespan (tables, wake-ups across processes, kept connections,
+the sweeper). :func:`create_app`, the reference app, does exactly that.
 """
 
 from zndraw_joblib_server.app import create_app
@@ -16,6 +16,7 @@ from zndraw_joblib_server.dependencies import (
 )
 from zndraw_joblib_server.errors import install_exception_handlers
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
+from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.services.access import Actor, AllowAuthenticated, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
@@ -29,6 +30,7 @@ __all__ = [
     "EventSink",
     "Job",
     "JobLibSettings",
+    "JobQueue",
     "RoomAccess",
     "SweepReport",
     "Task",

@@ -1,13 +1,12 @@
 """The reference host app: zndraw-auth login, the job queue, the sweeper, health checks.
 
 ``zndraw-joblib-server serve`` runs it; tests and benchmarks build it with
-:func:`create_app`. A host that has its own app wires the same pieces (see the README).
+:func:`create_app`. A host that has its own app uses :class:`~zndraw_joblib_server.JobQueue`
+as this one does (see docs/hosting.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +15,6 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from zndraw_auth import (
     AuthSettings,
     UserCreate,
@@ -27,13 +25,9 @@ from zndraw_auth import (
     fastapi_users,
 )
 
-from zndraw_joblib_server.errors import install_exception_handlers
-from zndraw_joblib_server.lane import FastLane
-from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import create_engine, get_database
-from zndraw_joblib_server.storage.schema import create_tables
-from zndraw_joblib_server.sweeper import run_sweeper
+from zndraw_joblib_server.storage import get_database
 
 __all__ = ["DEV_SECRET", "create_app"]
 
@@ -66,32 +60,16 @@ def create_app(
     auth_settings = auth_settings or AuthSettings()
     if auth_settings.secret_key.get_secret_value() == _UPSTREAM_DEFAULT_SECRET:
         auth_settings = auth_settings.model_copy(update={"secret_key": SecretStr(DEV_SECRET)})
-    engine = create_engine(
-        settings.database_url,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        sqlite_inline=settings.sqlite_inline,
-        ping_idle_seconds=settings.db_ping_idle_seconds,
-    )
-    session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    queue = JobQueue(settings, sweeper=sweeper)
+    engine, session_maker = queue.engine, queue.session_maker
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await create_tables(engine)
-        async with session_maker() as session:
-            await ensure_default_admin(session, auth_settings)
-        _log_mode(settings, auth_settings)
-        db = get_database(session_maker, settings)
-        await db.start()
-        sweep = asyncio.create_task(run_sweeper(session_maker, settings)) if sweeper else None
-        try:
+        async with queue.lifespan():
+            async with session_maker() as session:
+                await ensure_default_admin(session, auth_settings)
+            _log_mode(settings, auth_settings)
             yield
-        finally:
-            if sweep is not None:
-                sweep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweep
-            await db.stop()
-            await engine.dispose()
 
     app = FastAPI(
         title="zndraw-joblib",
@@ -99,11 +77,9 @@ def create_app(
         version="0.2.0",
         lifespan=lifespan,
     )
-    app.state.engine = engine
-    app.state.session_maker = session_maker
     app.state.auth_settings = auth_settings
-    app.state.joblib_settings = settings
-    app.include_router(router)  # first: the queue's routes are the ones matched most
+    # The queue's routes first: they are the ones matched most.
+    queue.include_in(app)  # also the fast lane, unless settings.fast_lane is off
     app.include_router(
         fastapi_users.get_auth_router(auth_backend), prefix="/auth/jwt", tags=["auth"]
     )
@@ -113,9 +89,6 @@ def create_app(
     app.include_router(
         fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
     )
-    install_exception_handlers(app)
-    if settings.fast_lane:
-        app.add_middleware(FastLane)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Prebuilt statements run straight on an inline SQLite session's ``sqlite3`` connection.
 
-Executing a Core statement through SQLAlchemy costs 30-50 us per statement before the driver
-sees it (cache lookup, execution context, parameter processing, result metadata), several
-times what the queue's short index lookups cost SQLite itself. For the statements of the hot
-paths, built once with :func:`~zndraw_joblib_server.storage.prebuilt.prebuilt`, that work is
+Executing a Core statement through SQLAlchemy does work per statement before the driver
+sees it (cache lookup, execution context, parameter processing, result metadata) that
+costs several times what the queue's short index lookups cost SQLite itself. For the
+statements of the hot paths, built once with
+:func:`~zndraw_joblib_server.storage.prebuilt.prebuilt`, that work is
 the same every time, so :func:`direct_plan` does it once: SQLAlchemy compiles the statement
 for the connection's dialect, and the plan keeps the SQL, the order of its parameters, and
 the type processors SQLAlchemy itself would apply to each parameter and result column (so

@@ -3,8 +3,8 @@
 The PostgreSQL counterpart of :mod:`.direct`: a write that runs without a transaction
 (``Database.write(autocommit=True)``) sends its prebuilt statements on the asyncpg
 connection itself, with the plan SQLAlchemy compiled once (SQL, parameter order, type
-processors), skipping SQLAlchemy's execution and result layers, which cost about 100 us of
-CPU per statement there, twice what asyncpg needs. Values are sent and read as SQLAlchemy
+processors), skipping SQLAlchemy's execution and result layers, which cost more CPU per
+statement there than asyncpg itself. Values are sent and read as SQLAlchemy
 would (its own processors, on a connection set up by its dialect); asyncpg keeps the
 prepared statement. Driver errors are translated as SQLAlchemy's asyncpg adapter translates
 them and raised as SQLAlchemy's exception classes; a connection found broken is

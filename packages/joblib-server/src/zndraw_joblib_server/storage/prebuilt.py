@@ -1,8 +1,8 @@
 """Statements built once whose SQL cache key is computed once too.
 
 SQLAlchemy finds a statement's compiled SQL in its cache by a key it derives from the
-statement's whole structure, on every execution: 15 to 100 us for the hot paths' statements
-(the claim, the queue position, the locked load), more than running them on SQLite.
+statement's whole structure, on every execution: for the hot paths' statements (the claim,
+the queue position, the locked load) that costs more than running them on SQLite.
 SQLAlchemy statements are immutable (their generative methods return new statements), so one
 built once at import always derives the same key: :func:`prebuilt` derives it once.
 

@@ -2,10 +2,9 @@
 
 SQLAlchemy's ``sqlite+aiosqlite`` dialect hands every DBAPI call (cursor, execute, fetch,
 close, commit) to aiosqlite's thread and waits for the answer: four thread round trips per
-statement. On a 2-core machine that costs about 0.4 ms per ``SELECT 1``; run inline, the same
-statement costs about 0.09 ms. The queue's statements are short index lookups and writes that
-the in-process write gate already serialises, so blocking the loop for their few microseconds
-is cheaper than the hops.
+statement, which costs several times what running the statement inline does. The queue's
+statements are short index lookups and writes that the in-process write gate already
+serialises, so blocking the loop for them is cheaper than the hops.
 
 This module provides a connection object with the (async) interface SQLAlchemy's aiosqlite
 adapter calls, backed directly by the standard library's ``sqlite3``. Pass

@@ -4,9 +4,8 @@ A claim walks the claim index (pending tasks of a job, in claim order) from its 
 claimed task leaves its entry there until the table is vacuumed, pointing at the task's old
 row version, and every later claim steps over it and visits that row. Autovacuum looks at a
 table at most once a minute (``autovacuum_naptime``) and waits for a fifth of the table to
-change, so on a busy queue a claim may visit thousands of such rows: in a 10,000-task drain
-about 0.5 ms of PostgreSQL's time per claim, and the drain ran at 184 tasks/s against 292
-with the table vacuumed every two seconds.
+change, so on a busy queue a claim may visit thousands of such rows, and draining a backlog
+slows down markedly (see docs/performance.md for the current figures).
 
 :class:`ClaimUpkeep` counts the tasks claimed in its process and, every
 ``vacuum_after_claims`` of them, runs ``VACUUM (SKIP_LOCKED) joblib_task`` in the

@@ -1,0 +1,167 @@
+"""One object that starts, stops and mounts the job queue inside a host's FastAPI app.
+
+A host builds a :class:`JobQueue`, mounts it with :meth:`JobQueue.include_in` and runs
+:meth:`JobQueue.lifespan` (or :meth:`JobQueue.start` / :meth:`JobQueue.stop`) in its own
+lifespan; that creates the tables, starts the cross-process wake-ups (PostgreSQL
+``LISTEN``), the kept connections and the sweeper, and stops them again, so no part can be
+forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_server.lane import FastLane
+from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import EventSink, create_engine, get_database
+from zndraw_joblib_server.storage.database import Database
+from zndraw_joblib_server.storage.schema import create_tables
+from zndraw_joblib_server.sweeper import run_sweeper
+
+__all__ = ["JobQueue"]
+
+
+class JobQueue:
+    """The job queue of one app: its database, settings, routes and background tasks.
+
+    Example::
+
+        queue = JobQueue(JobLibSettings(database_url="sqlite+aiosqlite:///./app.db"))
+        app = FastAPI(lifespan=queue.lifespan)
+        queue.include_in(app)
+
+    Args:
+        settings: Queue settings (default: from ``ZNDRAW_JOBLIB_*`` variables).
+        engine: An engine of the host's. Default: one built from ``settings.database_url``
+            with :func:`~zndraw_joblib_server.create_engine`; the queue then disposes of it
+            when it stops. A given engine is left to its owner.
+        session_maker: The host's session maker (default: one bound to ``engine``).
+        sweeper: Run the sweeper while started (turn off only where another process of the
+            same database runs it).
+        event_sink: Where task and job events go after commit (stored as
+            ``app.state.joblib_event_sink`` by :meth:`include_in`).
+    """
+
+    def __init__(
+        self,
+        settings: JobLibSettings | None = None,
+        *,
+        engine: AsyncEngine | None = None,
+        session_maker: async_sessionmaker[AsyncSession] | None = None,
+        sweeper: bool = True,
+        event_sink: EventSink | None = None,
+    ) -> None:
+        self.settings = settings or JobLibSettings()
+        if engine is None and session_maker is not None:
+            engine = session_maker.kw.get("bind")
+        self._owns_engine = engine is None
+        if engine is None:
+            engine = create_engine(
+                self.settings.database_url,
+                busy_timeout_ms=self.settings.sqlite_busy_timeout_ms,
+                sqlite_inline=self.settings.sqlite_inline,
+                ping_idle_seconds=self.settings.db_ping_idle_seconds,
+            )
+        self.engine: AsyncEngine = engine
+        self.session_maker: async_sessionmaker[AsyncSession] = session_maker or async_sessionmaker(
+            engine, expire_on_commit=False
+        )
+        self.event_sink = event_sink
+        self._run_sweeper = sweeper
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = False
+
+    @property
+    def router(self) -> Any:
+        """The ``/v1/joblib`` router (the same for every queue; state comes from the app)."""
+        return router
+
+    @property
+    def database(self) -> Database:
+        """The process's storage handle for this queue's session maker."""
+        return get_database(self.session_maker, self.settings)
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran and :meth:`stop` has not yet."""
+        return self._started
+
+    def include_in(self, app: FastAPI, *, fast_lane: bool | None = None) -> None:
+        """Mount the queue on ``app``: routes, problem handlers and the state they read.
+
+        Sets ``app.state.session_maker`` (where zndraw-auth also looks), ``engine``,
+        ``joblib_settings``, ``joblib_queue`` and, if given, ``joblib_event_sink``. Call it
+        before the app starts and before adding your own middleware you want outermost.
+
+        Args:
+            app: The host's app.
+            fast_lane: Serve the hot endpoints through the fast lane (default:
+                ``settings.fast_lane``). Valid because the router is included here without
+                a prefix or router-level dependencies.
+        """
+        app.state.engine = self.engine
+        app.state.session_maker = self.session_maker
+        app.state.joblib_settings = self.settings
+        app.state.joblib_queue = self
+        if self.event_sink is not None:
+            app.state.joblib_event_sink = self.event_sink
+        app.include_router(router)
+        install_exception_handlers(app)
+        if self.settings.fast_lane if fast_lane is None else fast_lane:
+            app.add_middleware(FastLane)
+
+    async def start(self) -> None:
+        """Create the tables, start wake-ups across processes and the sweeper. Idempotent."""
+        if self._started:
+            return
+        await create_tables(self.engine)
+        await self.database.start()
+        if self._run_sweeper:
+            self._sweeper = asyncio.create_task(
+                run_sweeper(self.session_maker, self.settings, self.event_sink),
+                name="zndraw-joblib-sweeper",
+            )
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop the sweeper and the wake-ups, give back kept connections, dispose an own engine.
+
+        Idempotent; safe after a failed :meth:`start`.
+        """
+        sweep, self._sweeper = self._sweeper, None
+        if sweep is not None:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
+        await self.database.stop()
+        if self._owns_engine:
+            await self.engine.dispose()
+        self._started = False
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
+        """Start the queue, yield, stop it.
+
+        Usable as ``FastAPI(lifespan=queue.lifespan)`` or as ``async with queue.lifespan():``
+        inside a host's own lifespan.
+
+        Args:
+            app: The app FastAPI passes to a lifespan (unused).
+
+        Yields:
+            None, while the queue runs.
+        """
+        try:
+            await self.start()
+            yield
+        finally:
+            await self.stop()
