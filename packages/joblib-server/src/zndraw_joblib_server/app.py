@@ -14,35 +14,24 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from zndraw_auth import (
-    AuthSettings,
-    UserCreate,
-    UserRead,
-    UserUpdate,
-    auth_backend,
-    ensure_default_admin,
-    fastapi_users,
-)
+from zndraw_auth import AuthSettings
 
+from zndraw_joblib_server.accounts import include_account_routes
 from zndraw_joblib_server.errors import install_exception_handlers
 from zndraw_joblib_server.lane import FastLane
+from zndraw_joblib_server.ratelimit import RateLimit
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.startup import StartupRefused, ensure_admin, resolve_secret
 from zndraw_joblib_server.storage import create_engine, get_database
 from zndraw_joblib_server.storage.schema import create_tables
 from zndraw_joblib_server.sweeper import run_sweeper
 
-__all__ = ["DEV_SECRET", "create_app"]
+__all__ = ["StartupRefused", "create_app"]
 
 logger = logging.getLogger("zndraw_joblib_server")
-
-_UPSTREAM_DEFAULT_SECRET = "CHANGE-ME-IN-PRODUCTION-SECRET!"
-DEV_SECRET = "zndraw-joblib-development-secret-change-me-in-production"
-"""Replaces zndraw-auth's too-short default secret; every process of a deployment must set
-its own ``ZNDRAW_AUTH_SECRET_KEY`` instead."""
 
 
 def create_app(
@@ -61,11 +50,14 @@ def create_app(
     Returns:
         A FastAPI app serving ``/auth/*``, ``/users/*``, ``/v1/joblib/*``, ``/health`` and
         the OpenAPI docs at ``/docs``.
+
+    Raises:
+        StartupRefused: The token secret is missing or too short (see
+            :func:`~zndraw_joblib_server.startup.resolve_secret`); the lifespan raises it too
+            when an account the configuration did not create has the admin's e-mail.
     """
     settings = settings or JobLibSettings()
-    auth_settings = auth_settings or AuthSettings()
-    if auth_settings.secret_key.get_secret_value() == _UPSTREAM_DEFAULT_SECRET:
-        auth_settings = auth_settings.model_copy(update={"secret_key": SecretStr(DEV_SECRET)})
+    auth_settings = resolve_secret(settings, auth_settings or AuthSettings())
     engine = create_engine(
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
@@ -77,8 +69,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await create_tables(engine)
-        async with session_maker() as session:
-            await ensure_default_admin(session, auth_settings)
+        await ensure_admin(session_maker, auth_settings)
         _log_mode(settings, auth_settings)
         db = get_database(session_maker, settings)
         await db.start()
@@ -104,16 +95,16 @@ def create_app(
     app.state.auth_settings = auth_settings
     app.state.joblib_settings = settings
     app.include_router(router)  # first: the queue's routes are the ones matched most
-    app.include_router(
-        fastapi_users.get_auth_router(auth_backend), prefix="/auth/jwt", tags=["auth"]
-    )
-    app.include_router(
-        fastapi_users.get_register_router(UserRead, UserCreate), prefix="/auth", tags=["auth"]
-    )
-    app.include_router(
-        fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
-    )
+    include_account_routes(app, settings)
     install_exception_handlers(app)
+    app.add_middleware(
+        RateLimit,
+        rates={
+            "/auth/jwt/login": settings.login_rate_limit,
+            "/auth/register": settings.register_rate_limit,
+        },
+        storage_uri=settings.rate_limit_storage_uri,
+    )
     if settings.fast_lane:
         app.add_middleware(FastLane)
 
@@ -141,10 +132,10 @@ def _log_mode(settings: JobLibSettings, auth_settings: AuthSettings) -> None:
             "becomes a superuser. Set ZNDRAW_AUTH_DEFAULT_ADMIN_EMAIL and "
             "ZNDRAW_AUTH_DEFAULT_ADMIN_PASSWORD to turn it off."
         )
-    if auth_settings.secret_key.get_secret_value() == DEV_SECRET:
-        logger.warning(
-            "Using zndraw-auth's default JWT secret; set ZNDRAW_AUTH_SECRET_KEY (32+ bytes, "
-            "the same for every server process) before exposing this server."
+    if settings.allow_registration:
+        logger.info(
+            "registration is open: anybody who reaches the server may create an account "
+            "(ZNDRAW_JOBLIB_ALLOW_REGISTRATION=false closes it)"
         )
 
 
