@@ -206,6 +206,18 @@ def get_user_manager(
     return user_manager
 
 
+_INVALID = {
+    422: {
+        "description": "Invalid request: FastAPI's validation error (`application/json`), or a "
+        "`validation-error` problem (`application/problem+json`) for a password shorter "
+        "than MIN_PASSWORD_LENGTH.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/problem+json": {"schema": {"type": "object"}},
+        },
+    }
+}
+_LOGGED_OUT = {204: {"description": "Logged out (the token stays valid until it expires)."}}
 _TOO_MANY = {
     429: {
         "description": "Too many attempts from this client address; retry after "
@@ -225,17 +237,25 @@ def include_account_routes(app: FastAPI, settings: JobLibSettings) -> None:
         get_user_manager(settings.min_password_length, helper), [auth_backend]
     )
     auth_router: APIRouter = users.get_auth_router(auth_backend)
-    for route in auth_router.routes:
-        if getattr(route, "path", "") == "/login":
-            route.responses.update(_TOO_MANY)  # type: ignore[attr-defined]
+    _document(auth_router, "/login", _TOO_MANY)
+    _document(auth_router, "/logout", _LOGGED_OUT)
     app.include_router(auth_router, prefix="/auth/jwt", tags=["auth"])
     if settings.allow_registration:
-        app.include_router(
-            users.get_register_router(UserRead, _AuthUserCreate),
-            prefix="/auth",
-            tags=["auth"],
-            responses=_TOO_MANY,  # type: ignore[arg-type]
-        )
-    app.include_router(
-        users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
-    )
+        register_router = users.get_register_router(UserRead, _AuthUserCreate)
+        _document(register_router, "/register", {**_TOO_MANY, **_INVALID})
+        app.include_router(register_router, prefix="/auth", tags=["auth"])
+    users_router = users.get_users_router(UserRead, UserUpdate)
+    _document(users_router, "/me", _INVALID, method="PATCH")
+    _document(users_router, "/{id}", _INVALID, method="PATCH")
+    app.include_router(users_router, prefix="/users", tags=["users"])
+
+
+def _document(
+    router: APIRouter, path: str, responses: dict[int, Any], method: str | None = None
+) -> None:
+    """Add answers fastapi-users does not declare to a route's OpenAPI responses."""
+    for route in router.routes:
+        if getattr(route, "path", "") != path:
+            continue
+        if method is None or method in getattr(route, "methods", ()):
+            route.responses.update(responses)  # type: ignore[attr-defined]
