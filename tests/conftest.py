@@ -88,6 +88,9 @@ class LiveServer:
                 "ZNDRAW_AUTH_DEFAULT_ADMIN_EMAIL": ADMIN_EMAIL,
                 "ZNDRAW_AUTH_DEFAULT_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "ZNDRAW_JOBLIB_SWEEPER_INTERVAL_SECONDS": "0.5",
+                # the tests log in as many machines would, all from 127.0.0.1
+                "ZNDRAW_JOBLIB_LOGIN_RATE_LIMIT": "10000/minute",
+                "ZNDRAW_JOBLIB_REGISTER_RATE_LIMIT": "10000/minute",
             }
         )
         env.update(self.extra_env)

@@ -34,6 +34,7 @@ __all__ = [
     "SchemaConflict",
     "ServiceUnavailable",
     "TaskNotFound",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "WorkerNotFound",
@@ -288,6 +289,17 @@ class RequestValidationFailed(ProblemError):
     slug = "validation-error"
     title = "Unprocessable Content"
     status = 422
+
+
+class TooManyRequests(ProblemError):
+    """Too many attempts (logins, registrations) from one client address (429).
+
+    The response's ``Retry-After`` header says after how many seconds to try again.
+    """
+
+    slug = "too-many-requests"
+    title = "Too Many Requests"
+    status = 429
 
 
 class ServiceUnavailable(ProblemError):

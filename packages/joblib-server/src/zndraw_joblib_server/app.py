@@ -13,30 +13,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy import text
-from zndraw_auth import (
-    AuthSettings,
-    UserCreate,
-    UserRead,
-    UserUpdate,
-    auth_backend,
-    ensure_default_admin,
-    fastapi_users,
-)
+from zndraw_auth import AuthSettings
 
+from zndraw_joblib_server.accounts import include_account_routes
 from zndraw_joblib_server.queue import JobQueue
+from zndraw_joblib_server.ratelimit import RateLimit
 from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.startup import StartupRefused, ensure_admin, resolve_secret
 from zndraw_joblib_server.storage import get_database
 
-__all__ = ["DEV_SECRET", "create_app"]
+__all__ = ["StartupRefused", "create_app"]
 
 logger = logging.getLogger("zndraw_joblib_server")
-
-_UPSTREAM_DEFAULT_SECRET = "CHANGE-ME-IN-PRODUCTION-SECRET!"
-DEV_SECRET = "zndraw-joblib-development-secret-change-me-in-production"
-"""Replaces zndraw-auth's too-short default secret; every process of a deployment must set
-its own ``ZNDRAW_AUTH_SECRET_KEY`` instead."""
 
 
 def create_app(
@@ -55,19 +44,21 @@ def create_app(
     Returns:
         A FastAPI app serving ``/auth/*``, ``/users/*``, ``/v1/joblib/*``, ``/health`` and
         the OpenAPI docs at ``/docs``.
+
+    Raises:
+        StartupRefused: The token secret is missing or too short (see
+            :func:`~zndraw_joblib_server.startup.resolve_secret`); the lifespan raises it too
+            when an account the configuration did not create has the admin's e-mail.
     """
     settings = settings or JobLibSettings()
-    auth_settings = auth_settings or AuthSettings()
-    if auth_settings.secret_key.get_secret_value() == _UPSTREAM_DEFAULT_SECRET:
-        auth_settings = auth_settings.model_copy(update={"secret_key": SecretStr(DEV_SECRET)})
+    auth_settings = resolve_secret(settings, auth_settings or AuthSettings())
     queue = JobQueue(settings, sweeper=sweeper)
     engine, session_maker = queue.engine, queue.session_maker
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with queue.lifespan():
-            async with session_maker() as session:
-                await ensure_default_admin(session, auth_settings)
+            await ensure_admin(session_maker, auth_settings)
             _log_mode(settings, auth_settings)
             yield
 
@@ -80,14 +71,14 @@ def create_app(
     app.state.auth_settings = auth_settings
     # The queue's routes first: they are the ones matched most.
     queue.include_in(app)  # also the fast lane, unless settings.fast_lane is off
-    app.include_router(
-        fastapi_users.get_auth_router(auth_backend), prefix="/auth/jwt", tags=["auth"]
-    )
-    app.include_router(
-        fastapi_users.get_register_router(UserRead, UserCreate), prefix="/auth", tags=["auth"]
-    )
-    app.include_router(
-        fastapi_users.get_users_router(UserRead, UserUpdate), prefix="/users", tags=["users"]
+    include_account_routes(app, settings)
+    app.add_middleware(
+        RateLimit,
+        rates={
+            "/auth/jwt/login": settings.login_rate_limit,
+            "/auth/register": settings.register_rate_limit,
+        },
+        storage_uri=settings.rate_limit_storage_uri,
     )
 
     @app.get("/health", tags=["health"])
@@ -114,10 +105,10 @@ def _log_mode(settings: JobLibSettings, auth_settings: AuthSettings) -> None:
             "becomes a superuser. Set ZNDRAW_AUTH_DEFAULT_ADMIN_EMAIL and "
             "ZNDRAW_AUTH_DEFAULT_ADMIN_PASSWORD to turn it off."
         )
-    if auth_settings.secret_key.get_secret_value() == DEV_SECRET:
-        logger.warning(
-            "Using zndraw-auth's default JWT secret; set ZNDRAW_AUTH_SECRET_KEY (32+ bytes, "
-            "the same for every server process) before exposing this server."
+    if settings.allow_registration:
+        logger.info(
+            "registration is open: anybody who reaches the server may create an account "
+            "(ZNDRAW_JOBLIB_ALLOW_REGISTRATION=false closes it)"
         )
 
 

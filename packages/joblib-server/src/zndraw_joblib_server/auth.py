@@ -25,7 +25,7 @@ from zndraw_auth import User
 
 from zndraw_joblib_core import Unauthorized
 
-__all__ = ["TokenChecker", "UserCache", "authenticate"]
+__all__ = ["TokenChecker", "UserCache", "authenticate", "forget_user", "token_user_gone"]
 
 _MAX_CACHED_USERS = 10_000
 _MAX_CACHED_TOKENS = 10_000
@@ -86,6 +86,10 @@ class UserCache:
             return None
         return entry[1]
 
+    def forget(self, user_id: uuid.UUID) -> None:
+        """Drop ``user_id``'s entry (the user was changed or deleted)."""
+        self._users.pop(user_id, None)
+
     def put(self, user: User, seconds: float) -> None:
         """Keep ``user`` for ``seconds``."""
         if seconds <= 0:
@@ -140,3 +144,35 @@ async def authenticate(
             raise Unauthorized("The token's user does not exist or is inactive.")
         cache.put(user, cache_seconds)
     return user
+
+
+def forget_user(session_maker: Any, user_id: uuid.UUID) -> None:
+    """Make this process look ``user_id`` up again on its next request.
+
+    Other server processes keep their entry for up to ``user_cache_seconds``.
+    """
+    cache = _caches.get(session_maker)
+    if cache is not None:
+        cache.forget(user_id)
+
+
+async def token_user_gone(
+    token: str | None, auth_settings: Any, session_maker: async_sessionmaker[AsyncSession]
+) -> bool:
+    """Whether ``token`` is a valid token whose user no longer exists (it was deleted).
+
+    Used after a write failed on a foreign key: a user deleted by another process (or
+    within ``user_cache_seconds``) still passed :func:`authenticate` from the cache. The
+    user is forgotten, so the next request is refused at once.
+    """
+    if not token:
+        return False
+    try:
+        user_id = _checker(auth_settings).user_id(token)
+    except Unauthorized:
+        return False
+    async with session_maker() as session:
+        exists = await session.get(User, user_id) is not None
+    if not exists:
+        forget_user(session_maker, user_id)
+    return not exists

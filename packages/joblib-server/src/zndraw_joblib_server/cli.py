@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -39,6 +41,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _preflight() -> None:
+    """Check the configuration and the default admin before uvicorn starts.
+
+    Raises:
+        StartupRefused: The configuration is unsafe (see :mod:`zndraw_joblib_server.startup`).
+    """
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from zndraw_auth import AuthSettings
+
+    from zndraw_joblib_server.settings import JobLibSettings
+    from zndraw_joblib_server.startup import ensure_admin, resolve_secret
+    from zndraw_joblib_server.storage import create_engine
+    from zndraw_joblib_server.storage.schema import create_tables
+
+    settings = JobLibSettings()
+    auth_settings = resolve_secret(settings, AuthSettings())
+    engine = create_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        await create_tables(engine)
+        await ensure_admin(async_sessionmaker(engine, expire_on_commit=False), auth_settings)
+    finally:
+        await engine.dispose()
+
+
+def _refuse(message: str) -> None:
+    print(f"zndraw-joblib-server: refusing to start: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_startup() -> None:
+    from pydantic import ValidationError
+
+    from zndraw_joblib_server.startup import StartupRefused
+
+    try:
+        asyncio.run(_preflight())
+    except StartupRefused as exc:
+        _refuse(str(exc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        _refuse(f"invalid setting {exc.title}.{where}: {first['msg']}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``zndraw-joblib-server``."""
     args = _parser().parse_args(argv)
@@ -48,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.database_url:
             os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = args.database_url
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+        _check_startup()
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
 
         # What is loaded now lives as long as the process: keep it out of the cyclic

@@ -25,7 +25,9 @@ from zndraw_joblib_core import (
     ProblemError,
     RequestValidationFailed,
     ServiceUnavailable,
+    Unauthorized,
 )
+from zndraw_joblib_server.auth import token_user_gone
 
 __all__ = ["PROBLEM_JSON", "install_exception_handlers", "problem_response"]
 
@@ -128,7 +130,31 @@ def _unavailable(exc: Exception) -> bool:
     )
 
 
+async def _user_deleted(request: Request, exc: Exception) -> bool:
+    """Whether a failed write referenced the caller's user, deleted since its token was checked.
+
+    The token's user is cached for ``user_cache_seconds`` (and other processes may delete
+    it): an insert naming it then breaks a foreign key. That is the caller's credentials
+    gone, a 401, not a server error.
+    """
+    if not isinstance(exc, sa_exc.IntegrityError):
+        return False
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    state = request.app.state
+    if scheme.lower() != "bearer" or not hasattr(state, "auth_settings"):
+        return False
+    try:
+        return await token_user_gone(token.strip(), state.auth_settings, state.session_maker)
+    except Exception:  # the original error is the one to report
+        logger.debug("could not check the token's user", exc_info=True)
+        return False
+
+
 async def _on_database(request: Request, exc: Exception) -> Response:
+    if await _user_deleted(request, exc):
+        problem = Unauthorized("The token's user does not exist or is inactive.").to_problem()
+        problem.instance = request.url.path
+        return problem_response(problem)
     if not _unavailable(exc):
         return await _on_unexpected(request, exc)
     logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)

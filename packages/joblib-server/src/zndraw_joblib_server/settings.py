@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from limits import parse_many
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_DATABASE_URL", "JobLibSettings"]
@@ -168,3 +169,50 @@ class JobLibSettings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
     )
+    allow_registration: bool = Field(
+        default=True,
+        description="The reference app serves `POST /auth/register`: anybody who can reach the "
+        "server may create an account (in development mode, a superuser). false: accounts are "
+        "created by a superuser or the host only (the route answers 404).",
+    )
+    min_password_length: int = Field(
+        default=10,
+        ge=1,
+        le=1024,
+        description="Shortest password accepted when registering or changing a password "
+        "(shorter: 422 validation-error problem).",
+    )
+    login_rate_limit: str = Field(
+        default="10/minute",
+        description="Logins (`POST /auth/jwt/login`) allowed per client IP, in the notation of "
+        "the `limits` library (e.g. `10/minute;100/hour`); beyond: 429 with Retry-After.",
+    )
+    register_rate_limit: str = Field(
+        default="5/minute",
+        description="Registrations (`POST /auth/register`) allowed per client IP (notation as "
+        "LOGIN_RATE_LIMIT).",
+    )
+    rate_limit_storage_uri: str = Field(
+        default="memory://",
+        description="Where the rate-limit counters live (a `limits` storage URI; the default "
+        "counts per server process; e.g. `redis://host:6379` to share them, which needs the "
+        "`limits[redis]` extra).",
+    )
+    password_hash_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Password hashes (argon2, about 0.3 s of CPU each) computed at once, in "
+        "worker threads off the event loop; more wait their turn.",
+    )
+    dev_secret_file: str | None = Field(
+        default=None,
+        description="Development mode without ZNDRAW_AUTH_SECRET_KEY: the file keeping the "
+        "generated token secret (default: `<SQLite file>.secret`, or `zndraw-joblib.secret` "
+        "in the working directory for other databases).",
+    )
+
+    @field_validator("login_rate_limit", "register_rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError on a malformed rate
+        return value
