@@ -6,7 +6,10 @@ import argparse
 import gc
 import logging
 import os
+import sys
 from collections.abc import Sequence
+from importlib.metadata import version
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -14,6 +17,9 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zndraw-joblib-server", description="Run the zndraw-joblib reference server."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('zndraw-joblib-server')}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="Start the server with uvicorn.")
@@ -45,9 +51,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "serve":
         import uvicorn
 
-        if args.database_url:
-            os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = args.database_url
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+        _check_database(args.database_url)
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
 
         # What is loaded now lives as long as the process: keep it out of the cyclic
@@ -62,6 +67,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             access_log=not args.no_access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
         )
+
+
+def _check_database(cli_url: str | None) -> None:
+    """Exit with code 2 and one line when the database cannot be used, else export its URL."""
+    from pydantic import ValidationError
+
+    from zndraw_joblib_server.settings import JobLibSettings
+    from zndraw_joblib_server.storage.preflight import DatabaseUnusable, check_database
+
+    if cli_url:
+        os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = cli_url
+    try:
+        url = JobLibSettings().database_url
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "ZNDRAW_JOBLIB_" + "_".join(str(p) for p in first["loc"]).upper()
+        _fail(f"{where}: {first['msg']}")
+    try:
+        checked = check_database(url)
+    except DatabaseUnusable as error:
+        _fail(f"{error} (from --database-url or ZNDRAW_JOBLIB_DATABASE_URL)")
+    if checked != url:
+        logging.getLogger("zndraw_joblib_server").info(
+            "database URL names no driver; using %s", checked.partition("://")[0]
+        )
+    os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = checked
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"zndraw-joblib-server: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover
