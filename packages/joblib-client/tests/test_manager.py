@@ -512,3 +512,17 @@ def test_context_manager_disconnects(server, make_manager):
         manager.register(Greet)
     assert len(server.seen("DELETE")) == 1
     assert server.workers == {}
+
+
+def test_extension_schema_refuses_unknown_fields_unless_opted_out():
+    from pydantic import ConfigDict, ValidationError
+
+    assert Greet.model_json_schema()["additionalProperties"] is False
+    with pytest.raises(ValidationError, match="nme"):
+        Greet.model_validate({"nme": "Ada"})
+
+    class Lenient(Greet):
+        model_config = ConfigDict(extra="ignore")
+
+    assert "additionalProperties" not in Lenient.model_json_schema()
+    assert Lenient.model_validate({"nme": "Ada"}).name == Greet().name

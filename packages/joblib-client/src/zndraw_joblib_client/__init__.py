@@ -11,6 +11,7 @@ from zndraw_joblib_client._worker import WorkerLoop
 from zndraw_joblib_client.errors import (
     ClientError,
     ConnectionFailed,
+    ExtensionError,
     LoginFailed,
     Retry,
     TaskCancelled,
@@ -49,6 +50,7 @@ __all__ = [
     "ClientError",
     "ConnectionFailed",
     "Extension",
+    "ExtensionError",
     "Forbidden",
     "InvalidCategory",
     "InvalidPayload",

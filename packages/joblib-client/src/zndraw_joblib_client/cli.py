@@ -1,7 +1,7 @@
 """The ``zndraw-joblib`` command: run a worker, submit and inspect tasks, jobs and workers.
 
-Exit codes: 0 success, 1 an error answered by the server (or a task that did not complete),
-2 wrong usage.
+Exit codes: 0 success, 1 an error answered by the server (or a task that did not complete,
+or a server that cannot be reached), 2 wrong usage.
 """
 
 from __future__ import annotations
@@ -13,18 +13,37 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import Any, TextIO
 
 from pydantic import BaseModel
 
+from zndraw_joblib_client._http import RetryPolicy
 from zndraw_joblib_client._loading import load_extensions
-from zndraw_joblib_client.errors import ClientError
+from zndraw_joblib_client.errors import ClientError, ConnectionFailed, ExtensionError
+from zndraw_joblib_client.extension import category_value
 from zndraw_joblib_client.manager import JobManager
-from zndraw_joblib_core import GLOBAL_ROOM, ProblemError, TaskResponse, TaskStatus
+from zndraw_joblib_core import (
+    GLOBAL_ROOM,
+    JobResponse,
+    ProblemDetail,
+    ProblemError,
+    TaskResponse,
+    TaskStatus,
+    Unauthorized,
+)
 
 __all__ = ["build_parser", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_SHOWN_ERRORS = 10
+"""How many of a problem's ``errors`` are printed."""
+# One-shot commands give up on an unreachable server sooner than the SDK's default policy.
+_COMMAND_RETRY = RetryPolicy(attempts=3)
+_CREDENTIALS_HINT = (
+    "set ZNDRAW_JOBLIB_TOKEN (a token from `zndraw-joblib login`), or ZNDRAW_JOBLIB_EMAIL "
+    "and ZNDRAW_JOBLIB_PASSWORD (or pass --token, or --email and --password)"
+)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -43,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
         prog="zndraw-joblib", description="zndraw-joblib client", parents=[common]
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('zndraw-joblib-client')}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -66,9 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key", default=None)
     _wait_option(submit)
 
-    jobs = sub.add_parser("jobs", parents=[common], help="list the jobs visible from a room")
-    jobs.add_argument("--room", default=GLOBAL_ROOM)
+    jobs = sub.add_parser(
+        "jobs",
+        parents=[common],
+        help="list the jobs visible from a room (or show one: jobs show NAME)",
+    )
+    jobs.add_argument("--room", default=GLOBAL_ROOM, help="room looking at the jobs (@global)")
     _page_options(jobs)
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="show")
+    show = jobs_sub.add_parser(
+        "show", parents=[common], help="show a job: workers and the JSON schema of its payload"
+    )
+    show.add_argument("name", metavar="JOB_FULL_NAME")
+    # SUPPRESS: keep a --room given before "show" (jobs --room r show NAME)
+    show.add_argument("--room", default=argparse.SUPPRESS, help="room looking at the job")
 
     tasks = sub.add_parser("tasks", parents=[common], help="list the tasks of a room")
     tasks.add_argument("--room", required=True)
@@ -109,14 +142,30 @@ def _page_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset", type=int, default=0)
 
 
+def _option(args: argparse.Namespace, name: str) -> str | None:
+    value = getattr(args, name, None) or os.environ.get(f"ZNDRAW_JOBLIB_{name.upper()}")
+    return value or None
+
+
+def _server_url(args: argparse.Namespace) -> str:
+    return _option(args, "url") or DEFAULT_URL
+
+
+def _has_credentials(args: argparse.Namespace) -> bool:
+    return any(_option(args, name) for name in ("token", "email", "password"))
+
+
 def _manager(args: argparse.Namespace, *, register: bool = False) -> JobManager:
-    env = os.environ
+    options: dict[str, Any] = {}
+    if args.command != "worker":  # a worker rides out server restarts; a command reports
+        options["retry"] = _COMMAND_RETRY
     return JobManager(
-        getattr(args, "url", None) or env.get("ZNDRAW_JOBLIB_URL") or DEFAULT_URL,
-        token=getattr(args, "token", None) or env.get("ZNDRAW_JOBLIB_TOKEN") or None,
-        email=getattr(args, "email", None) or env.get("ZNDRAW_JOBLIB_EMAIL") or None,
-        password=getattr(args, "password", None) or env.get("ZNDRAW_JOBLIB_PASSWORD") or None,
+        _server_url(args),
+        token=_option(args, "token"),
+        email=_option(args, "email"),
+        password=_option(args, "password"),
         register=register,
+        **options,
     )
 
 
@@ -151,6 +200,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _percent(fraction: float) -> str:
+    """``0.30000000000000004`` -> ``30%``, ``0.125`` -> ``12.5%``."""
+    return f"{fraction * 100:.1f}".rstrip("0").rstrip(".") + "%"
+
+
+def _show_job(out: _Output, job: JobResponse) -> None:
+    if out.as_json:
+        out.model(job)
+        return
+    out.line(f"job      {job.full_name}")
+    out.line(f"workers  {len(job.workers)}")
+    out.line("schema")
+    out.line(json.dumps(job.schema_, indent=2))
+
+
 def _show_task(out: _Output, task: TaskResponse) -> None:
     if out.as_json:
         out.model(task)
@@ -161,7 +225,7 @@ def _show_task(out: _Output, task: TaskResponse) -> None:
     out.line(f"status   {task.status.value}")
     for label, value in (
         ("attempt", task.attempt or None),
-        ("progress", task.progress),
+        ("progress", None if task.progress is None else _percent(task.progress)),
         ("message", task.message),
         ("error", task.error),
     ):
@@ -179,7 +243,7 @@ def _follow(out: _Output, manager: JobManager, task: TaskResponse, limit: float)
             break
         task = manager.wait(task.id, left, wait_for="change", since=task)
         if not out.as_json and not task.status.is_terminal:
-            progress = "" if task.progress is None else f" {task.progress:.0%}"
+            progress = "" if task.progress is None else f" {_percent(task.progress)}"
             out.line(f"... {task.status.value}{progress} {task.message or ''}".rstrip())
     _show_task(out, task)
     if not task.status.is_terminal:
@@ -191,6 +255,8 @@ def _run(args: argparse.Namespace, out: _Output) -> int:
     command = args.command
     if command == "worker":
         classes = [cls for spec in args.extensions for cls in load_extensions(spec)]
+        for cls in classes:
+            category_value(cls)  # a class without a category: say so before connecting
         with _manager(args, register=args.register) as manager:
             for cls in classes:
                 job = manager.register(cls, room=args.room)
@@ -202,6 +268,11 @@ def _run(args: argparse.Namespace, out: _Output) -> int:
             )
         return 0
     if command == "login":
+        if not (_option(args, "email") and _option(args, "password")):
+            raise _Usage(
+                "login needs --email and --password (or ZNDRAW_JOBLIB_EMAIL and "
+                "ZNDRAW_JOBLIB_PASSWORD)"
+            )
         manager = _manager(args, register=args.register)
         token = manager.login()
         out.line(json.dumps({"access_token": token}) if out.as_json else token)
@@ -238,6 +309,9 @@ def _run(args: argparse.Namespace, out: _Output) -> int:
             return _follow(out, manager, task, args.wait)
         if command == "cancel":
             _show_task(out, manager.cancel(args.task_id))
+            return 0
+        if command == "jobs" and args.jobs_command == "show":
+            _show_job(out, manager.get_job(args.room, args.name))
             return 0
         if command == "jobs":
             page: Any = manager.list_jobs(args.room, limit=args.limit, offset=args.offset)
@@ -291,25 +365,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not verbose:
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command != "worker" and not verbose:
+        # retries are announced as warnings; a command reports the outcome in one line
+        logging.getLogger("zndraw_joblib_client").setLevel(logging.ERROR)
     out = _Output(getattr(args, "json", False), sys.stdout)
     try:
         return _run(args, out)
     except _Usage as exc:
         print(f"usage error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except (ValueError, ExtensionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ProblemError as exc:
-        problem = exc.to_problem()
-        detail = f": {problem.detail}" if problem.detail else ""
-        print(f"error: {problem.title} ({problem.status}){detail}", file=sys.stderr)
+        for line in _problem_lines(exc, has_credentials=_has_credentials(args)):
+            print(line, file=sys.stderr)
+        return 1
+    except ConnectionFailed as exc:
+        reason = exc.__cause__ or exc
+        print(
+            f"error: cannot reach the server at {_server_url(args)}: "
+            f"{type(reason).__name__}: {reason}; is it running? "
+            "set ZNDRAW_JOBLIB_URL (or pass --url)",
+            file=sys.stderr,
+        )
         return 1
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _problem_lines(exc: ProblemError, *, has_credentials: bool) -> list[str]:
+    """The error line of a server problem, then where each of its ``errors`` lies."""
+    problem = exc.to_problem()
+    detail = f": {problem.detail}" if problem.detail else ""
+    first = f"error: {problem.title} ({problem.status}){detail}"
+    if isinstance(exc, Unauthorized):
+        if has_credentials:
+            first += "; the token or password was refused: log in again (`zndraw-joblib login`)"
+        else:
+            first = f"error: not logged in ({problem.status}): {_CREDENTIALS_HINT}"
+    return [first, *_error_lines(problem)]
+
+
+def _error_lines(problem: ProblemDetail) -> list[str]:
+    errors = (problem.model_extra or {}).get("errors")
+    if not isinstance(errors, list):
+        return []
+    lines = []
+    for error in errors[:MAX_SHOWN_ERRORS]:
+        if not isinstance(error, dict):
+            lines.append(f"  {error}")
+            continue
+        where = error.get("path") or ".".join(str(p) for p in error.get("loc") or ()) or "/"
+        message = error.get("message") or error.get("msg") or ""
+        lines.append(f"  {where}: {message}")
+    if len(errors) > MAX_SHOWN_ERRORS:
+        lines.append(f"  ... and {len(errors) - MAX_SHOWN_ERRORS} more")
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

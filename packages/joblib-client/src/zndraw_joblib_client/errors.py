@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ClientError",
     "ConnectionFailed",
+    "ExtensionError",
     "LoginFailed",
     "Retry",
     "TaskCancelled",
@@ -29,6 +30,13 @@ class ConnectionFailed(ClientError):
         super().__init__(message)
         self.method = method
         self.url = url
+
+
+class ExtensionError(ClientError, TypeError):
+    """An extension class cannot be used as a job (for example it sets no ``category``).
+
+    Also a :class:`TypeError`, which is what such a mistake raised before.
+    """
 
 
 class UnexpectedResponse(ClientError):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
+from zndraw_joblib_client.errors import ExtensionError
 from zndraw_joblib_core import GLOBAL_ROOM, Category, build_job_name
 
 if TYPE_CHECKING:
@@ -22,6 +23,11 @@ class Extension(BaseModel):
     ``model_json_schema()`` is the schema registered with the server, and a claimed task's
     payload is validated into an instance of the class.
 
+    Unknown payload fields are refused (the schema says ``additionalProperties: false``), so
+    a misspelled parameter fails the submit instead of silently taking the default. A class
+    that wants them opts out with ``model_config = ConfigDict(extra="ignore")`` (or
+    ``"allow"``).
+
     Example:
         >>> class Greet(Extension):
         ...     category = "modifiers"
@@ -32,6 +38,8 @@ class Extension(BaseModel):
         >>> Greet.job_full_name("room1")
         'room1:modifiers:Greet'
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     category: ClassVar[str | Category]
 
@@ -73,11 +81,14 @@ def category_value(cls: type[Extension]) -> str:
         The category string (the enum's value for a :class:`Category`).
 
     Raises:
-        TypeError: The class does not set ``category``.
+        ExtensionError: The class does not set ``category`` (also a ``TypeError``).
     """
     category = getattr(cls, "category", None)
     if category is None:
-        raise TypeError(f"{cls.__name__} must set the class variable 'category'")
+        raise ExtensionError(
+            f"extension {cls.__name__} sets no category: add a class variable such as "
+            f'category = "modifiers" (one of the categories the server allows)'
+        )
     if isinstance(category, Category):
         return category.value
     return str(category)

@@ -202,9 +202,10 @@ class JobManager(TasksApi):
         return self._register(cls, room)
 
     def _register(self, cls: type[Extension], room: str) -> JobResponse:
+        category = category_value(cls)  # before creating a worker for nothing
         worker_id = self.ensure_worker()
         body = JobRegisterRequest(
-            category=category_value(cls),
+            category=category,
             name=cls.__name__,
             schema_=cls.model_json_schema(),
             worker_id=worker_id,

@@ -9,6 +9,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -16,6 +18,9 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zndraw-joblib-server", description="Run the zndraw-joblib reference server."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('zndraw-joblib-server')}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="Start the server with uvicorn.")
@@ -65,11 +70,6 @@ async def _preflight() -> None:
         await engine.dispose()
 
 
-def _refuse(message: str) -> None:
-    print(f"zndraw-joblib-server: refusing to start: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def _check_startup() -> None:
     from pydantic import ValidationError
 
@@ -78,11 +78,11 @@ def _check_startup() -> None:
     try:
         asyncio.run(_preflight())
     except StartupRefused as exc:
-        _refuse(str(exc))
-    except ValidationError as exc:
+        _fail(f"refusing to start: {exc}")
+    except ValidationError as exc:  # zndraw-auth's settings (ours were checked before)
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        _refuse(f"invalid setting {exc.title}.{where}: {first['msg']}")
+        _fail(f"invalid setting {exc.title}.{where}: {first['msg']}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -91,9 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "serve":
         import uvicorn
 
-        if args.database_url:
-            os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = args.database_url
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+        _check_database(args.database_url)
         _check_startup()
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
 
@@ -109,6 +108,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             access_log=not args.no_access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
         )
+
+
+def _check_database(cli_url: str | None) -> None:
+    """Exit with code 2 and one line when the database cannot be used, else export its URL."""
+    from pydantic import ValidationError
+
+    from zndraw_joblib_server.settings import JobLibSettings
+    from zndraw_joblib_server.storage.preflight import DatabaseUnusable, check_database
+
+    if cli_url:
+        os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = cli_url
+    try:
+        url = JobLibSettings().database_url
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "ZNDRAW_JOBLIB_" + "_".join(str(p) for p in first["loc"]).upper()
+        _fail(f"{where}: {first['msg']}")
+    try:
+        checked = check_database(url)
+    except DatabaseUnusable as error:
+        _fail(f"{error} (from --database-url or ZNDRAW_JOBLIB_DATABASE_URL)")
+    if checked != url:
+        logging.getLogger("zndraw_joblib_server").info(
+            "database URL names no driver; using %s", checked.partition("://")[0]
+        )
+    os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = checked
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"zndraw-joblib-server: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ checked before reuse only after sitting idle (see :func:`create_engine`).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -18,7 +19,28 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from zndraw_joblib_server.storage.sqlite_inline import InlineConnection, adopt, inline_creator
 
-__all__ = ["create_engine", "is_memory_sqlite"]
+__all__ = ["create_engine", "is_memory_sqlite", "with_async_driver"]
+
+logger = logging.getLogger("zndraw_joblib_server")
+
+# A URL that names no driver gets the async one this package ships with; SQLAlchemy would
+# pick a blocking driver (pysqlite, psycopg2) that the async engine cannot use.
+_ASYNC_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def with_async_driver(url: str) -> str:
+    """Return ``url`` with the async driver added when its scheme names none.
+
+    ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db``, ``postgresql://...`` and
+    ``postgres://...`` become ``postgresql+asyncpg://...``; any other URL is returned as is.
+    """
+    scheme, sep, rest = url.partition("://")
+    target = _ASYNC_SCHEMES.get(scheme.lower()) if sep else None
+    return f"{target}://{rest}" if target else url
 
 
 def is_memory_sqlite(url: str) -> bool:
@@ -48,7 +70,14 @@ def create_engine(
             transaction; a connection that dies while in use fails its request, which
             answers 503 and is retried by clients.
         **kwargs: Passed on to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+
+    A URL without a driver (``sqlite:///x.db``, ``postgresql://...``) gets the async one
+    (see :func:`with_async_driver`).
     """
+    driven = with_async_driver(url)
+    if driven != url:
+        logger.info("database URL names no driver; using %s", driven.partition("://")[0])
+        url = driven
     if url.startswith("sqlite"):
         if is_memory_sqlite(url):
             kwargs.setdefault("poolclass", StaticPool)
