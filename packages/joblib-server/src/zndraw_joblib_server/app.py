@@ -27,7 +27,7 @@ from zndraw_auth import (
     fastapi_users,
 )
 
-from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_server.errors import UnexpectedErrors, install_exception_handlers
 from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.settings import JobLibSettings
@@ -94,6 +94,7 @@ def create_app(
             await engine.dispose()
 
     app = FastAPI(
+        redirect_slashes=False,  # a redirect would build its Location from the Host header
         title="zndraw-joblib",
         summary="A job queue with SQL persistence: workers register jobs, users submit tasks.",
         version="0.2.0",
@@ -116,6 +117,7 @@ def create_app(
     install_exception_handlers(app)
     if settings.fast_lane:
         app.add_middleware(FastLane)
+    app.add_middleware(UnexpectedErrors)  # outside the lane: its errors are answered here too
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, Any]:

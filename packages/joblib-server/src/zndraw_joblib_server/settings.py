@@ -77,6 +77,13 @@ class JobLibSettings(BaseSettings):
     max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest task result.")
     max_schema_bytes: int = Field(default=262_144, gt=0, description="Largest job schema.")
     max_error_chars: int = Field(default=65_536, gt=0, description="Longest error text.")
+    max_json_depth: int = Field(
+        default=64,
+        ge=1,
+        le=200,
+        description="Deepest nesting of arrays and objects accepted in a stored JSON value "
+        "(task payload, result, job schema); deeper input is refused with 422.",
+    )
     max_message_chars: int = Field(default=1_024, gt=0, description="Longest progress message.")
     enable_db_lock: bool | None = Field(
         default=None,

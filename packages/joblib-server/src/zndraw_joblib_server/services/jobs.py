@@ -96,7 +96,7 @@ def _check_registration(
             f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
             "'/', control characters or surrounding spaces."
         )
-    check_size("schema", body.schema_, settings.max_schema_bytes)
+    check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
     try:
         validator_for(body.schema_).check_schema(body.schema_)
     except SchemaError as exc:

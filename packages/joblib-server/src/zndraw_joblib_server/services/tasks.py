@@ -108,7 +108,7 @@ async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
 def _check_submit(
     body: TaskSubmitRequest, schema: dict[str, Any], settings: JobLibSettings
 ) -> None:
-    check_size("payload", body.payload, settings.max_payload_bytes)
+    check_size("payload", body.payload, settings.max_payload_bytes, settings.max_json_depth)
     validate_payload(schema, body.payload)
 
 
