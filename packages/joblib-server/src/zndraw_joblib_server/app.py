@@ -27,7 +27,12 @@ from zndraw_auth import (
     fastapi_users,
 )
 
-from zndraw_joblib_server.errors import UnexpectedErrors, install_exception_handlers
+from zndraw_joblib_core import ServiceUnavailable
+from zndraw_joblib_server.errors import (
+    UnexpectedErrors,
+    install_exception_handlers,
+    problem_response,
+)
 from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.settings import JobLibSettings
@@ -71,6 +76,7 @@ def create_app(
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         sqlite_inline=settings.sqlite_inline,
         ping_idle_seconds=settings.db_ping_idle_seconds,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
 
@@ -119,12 +125,31 @@ def create_app(
         app.add_middleware(FastLane)
     app.add_middleware(UnexpectedErrors)  # outside the lane: its errors are answered here too
 
-    @app.get("/health", tags=["health"])
-    async def health() -> dict[str, Any]:
-        """Liveness, database reachability, and how many statements the server has sent."""
+    @app.get(
+        "/health",
+        tags=["health"],
+        responses={
+            503: {
+                "description": "Problem: the database is unreachable, or its "
+                "SQLite file was deleted, replaced or made read-only."
+            }
+        },
+    )
+    async def health() -> Any:
+        """Liveness, database reachability, and how many statements the server has sent.
+
+        Answers 503 ``service-unavailable`` when the database cannot be reached, or when the
+        SQLite file was deleted, replaced or made read-only while the server runs (writes
+        are refused then too).
+        """
+        db = get_database(session_maker, settings)
+        trouble = db.file_watch.problem() if db.file_watch is not None else None
+        if trouble is not None:
+            problem = ServiceUnavailable(trouble).to_problem()
+            problem.instance = "/health"
+            return problem_response(problem, {"Retry-After": "5"})
         async with session_maker() as session:
             await session.execute(text("SELECT 1"))
-        db = get_database(session_maker, settings)
         return {"status": "ok", "database": engine.dialect.name, "statements": db.statements}
 
     @app.get("/health/live", tags=["health"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -122,6 +124,14 @@ class JobLibSettings(BaseSettings):
         description="PostgreSQL: after this many tasks claimed in this process, vacuum the "
         "tasks table in the background (VACUUM SKIP_LOCKED), so claims stop walking past the "
         "index entries of tasks claimed before; 0 leaves it to autovacuum.",
+    )
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description="SQLite durability (PRAGMA synchronous): 'full' syncs every commit to disk "
+        "before the server answers, so an acknowledged write survives a power failure or OS "
+        "crash; 'normal' syncs only at WAL checkpoints: faster, never corrupts the database, "
+        "but a power failure may lose the last acknowledged writes (a crash of the server "
+        "process alone loses nothing either way).",
     )
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."
