@@ -37,6 +37,7 @@ __all__ = [
     "EventSink",
     "UnitOfWork",
     "get_database",
+    "release_waiters",
     "session_connection",
 ]
 
@@ -192,7 +193,8 @@ class Database:
             await self.pubsub.start()
 
     async def stop(self) -> None:
-        """Stop cross-process wake-ups; give the write connection back (SQLite)."""
+        """Answer waiting long-polls 503, stop wake-ups, give the write connection back."""
+        self.notifier.close()
         if self.pubsub is not None:
             await self.pubsub.stop()
         await self.upkeep.stop()
@@ -414,3 +416,16 @@ def get_database(
         db = Database(session_maker, settings)
         _databases[session_maker] = db
     return db
+
+
+def release_waiters() -> int:
+    """Shutting down: answer every waiting long-poll of this process 503 with Retry-After.
+
+    The ``serve`` command calls it as soon as a shutdown signal arrives, so waiting claims
+    and task reads end at once instead of running into the graceful-shutdown timeout; a
+    host running its own server may call it from its signal handling too.
+
+    Returns:
+        How many waiting requests were released.
+    """
+    return sum(db.notifier.close() for db in list(_databases.values()))
