@@ -28,6 +28,7 @@ from zndraw_auth import (
 )
 
 from zndraw_joblib_core import ServiceUnavailable
+from zndraw_joblib_server.body_limit import BodyLimit
 from zndraw_joblib_server.errors import (
     UnexpectedErrors,
     install_exception_handlers,
@@ -124,6 +125,8 @@ def create_app(
     if settings.fast_lane:
         app.add_middleware(FastLane)
     app.add_middleware(UnexpectedErrors)  # outside the lane: its errors are answered here too
+    # Outermost: every body of the app (registration and login too) has a size limit.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.get(
         "/health",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
 from collections.abc import Sequence
 
 __all__ = ["main"]
+
+_MAX_HEAD_BYTES = 64 * 1024
+"""Largest request head (request line and headers) accepted."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,11 +53,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = args.database_url
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
+        from zndraw_joblib_server.serving import Server, guarded_protocol
+        from zndraw_joblib_server.settings import JobLibSettings
 
+        settings = JobLibSettings()
         # What is loaded now lives as long as the process: keep it out of the cyclic
         # collector's work, which shortens collection pauses under load.
         gc.freeze()
-        uvicorn.run(
+        config = uvicorn.Config(
             "zndraw_joblib_server.app:create_app",
             factory=True,
             host=args.host,
@@ -61,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_level=args.log_level,
             access_log=not args.no_access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
+            http=guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
+            h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
         )
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+            Server(config).run()
 
 
 if __name__ == "__main__":  # pragma: no cover

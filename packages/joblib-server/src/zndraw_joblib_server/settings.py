@@ -74,11 +74,29 @@ class JobLibSettings(BaseSettings):
         description="A worker that does not acknowledge a cancel request within this time has "
         "its task cancelled by the sweeper.",
     )
-    max_body_bytes: int = Field(default=2_097_152, gt=0, description="Largest request body.")
+    max_body_bytes: int = Field(
+        default=2_097_152,
+        gt=0,
+        description="Largest request body of any route of the reference app (the auth routes "
+        "too), declared or streamed; larger ones are answered 413.",
+    )
     max_payload_bytes: int = Field(default=262_144, gt=0, description="Largest task payload.")
     max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest task result.")
     max_schema_bytes: int = Field(default=262_144, gt=0, description="Largest job schema.")
     max_error_chars: int = Field(default=65_536, gt=0, description="Longest error text.")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="`serve`: a client must send a request's head (request line and headers) "
+        "within this time of opening the connection or starting the request; otherwise it "
+        "is answered 408 and disconnected.",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="`serve`: a request's body must arrive completely within this time of "
+        "its head; a stalled body is answered 408 and the connection closed.",
+    )
     max_json_depth: int = Field(
         default=64,
         ge=1,
