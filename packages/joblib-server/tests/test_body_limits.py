@@ -77,3 +77,15 @@ async def test_queue_body_is_not_read_without_a_valid_token(anonymous, problem, 
 async def test_a_known_caller_within_the_limit_is_served(as_admin, flow) -> None:
     await flow.job(as_admin)
     await flow.submit(as_admin, "lab:modifiers:Rotate", payload={"x": "y" * 100})
+
+
+async def test_streamed_queue_body_over_the_limit_is_413(as_admin, flow, problem) -> None:
+    await flow.job(as_admin)
+    body = Stream(1_000)
+    resp = await as_admin.post(
+        f"{P}/rooms/lab/tasks/lab:modifiers:Rotate",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    problem(resp, 413, "payload-too-large")
+    assert body.sent < 20

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 from starlette.datastructures import Headers, QueryParams
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -171,7 +172,7 @@ class FastLane:
             if plan.has_body:
                 require_token(request)
             body = await read_body(request, settings_of(request).max_body_bytes)
-        except ProblemError as exc:  # no token, too large, cut off: the lane answers
+        except (ProblemError, HTTPException) as exc:  # no token, too large, cut off
             self.served += 1
             await _render_error(request, exc, scope, receive, send)
             return
