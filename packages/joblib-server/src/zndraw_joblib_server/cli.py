@@ -68,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_level=args.log_level,
             access_log=not args.no_access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
-            http=guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
-            h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
+            http=guarded_protocol(
+                settings.header_timeout_seconds, settings.body_timeout_seconds, _MAX_HEAD_BYTES
+            ),
         )
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
             Server(config).run()

@@ -121,12 +121,24 @@ class _GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
-    """Uvicorn's httptools protocol with request head and body deadlines (in seconds)."""
+def guarded_protocol(
+    header_timeout: float, body_timeout: float, max_head_bytes: int = 65_536
+) -> type[HttpToolsProtocol]:
+    """Uvicorn's httptools protocol with deadlines and a head size limit.
+
+    Args:
+        header_timeout: Seconds for a request's head to arrive (408 and closed after).
+        body_timeout: Seconds for its body to arrive after the head (408 and closed after).
+        max_head_bytes: Largest request line plus headers (a larger head is answered 400).
+    """
     return type(
         "GuardedHttpToolsProtocol",
         (_GuardedProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_head_bytes": max_head_bytes,
+        },
     )
 
 
