@@ -165,12 +165,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[[str], LiveServer]]:
-    """``server_factory(database_url)`` starts another server; all are stopped at the end."""
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """``server_factory(database_url, extra_env)`` starts another server; all are stopped at
+    the end."""
     started: list[LiveServer] = []
 
-    def factory(url: str) -> LiveServer:
-        live = LiveServer(url, tmp_path / f"server{len(started)}.log")
+    def factory(url: str, extra_env: dict[str, str] | None = None) -> LiveServer:
+        live = LiveServer(url, tmp_path / f"server{len(started)}.log", extra_env=extra_env or {})
         started.append(live)
         live.start()
         return live

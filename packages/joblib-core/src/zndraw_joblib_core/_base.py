@@ -9,10 +9,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 def _as_utc(value: datetime) -> datetime:
-    """Treat naive datetimes as UTC and convert aware ones to UTC."""
+    """Treat naive datetimes as UTC and convert aware ones to UTC.
+
+    Raises:
+        ValueError: The time in UTC falls outside years 1 to 9999 (pydantic reports it as a
+            validation error).
+    """
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time in UTC is outside the supported years 1 to 9999") from None
 
 
 UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -32,9 +32,10 @@ MAX_NAME_LENGTH = 255
 
 # Control characters (Unicode category Cc: C0, DEL and C1), '/', ':' and '@' never appear
 # in room ids; names and categories may not contain control characters, '/' or ':' either
-# (they would make the full name and the URL ambiguous).
-_FORBIDDEN_IN_ROOM = re.compile(r"[@:/\x00-\x1f\x7f-\x9f]")
-_FORBIDDEN_IN_PART = re.compile(r"[:/\x00-\x1f\x7f-\x9f]")
+# (they would make the full name and the URL ambiguous). Unpaired UTF-16 surrogates (a
+# decoded string holds no paired ones) are not text: UTF-8 and the databases refuse them.
+_FORBIDDEN_IN_ROOM = re.compile(r"[@:/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_FORBIDDEN_IN_PART = re.compile(r"[:/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class JobName(NamedTuple):
@@ -54,7 +55,7 @@ def is_valid_room_id(room_id: str) -> bool:
     """Return whether ``room_id`` may name a room.
 
     A room id is ``@global`` or a non-empty string of at most 255 characters without
-    ``@``, ``:``, ``/``, surrounding white space or control characters.
+    ``@``, ``:``, ``/``, surrounding white space, control characters or unpaired surrogates.
     """
     if room_id == GLOBAL_ROOM:
         return True
@@ -69,7 +70,7 @@ def is_valid_job_part(value: str, max_length: int = MAX_NAME_LENGTH) -> bool:
     """Return whether ``value`` may be a job category or name.
 
     It must be non-empty, at most ``max_length`` characters, free of surrounding white space,
-    and contain neither ``:``, ``/`` nor control characters.
+    and contain neither ``:``, ``/``, control characters nor unpaired surrogates.
     """
     return (
         0 < len(value) <= max_length

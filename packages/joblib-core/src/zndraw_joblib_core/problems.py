@@ -30,6 +30,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProblemDetail",
     "ProblemError",
+    "RequestTimeout",
     "RequestValidationFailed",
     "SchemaConflict",
     "ServiceUnavailable",
@@ -241,6 +242,14 @@ class InvalidJobName(ProblemError):
     slug = "invalid-job-name"
     title = "Bad Request"
     status = 400
+
+
+class RequestTimeout(ProblemError):
+    """The request was not received completely in time (408); the connection is closed."""
+
+    slug = "request-timeout"
+    title = "Request Timeout"
+    status = 408
 
 
 class PayloadTooLarge(ProblemError):

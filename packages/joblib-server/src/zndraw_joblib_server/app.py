@@ -16,7 +16,10 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from zndraw_auth import AuthSettings
 
+from zndraw_joblib_core import ServiceUnavailable
 from zndraw_joblib_server.accounts import include_account_routes
+from zndraw_joblib_server.body_limit import BodyLimit
+from zndraw_joblib_server.errors import UnexpectedErrors, problem_response
 from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.ratelimit import RateLimit
 from zndraw_joblib_server.settings import JobLibSettings
@@ -63,6 +66,7 @@ def create_app(
             yield
 
     app = FastAPI(
+        redirect_slashes=False,  # a redirect would build its Location from the Host header
         title="zndraw-joblib",
         summary="A job queue with SQL persistence: workers register jobs, users submit tasks.",
         version="0.2.0",
@@ -80,13 +84,35 @@ def create_app(
         },
         storage_uri=settings.rate_limit_storage_uri,
     )
+    app.add_middleware(UnexpectedErrors)  # outside the lane: its errors are answered here too
+    # Outermost: every body of the app (registration and login too) has a size limit.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
-    @app.get("/health", tags=["health"])
-    async def health() -> dict[str, Any]:
-        """Liveness, database reachability, and how many statements the server has sent."""
+    @app.get(
+        "/health",
+        tags=["health"],
+        responses={
+            503: {
+                "description": "Problem: the database is unreachable, or its "
+                "SQLite file was deleted, replaced or made read-only."
+            }
+        },
+    )
+    async def health() -> Any:
+        """Liveness, database reachability, and how many statements the server has sent.
+
+        Answers 503 ``service-unavailable`` when the database cannot be reached, or when the
+        SQLite file was deleted, replaced or made read-only while the server runs (writes
+        are refused then too).
+        """
+        db = get_database(session_maker, settings)
+        trouble = db.file_watch.problem() if db.file_watch is not None else None
+        if trouble is not None:
+            problem = ServiceUnavailable(trouble).to_problem()
+            problem.instance = "/health"
+            return problem_response(problem, {"Retry-After": "5"})
         async with session_maker() as session:
             await session.execute(text("SELECT 1"))
-        db = get_database(session_maker, settings)
         return {"status": "ok", "database": engine.dialect.name, "statements": db.statements}
 
     @app.get("/health/live", tags=["health"])

@@ -25,7 +25,14 @@ from zndraw_auth import User
 
 from zndraw_joblib_core import Unauthorized
 
-__all__ = ["TokenChecker", "UserCache", "authenticate", "forget_user", "token_user_gone"]
+__all__ = [
+    "TokenChecker",
+    "UserCache",
+    "authenticate",
+    "check_token",
+    "forget_user",
+    "token_user_gone",
+]
 
 _MAX_CACHED_USERS = 10_000
 _MAX_CACHED_TOKENS = 10_000
@@ -109,6 +116,20 @@ def _checker(auth_settings: Any) -> TokenChecker:
         checker = TokenChecker(auth_settings)
         _checkers[id(auth_settings)] = checker
     return checker
+
+
+def check_token(token: str | None, auth_settings: Any) -> uuid.UUID:
+    """The user id of a well-signed, unexpired token, without looking the user up.
+
+    Request bodies are read only after this check (see :mod:`zndraw_joblib_server.limits`),
+    so a caller without a valid token cannot make the server buffer one.
+
+    Raises:
+        Unauthorized: No token, or an invalid one.
+    """
+    if not token:
+        raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
+    return _checker(auth_settings).user_id(token)
 
 
 async def authenticate(

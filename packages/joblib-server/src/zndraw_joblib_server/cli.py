@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -13,6 +14,9 @@ from importlib.metadata import version
 from typing import NoReturn
 
 __all__ = ["main"]
+
+_MAX_HEAD_BYTES = 64 * 1024
+"""Largest request head (request line and headers) accepted."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,11 +99,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         _check_database(args.database_url)
         _check_startup()
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
+        from zndraw_joblib_server.serving import Server, guarded_protocol
+        from zndraw_joblib_server.settings import JobLibSettings
 
+        settings = JobLibSettings()
         # What is loaded now lives as long as the process: keep it out of the cyclic
         # collector's work, which shortens collection pauses under load.
         gc.freeze()
-        uvicorn.run(
+        config = uvicorn.Config(
             "zndraw_joblib_server.app:create_app",
             factory=True,
             host=args.host,
@@ -107,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_level=args.log_level,
             access_log=not args.no_access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
+            http=guarded_protocol(
+                settings.header_timeout_seconds, settings.body_timeout_seconds, _MAX_HEAD_BYTES
+            ),
         )
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+            Server(config).run()
 
 
 def _check_database(cli_url: str | None) -> None:

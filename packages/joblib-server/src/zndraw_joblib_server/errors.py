@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zndraw_joblib_core import (
     API_PREFIX,
@@ -29,7 +31,13 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.auth import token_user_gone
 
-__all__ = ["PROBLEM_JSON", "install_exception_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "UnexpectedErrors",
+    "install_exception_handlers",
+    "log_unexpected",
+    "problem_response",
+]
 
 logger = logging.getLogger("zndraw_joblib_server")
 
@@ -163,8 +171,26 @@ async def _on_database(request: Request, exc: Exception) -> Response:
     return problem_response(problem, {"Retry-After": "1"})
 
 
+_MAX_TRACEBACK_CHARS = 4_000
+_MAX_ERROR_CHARS = 500
+
+
+def log_unexpected(method: str, path: str, exc: BaseException) -> None:
+    """Log an unexpected error once, as one record of a few thousand characters at most.
+
+    The record holds the error's (shortened) message and its innermost traceback frames.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__, limit=-8))
+    if len(frames) > _MAX_TRACEBACK_CHARS:
+        frames = "[...]" + frames[-_MAX_TRACEBACK_CHARS:]
+    message = "".join(traceback.format_exception_only(exc)).strip()
+    if len(message) > _MAX_ERROR_CHARS:
+        message = message[:_MAX_ERROR_CHARS] + "[...]"
+    logger.error("unhandled error on %s %s: %s\n%s", method, path, message, frames.rstrip())
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    log_unexpected(request.method, request.url.path, exc)
     problem = ProblemDetail(
         title="Internal Server Error",
         status=500,
@@ -197,3 +223,39 @@ def install_exception_handlers(app: FastAPI) -> None:
 
         app.add_exception_handler(PostgresError, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+class UnexpectedErrors:
+    """ASGI middleware answering an unhandled exception with a 500 problem, logged once.
+
+    Starlette's outermost error middleware re-raises every exception after answering, so the
+    server logs its full traceback a second time; this one, installed outside the fast lane,
+    answers and logs (truncated) without re-raising.
+
+    Args:
+        app: The wrapped ASGI app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request; answer 500 if it fails before its answer started."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # too late to answer: the server closes the connection
+                log_unexpected(scope["method"], scope["path"], exc)
+                return
+            response = await _on_unexpected(Request(scope), exc)
+            await response(scope, receive, send)

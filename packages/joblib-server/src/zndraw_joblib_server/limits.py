@@ -1,12 +1,13 @@
-"""The request body limit, shared by the routes and the fast lane."""
+"""The request body limit and the credential check before it, for the routes and the lane."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from zndraw_joblib_core import PayloadTooLarge
+from zndraw_joblib_core import PayloadTooLarge, RequestTimeout
+from zndraw_joblib_server.auth import check_token
 
-__all__ = ["check_declared_length", "read_body"]
+__all__ = ["check_declared_length", "read_body", "require_token"]
 
 
 def check_declared_length(request: Request, limit: int) -> None:
@@ -16,14 +17,40 @@ def check_declared_length(request: Request, limit: int) -> None:
         raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
 
 
+def require_token(request: Request) -> None:
+    """Refuse (401) a request without a valid bearer token before its body is read.
+
+    Only when the app authenticates with the queue's own :func:`get_current_user` (a host
+    that overrides it authenticates its own way, after the body was read).
+    """
+    from zndraw_joblib_server.dependencies import get_current_user
+
+    app = request.scope.get("app")
+    if app is None or get_current_user in getattr(app, "dependency_overrides", {}):
+        return
+    auth_settings = getattr(app.state, "auth_settings", None)
+    if auth_settings is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    check_token(token.strip() if scheme.lower() == "bearer" else None, auth_settings)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it (declared or sent) exceeds ``limit``."""
+    """The request body, refused with 413 as soon as it (declared or sent) exceeds ``limit``.
+
+    Raises:
+        PayloadTooLarge: The body is larger than ``limit``.
+        RequestTimeout: The client went away (or was cut off for being too slow) mid-body.
+    """
     check_declared_length(request, limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.", limit=limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestTimeout("The request body was not received completely.") from None
     return b"".join(chunks)

@@ -70,6 +70,7 @@ class JobQueue:
                 busy_timeout_ms=self.settings.sqlite_busy_timeout_ms,
                 sqlite_inline=self.settings.sqlite_inline,
                 ping_idle_seconds=self.settings.db_ping_idle_seconds,
+                sqlite_synchronous=self.settings.sqlite_synchronous,
             )
         self.engine: AsyncEngine = engine
         self.session_maker: async_sessionmaker[AsyncSession] = session_maker or async_sessionmaker(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from limits import parse_many
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,7 +75,12 @@ class JobLibSettings(BaseSettings):
         description="A worker that does not acknowledge a cancel request within this time has "
         "its task cancelled by the sweeper.",
     )
-    max_body_bytes: int = Field(default=2_097_152, gt=0, description="Largest request body.")
+    max_body_bytes: int = Field(
+        default=2_097_152,
+        gt=0,
+        description="Largest request body of any route of the reference app (the auth routes "
+        "too), declared or streamed; larger ones are answered 413.",
+    )
     max_payload_bytes: int = Field(default=262_144, gt=0, description="Largest task payload.")
     max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest task result.")
     max_schema_bytes: int = Field(default=262_144, gt=0, description="Largest job schema.")
@@ -127,6 +134,26 @@ class JobLibSettings(BaseSettings):
         description="Most schema errors a 422 lists (the problem's `error_count` has them all).",
     )
     max_error_chars: int = Field(default=65_536, gt=0, description="Longest error text.")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="`serve`: a client must send a request's head (request line and headers) "
+        "within this time of opening the connection or starting the request; otherwise it "
+        "is answered 408 and disconnected.",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="`serve`: a request's body must arrive completely within this time of "
+        "its head; a stalled body is answered 408 and the connection closed.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=1,
+        le=200,
+        description="Deepest nesting of arrays and objects accepted in a stored JSON value "
+        "(task payload, result, job schema); deeper input is refused with 422.",
+    )
     max_message_chars: int = Field(default=1_024, gt=0, description="Longest progress message.")
     enable_db_lock: bool | None = Field(
         default=None,
@@ -165,6 +192,14 @@ class JobLibSettings(BaseSettings):
         description="PostgreSQL: after this many tasks claimed in this process, vacuum the "
         "tasks table in the background (VACUUM SKIP_LOCKED), so claims stop walking past the "
         "index entries of tasks claimed before; 0 leaves it to autovacuum.",
+    )
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description="SQLite durability (PRAGMA synchronous): 'full' syncs every commit to disk "
+        "before the server answers, so an acknowledged write survives a power failure or OS "
+        "crash; 'normal' syncs only at WAL checkpoints: faster, never corrupts the database, "
+        "but a power failure may lose the last acknowledged writes (a crash of the server "
+        "process alone loses nothing either way).",
     )
     sqlite_busy_timeout_ms: int = Field(
         default=5_000, ge=0, description="SQLite busy timeout for writers of other processes."

@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from zndraw_joblib_core import ACTIVE_STATUSES, Event
+from zndraw_joblib_core import ACTIVE_STATUSES, Event, ServiceUnavailable
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
@@ -194,6 +194,9 @@ async def run_sweeper(
             report = await sweep_once(session_maker, settings, sink)
         except asyncio.CancelledError:
             raise
+        except ServiceUnavailable as exc:  # e.g. the SQLite file is gone: no traceback
+            logger.warning("sweeper pass skipped: %s", exc.detail)
+            continue
         except Exception:
             logger.exception("sweeper pass failed")
             continue

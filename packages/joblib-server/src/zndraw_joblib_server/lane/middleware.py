@@ -24,15 +24,16 @@ from typing import Any
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 from starlette.datastructures import Headers, QueryParams
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zndraw_joblib_core import API_PREFIX, PayloadTooLarge
+from zndraw_joblib_core import API_PREFIX, ProblemError
 from zndraw_joblib_server.dependencies import settings_of
 from zndraw_joblib_server.lane.plan import Plan, Unsupported, compile_plan
-from zndraw_joblib_server.limits import read_body
+from zndraw_joblib_server.limits import read_body, require_token
 
 __all__ = ["FastLane", "LaneRoute", "lane_routes"]
 
@@ -168,8 +169,11 @@ class FastLane:
         request = Request(scope, receive)
         headers = Headers(scope=scope)
         try:
+            if plan.has_body:
+                require_token(request)
             body = await read_body(request, settings_of(request).max_body_bytes)
-        except PayloadTooLarge as exc:
+        except (ProblemError, HTTPException) as exc:  # no token, too large, cut off
+            self.served += 1
             await _render_error(request, exc, scope, receive, send)
             return
         if plan.has_body and not _JSON.match(headers.get("content-type", "")):

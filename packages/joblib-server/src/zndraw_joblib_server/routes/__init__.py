@@ -7,7 +7,7 @@ from zndraw_joblib_server.lane import LaneRoute, lane_routes
 from zndraw_joblib_server.routes import jobs, tasks, workers
 from zndraw_joblib_server.routes._common import JobLibRoute
 
-router = APIRouter(prefix=API_PREFIX, route_class=JobLibRoute)
+router = APIRouter(prefix=API_PREFIX, route_class=JobLibRoute, redirect_slashes=False)
 """Every endpoint of the job queue; include it in the host app."""
 
 # The task routes come first: `/rooms/{room}/jobs/{job_name:path}/tasks` must be matched

@@ -16,7 +16,7 @@ from zndraw_joblib_core import (
     ProblemDetail,
 )
 from zndraw_joblib_server.dependencies import settings_of
-from zndraw_joblib_server.limits import check_declared_length, read_body
+from zndraw_joblib_server.limits import check_declared_length, read_body, require_token
 
 __all__ = [
     "JobLibRoute",
@@ -32,7 +32,11 @@ _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,9}(?:\.\d{1,6})?)(?:$|[,;\s])"
 
 
 class JobLibRoute(APIRoute):
-    """An API route that refuses request bodies larger than ``max_body_bytes`` with 413."""
+    """An API route that limits request bodies and reads them only from known callers.
+
+    A body larger than ``max_body_bytes`` is refused with 413; a caller without a valid
+    bearer token gets 401 before any of its body is read.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Wrap the handler so the body is read with a size limit first."""
@@ -41,6 +45,7 @@ class JobLibRoute(APIRoute):
         async def limited(request: Request) -> Response:
             limit = settings_of(request).max_body_bytes
             if request.method in {"POST", "PUT", "PATCH"}:
+                require_token(request)
                 request._body = await read_body(request, limit)
             else:
                 check_declared_length(request, limit)

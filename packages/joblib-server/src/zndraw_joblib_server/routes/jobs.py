@@ -17,7 +17,7 @@ from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limi
 from zndraw_joblib_server.services import jobs as job_service
 from zndraw_joblib_server.services import workers as worker_service
 
-router = APIRouter(route_class=JobLibRoute, tags=["jobs"])
+router = APIRouter(route_class=JobLibRoute, tags=["jobs"], redirect_slashes=False)
 
 
 @router.put(

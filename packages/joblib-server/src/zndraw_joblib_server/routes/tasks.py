@@ -51,7 +51,7 @@ from zndraw_joblib_server.services.records import StaleRecord
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
 
-router = APIRouter(route_class=JobLibRoute, tags=["tasks"])
+router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=False)
 
 MAX_BATCH_UPDATE = 500
 

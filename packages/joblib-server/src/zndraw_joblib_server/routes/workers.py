@@ -11,7 +11,7 @@ from zndraw_joblib_server.dependencies import ActorDep, DatabaseDep, EventSinkDe
 from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
 from zndraw_joblib_server.services import workers as worker_service
 
-router = APIRouter(route_class=JobLibRoute, tags=["workers"])
+router = APIRouter(route_class=JobLibRoute, tags=["workers"], redirect_slashes=False)
 
 
 @router.post(

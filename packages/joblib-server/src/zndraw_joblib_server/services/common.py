@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +55,27 @@ def validate_room(room_id: str) -> None:
         )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A UTF-16 surrogate code point: in a decoded string it is always unpaired (JSON decoding
+joins escaped pairs), and neither UTF-8 nor the databases can store it."""
+
+_logger = logging.getLogger("zndraw_joblib_server")
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests arrays and objects more than ``limit`` levels deep."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]  # containers only
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def json_size(value: Any) -> int:
     """The size in bytes of ``value`` encoded as compact JSON.
 
@@ -62,7 +86,7 @@ def json_size(value: Any) -> int:
     return len(encoded.encode())
 
 
-def check_size(what: str, value: Any, limit: int) -> int:
+def check_size(what: str, value: Any, limit: int, max_depth: int = 64) -> int:
     """Check a JSON value or a text against its limit and what the databases can store.
 
     Returns:
@@ -70,16 +94,25 @@ def check_size(what: str, value: Any, limit: int) -> int:
 
     Raises:
         PayloadTooLarge: It encodes to more than ``limit`` bytes (texts: characters).
-        RequestValidationFailed: A JSON value holds NaN or Infinity, or a text holds a NUL
-            character.
+        RequestValidationFailed: A JSON value holds NaN or Infinity or nests deeper than
+            ``max_depth``; a text holds a NUL character; either holds an unpaired UTF-16
+            surrogate (which UTF-8 cannot encode).
     """
     if isinstance(value, str):
         size = len(value)
         if "\x00" in value:
             raise RequestValidationFailed(f"The {what} contains a NUL character.")
+        if _SURROGATE.search(value) is not None:
+            raise RequestValidationFailed(_surrogate_detail(what))
     else:
+        if too_deep(value, max_depth):
+            raise RequestValidationFailed(
+                f"The {what} nests arrays and objects more than {max_depth} levels deep."
+            )
         try:
             size = json_size(value)
+        except UnicodeEncodeError:
+            raise RequestValidationFailed(_surrogate_detail(what)) from None
         except ValueError:
             raise RequestValidationFailed(
                 f"The {what} contains a non-finite number (NaN or Infinity), which JSON "
@@ -88,6 +121,13 @@ def check_size(what: str, value: Any, limit: int) -> int:
     if size > limit:
         raise PayloadTooLarge(f"The {what} is {size} bytes; the limit is {limit}.", limit=limit)
     return size
+
+
+def _surrogate_detail(what: str) -> str:
+    return (
+        f"The {what} contains an unpaired UTF-16 surrogate (e.g. a lone \\ud800 escape), "
+        "which is not valid Unicode text."
+    )
 
 
 def remember_name(job_id: uuid.UUID, room_id: str, category: str, name: str) -> str:
@@ -118,6 +158,16 @@ def to_response(task: TaskLike, job_name: str, queue_position: int | None = None
     The values come typed from the database (aware UTC timestamps, enums, JSON), so the
     model is built without validating them again.
     """
+    payload, result = task.payload or {}, task.result
+    error, message = task.error, task.message
+    if payload and not _renders(payload):
+        payload = _unrenderable(task.id, "payload")
+    if result is not None and not _renders(result):
+        result = _unrenderable(task.id, "result")
+    if error and _SURROGATE.search(error) is not None:
+        error = _SURROGATE.sub("\ufffd", error)
+    if message and _SURROGATE.search(message) is not None:
+        message = _SURROGATE.sub("\ufffd", message)
     return TaskResponse.model_construct(
         id=task.id,
         job_name=job_name,
@@ -127,8 +177,8 @@ def to_response(task: TaskLike, job_name: str, queue_position: int | None = None
         started_at=task.started_at,
         completed_at=task.completed_at,
         worker_id=task.worker_id,
-        error=task.error,
-        payload=task.payload or {},
+        error=error,
+        payload=payload,
         queue_position=queue_position,
         priority=task.priority,
         run_after=task.run_after,
@@ -138,10 +188,39 @@ def to_response(task: TaskLike, job_name: str, queue_position: int | None = None
         lease_expires_at=task.lease_expires_at,
         cancel_requested=task.cancel_requested,
         progress=task.progress,
-        message=task.message,
-        result=task.result,
+        message=message,
+        result=result,
         version=task.version,
     )
+
+
+UNRENDERABLE_KEY = "$unrenderable"
+"""The only key of the object that replaces a stored JSON value that cannot be answered."""
+
+_reported: set[tuple[uuid.UUID, str]] = set()
+
+
+def _renders(value: Any) -> bool:
+    """Whether a stored JSON value serialises.
+
+    Rows written before the input checks, or around the API, may nest too deeply or hold
+    unpaired surrogates.
+    """
+    try:
+        pydantic_core.to_json(value)
+    except (pydantic_core.PydanticSerializationError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _unrenderable(task_id: uuid.UUID, field: str) -> dict[str, str]:
+    """The marker answered in place of a stored field that cannot be rendered; logged once."""
+    if (task_id, field) not in _reported:
+        if len(_reported) >= _MAX_CACHED_NAMES:
+            _reported.clear()
+        _reported.add((task_id, field))
+        _logger.warning("task %s: the stored %s cannot be rendered as JSON", task_id, field)
+    return {UNRENDERABLE_KEY: f"The stored {field} cannot be rendered as JSON."}
 
 
 def status_event(task: TaskLike, job_name: str, at: datetime) -> TaskStatusChanged:

@@ -95,7 +95,7 @@ def _check_registration(
             f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
             "'/', control characters or surrounding spaces."
         )
-    check_size("schema", body.schema_, settings.max_schema_bytes)
+    check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
 
 
 async def check_registration(

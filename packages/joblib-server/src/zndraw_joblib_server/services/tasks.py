@@ -148,7 +148,9 @@ async def _check_payloads(
     total = 0
     for index, body in enumerate(bodies):
         try:
-            total += check_size("payload", body.payload, settings.max_payload_bytes)
+            total += check_size(
+                "payload", body.payload, settings.max_payload_bytes, settings.max_json_depth
+            )
         except ProblemError as exc:
             if batch:
                 exc.detail = f"items[{index}]: {exc.detail}"

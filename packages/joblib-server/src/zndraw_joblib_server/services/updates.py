@@ -142,7 +142,7 @@ def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
     if body.message is not None:
         check_size("message", body.message, settings.max_message_chars)
     if body.result is not None:
-        check_size("result", body.result, settings.max_result_bytes)
+        check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
 def _apply(

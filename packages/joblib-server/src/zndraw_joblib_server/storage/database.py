@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import direct
+from zndraw_joblib_server.storage.file_watch import FileWatch, sqlite_file_of
 from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
@@ -36,6 +37,7 @@ __all__ = [
     "EventSink",
     "UnitOfWork",
     "get_database",
+    "release_waiters",
     "session_connection",
 ]
 
@@ -146,6 +148,9 @@ class Database:
         if use_gate is None:
             use_gate = self.dialect == "sqlite"
         self.gate: asyncio.Lock | None = asyncio.Lock() if use_gate else None
+        path = sqlite_file_of(str(bind.url)) if bind is not None else None
+        self.file_watch: FileWatch | None = FileWatch(path) if path else None
+        """SQLite file databases: whether the file is still the one opened (health, writes)."""
         self.notifier = Notifier()
         self.inline: bool | None = None
         """Whether the engine's connections are inline SQLite (None: not known yet)."""
@@ -181,12 +186,15 @@ class Database:
         return self.dialect == "postgresql"
 
     async def start(self) -> None:
-        """Start cross-process wake-ups (PostgreSQL LISTEN); a no-op on SQLite."""
+        """Start cross-process wake-ups (PostgreSQL LISTEN); on SQLite note the file."""
+        if self.file_watch is not None:
+            self.file_watch.problem()  # remembers the file as it is now
         if self.pubsub is not None:
             await self.pubsub.start()
 
     async def stop(self) -> None:
-        """Stop cross-process wake-ups; give the write connection back (SQLite)."""
+        """Answer waiting long-polls 503, stop wake-ups, give the write connection back."""
+        self.notifier.close()
         if self.pubsub is not None:
             await self.pubsub.stop()
         await self.upkeep.stop()
@@ -251,6 +259,8 @@ class Database:
         """
         single = autocommit and self._autocommit_engine is not None
         async with self._gate():
+            if self.file_watch is not None:
+                self.file_watch.check()  # a write into a deleted file would be lost
             writer = await self._writer() if self.inline and self.gate is not None else None
             line = writer.sync_connection if writer is not None else None
             own: AsyncConnection | None = None
@@ -406,3 +416,16 @@ def get_database(
         db = Database(session_maker, settings)
         _databases[session_maker] = db
     return db
+
+
+def release_waiters() -> int:
+    """Shutting down: answer every waiting long-poll of this process 503 with Retry-After.
+
+    The ``serve`` command calls it as soon as a shutdown signal arrives, so waiting claims
+    and task reads end at once instead of running into the graceful-shutdown timeout; a
+    host running its own server may call it from its signal handling too.
+
+    Returns:
+        How many waiting requests were released.
+    """
+    return sum(db.notifier.close() for db in list(_databases.values()))

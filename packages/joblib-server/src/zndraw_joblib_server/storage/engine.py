@@ -1,6 +1,7 @@
 """Engine creation with the right settings per database.
 
-SQLite gets WAL, a busy timeout, foreign keys and ``synchronous=NORMAL`` on every
+SQLite gets WAL, a busy timeout, foreign keys and ``synchronous=FULL`` (durable: a commit
+survives a power failure; ``NORMAL`` is faster and may lose the last commits) on every
 connection; PostgreSQL gets a connection pool sized for the server, whose connections are
 checked before reuse only after sitting idle (see :func:`create_engine`).
 """
@@ -54,6 +55,7 @@ def create_engine(
     busy_timeout_ms: int = 5_000,
     sqlite_inline: bool = True,
     ping_idle_seconds: float = 2.0,
+    sqlite_synchronous: str = "full",
     **kwargs: Any,
 ) -> AsyncEngine:
     """Create an async engine for ``url`` with the pragmas and pool this package needs.
@@ -69,6 +71,9 @@ def create_engine(
             SQLAlchemy's ``pool_pre_ping`` pings every time, one round trip per
             transaction; a connection that dies while in use fails its request, which
             answers 503 and is retried by clients.
+        sqlite_synchronous: SQLite ``PRAGMA synchronous`` level: ``full`` (a commit is on
+            disk before it returns) or ``normal`` (WAL commits may be lost on power failure,
+            never corrupted).
         **kwargs: Passed on to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
 
     A URL without a driver (``sqlite:///x.db``, ``postgresql://...``) gets the async one
@@ -86,7 +91,11 @@ def create_engine(
             kwargs.setdefault("async_creator", inline_creator(database))
         kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_async_engine(url, **kwargs)
-        _install_sqlite_pragmas(engine, busy_timeout_ms, memory=is_memory_sqlite(url))
+        if sqlite_synchronous.lower() not in _SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        _install_sqlite_pragmas(
+            engine, busy_timeout_ms, sqlite_synchronous.upper(), memory=is_memory_sqlite(url)
+        )
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -97,6 +106,7 @@ def create_engine(
 
 
 _IDLE_SINCE = "zndraw_joblib.idle_since"
+_SYNCHRONOUS = frozenset({"full", "normal"})
 
 
 def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
@@ -124,7 +134,9 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
             raise exc.DisconnectionError("stale pooled connection") from error
 
 
-def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, memory: bool) -> None:
+def _install_sqlite_pragmas(
+    engine: AsyncEngine, busy_timeout_ms: int, synchronous: str, *, memory: bool
+) -> None:
     # sqlite3's legacy transaction handling starts transactions only before DML, so a
     # SAVEPOINT before any write would open (and its RELEASE commit) a transaction of its
     # own. Take transaction control: autocommit at the driver, an explicit BEGIN per
@@ -144,7 +156,7 @@ def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, memory
         cursor = dbapi_connection.cursor()
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from zndraw_joblib_core import ServiceUnavailable
+
 __all__ = ["ClaimOffer", "Notifier", "Subscription"]
 
 
@@ -49,6 +51,8 @@ class Subscription:
         """What a settled reservation claimed for the waiter (empty: nothing)."""
         self._event = asyncio.Event()
         self._settled = asyncio.Event()
+        self.closing = False
+        """The server is shutting down: :meth:`wait` refuses with 503."""
 
     def _fire(self) -> None:
         self._event.set()
@@ -68,7 +72,12 @@ class Subscription:
 
         Returns:
             True when woken by a notification, False on timeout.
+
+        Raises:
+            ServiceUnavailable: The server is shutting down (and no submit is handing this
+                waiter tasks): the request answers 503 with ``Retry-After`` at once.
         """
+        self._refuse_when_closing()
         if seconds > 0 and not self._event.is_set():
             self.parked = True
             try:
@@ -76,10 +85,17 @@ class Subscription:
                     await asyncio.wait_for(self._event.wait(), seconds)
             finally:
                 self.parked = False
+        self._refuse_when_closing()
         fired = self._event.is_set()
         if consume:
             self.clear()
         return fired
+
+    def _refuse_when_closing(self) -> None:
+        if self.closing and not self.reserved and not self.handed:
+            raise ServiceUnavailable(
+                "The server is shutting down; retry in a moment.", headers={"Retry-After": "1"}
+            )
 
     def clear(self) -> None:
         """Re-arm: the next notification of one of the keys may wake this waiter."""
@@ -115,6 +131,21 @@ class Notifier:
         """Counts notifications; read it before a check to ask :meth:`notified_since` later."""
         self._last: dict[str, int] = {}
         self._floor = 0
+        self.closing = False
+        """Set by :meth:`close`: every wait, current and future, answers 503."""
+
+    def close(self) -> int:
+        """Shut down: wake every waiter so it answers 503 (see :meth:`Subscription.wait`).
+
+        Returns:
+            How many waiters were woken.
+        """
+        self.closing = True
+        subs = {id(s): s for subs in self._waiters.values() for s in subs}
+        for sub in subs.values():
+            sub.closing = True
+            sub._fire()
+        return len(subs)
 
     def notified_since(self, keys: Iterable[str], seq: int) -> bool:
         """Whether any of ``keys`` was notified after the notification counter was ``seq``.
@@ -158,6 +189,7 @@ class Notifier:
             offer: For a waiting claim: lets a submit claim for it (see :meth:`reserve`).
         """
         sub = Subscription(frozenset(keys), offer)
+        sub.closing = self.closing
         for key in sub.keys:
             self._waiters.setdefault(key, []).append(sub)
         try:
