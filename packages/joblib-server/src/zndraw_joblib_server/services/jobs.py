@@ -35,8 +35,9 @@ from zndraw_joblib_core import (
     visible_rooms,
 )
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
-from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
+from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -103,8 +104,20 @@ def _check_registration(
         raise InvalidSchema(f"The schema is not a valid JSON Schema: {exc.message}") from None
 
 
-async def _worker_for(uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None) -> Worker:
+async def _take(job: Job, actor: Actor, access: JobAccess) -> None:
+    """Check that ``actor``'s workers may serve an existing job (a deleted ownerless job is
+    adopted: nobody serves it, so nobody is displaced)."""
+    if job.deleted and job.owner_id is None:
+        job.owner_id = actor.id
+        return
+    await check_serve(access, actor, job)
+
+
+async def _worker_for(
+    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None, settings: JobLibSettings
+) -> Worker:
     if worker_id is None:
+        await check_worker_quota(uow.session, actor, settings)
         worker = Worker(user_id=actor.id)
         uow.session.add(worker)
         await uow.session.flush()
@@ -121,8 +134,12 @@ async def register_job(
     room_id: str,
     body: JobRegisterRequest,
     settings: JobLibSettings,
+    access: JobAccess,
 ) -> tuple[JobResponse, bool]:
     """Register a job (or re-register it) and link the caller's worker to it.
+
+    The first registrant becomes the job's owner; linking a worker to an existing job needs
+    ``access`` to allow the caller to serve it (:class:`Forbidden` otherwise).
 
     Returns:
         The job and whether it was created or reactivated (201) rather than found (200).
@@ -135,7 +152,11 @@ async def register_job(
         try:
             async with session.begin_nested():
                 job = Job(
-                    room_id=room_id, category=body.category, name=body.name, schema_=body.schema_
+                    room_id=room_id,
+                    category=body.category,
+                    name=body.name,
+                    schema_=body.schema_,
+                    owner_id=actor.id,
                 )
                 session.add(job)
                 await session.flush()
@@ -143,10 +164,12 @@ async def register_job(
             job = await _find_job(session, room_id, body.category, body.name)
             if job is None:  # pragma: no cover - the conflicting row vanished again
                 raise
+            await _take(job, actor, access)
             created = _reuse(job, body)
     else:
+        await _take(job, actor, access)
         created = _reuse(job, body)
-    worker = await _worker_for(uow, actor, body.worker_id)
+    worker = await _worker_for(uow, actor, body.worker_id, settings)
     linked = await session.get(WorkerJobLink, (worker.id, job.id))
     if linked is None:
         session.add(WorkerJobLink(worker_id=worker.id, job_id=job.id))

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
     Forbidden,
+    IdempotencyKeyReused,
     InvalidPayload,
     InvalidTaskTransition,
     Page,
@@ -40,6 +41,7 @@ from zndraw_joblib_server.services.common import (
 )
 from zndraw_joblib_server.services.jobs import resolve_job
 from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
+from zndraw_joblib_server.services.quotas import check_pending_quota
 from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
@@ -54,6 +56,7 @@ from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
     "batch_keys",
+    "scoped_key",
     "cancel_record",
     "cancel_task",
     "check_cancel",
@@ -211,10 +214,20 @@ async def submit_tasks(
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
+    if keys is not None:
+        keys = [scoped_key(actor, key) for key in keys]
     if keys is not None and not single:
         found = await _by_keys(session, job.id, room_id, keys)
         if found:
-            return await respond_all(session, found), False
+            return await _repeat(session, found, bodies, keys, settings), False
+    try:
+        await check_pending_quota(session, actor, len(bodies), settings)
+    except ProblemError:
+        if keys is not None and single:  # a repeat is answered even at the cap
+            found = await _by_keys(session, job.id, room_id, keys)
+            if found:
+                return await _repeat(session, found, bodies, keys, settings), False
+        raise
     now = utcnow()
     rows = [
         _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
@@ -232,7 +245,7 @@ async def submit_tasks(
                     "A submit with the same idempotency key is in flight; retry.",
                     headers={"Retry-After": "1"},
                 )
-            return await respond_all(session, found), False
+            return await _repeat(session, found, bodies, keys, settings), False
         if position is not None:
             positions = {rows[0]["id"]: position}
     elif keys is None:
@@ -246,7 +259,7 @@ async def submit_tasks(
             found = await _by_keys(session, job.id, room_id, keys)
             if not found:
                 raise
-            return await respond_all(session, found), False
+            return await _repeat(session, found, bodies, keys, settings), False
     tasks = [TaskRecord(row) for row in rows]
     await announce(uow, tasks, now, claimable=tasks, watched=False)
     if uow.record_events:
@@ -278,6 +291,58 @@ async def submit_task(
     keys = None if idempotency_key is None else [idempotency_key]
     tasks, created = await submit_tasks(uow, actor, room_id, job_name, [body], keys, settings)
     return tasks[0], created
+
+
+def scoped_key(actor: Actor, key: str) -> str:
+    """The stored form of an idempotency key: scoped to its submitter.
+
+    Two users sending the same key never see each other's tasks. Keys too long for the
+    column with the user's id in front are hashed.
+    """
+    scoped = f"{actor.id.hex}:{key}"
+    if len(scoped) > MAX_IDEMPOTENCY_KEY:
+        return "sha256:" + hashlib.sha256(scoped.encode()).hexdigest()
+    return scoped
+
+
+def _same_request(task: TaskRecord, body: TaskSubmitRequest, settings: JobLibSettings) -> bool:
+    """Whether ``body`` asks for what ``task`` was created from.
+
+    Compared: the payload, priority, max attempts, timeout and lease. ``run_after`` is not:
+    the task keeps the effective time (never before its submit, pushed back by retries).
+    """
+    return (
+        task.payload == body.payload
+        and task.priority == body.priority
+        and task.max_attempts == (body.max_attempts or settings.default_max_attempts)
+        and task.timeout_seconds == body.timeout_seconds
+        and task.lease_seconds == body.lease_seconds
+    )
+
+
+async def _repeat(
+    session: AsyncSession,
+    found: list[TaskRecord],
+    bodies: Sequence[TaskSubmitRequest],
+    keys: Sequence[str],
+    settings: JobLibSettings,
+) -> list[TaskResponse]:
+    """Answer an idempotent repeat with the tasks the first submit created.
+
+    Raises:
+        IdempotencyKeyReused: The key was used for a different request (other entries,
+            payloads or options).
+    """
+    by_key = {task.idempotency_key: task for task in found}
+    if len(found) != len(bodies) or any(
+        key not in by_key or not _same_request(by_key[key], body, settings)
+        for key, body in zip(keys, bodies, strict=True)
+    ):
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different request (payload, "
+            "options or number of entries); use a new key for a new request."
+        )
+    return await respond_all(session, found)
 
 
 def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
