@@ -133,9 +133,9 @@ RoomAccessDep = Annotated[RoomAccess, Depends(get_room_access)]
 
 
 async def get_job_access() -> JobAccess:
-    """Whose workers may serve a job. Default: the job's owner (who registered it first)
-    and superusers (:class:`~zndraw_joblib_server.services.access.OwnerOrSuperuser`).
+    """Whose workers may serve a job. Default: its owner (first registrant) and superusers.
 
+    The default is :class:`~zndraw_joblib_server.services.access.OwnerOrSuperuser`.
     Override with any object that has ``async can_serve(actor, job) -> bool`` (``job`` is
     the :class:`~zndraw_joblib_server.models.Job` row: ``owner_id``, ``room_id``,
     ``category``, ``name``...), e.g. to let a room's collaborators serve each other's jobs::

@@ -105,8 +105,10 @@ def _check_registration(
 
 
 async def _take(job: Job, actor: Actor, access: JobAccess) -> None:
-    """Check that ``actor``'s workers may serve an existing job (a deleted ownerless job is
-    adopted: nobody serves it, so nobody is displaced)."""
+    """Check that ``actor``'s workers may serve an existing job.
+
+    A deleted job without an owner is adopted instead: nobody serves it, nobody is displaced.
+    """
     if job.deleted and job.owner_id is None:
         job.owner_id = actor.id
         return

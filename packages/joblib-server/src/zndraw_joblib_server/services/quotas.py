@@ -1,6 +1,6 @@
-"""Per-user caps: workers and pending tasks (``max_workers_per_user``,
-``max_pending_tasks_per_user``).
+"""Per-user caps on workers and pending tasks.
 
+The settings are ``max_workers_per_user`` and ``max_pending_tasks_per_user``.
 Each check is one count over an index of the user's rows, bounded by the cap (it stops
 counting at the cap), so it costs little for ordinary users and never grows with the table.
 Superusers are exempt. The counts are read, not locked: concurrent requests of one user may

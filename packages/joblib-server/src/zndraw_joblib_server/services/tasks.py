@@ -56,7 +56,6 @@ from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
     "batch_keys",
-    "scoped_key",
     "cancel_record",
     "cancel_task",
     "check_cancel",
@@ -66,6 +65,7 @@ __all__ = [
     "load_task",
     "respond",
     "respond_all",
+    "scoped_key",
     "submit_task",
     "submit_tasks",
 ]
