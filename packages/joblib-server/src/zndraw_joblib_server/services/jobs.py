@@ -104,15 +104,23 @@ def _check_registration(
         raise InvalidSchema(f"The schema is not a valid JSON Schema: {exc.message}") from None
 
 
-async def _take(job: Job, actor: Actor, access: JobAccess) -> None:
-    """Check that ``actor``'s workers may serve an existing job.
+async def _take(job: Job, actor: Actor, body: JobRegisterRequest, access: JobAccess) -> bool:
+    """Re-register an existing job for ``actor``: True when a deleted one was reactivated.
 
-    A deleted job without an owner is adopted instead: nobody serves it, nobody is displaced.
+    An active job answers a different schema with :class:`SchemaConflict` first, then
+    needs ``access`` to let the caller serve it (:class:`Forbidden`). A deleted job is
+    checked the same way before it is reactivated, except one without an owner: nobody
+    serves it, so the caller adopts it.
     """
-    if job.deleted and job.owner_id is None:
+    if not job.deleted:
+        _reuse(job, body)
+        await check_serve(access, actor, job)
+        return False
+    if job.owner_id is None:
         job.owner_id = actor.id
-        return
-    await check_serve(access, actor, job)
+    else:
+        await check_serve(access, actor, job)
+    return _reuse(job, body)
 
 
 async def _worker_for(
@@ -166,11 +174,9 @@ async def register_job(
             job = await _find_job(session, room_id, body.category, body.name)
             if job is None:  # pragma: no cover - the conflicting row vanished again
                 raise
-            await _take(job, actor, access)
-            created = _reuse(job, body)
+            created = await _take(job, actor, body, access)
     else:
-        await _take(job, actor, access)
-        created = _reuse(job, body)
+        created = await _take(job, actor, body, access)
     worker = await _worker_for(uow, actor, body.worker_id, settings)
     linked = await session.get(WorkerJobLink, (worker.id, job.id))
     if linked is None:
