@@ -132,7 +132,14 @@ async def submit_tasks(
     keys = task_service.batch_keys(idempotency_key, len(body.items))
     async with db.write(sink) as uow:
         tasks, created = await task_service.submit_tasks(
-            uow, actor, room_id, job_name, body.items, keys, settings
+            uow,
+            actor,
+            room_id,
+            job_name,
+            body.items,
+            None if keys is None else keys[:-1],
+            settings,
+            probe=None if keys is None else keys[-1],
         )
     if created:
         response.headers["Retry-After"] = "1"

@@ -191,11 +191,16 @@ async def submit_tasks(
     bodies: Sequence[TaskSubmitRequest],
     keys: Sequence[str] | None,
     settings: JobLibSettings,
+    *,
+    probe: str | None = None,
 ) -> tuple[list[TaskResponse], bool]:
     """Create pending tasks for a job visible from ``room_id`` (access already checked).
 
     All or nothing: a refused entry raises, and nothing is created. With ``keys`` (one
-    idempotency key per entry), a repeat returns the tasks created by the first submit.
+    idempotency key per entry, scoped here to the submitter), a repeat of the same request
+    returns the tasks created by the first submit; the same keys with another request
+    raise :class:`IdempotencyKeyReused`. ``probe`` (batches): the key an entry past the
+    end would have, so a repeat with fewer entries is told apart.
 
     Returns:
         The tasks, and False when they already existed (an idempotent repeat).
@@ -216,8 +221,9 @@ async def submit_tasks(
     single = len(bodies) == 1
     if keys is not None:
         keys = [scoped_key(actor, key) for key in keys]
-    if keys is not None and not single:
-        found = await _by_keys(session, job.id, room_id, keys)
+    if keys is not None and (not single or probe is not None):
+        extra = [] if probe is None else [scoped_key(actor, probe)]
+        found = await _by_keys(session, job.id, room_id, [*keys, *extra])
         if found:
             return await _repeat(session, found, bodies, keys, settings), False
     try:
@@ -346,10 +352,13 @@ async def _repeat(
 
 
 def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
-    """One idempotency key per entry of a batch, derived from the request's key."""
+    """One idempotency key per entry of a batch, derived from the request's key.
+
+    One more than ``count``: the last is the probe of :func:`submit_tasks`.
+    """
     if not idempotency_key:
         return None
-    return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count)]
+    return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count + 1)]
 
 
 async def _by_keys(
