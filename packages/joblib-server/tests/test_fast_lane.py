@@ -81,6 +81,8 @@ async def _scenario(app: FastAPI, users: dict[str, ApiUser]) -> list[Any]:
         key = {"Idempotency-Key": "k-1"}
         await rec("submit key", b, "POST", submit, json=ok, headers=key)
         await rec("submit key again", b, "POST", submit, json=ok, headers=key)
+        other = {"payload": {"angle": 2}}
+        await rec("submit key other body", b, "POST", submit, json=other, headers=key)
         await rec("bad payload", b, "POST", submit, json={"payload": {"angle": "x"}})
         await rec("not a model", b, "POST", submit, json={"payload": 3})
         text = {"content-type": "text/plain"}

@@ -206,10 +206,11 @@ async def test_soft_delete_on_last_worker_delete_and_reactivation(
     assert (await flow.task(as_alice, done["id"]))["status"] == "completed"
     assert (await flow.room_tasks(as_alice))["total"] == 1
 
-    # re-registering (even by someone else, with a new schema) reactivates it: 201
-    resp = await as_bob.put(
-        f"{P}/rooms/lab/jobs", json={"category": "modifiers", "name": "Rotate", "schema": SCHEMA_B}
-    )
+    # only its owner (or a superuser) may take it up again: another user is refused
+    body = {"category": "modifiers", "name": "Rotate", "schema": SCHEMA_B}
+    problem(await as_bob.put(f"{P}/rooms/lab/jobs", json=body), 403, "forbidden")
+    # re-registering by the owner (with a new schema) reactivates it: 201
+    resp = await as_alice.put(f"{P}/rooms/lab/jobs", json=body)
     assert resp.status_code == 201, resp.text
     again = resp.json()
     assert again["id"] == job["id"]

@@ -20,7 +20,7 @@ MATRIX: dict[str, tuple[int, int, int]] = {
     "start_task": (200, 403, 200),
     "cancel_task": (200, 403, 200),
     "delete_worker": (204, 403, 204),
-    "register_with_worker": (200, 404, 404),
+    "register_with_worker": (200, 403, 404),  # another's job (403), another's worker (404)
 }
 
 

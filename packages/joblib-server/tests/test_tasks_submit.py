@@ -155,17 +155,17 @@ async def test_idempotency_key_same_job_and_room(as_alice, as_bob, as_admin, flo
     key = {"Idempotency-Key": "abc-123"}
     first = await flow.submit(as_alice, job["full_name"], headers=key, payload={"v": 1})
     again = await flow.submit(
-        as_alice, job["full_name"], headers=key, payload={"v": 2}, expect=200
+        as_alice, job["full_name"], headers=key, payload={"v": 1}, expect=200
     )
     assert again["id"] == first["id"]
     assert again["payload"] == {"v": 1}
+    # the key is the submitter's own: another user's same key creates that user's task
     resp = await as_bob.post(
         f"{P}/rooms/lab/tasks/{job['full_name']}", json={"payload": {}}, headers=key
     )
-    assert resp.status_code == 200
-    assert resp.json()["id"] == first["id"]
-    assert "location" not in resp.headers
-    assert (await flow.room_tasks(as_alice))["total"] == 1
+    assert resp.status_code == 202
+    assert resp.json()["id"] != first["id"]
+    assert (await flow.room_tasks(as_alice))["total"] == 2
     # another room, another job, or another key creates a new task
     other_room = await flow.submit(as_alice, job["full_name"], "other", headers=key)
     assert other_room["id"] != first["id"]
@@ -173,7 +173,7 @@ async def test_idempotency_key_same_job_and_room(as_alice, as_bob, as_admin, flo
     assert (await flow.submit(as_alice, other_job["full_name"], headers=key))["id"] != first["id"]
     new_key = await flow.submit(as_alice, job["full_name"], headers={"Idempotency-Key": "z"})
     assert new_key["id"] != first["id"]
-    assert (await flow.room_tasks(as_alice))["total"] == 3
+    assert (await flow.room_tasks(as_alice))["total"] == 4
     assert (await flow.room_tasks(as_alice, "other"))["total"] == 1
 
 

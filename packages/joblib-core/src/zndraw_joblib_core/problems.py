@@ -17,6 +17,7 @@ __all__ = [
     "PROBLEM_TYPES",
     "BadRequest",
     "Forbidden",
+    "IdempotencyKeyReused",
     "InvalidCategory",
     "InvalidJobName",
     "InvalidPayload",
@@ -30,6 +31,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProblemDetail",
     "ProblemError",
+    "QuotaExceeded",
     "RequestTimeout",
     "RequestValidationFailed",
     "SchemaConflict",
@@ -220,6 +222,17 @@ class LeaseLost(ProblemError):
     status = 409
 
 
+class IdempotencyKeyReused(ProblemError):
+    """The caller's ``Idempotency-Key`` was already used for a different request (409).
+
+    A repeat must send the same body (payload and options); a new request needs a new key.
+    """
+
+    slug = "idempotency-key-reused"
+    title = "Conflict"
+    status = 409
+
+
 class InvalidCategory(ProblemError):
     """The job category is not allowed by the server's settings (400)."""
 
@@ -307,6 +320,17 @@ class TooManyRequests(ProblemError):
     """
 
     slug = "too-many-requests"
+    title = "Too Many Requests"
+    status = 429
+
+
+class QuotaExceeded(ProblemError):
+    """The caller reached a per-user cap (workers, pending tasks); nothing was created (429).
+
+    Wait until some of the caller's tasks are claimed or workers are removed, then retry.
+    """
+
+    slug = "quota-exceeded"
     title = "Too Many Requests"
     status = 429
 

@@ -11,6 +11,7 @@ from zndraw_joblib_server.dependencies import (
     get_async_session_maker,
     get_current_user,
     get_event_sink,
+    get_job_access,
     get_room_access,
     get_settings,
 )
@@ -18,7 +19,13 @@ from zndraw_joblib_server.errors import install_exception_handlers
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
 from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.routes import router
-from zndraw_joblib_server.services.access import Actor, AllowAuthenticated, RoomAccess
+from zndraw_joblib_server.services.access import (
+    Actor,
+    AllowAuthenticated,
+    JobAccess,
+    OwnerOrSuperuser,
+    RoomAccess,
+)
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine
 from zndraw_joblib_server.storage.schema import create_tables
@@ -29,8 +36,10 @@ __all__ = [
     "AllowAuthenticated",
     "EventSink",
     "Job",
+    "JobAccess",
     "JobLibSettings",
     "JobQueue",
+    "OwnerOrSuperuser",
     "RoomAccess",
     "SweepReport",
     "Task",
@@ -43,6 +52,7 @@ __all__ = [
     "get_async_session_maker",
     "get_current_user",
     "get_event_sink",
+    "get_job_access",
     "get_room_access",
     "get_settings",
     "install_exception_handlers",

@@ -19,6 +19,8 @@ from zndraw_joblib_server.auth import authenticate
 from zndraw_joblib_server.services.access import (
     Actor,
     AllowAuthenticated,
+    JobAccess,
+    OwnerOrSuperuser,
     RoomAccess,
     check_room,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "ActorDep",
     "DatabaseDep",
     "EventSinkDep",
+    "JobAccessDep",
     "ReadableRoom",
     "RoomAccessDep",
     "SessionMakerDep",
@@ -40,6 +43,7 @@ __all__ = [
     "get_current_user",
     "get_database_dep",
     "get_event_sink",
+    "get_job_access",
     "get_room_access",
     "get_settings",
     "readable_room",
@@ -126,6 +130,34 @@ _ALLOW_ALL = AllowAuthenticated()
 
 RoomAccessDep = Annotated[RoomAccess, Depends(get_room_access)]
 """The room access policy, injected."""
+
+
+async def get_job_access() -> JobAccess:
+    """Whose workers may serve a job. Default: its owner (first registrant) and superusers.
+
+    The default is :class:`~zndraw_joblib_server.services.access.OwnerOrSuperuser`.
+    Override with any object that has ``async can_serve(actor, job) -> bool`` (``job`` is
+    the :class:`~zndraw_joblib_server.models.Job` row: ``owner_id``, ``room_id``,
+    ``category``, ``name``...), e.g. to let a room's collaborators serve each other's jobs::
+
+        class Collaborators:
+            async def can_serve(self, actor, job):
+                if actor.is_superuser or job.owner_id == actor.id:
+                    return True
+                return job.room_id != "@global" and await is_member(actor.id, job.room_id)
+
+        app.dependency_overrides[get_job_access] = Collaborators
+
+    It is consulted when a worker is linked to a job (registering it); claims hand out
+    only tasks of linked jobs. A refusal answers 403 ``forbidden``.
+    """
+    return _OWNER_OR_SUPERUSER
+
+
+_OWNER_OR_SUPERUSER = OwnerOrSuperuser()
+
+JobAccessDep = Annotated[JobAccess, Depends(get_job_access)]
+"""The job access policy, injected."""
 
 
 async def get_event_sink(request: Request) -> EventSink | None:

@@ -70,6 +70,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 _ACTIVE = "status IN ('claimed', 'running')"
+_FINISHED = "status IN ('completed', 'failed', 'cancelled')"
 
 
 class Job(Base):
@@ -87,6 +88,11 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(255))
     schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="SET NULL"), nullable=True, default=None
+    )
+    """Who registered the job first (None: registered before jobs had owners, or the owner
+    was deleted). By default only the owner's and superusers' workers may serve it."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -162,6 +168,18 @@ class Task(Base):
             "deadline_at",
             sqlite_where=text(_ACTIVE),
             postgresql_where=text(_ACTIVE),
+        ),
+        Index(
+            "ix_joblib_task_user_pending",
+            "created_by_id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_joblib_task_finished",
+            "completed_at",
+            sqlite_where=text(_FINISHED),
+            postgresql_where=text(_FINISHED),
         ),
         UniqueConstraint("job_id", "room_id", "idempotency_key", name="uq_joblib_task_idem"),
     )

@@ -155,6 +155,25 @@ class JobLibSettings(BaseSettings):
         "(task payload, result, job schema); deeper input is refused with 422.",
     )
     max_message_chars: int = Field(default=1_024, gt=0, description="Longest progress message.")
+    max_workers_per_user: int = Field(
+        default=100,
+        ge=0,
+        description="How many workers one user may have at once; creating more answers 429 "
+        "quota-exceeded until some are removed (or time out). Superusers are exempt; 0: no cap.",
+    )
+    max_pending_tasks_per_user: int = Field(
+        default=10_000,
+        ge=0,
+        description="How many pending (not yet claimed) tasks one user may have submitted; a "
+        "submit that would exceed it answers 429 quota-exceeded and creates nothing. "
+        "Superusers are exempt; 0: no cap.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="The sweeper deletes finished tasks (completed, failed, cancelled) that "
+        "finished longer ago than this, a bounded number per pass; 0 keeps them forever.",
+    )
     enable_db_lock: bool | None = Field(
         default=None,
         description="Serialise writes inside the process; None: on for SQLite, off otherwise.",

@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from zndraw_joblib_core import ACTIVE_STATUSES, Event, ServiceUnavailable
+from zndraw_joblib_core import ACTIVE_STATUSES, TERMINAL_STATUSES, Event, ServiceUnavailable
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
@@ -32,6 +32,13 @@ logger = logging.getLogger("zndraw_joblib_server")
 
 _BATCH = 500
 
+RETENTION_BATCH = 1_000
+"""Finished tasks deleted per statement (and transaction) by the retention step."""
+
+RETENTION_BATCHES_PER_PASS = 10
+"""At most this many retention batches per sweeper pass: a backlog is worked off over
+several passes instead of holding the database in one long pass."""
+
 
 @dataclass
 class SweepReport:
@@ -43,6 +50,7 @@ class SweepReport:
             their timeout, that were requeued or failed.
         tasks_cancelled: Cancellations the worker did not acknowledge in time.
         jobs_deleted: Orphan jobs soft-deleted.
+        tasks_purged: Finished tasks older than the retention period, deleted.
         events: The events emitted (already handed to the sink, if any).
     """
 
@@ -50,6 +58,7 @@ class SweepReport:
     tasks_released: int = 0
     tasks_cancelled: int = 0
     jobs_deleted: int = 0
+    tasks_purged: int = 0
     events: list[Event] = field(default_factory=list)
 
     @property
@@ -60,6 +69,7 @@ class SweepReport:
             or self.tasks_released
             or self.tasks_cancelled
             or self.jobs_deleted
+            or self.tasks_purged
         )
 
 
@@ -132,6 +142,32 @@ async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:
     report.jobs_deleted += len(await soft_delete_orphans(uow, candidates))
 
 
+async def _purge_finished(uow: UnitOfWork, settings: JobLibSettings) -> int:
+    """Delete one batch of tasks that finished before the retention period; how many.
+
+    The candidates come from the partial index of finished tasks, oldest first (``SKIP
+    LOCKED`` on PostgreSQL, so concurrent sweepers take different rows). Pending tasks are
+    never deleted, so PostgreSQL's per-job pending counts (kept by triggers that count
+    pending rows only) stay right.
+    """
+    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    old = (
+        select(Task.id)
+        .where(status_is(*TERMINAL_STATUSES), Task.completed_at < cutoff)
+        .order_by(Task.completed_at)
+        .limit(RETENTION_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await uow.session.execute(old)).scalars())
+    if ids:
+        await uow.session.execute(
+            delete(Task)
+            .where(Task.id.in_(ids), status_is(*TERMINAL_STATUSES))
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
+
+
 async def _fold_counts(uow: UnitOfWork) -> None:
     """PostgreSQL: fold the per-backend pending counts into their jobs' base rows.
 
@@ -163,6 +199,13 @@ async def sweep_once(
     async with db.write(sink, keep_events=True) as uow:
         await _orphan_jobs(uow, report)
         report.events.extend(uow.events)
+    if settings.retention_days > 0:
+        for _ in range(RETENTION_BATCHES_PER_PASS):
+            async with db.write() as uow:
+                purged = await _purge_finished(uow, settings)
+            report.tasks_purged += purged
+            if purged < RETENTION_BATCH:
+                break
     if db.is_postgres:  # SQLite keeps one row per job: nothing to fold
         async with db.write() as uow:
             await _fold_counts(uow)
@@ -203,9 +246,10 @@ async def run_sweeper(
         if report.changed:
             logger.info(
                 "sweeper: %d worker(s) removed, %d task(s) released, %d cancelled, "
-                "%d job(s) deleted",
+                "%d job(s) deleted, %d finished task(s) purged",
                 report.workers_removed,
                 report.tasks_released,
                 report.tasks_cancelled,
                 report.jobs_deleted,
+                report.tasks_purged,
             )

@@ -244,7 +244,7 @@ async def test_a_cursor_listener_sees_every_statement(
 
     target: Any = Engine if on_class else app.state.engine.sync_engine
     stmt = prebuilt(select(TASKS.c.id).where(TASKS.c.job_id == task_param("job_id")))
-    full_name = (await flow.job(as_alice))["full_name"]
+    full_name = (await flow.job(as_alice, name="Traced"))["full_name"]
     event.listen(target, name, trace)
     try:
         async with db.write() as uow:

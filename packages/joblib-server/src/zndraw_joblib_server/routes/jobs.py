@@ -9,6 +9,7 @@ from zndraw_joblib_server.dependencies import (
     ActorDep,
     DatabaseDep,
     EventSinkDep,
+    JobAccessDep,
     ReadableRoom,
     SettingsDep,
     WritableRoom,
@@ -24,7 +25,7 @@ router = APIRouter(route_class=JobLibRoute, tags=["jobs"], redirect_slashes=Fals
     "/rooms/{room_id}/jobs",
     response_model=JobResponse,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(400, 403, 404, 409, 413)
+    responses=problems(400, 403, 404, 409, 413, 429)
     | {200: {"model": JobResponse, "description": "Already registered"}},
 )
 async def register_job(
@@ -35,15 +36,20 @@ async def register_job(
     db: DatabaseDep,
     settings: SettingsDep,
     sink: EventSinkDep,
+    job_access: JobAccessDep,
 ) -> JobResponse:
     """Register a job (201), or confirm one with the same schema (200), and link a worker.
 
     Without `worker_id` a worker is created for the caller. `@global` jobs need a superuser.
+    The first registrant owns the job: by default only the owner's and superusers' workers
+    may serve it (403 otherwise).
     """
     # Checked first, so a costly schema never holds the write transaction.
     await job_service.check_registration(actor, room_id, body, settings)
     async with db.write(sink) as uow:
-        job, created = await job_service.register_job(uow, actor, room_id, body, settings)
+        job, created = await job_service.register_job(
+            uow, actor, room_id, body, settings, job_access
+        )
     if not created:
         response.status_code = status.HTTP_200_OK
     return job

@@ -60,8 +60,9 @@ StatusFilter = Annotated[TaskStatus | None, Query(description="Only tasks in thi
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
-        description="A repeat with the same key for the same job and room answers what the "
-        "first request created (200) and creates nothing."
+        description="A repeat by the same user with the same key and body for the same job and "
+        "room answers what the first request created (200) and creates nothing; the same key "
+        "with another body answers 409 idempotency-key-reused. Keys are scoped per user."
     ),
 ]
 
@@ -74,7 +75,7 @@ def _applied(wait: float) -> str:
     "/rooms/{room_id}/tasks/{job_name:path}",
     response_model=TaskResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problems(400, 403, 404, 413)
+    responses=problems(400, 403, 404, 409, 413, 429)
     | {200: {"model": TaskResponse, "description": "Repeat of an idempotent submit"}},
 )
 async def submit_task(
@@ -113,7 +114,7 @@ async def submit_task(
     "/rooms/{room_id}/jobs/{job_name:path}/tasks",
     response_model=TaskBatchSubmitResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problems(400, 403, 404, 413)
+    responses=problems(400, 403, 404, 409, 413, 429)
     | {200: {"model": TaskBatchSubmitResponse, "description": "Repeat of an idempotent batch"}},
 )
 async def submit_tasks(
@@ -137,7 +138,15 @@ async def submit_tasks(
     async def attempt(checked: str | None) -> tuple[list[TaskResponse], bool]:
         async with db.write(sink) as uow:
             return await task_service.submit_tasks(
-                uow, actor, room_id, job_name, body.items, keys, settings, checked
+                uow,
+                actor,
+                room_id,
+                job_name,
+                body.items,
+                None if keys is None else keys[:-1],
+                settings,
+                checked,
+                probe=None if keys is None else keys[-1],
             )
 
     tasks, created = await task_service.with_checks(attempt, settings)

@@ -18,12 +18,14 @@ router = APIRouter(route_class=JobLibRoute, tags=["workers"], redirect_slashes=F
     "/workers",
     response_model=WorkerResponse,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(),
+    responses=problems(429),
 )
-async def create_worker(actor: ActorDep, db: DatabaseDep, sink: EventSinkDep) -> WorkerResponse:
-    """Create a worker owned by the caller."""
+async def create_worker(
+    actor: ActorDep, db: DatabaseDep, settings: SettingsDep, sink: EventSinkDep
+) -> WorkerResponse:
+    """Create a worker owned by the caller (429 `quota-exceeded` past the per-user cap)."""
     async with db.write(sink) as uow:
-        return await worker_service.create_worker(uow, actor)
+        return await worker_service.create_worker(uow, actor, settings)
 
 
 @router.get("/workers", response_model=Page[WorkerSummary], responses=problems())

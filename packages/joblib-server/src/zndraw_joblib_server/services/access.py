@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zndraw_joblib_core import Forbidden
 
-__all__ = ["Actor", "AllowAuthenticated", "RoomAccess", "check_room"]
+if TYPE_CHECKING:
+    from zndraw_joblib_server.models import Job
+
+__all__ = [
+    "Actor",
+    "AllowAuthenticated",
+    "JobAccess",
+    "OwnerOrSuperuser",
+    "RoomAccess",
+    "check_room",
+    "check_serve",
+]
 
 
 @dataclass(frozen=True)
@@ -63,3 +74,39 @@ async def check_room(access: RoomAccess, actor: Actor, room_id: str, *, write: b
     if not allowed:
         verb = "write to" if write else "read"
         raise Forbidden(f"You may not {verb} room '{room_id}'.")
+
+
+class JobAccess(Protocol):
+    """Decides whose workers may serve a job (override ``get_job_access`` to change it).
+
+    Serving means linking a worker to the job (``PUT /rooms/{room}/jobs``), and through that
+    link receiving its tasks' payloads and reporting their results: claims only ever hand
+    out tasks of the jobs a worker is linked to, so the rule is checked when the link is
+    made. A link made while the policy allowed it stays until the worker is removed.
+    """
+
+    async def can_serve(self, actor: Actor, job: Job) -> bool:
+        """Whether ``actor``'s workers may serve ``job`` (its ``owner_id`` may be None)."""
+        ...
+
+
+class OwnerOrSuperuser:
+    """The default job policy: the job's owner (who registered it first) and superusers.
+
+    A job without an owner (registered before jobs had owners, or whose owner was deleted)
+    is served by superusers only, until it is soft-deleted (no workers, no unfinished tasks):
+    whoever registers it then becomes its owner.
+    """
+
+    async def can_serve(self, actor: Actor, job: Job) -> bool:
+        """True for superusers and for the job's owner."""
+        return actor.is_superuser or (job.owner_id is not None and job.owner_id == actor.id)
+
+
+async def check_serve(access: JobAccess, actor: Actor, job: Job) -> None:
+    """Raise :class:`Forbidden` unless the policy lets ``actor``'s workers serve ``job``."""
+    if not await access.can_serve(actor, job):
+        raise Forbidden(
+            f"Job '{job.full_name}' belongs to another user: only its owner's (or a "
+            "superuser's) workers may serve it. Register the job under another name."
+        )

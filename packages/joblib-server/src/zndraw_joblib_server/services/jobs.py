@@ -32,8 +32,9 @@ from zndraw_joblib_core import (
     visible_rooms,
 )
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
-from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
+from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
@@ -111,8 +112,30 @@ async def check_registration(
     await check_schema(body.schema_, settings)
 
 
-async def _worker_for(uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None) -> Worker:
+async def _take(job: Job, actor: Actor, body: JobRegisterRequest, access: JobAccess) -> bool:
+    """Re-register an existing job for ``actor``: True when a deleted one was reactivated.
+
+    An active job answers a different schema with :class:`SchemaConflict` first, then
+    needs ``access`` to let the caller serve it (:class:`Forbidden`). A deleted job is
+    checked the same way before it is reactivated, except one without an owner: nobody
+    serves it, so the caller adopts it.
+    """
+    if not job.deleted:
+        _reuse(job, body)
+        await check_serve(access, actor, job)
+        return False
+    if job.owner_id is None:
+        job.owner_id = actor.id
+    else:
+        await check_serve(access, actor, job)
+    return _reuse(job, body)
+
+
+async def _worker_for(
+    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None, settings: JobLibSettings
+) -> Worker:
     if worker_id is None:
+        await check_worker_quota(uow.session, actor, settings)
         worker = Worker(user_id=actor.id)
         uow.session.add(worker)
         await uow.session.flush()
@@ -129,8 +152,12 @@ async def register_job(
     room_id: str,
     body: JobRegisterRequest,
     settings: JobLibSettings,
+    access: JobAccess,
 ) -> tuple[JobResponse, bool]:
     """Register a job (or re-register it) and link the caller's worker to it.
+
+    The first registrant becomes the job's owner; linking a worker to an existing job needs
+    ``access`` to allow the caller to serve it (:class:`Forbidden` otherwise).
 
     Returns:
         The job and whether it was created or reactivated (201) rather than found (200).
@@ -143,7 +170,11 @@ async def register_job(
         try:
             async with session.begin_nested():
                 job = Job(
-                    room_id=room_id, category=body.category, name=body.name, schema_=body.schema_
+                    room_id=room_id,
+                    category=body.category,
+                    name=body.name,
+                    schema_=body.schema_,
+                    owner_id=actor.id,
                 )
                 session.add(job)
                 await session.flush()
@@ -151,10 +182,10 @@ async def register_job(
             job = await _find_job(session, room_id, body.category, body.name)
             if job is None:  # pragma: no cover - the conflicting row vanished again
                 raise
-            created = _reuse(job, body)
+            created = await _take(job, actor, body, access)
     else:
-        created = _reuse(job, body)
-    worker = await _worker_for(uow, actor, body.worker_id)
+        created = await _take(job, actor, body, access)
+    worker = await _worker_for(uow, actor, body.worker_id, settings)
     linked = await session.get(WorkerJobLink, (worker.id, job.id))
     if linked is None:
         session.add(WorkerJobLink(worker_id=worker.id, job_id=job.id))

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
     Forbidden,
+    IdempotencyKeyReused,
     InvalidPayload,
     InvalidTaskTransition,
     Page,
@@ -37,6 +38,7 @@ from zndraw_joblib_server.services.common import (
 )
 from zndraw_joblib_server.services.jobs import resolve_job
 from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
+from zndraw_joblib_server.services.quotas import check_pending_quota
 from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
@@ -69,6 +71,7 @@ __all__ = [
     "load_task",
     "respond",
     "respond_all",
+    "scoped_key",
     "submit_task",
     "submit_tasks",
     "with_checks",
@@ -259,13 +262,18 @@ async def submit_tasks(
     keys: Sequence[str] | None,
     settings: JobLibSettings,
     checked: str | None = None,
+    *,
+    probe: str | None = None,
 ) -> tuple[list[TaskResponse], bool]:
     """Create pending tasks for a job visible from ``room_id`` (access already checked).
 
     All or nothing: a refused entry raises, and nothing is created. With ``keys`` (one
-    idempotency key per entry), a repeat returns the tasks created by the first submit.
-    Payloads too costly to validate here raise :class:`PayloadsUnchecked` before anything
-    is written; run the submit through :func:`with_checks`, which passes ``checked``.
+    idempotency key per entry, scoped here to the submitter), a repeat of the same request
+    returns the tasks created by the first submit; the same keys with another request
+    raise :class:`IdempotencyKeyReused`. ``probe`` (batches): the key an entry past the
+    end would have, so a repeat with fewer entries is told apart. Payloads too costly to
+    validate here raise :class:`PayloadsUnchecked` before anything is written; run the
+    submit through :func:`with_checks`, which passes ``checked``.
 
     Returns:
         The tasks, and False when they already existed (an idempotent repeat).
@@ -276,10 +284,21 @@ async def submit_tasks(
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
-    if keys is not None and not single:
-        found = await _by_keys(session, job.id, room_id, keys)
+    if keys is not None:
+        keys = [scoped_key(actor, key) for key in keys]
+    if keys is not None and (not single or probe is not None):
+        extra = [] if probe is None else [scoped_key(actor, probe)]
+        found = await _by_keys(session, job.id, room_id, [*keys, *extra])
         if found:
-            return await respond_all(session, found), False
+            return await _repeat(session, found, bodies, keys, settings), False
+    try:
+        await check_pending_quota(session, actor, len(bodies), settings)
+    except ProblemError:
+        if keys is not None and single:  # a repeat is answered even at the cap
+            found = await _by_keys(session, job.id, room_id, keys)
+            if found:
+                return await _repeat(session, found, bodies, keys, settings), False
+        raise
     now = utcnow()
     rows = [
         _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
@@ -297,7 +316,7 @@ async def submit_tasks(
                     "A submit with the same idempotency key is in flight; retry.",
                     headers={"Retry-After": "1"},
                 )
-            return await respond_all(session, found), False
+            return await _repeat(session, found, bodies, keys, settings), False
         if position is not None:
             positions = {rows[0]["id"]: position}
     elif keys is None:
@@ -311,7 +330,7 @@ async def submit_tasks(
             found = await _by_keys(session, job.id, room_id, keys)
             if not found:
                 raise
-            return await respond_all(session, found), False
+            return await _repeat(session, found, bodies, keys, settings), False
     tasks = [TaskRecord(row) for row in rows]
     await announce(uow, tasks, now, claimable=tasks, watched=False)
     if uow.record_events:
@@ -348,11 +367,66 @@ async def submit_task(
     return tasks[0], created
 
 
+def scoped_key(actor: Actor, key: str) -> str:
+    """The stored form of an idempotency key: scoped to its submitter.
+
+    Two users sending the same key never see each other's tasks. Keys too long for the
+    column with the user's id in front are hashed.
+    """
+    scoped = f"{actor.id.hex}:{key}"
+    if len(scoped) > MAX_IDEMPOTENCY_KEY:
+        return "sha256:" + hashlib.sha256(scoped.encode()).hexdigest()
+    return scoped
+
+
+def _same_request(task: TaskRecord, body: TaskSubmitRequest, settings: JobLibSettings) -> bool:
+    """Whether ``body`` asks for what ``task`` was created from.
+
+    Compared: the payload, priority, max attempts, timeout and lease. ``run_after`` is not:
+    the task keeps the effective time (never before its submit, pushed back by retries).
+    """
+    return (
+        task.payload == body.payload
+        and task.priority == body.priority
+        and task.max_attempts == (body.max_attempts or settings.default_max_attempts)
+        and task.timeout_seconds == body.timeout_seconds
+        and task.lease_seconds == body.lease_seconds
+    )
+
+
+async def _repeat(
+    session: AsyncSession,
+    found: list[TaskRecord],
+    bodies: Sequence[TaskSubmitRequest],
+    keys: Sequence[str],
+    settings: JobLibSettings,
+) -> list[TaskResponse]:
+    """Answer an idempotent repeat with the tasks the first submit created.
+
+    Raises:
+        IdempotencyKeyReused: The key was used for a different request (other entries,
+            payloads or options).
+    """
+    by_key = {task.idempotency_key: task for task in found}
+    if len(found) != len(bodies) or any(
+        key not in by_key or not _same_request(by_key[key], body, settings)
+        for key, body in zip(keys, bodies, strict=True)
+    ):
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different request (payload, "
+            "options or number of entries); use a new key for a new request."
+        )
+    return await respond_all(session, found)
+
+
 def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
-    """One idempotency key per entry of a batch, derived from the request's key."""
+    """One idempotency key per entry of a batch, derived from the request's key.
+
+    One more than ``count``: the last is the probe of :func:`submit_tasks`.
+    """
     if not idempotency_key:
         return None
-    return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count)]
+    return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count + 1)]
 
 
 async def _by_keys(

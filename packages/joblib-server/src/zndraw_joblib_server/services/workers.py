@@ -22,6 +22,7 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, release_all, validate_room
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
+from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
@@ -37,8 +38,9 @@ __all__ = [
 ]
 
 
-async def create_worker(uow: UnitOfWork, actor: Actor) -> WorkerResponse:
-    """Create a worker owned by ``actor``."""
+async def create_worker(uow: UnitOfWork, actor: Actor, settings: JobLibSettings) -> WorkerResponse:
+    """Create a worker owned by ``actor`` (within the per-user worker quota)."""
+    await check_worker_quota(uow.session, actor, settings)
     worker = Worker(user_id=actor.id)
     uow.session.add(worker)
     await uow.session.flush()
