@@ -18,16 +18,16 @@ schemas' sizes (``schema_cache_bytes``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from multiprocessing.pool import Pool
+from typing import Any, cast
 
 from zndraw_joblib_core import InvalidPayload, ServiceUnavailable
 from zndraw_joblib_server.services.schemas import SchemaInfo, compile_schema, inspect_schema
@@ -180,31 +180,69 @@ def _ready() -> None:
     """Run in a new validation process: it has started and imported this module."""
 
 
+class _PoolLost(Exception):
+    """The pool was replaced (another request's overrun) while a validation waited in it."""
+
+
 class _Pool:
-    """The validation processes, replaced as a whole when one overruns its budget."""
+    """The validation processes, replaced as a whole when one overruns its budget.
+
+    ``multiprocessing.Pool`` rather than ``concurrent.futures``: its ``terminate()`` kills
+    the processes, and a runaway validation cannot be interrupted any other way.
+    """
 
     def __init__(self) -> None:
-        self.executor: ProcessPoolExecutor | None = None
-        self.ready: Future[None] | None = None
+        self.pool: Pool | None = None
+        self.ready: asyncio.Future[Any] | None = None
         self.size = 0
+        self.waiting: set[asyncio.Future[Any]] = set()
 
-    def get(self, size: int) -> tuple[ProcessPoolExecutor, Future[None]]:
-        if self.executor is None or self.ready is None or self.size != size:
+    def get(self, size: int) -> tuple[Pool, asyncio.Future[Any]]:
+        if self.pool is None or self.size != size:
             self.kill()
             # spawn: forking a process that runs an event loop and threads is unsafe.
-            context = multiprocessing.get_context("spawn")
-            self.executor = ProcessPoolExecutor(max_workers=size, mp_context=context)
-            self.ready = self.executor.submit(_ready)  # starts the process right away
+            self.pool = multiprocessing.get_context("spawn").Pool(processes=size)
             self.size = size
-        return self.executor, self.ready
+        if self.ready is None or self.ready.get_loop() is not asyncio.get_running_loop():
+            # Started by a new pool (its processes import this module), or asked again
+            # from another event loop (a future belongs to one loop).
+            self.ready = self.run(self.pool, _ready)
+        return self.pool, self.ready
+
+    def run(self, pool: Pool, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``func(*args)`` in a validation process; a future of the event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting.add(future)
+        future.add_done_callback(self.waiting.discard)
+
+        def settle(value: Any = None, error: BaseException | None = None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+        def deliver(value: Any = None, error: BaseException | None = None) -> None:
+            # Runs in the pool's result thread, which must not die of a closed loop.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, value, error)
+
+        pool.apply_async(
+            func, args, callback=deliver, error_callback=lambda error: deliver(None, error)
+        )
+        return future
 
     def kill(self) -> None:
-        executor, self.executor, self.ready = self.executor, None, None
-        if executor is None:
+        pool, self.pool, self.ready = self.pool, None, None
+        if pool is None:
             return
-        for process in list(getattr(executor, "_processes", {}).values()):
-            process.kill()  # a runaway validation cannot be interrupted any other way
-        executor.shutdown(wait=False, cancel_futures=True)
+        for future in list(self.waiting):
+            if not future.done():
+                future.set_exception(_PoolLost())
+        # terminate() joins the pool's threads: not on the event loop.
+        threading.Thread(target=pool.terminate, daemon=True).start()
 
 
 _POOL = _Pool()
@@ -220,25 +258,25 @@ async def validate_isolated(
 
     Raises:
         InvalidPayload: The budget ran out (the process is replaced).
-        ServiceUnavailable: The validation process died twice in a row.
+        ServiceUnavailable: The validation process could not be started twice in a row.
     """
     for _attempt in range(2):
-        executor, ready = _POOL.get(settings.validation_processes)
+        pool, ready = _POOL.get(settings.validation_processes)
         try:  # a new process's start-up is not part of the budget
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ready)), _START_SECONDS)
-        except (TimeoutError, BrokenProcessPool):
-            if _POOL.executor is executor:
+            await asyncio.wait_for(asyncio.shield(ready), _START_SECONDS)
+        except (TimeoutError, _PoolLost):
+            if _POOL.pool is pool:
                 _POOL.kill()
             continue
-        future = executor.submit(
-            _validate_in_worker, compiled.text, list(payloads), settings.max_payload_errors
+        future = _POOL.run(
+            pool, _validate_in_worker, compiled.text, list(payloads), settings.max_payload_errors
         )
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), settings.validation_timeout_seconds
+            return cast(
+                Failure | None, await asyncio.wait_for(future, settings.validation_timeout_seconds)
             )
         except TimeoutError:
-            if _POOL.executor is executor:
+            if _POOL.pool is pool:
                 _POOL.kill()
                 _POOL.get(settings.validation_processes)  # the next submit finds it started
             raise InvalidPayload(
@@ -247,9 +285,8 @@ async def validate_isolated(
                 errors=[],
                 error_count=0,
             ) from None
-        except BrokenProcessPool:
-            if _POOL.executor is executor:  # killed for another request's overrun: retry
-                _POOL.kill()
+        except _PoolLost:  # killed for another request's overrun: retry
+            continue
     raise ServiceUnavailable(
         "Payload validation is unavailable; retry.", headers={"Retry-After": "1"}
     )
