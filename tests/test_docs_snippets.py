@@ -197,7 +197,7 @@ def _check_host_app(block: Block, tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, f"{block.where}: app exited\n{log.read_text()}"
             try:

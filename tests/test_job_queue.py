@@ -45,7 +45,7 @@ class HostProcess:
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"host app exited: {log.read_text()[-2000:]}")
