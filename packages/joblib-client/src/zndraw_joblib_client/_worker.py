@@ -113,6 +113,8 @@ def describe(exc: BaseException) -> str:
         problem = exc.to_problem()
         detail = f": {problem.detail}" if problem.detail else ""
         return f"{problem.title} ({problem.status}){detail}"
+    if isinstance(exc, ServerUnreachable):
+        return str(exc)
     if isinstance(exc, ConnectionFailed) and exc.__cause__ is not None:
         cause = exc.__cause__
         return f"{type(cause).__name__}: {cause}".rstrip(": ")
@@ -242,6 +244,7 @@ class WorkerLoop:
         self.report_timeout = report_timeout
         self.max_error_bytes = max_error_bytes
         self.max_unreachable_seconds = max_unreachable_seconds
+        self._outage = _Outage(manager.retry_policy, max_unreachable_seconds)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._force = threading.Event()
@@ -347,7 +350,7 @@ class WorkerLoop:
     # -- the loop -------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        outage = _Outage(self.manager.retry_policy, self.max_unreachable_seconds)
+        outage = self._outage
         try:
             while True:
                 with self._cond:
@@ -360,7 +363,6 @@ class WorkerLoop:
                 started = time.monotonic()
                 try:
                     self._cycle(free)
-                    outage.ended()
                 except Exception as exc:
                     if self._stop.is_set():
                         logger.debug("loop ended during shutdown: %s", exc)
@@ -393,7 +395,9 @@ class WorkerLoop:
                 tasks, waited = self.manager.claim_detailed(
                     free, wait=self.claim_wait, retry_transient=False
                 )
+                self._outage.ended()
             except WorkerNotFound:
+                self._outage.ended()
                 self.manager.recover_worker(worker_id)
                 return
         finally:
