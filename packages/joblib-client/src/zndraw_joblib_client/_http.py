@@ -274,6 +274,8 @@ class HttpSession:
             if authenticate:
                 token = self._token()
                 if token:
+                    # one Authorization header, whatever the case of a hook's key
+                    hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
                     hdrs["Authorization"] = f"Bearer {token}"
             kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
             if timeout is not None:
