@@ -207,8 +207,8 @@ class WorkerLoop:
     Errors retrying cannot fix stop the loop at once, logged as one line and raised by
     :meth:`run` / ``JobManager.serve``: ``Unauthorized`` (401), ``Forbidden`` (403),
     ``LoginFailed``, and ``NotFound`` (404) for the worker's own endpoints (for example a
-    wrong URL). A worker the server lost (``WorkerNotFound``) is replaced once; when that
-    fails too, the loop stops.
+    wrong URL). A worker the server lost (``WorkerNotFound``) is replaced; when the new
+    worker's first claim is refused the same way, the loop stops.
     """
 
     def __init__(
@@ -245,6 +245,7 @@ class WorkerLoop:
         self.max_error_bytes = max_error_bytes
         self.max_unreachable_seconds = max_unreachable_seconds
         self._outage = _Outage(manager.retry_policy, max_unreachable_seconds)
+        self._just_recovered = False  # the worker was replaced and has not claimed since
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._force = threading.Event()
@@ -396,9 +397,13 @@ class WorkerLoop:
                     free, wait=self.claim_wait, retry_transient=False
                 )
                 self._outage.ended()
+                self._just_recovered = False
             except WorkerNotFound:
                 self._outage.ended()
+                if self._just_recovered:
+                    raise  # the new worker is refused too: recovering again cannot help
                 self.manager.recover_worker(worker_id)
+                self._just_recovered = True
                 return
         finally:
             with self._cond:
