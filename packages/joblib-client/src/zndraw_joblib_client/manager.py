@@ -407,9 +407,8 @@ class JobManager:
         try:
             self.disconnect(retry_transient=False)
         except Exception as exc:
-            if not is_transient(exc):
-                raise
-            logger.info("could not delete worker (server unreachable); its lease will expire")
+            reason = "server unreachable" if is_transient(exc) else type(exc).__name__
+            logger.info("could not delete the worker (%s); the server will time it out", reason)
 
     run_worker = serve
 
