@@ -170,3 +170,28 @@ def test_worker_not_found_problem(server, make_manager):
     server.reset_database()
     with pytest.raises(WorkerNotFound):
         manager.heartbeat()
+
+
+def test_headers_hook_is_called_for_every_attempt_and_per_call_headers_win(server, make_manager):
+    calls = []
+
+    def hook():
+        calls.append(1)
+        return {"Lock-Token": f"lock-{len(calls)}", "Idempotency-Key": "from-the-hook"}
+
+    manager = make_manager(headers=hook)
+    server.fail("GET", r"/v1/joblib/rooms/room1/jobs", 503)
+    manager.list_jobs("room1")
+    sent = server.seen("GET", r"/v1/joblib/rooms/room1/jobs")
+    assert [r.headers["Lock-Token"] for r in sent] == ["lock-1", "lock-2"]  # one per attempt
+    manager.register(_greet())
+    manager.submit("@global:modifiers:Greet", "room1", payload={}, idempotency_key="mine")
+    (submit,) = server.seen("POST", r"/v1/joblib/rooms/room1/tasks/.*")
+    assert submit.headers["Idempotency-Key"] == "mine"
+
+
+def test_token_wins_over_an_authorization_header_of_the_hook(server, make_manager):
+    manager = make_manager(headers={"authorization": "Bearer stale"})
+    assert manager.list_jobs("room1").total == 0
+    (sent,) = server.seen("GET", r"/v1/joblib/rooms/room1/jobs")
+    assert sent.headers.get_list("authorization") == ["Bearer good-token"]

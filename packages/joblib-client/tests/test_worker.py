@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from zndraw_joblib_client import Extension, Retry, TaskCancelled, Unauthorized
+from zndraw_joblib_client import Extension, Retry, TaskCancelled, Unauthorized, WorkerNotFound
 
 GREET = "@global:modifiers:Greet"
 FAST = {"heartbeat_interval": 0.01, "claim_wait": 1, "poll_interval": 0.01}
@@ -221,6 +221,23 @@ def test_lost_worker_is_recreated_and_jobs_registered_again(server, make_manager
     assert server.tasks[task_id]["status"] == "completed"
     assert len(server.seen("POST", "/v1/joblib/workers")) == 2
     assert {p.body["worker_id"] for p in server.seen("PUT")[2:]} == {str(manager.worker_id)}
+
+
+def test_worker_refused_again_right_after_recovery_stops_the_loop(server, make_manager, caplog):
+    manager = make_manager()
+    manager.register(Greet)
+    lost = httpx.Response(
+        404,
+        json={"type": "/v1/problems/worker-not-found", "title": "Not Found", "status": 404},
+        headers={"content-type": "application/problem+json"},
+    )
+    server.fail("POST", "/v1/joblib/tasks/claim", lost, lost, lost)
+    with pytest.raises(WorkerNotFound):
+        manager.serve(**FAST, install_signal_handlers=False)
+    assert len(server.seen("POST", "/v1/joblib/workers")) == 2  # one recovery, not a loop
+    stopped = [r for r in caplog.records if "worker stopped:" in r.getMessage()]
+    assert len(stopped) == 1
+    assert not stopped[0].exc_info
 
 
 def test_loop_survives_a_server_outage(server, make_manager, until, sleeps):

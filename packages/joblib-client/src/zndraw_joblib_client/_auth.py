@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
 
+from zndraw_joblib_client._http import HttpSession
 from zndraw_joblib_client.errors import LoginFailed, UnexpectedResponse
 from zndraw_joblib_core import BadRequest, ProblemError
-
-if TYPE_CHECKING:
-    from zndraw_joblib_client._http import HttpSession
 
 logger = logging.getLogger("zndraw_joblib_client")
 

@@ -29,7 +29,7 @@ from zndraw_joblib_core import (
     problem_from_body,
 )
 
-__all__ = ["RetryPolicy"]
+__all__ = ["HeadersHook", "RetryPolicy"]
 
 logger = logging.getLogger("zndraw_joblib_client")
 
@@ -47,6 +47,10 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
 }
 # Errors raised before any byte of the request left the client: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+HeadersHook = Mapping[str, str] | Callable[[], Mapping[str, str]]
+"""Extra request headers: a fixed mapping, or a callable asked before every request."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,27 @@ class RetryPolicy:
         """
         if retry_after is not None:
             return max(0.0, min(retry_after, self.max_retry_after))
-        base = min(self.max_delay, self.base_delay * 2.0 ** max(0, retry - 1))
         spread: float = self.jitter * (2.0 * random.random() - 1.0)
-        return max(0.0, base * (1.0 + spread))
+        return max(0.0, self._ceiling(retry) * (1.0 + spread))
+
+    def backoff(self, failure: int) -> float:
+        """Return the pause after ``failure`` failures in a row, with full jitter.
+
+        A uniform draw between 0 and ``min(max_delay, base_delay * 2**(failure-1))``, so many
+        workers that lost the same server do not come back in step.
+
+        Args:
+            failure: How many failures in a row (1 for the first).
+
+        Returns:
+            The pause in seconds.
+        """
+        return random.uniform(0.0, self._ceiling(failure))
+
+    def _ceiling(self, retry: int) -> float:
+        # min() first: 2.0**retry overflows float for long outages
+        exponent = min(max(0, retry - 1), 64)
+        return min(self.max_delay, self.base_delay * 2.0**exponent)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -176,6 +198,9 @@ class HttpSession:
             should be retried (e.g. after logging in again).
         retry: The retry policy.
         sleep: The function used to wait between attempts (tests pass a fake).
+        headers: Extra headers sent with every request: a mapping, or a callable called
+            before every attempt (e.g. for a lock token that changes). Headers given to
+            :meth:`request` win; ``Authorization`` is the token's when a token is set.
     """
 
     def __init__(
@@ -186,8 +211,10 @@ class HttpSession:
         on_unauthorized: Callable[[], bool] | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        headers: HeadersHook | None = None,
     ) -> None:
         self.client = client
+        self.headers = headers
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
         self._token = token
@@ -231,10 +258,10 @@ class HttpSession:
             ConnectionFailed: The server could not be reached after all attempts.
         """
         method = method.upper()
-        hdrs = dict(headers or {})
+        given = dict(headers or {})
         if idempotent is None:
             idempotent = method in _IDEMPOTENT_METHODS or any(
-                k.lower() == "idempotency-key" for k in hdrs
+                k.lower() == "idempotency-key" for k in given
             )
         query = {k: v for k, v in (params or {}).items() if v is not None}
         attempts = max(1, self.retry.attempts) if retry_transient else 1
@@ -242,9 +269,13 @@ class HttpSession:
         attempt = 0
         while True:
             attempt += 1
+            hdrs = self._extra_headers()
+            hdrs.update(given)
             if authenticate:
                 token = self._token()
                 if token:
+                    # one Authorization header, whatever the case of a hook's key
+                    hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
                     hdrs["Authorization"] = f"Bearer {token}"
             kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
             if timeout is not None:
@@ -296,3 +327,9 @@ class HttpSession:
                 self.sleep(wait)
                 continue
             raise problem_from_response(response)
+
+    def _extra_headers(self) -> dict[str, str]:
+        hook = self.headers
+        if hook is None:
+            return {}
+        return dict(hook() if callable(hook) else hook)

@@ -1,20 +1,23 @@
-"""Task, job and worker reads and task writes of ``JobManager`` (a mixin)."""
+"""Task, job and worker reads and task writes; ``JobManager`` holds one and delegates."""
 
 from __future__ import annotations
 
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 from uuid import UUID
 
 from pydantic import JsonValue
 
+from zndraw_joblib_client._http import HttpSession
+from zndraw_joblib_client._registry import Registration
 from zndraw_joblib_client.errors import UnexpectedResponse
 from zndraw_joblib_client.extension import Extension, category_value, job_full_name
+from zndraw_joblib_client.task import ClaimedTask
 from zndraw_joblib_core import (
     API_PREFIX,
     DEFAULT_PAGE_LIMIT,
@@ -35,10 +38,6 @@ from zndraw_joblib_core import (
     WorkerSummary,
     parse_job_name,
 )
-
-if TYPE_CHECKING:
-    from zndraw_joblib_client._http import HttpSession
-    from zndraw_joblib_client.task import ClaimedTask
 
 __all__ = ["TasksApi"]
 
@@ -62,25 +61,63 @@ def _signature(task: TaskResponse) -> tuple[Any, ...]:
     )
 
 
+def api_path(*parts: str) -> str:
+    """The path of a joblib endpoint: ``API_PREFIX`` and the URL-quoted segments."""
+    return "/".join([API_PREFIX, *(_seg(p) for p in parts)])
+
+
 class TasksApi:
-    """Requests about tasks, jobs and workers; mixed into :class:`JobManager`."""
+    """Requests about tasks, jobs and workers (:class:`JobManager` delegates to one).
 
-    idempotent_submits: bool
-    _worker_id: UUID | None
-    _sleep: Any
+    Args:
+        session: Returns the request sender (called per request; it is built lazily).
+        worker_id: Returns the id of the client's worker, or None before there is one.
+        lookup: Returns the client's registration of a job's full name, or None.
+        sleep: The function used to pause between fallback polls.
+        idempotent_submits: Send a fresh ``Idempotency-Key`` with every submit.
+    """
 
-    if TYPE_CHECKING:
+    def __init__(
+        self,
+        session: Callable[[], HttpSession],
+        *,
+        worker_id: Callable[[], UUID | None],
+        lookup: Callable[[str], Registration | None],
+        sleep: Callable[[float], None] = time.sleep,
+        idempotent_submits: bool = True,
+    ) -> None:
+        self._session = session
+        self._current_worker = worker_id
+        self._lookup = lookup
+        self._sleep = sleep
+        self.idempotent_submits = idempotent_submits
 
-        @property
-        def http(self) -> HttpSession: ...
+    @property
+    def http(self) -> HttpSession:
+        """The request sender."""
+        return self._session()
 
-        def _require_worker(self) -> UUID: ...
+    @property
+    def _worker_id(self) -> UUID | None:
+        return self._current_worker()
 
-        def _claimed(self, task: TaskResponse, worker_id: UUID) -> ClaimedTask[Any]: ...
+    _path = staticmethod(api_path)
 
-    @staticmethod
-    def _path(*parts: str) -> str:
-        return "/".join([API_PREFIX, *(_seg(p) for p in parts)])
+    def _require_worker(self) -> UUID:
+        worker_id = self._worker_id
+        if worker_id is None:
+            raise RuntimeError("no worker yet: call create_worker() or register() first")
+        return worker_id
+
+    def _claimed(self, task: TaskResponse, worker_id: UUID) -> ClaimedTask[Any]:
+        entry = self._lookup(task.job_name)
+        return ClaimedTask(
+            task,
+            manager=self,
+            worker_id=worker_id,
+            extension_cls=entry.cls if entry else None,
+            run_kwargs=entry.run_kwargs if entry else None,
+        )
 
     # -- submitting and watching ----------------------------------------------------------
 
@@ -422,9 +459,12 @@ class TasksApi:
         return tasks
 
     def claim_detailed(
-        self, max_tasks: int = 1, wait: float | None = None
+        self, max_tasks: int = 1, wait: float | None = None, *, retry_transient: bool = True
     ) -> tuple[list[ClaimedTask[Any]], bool]:
-        """Like :meth:`claim`, also saying whether the server honoured ``Prefer: wait``."""
+        """Like :meth:`claim`, also saying whether the server honoured ``Prefer: wait``.
+
+        ``retry_transient=False`` sends the claim once (the worker loop does its own backoff).
+        """
         worker_id = self._require_worker()
         headers: dict[str, str] = {}
         timeout = None
@@ -438,6 +478,7 @@ class TasksApi:
             json={"worker_id": str(worker_id), "max_tasks": max_tasks},
             headers=headers,
             timeout=timeout,
+            retry_transient=retry_transient,
         )
         answer = TaskClaimResponse.model_validate(response.json())
         raw = answer.tasks or ([answer.task] if answer.task is not None else [])

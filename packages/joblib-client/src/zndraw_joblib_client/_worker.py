@@ -7,15 +7,23 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from zndraw_joblib_client.errors import ConnectionFailed, LoginFailed, Retry, TaskCancelled
+from zndraw_joblib_client._http import RetryPolicy
+from zndraw_joblib_client.errors import (
+    ConnectionFailed,
+    LoginFailed,
+    Retry,
+    ServerUnreachable,
+    TaskCancelled,
+)
+from zndraw_joblib_client.task import ClaimedTask
 from zndraw_joblib_core import (
     Forbidden,
     InvalidTaskTransition,
@@ -23,16 +31,15 @@ from zndraw_joblib_core import (
     MethodNotAllowed,
     NotFound,
     ProblemError,
+    TaskBatchUpdateResponse,
+    TaskResponse,
     TaskStatus,
     Unauthorized,
     WorkerNotFound,
+    WorkerResponse,
 )
 
-if TYPE_CHECKING:
-    from zndraw_joblib_client.manager import JobManager
-    from zndraw_joblib_client.task import ClaimedTask
-
-__all__ = ["WorkerLoop"]
+__all__ = ["WorkerHost", "WorkerLoop"]
 
 logger = logging.getLogger("zndraw_joblib_client")
 
@@ -40,11 +47,118 @@ _FATAL = (Unauthorized, Forbidden, LoginFailed)
 _GONE = (LeaseLost, InvalidTaskTransition, NotFound)
 
 
+class WorkerHost(Protocol):
+    """What the worker loop needs from its client (a ``JobManager`` is one)."""
+
+    @property
+    def worker_id(self) -> UUID | None:
+        """The current worker id, or None."""
+        ...
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The backoff used between failed claims."""
+        ...
+
+    def ensure_worker(self) -> UUID:
+        """Return the worker id, creating the worker on first use."""
+        ...
+
+    def recover_worker(self, lost: UUID) -> UUID:
+        """Replace a worker the server lost and return the new id."""
+        ...
+
+    def heartbeat(self) -> WorkerResponse:
+        """Tell the server the worker is alive."""
+        ...
+
+    def claim_detailed(
+        self, max_tasks: int = 1, wait: float | None = None, *, retry_transient: bool = True
+    ) -> tuple[list[ClaimedTask[Any]], bool]:
+        """Claim tasks; also say whether the server long-polled."""
+        ...
+
+    def update_task(
+        self,
+        task_id: UUID | str,
+        *,
+        status: TaskStatus | str | None = ...,
+        error: str | None = ...,
+        worker_id: UUID | None = ...,
+        progress: float | None = ...,
+        message: str | None = ...,
+        result: Any = ...,
+        retry: bool | None = ...,
+    ) -> TaskResponse:
+        """Update one task."""
+        ...
+
+    def update_tasks(
+        self, items: Sequence[Mapping[str, Any]], *, minimal: bool = False
+    ) -> TaskBatchUpdateResponse:
+        """Update several tasks in one request."""
+        ...
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is worth retrying later (unreachable server, 5xx, 429)."""
     if isinstance(exc, ConnectionFailed):
         return True
     return isinstance(exc, ProblemError) and (exc.http_status >= 500 or exc.http_status == 429)
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong, without a traceback."""
+    if isinstance(exc, ProblemError):
+        problem = exc.to_problem()
+        detail = f": {problem.detail}" if problem.detail else ""
+        return f"{problem.title} ({problem.status}){detail}"
+    if isinstance(exc, ServerUnreachable):
+        return str(exc)
+    if isinstance(exc, ConnectionFailed) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        return f"{type(cause).__name__}: {cause}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Outage:
+    """Counts failed claims in a row: the next pause, the log line, when to give up."""
+
+    def __init__(self, policy: RetryPolicy, limit: float | None) -> None:
+        self.policy = policy
+        self.limit = limit
+        self.since: float | None = None
+        self.failures = 0
+
+    def ended(self) -> None:
+        if self.since is not None:
+            down = time.monotonic() - self.since
+            logger.warning("server reachable again (was down for %.0f s)", down)
+        self.since = None
+        self.failures = 0
+
+    def failed(self, exc: BaseException, started: float) -> float:
+        """Return the pause before the next claim, or raise ServerUnreachable."""
+        if self.since is None:
+            self.since = started
+        self.failures += 1
+        down = time.monotonic() - self.since
+        if self.limit is not None and down >= self.limit:
+            raise ServerUnreachable(
+                f"server unreachable for {down:.0f} s (max_unreachable_seconds="
+                f"{self.limit:g}); last error: {describe(exc)}",
+                down_for=down,
+            )
+        delay = self.policy.backoff(self.failures)
+        if self.limit is not None:
+            delay = min(delay, self.limit - down)
+        logger.warning(
+            "server unreachable (%s); retrying in %.1f s (down for %.0f s)",
+            describe(exc),
+            delay,
+            down,
+        )
+        return delay
 
 
 def format_error(exc: BaseException, limit: int) -> str:
@@ -75,18 +189,31 @@ class WorkerLoop:
         idle_heartbeat_after: See ``heartbeat_interval``; keep it well below the server's
             worker timeout (120 s by default).
         execute: Called with each claimed task instead of ``task.extension.run(task,
-            **run_kwargs)``; its return value is the result.
-        run_kwargs: Extra keyword arguments passed to ``run``.
+            **run_kwargs)``; its return value is the result (``task.run_kwargs`` holds the
+            job's registered keyword arguments).
+        run_kwargs: Extra keyword arguments passed to every job's ``run``; a job's own
+            ``register(..., run_kwargs=)`` entries win over these.
         install_signal_handlers: In :meth:`run` on the main thread, stop on SIGINT/SIGTERM
             (a second signal releases the running tasks).
         report_timeout: How long to keep retrying a task's final report while the server
             is unreachable.
         max_error_bytes: Longest error text reported for a failed task.
+        max_unreachable_seconds: Give up when claims have failed with connection errors,
+            5xx or 429 for this long: the loop stops with :class:`ServerUnreachable`. None
+            (the default) retries for ever. Between failed claims the loop waits with
+            exponential backoff and full jitter (capped by the manager's retry policy's
+            ``max_delay``) and logs one line per failure with the time it has been down.
+
+    Errors retrying cannot fix stop the loop at once, logged as one line and raised by
+    :meth:`run` / ``JobManager.serve``: ``Unauthorized`` (401), ``Forbidden`` (403),
+    ``LoginFailed``, and ``NotFound`` (404) for the worker's own endpoints (for example a
+    wrong URL). A worker the server lost (``WorkerNotFound``) is replaced; when the new
+    worker's first claim is refused the same way, the loop stops.
     """
 
     def __init__(
         self,
-        manager: JobManager,
+        manager: WorkerHost,
         *,
         concurrency: int = 1,
         claim_wait: float = 55.0,
@@ -98,9 +225,12 @@ class WorkerLoop:
         install_signal_handlers: bool = True,
         report_timeout: float = 300.0,
         max_error_bytes: int = 16 * 1024,
+        max_unreachable_seconds: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if max_unreachable_seconds is not None and max_unreachable_seconds < 0:
+            raise ValueError("max_unreachable_seconds must not be negative")
         self.manager = manager
         self.concurrency = concurrency
         self.claim_wait = claim_wait
@@ -113,6 +243,9 @@ class WorkerLoop:
         self.install_signal_handlers = install_signal_handlers
         self.report_timeout = report_timeout
         self.max_error_bytes = max_error_bytes
+        self.max_unreachable_seconds = max_unreachable_seconds
+        self._outage = _Outage(manager.retry_policy, max_unreachable_seconds)
+        self._just_recovered = False  # the worker was replaced and has not claimed since
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._force = threading.Event()
@@ -212,13 +345,13 @@ class WorkerLoop:
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-            logger.error("worker stopped: %s: %s", type(exc).__name__, exc)
+            logger.error("worker stopped: %s", describe(exc))
         self.stop()
 
     # -- the loop -------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        failures = 0
+        outage = self._outage
         try:
             while True:
                 with self._cond:
@@ -228,9 +361,9 @@ class WorkerLoop:
                         break
                     free = self.concurrency - len(self._running)
                     self._in_claim = True
+                started = time.monotonic()
                 try:
                     self._cycle(free)
-                    failures = 0
                 except Exception as exc:
                     if self._stop.is_set():
                         logger.debug("loop ended during shutdown: %s", exc)
@@ -238,9 +371,11 @@ class WorkerLoop:
                     if not is_transient(exc):
                         self._fail(exc)
                         break
-                    failures += 1
-                    delay = self.manager._retry.delay(failures)
-                    logger.warning("server unavailable (%s); retrying in %.1fs", exc, delay)
+                    try:
+                        delay = outage.failed(exc, started)
+                    except ServerUnreachable as gave_up:
+                        self._fail(gave_up)
+                        break
                     self._stop.wait(delay)
         finally:
             with self._cond:
@@ -258,9 +393,17 @@ class WorkerLoop:
             worker_id = self.manager.ensure_worker()
             try:
                 self._last_claim = time.monotonic()
-                tasks, waited = self.manager.claim_detailed(free, wait=self.claim_wait)
+                tasks, waited = self.manager.claim_detailed(
+                    free, wait=self.claim_wait, retry_transient=False
+                )
+                self._outage.ended()
+                self._just_recovered = False
             except WorkerNotFound:
+                self._outage.ended()
+                if self._just_recovered:
+                    raise  # the new worker is refused too: recovering again cannot help
                 self.manager.recover_worker(worker_id)
+                self._just_recovered = True
                 return
         finally:
             with self._cond:
@@ -350,7 +493,8 @@ class WorkerLoop:
             if self.execute is not None:
                 value = self.execute(task)
             else:
-                value = task.extension.run(task, **self.run_kwargs)
+                # the job's own run_kwargs (register(..., run_kwargs=)) win over the loop's
+                value = task.extension.run(task, **{**self.run_kwargs, **task.run_kwargs})
         except Retry as exc:
             return {"status": TaskStatus.FAILED, "error": str(exc) or "retry", "retry": True}
         except TaskCancelled as exc:
@@ -389,7 +533,7 @@ class WorkerLoop:
                     logger.error("task %s: update failed for good: %s", task.task_id, exc)
                     return None
                 retried += 1
-                self._force.wait(self.manager._retry.delay(retried))
+                self._force.wait(self.manager.retry_policy.delay(retried))
         return None
 
     def _release(self, tasks: list[ClaimedTask[Any]], reason: str) -> None:

@@ -1,7 +1,10 @@
 """The ``zndraw-joblib`` command: run a worker, submit and inspect tasks, jobs and workers.
 
 Exit codes: 0 success, 1 an error answered by the server (or a task that did not complete,
-or a server that cannot be reached), 2 wrong usage.
+or a server that cannot be reached), 2 wrong usage. The ``worker`` command also exits with
+75 (``EX_TEMPFAIL``) when the server cannot be reached at start or stayed unreachable for
+``--max-unreachable-seconds``, and with 77 (``EX_NOPERM``) when the server refuses the
+worker in a way retrying cannot fix (401, 403, or 404 for its own endpoints).
 """
 
 from __future__ import annotations
@@ -20,12 +23,20 @@ from pydantic import BaseModel
 
 from zndraw_joblib_client._http import RetryPolicy
 from zndraw_joblib_client._loading import load_extensions
-from zndraw_joblib_client.errors import ClientError, ConnectionFailed, ExtensionError
+from zndraw_joblib_client.errors import (
+    ClientError,
+    ConnectionFailed,
+    ExtensionError,
+    LoginFailed,
+    ServerUnreachable,
+)
 from zndraw_joblib_client.extension import category_value
 from zndraw_joblib_client.manager import JobManager
 from zndraw_joblib_core import (
     GLOBAL_ROOM,
+    Forbidden,
     JobResponse,
+    NotFound,
     ProblemDetail,
     ProblemError,
     TaskResponse,
@@ -33,9 +44,13 @@ from zndraw_joblib_core import (
     Unauthorized,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_REFUSED", "EXIT_UNREACHABLE", "build_parser", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+EXIT_UNREACHABLE = 75
+"""``worker``: the server could not be reached (at start, or for --max-unreachable-seconds)."""
+EXIT_REFUSED = 77
+"""``worker``: the server refused the worker for good (401, 403, 404 of its own endpoints)."""
 MAX_SHOWN_ERRORS = 10
 """How many of a problem's ``errors`` are printed."""
 # One-shot commands give up on an unreachable server sooner than the SDK's default policy.
@@ -76,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--heartbeat", type=float, default=10.0, help="heartbeat interval (s)")
     worker.add_argument(
         "--register", action="store_true", help="create the account if logging in fails"
+    )
+    worker.add_argument(
+        "--max-unreachable-seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"exit ({EXIT_UNREACHABLE}) once the server was unreachable this long "
+        "(default: retry for ever)",
     )
 
     submit = sub.add_parser("submit", parents=[common], help="submit a task")
@@ -257,15 +280,31 @@ def _run(args: argparse.Namespace, out: _Output) -> int:
         classes = [cls for spec in args.extensions for cls in load_extensions(spec)]
         for cls in classes:
             category_value(cls)  # a class without a category: say so before connecting
+        if args.max_unreachable_seconds is not None and args.max_unreachable_seconds < 0:
+            raise _Usage("--max-unreachable-seconds must not be negative")
         with _manager(args, register=args.register) as manager:
-            for cls in classes:
-                job = manager.register(cls, room=args.room)
-                out.line(f"registered {job.full_name}")
-            manager.serve(
-                concurrency=args.concurrency,
-                claim_wait=args.claim_wait,
-                heartbeat_interval=args.heartbeat,
-            )
+            try:
+                for cls in classes:
+                    job = manager.register(cls, room=args.room)
+                    out.line(f"registered {job.full_name}")
+            except (Unauthorized, Forbidden, NotFound, LoginFailed) as exc:
+                print(f"error: {_worker_refusal(exc, args)}", file=sys.stderr)
+                return EXIT_REFUSED
+            except ConnectionFailed as exc:
+                print(_unreachable_line(exc, args), file=sys.stderr)
+                return EXIT_UNREACHABLE
+            try:
+                manager.serve(
+                    concurrency=args.concurrency,
+                    claim_wait=args.claim_wait,
+                    heartbeat_interval=args.heartbeat,
+                    max_unreachable_seconds=args.max_unreachable_seconds,
+                )
+            # the loop already logged why it stopped, in one line
+            except ServerUnreachable:
+                return EXIT_UNREACHABLE
+            except (Unauthorized, Forbidden, NotFound, LoginFailed):
+                return EXIT_REFUSED
         return 0
     if command == "login":
         if not (_option(args, "email") and _option(args, "password")):
@@ -349,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments (default ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 success, 1 server problem or unfinished task, 2 usage error.
+        The exit code: 0 success, 1 server problem or unfinished task, 2 usage error; for
+        ``worker`` also 75 (server unreachable) and 77 (worker refused for good).
     """
     parser = build_parser()
     try:
@@ -382,19 +422,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 1
     except ConnectionFailed as exc:
-        reason = exc.__cause__ or exc
-        print(
-            f"error: cannot reach the server at {_server_url(args)}: "
-            f"{type(reason).__name__}: {reason}; is it running? "
-            "set ZNDRAW_JOBLIB_URL (or pass --url)",
-            file=sys.stderr,
-        )
+        print(_unreachable_line(exc, args), file=sys.stderr)
         return 1
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _unreachable_line(exc: ConnectionFailed, args: argparse.Namespace) -> str:
+    reason = exc.__cause__ or exc
+    return (
+        f"error: cannot reach the server at {_server_url(args)}: "
+        f"{type(reason).__name__}: {reason}; is it running? "
+        "set ZNDRAW_JOBLIB_URL (or pass --url)"
+    )
+
+
+def _worker_refusal(exc: Exception, args: argparse.Namespace) -> str:
+    """Why the server refused the worker, and what to do about it, in one line."""
+    if isinstance(exc, NotFound):
+        return (
+            f"the server at {_server_url(args)} has no joblib worker endpoints "
+            f"({type(exc).__name__}, 404): check --url / ZNDRAW_JOBLIB_URL"
+        )
+    if isinstance(exc, ProblemError):
+        return _problem_lines(exc, has_credentials=_has_credentials(args))[0].removeprefix(
+            "error: "
+        )
+    return f"login refused: {exc}"
 
 
 def _problem_lines(exc: ProblemError, *, has_credentials: bool) -> list[str]:

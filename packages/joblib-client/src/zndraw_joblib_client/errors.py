@@ -8,6 +8,7 @@ __all__ = [
     "ExtensionError",
     "LoginFailed",
     "Retry",
+    "ServerUnreachable",
     "TaskCancelled",
     "UnexpectedResponse",
     "UnknownJob",
@@ -30,6 +31,18 @@ class ConnectionFailed(ClientError):
         super().__init__(message)
         self.method = method
         self.url = url
+
+
+class ServerUnreachable(ConnectionFailed):
+    """A worker loop gave up: the server stayed unreachable for ``max_unreachable_seconds``.
+
+    Attributes:
+        down_for: Seconds the server had been unreachable when the loop gave up.
+    """
+
+    def __init__(self, message: str, *, down_for: float) -> None:
+        super().__init__(message)
+        self.down_for = down_for
 
 
 class ExtensionError(ClientError, TypeError):

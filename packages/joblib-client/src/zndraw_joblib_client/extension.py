@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from zndraw_joblib_client.errors import ExtensionError
+from zndraw_joblib_client.task import ClaimedTask
 from zndraw_joblib_core import GLOBAL_ROOM, Category, build_job_name
-
-if TYPE_CHECKING:
-    from zndraw_joblib_client.task import ClaimedTask
 
 __all__ = ["Extension", "category_value", "job_full_name"]
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from uuid import UUID
 
 import httpx
 
 from zndraw_joblib_client._auth import Credentials
-from zndraw_joblib_client._http import HttpSession, RetryPolicy
-from zndraw_joblib_client._tasks_api import TasksApi
-from zndraw_joblib_client._worker import WorkerLoop
+from zndraw_joblib_client._http import HeadersHook, HttpSession, RetryPolicy
+from zndraw_joblib_client._registry import Registration, Registry
+from zndraw_joblib_client._tasks_api import TasksApi, api_path
+from zndraw_joblib_client._worker import WorkerLoop, is_transient
 from zndraw_joblib_client.extension import Extension, category_value, job_full_name
-from zndraw_joblib_client.task import ClaimedTask
 from zndraw_joblib_core import (
     GLOBAL_ROOM,
     JobRegisterRequest,
@@ -31,9 +31,33 @@ __all__ = ["JobManager"]
 logger = logging.getLogger("zndraw_joblib_client")
 
 E = TypeVar("E", bound=Extension)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class JobManager(TasksApi):
+class _Delegate(Generic[P, R]):
+    """A method of :class:`TasksApi` offered on :class:`JobManager` (same signature, docs)."""
+
+    def __init__(self, method: Callable[Concatenate[TasksApi, P], R]) -> None:
+        self._name = method.__name__
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, manager: None, owner: type[Any]) -> _Delegate[P, R]: ...
+
+    @overload
+    def __get__(self, manager: JobManager, owner: type[Any]) -> Callable[P, R]: ...
+
+    def __get__(
+        self, manager: JobManager | None, owner: type[Any]
+    ) -> _Delegate[P, R] | Callable[P, R]:
+        if manager is None:
+            return self
+        bound: Callable[P, R] = getattr(manager.tasks, self._name)
+        return bound
+
+
+class JobManager:
     """Client of a zndraw-joblib server: for submitters and for workers.
 
     No request is sent at import or construction; the first method that needs the server
@@ -53,6 +77,12 @@ class JobManager(TasksApi):
         auth_prefix: Path of the host's auth routes.
         idempotent_submits: Send a fresh ``Idempotency-Key`` with every submit so that it
             can be retried safely.
+        headers: Extra headers for every request: a mapping, or a callable called before
+            each request that returns them (e.g. a host's per-request lock token).
+
+    Attributes:
+        tasks: The task, job and worker requests (:class:`TasksApi`); the manager's
+            ``submit``, ``wait``, ``claim``, ``update_task``, ... are its methods.
 
     Example:
         >>> with JobManager("http://127.0.0.1:8000", token="...") as manager:  # doctest: +SKIP
@@ -74,6 +104,7 @@ class JobManager(TasksApi):
         timeout: float = 30.0,
         auth_prefix: str = "/auth",
         idempotent_submits: bool = True,
+        headers: HeadersHook | None = None,
     ) -> None:
         if url is None and client is None:
             raise ValueError("JobManager needs a url or an httpx.Client")
@@ -92,12 +123,49 @@ class JobManager(TasksApi):
         )
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._headers = headers
         self._session: HttpSession | None = None
         self._lock = threading.RLock()
         self._worker_id: UUID | None = None
-        self._registry: dict[str, tuple[type[Extension], str]] = {}
+        self._registry = Registry()
         self._loop: WorkerLoop | None = None
-        self.idempotent_submits = idempotent_submits
+        self.tasks = TasksApi(
+            lambda: self.http,
+            worker_id=lambda: self._worker_id,
+            lookup=self._registry.get,
+            sleep=sleep,
+            idempotent_submits=idempotent_submits,
+        )
+
+    # -- requests about tasks, jobs and workers (see TasksApi) ----------------------------
+
+    submit = _Delegate(TasksApi.submit)
+    submit_many = _Delegate(TasksApi.submit_many)
+    get_task = _Delegate(TasksApi.get_task)
+    wait = _Delegate(TasksApi.wait)
+    cancel = _Delegate(TasksApi.cancel)
+    list_jobs = _Delegate(TasksApi.list_jobs)
+    get_job = _Delegate(TasksApi.get_job)
+    list_workers = _Delegate(TasksApi.list_workers)
+    list_tasks = _Delegate(TasksApi.list_tasks)
+    claim = _Delegate(TasksApi.claim)
+    claim_detailed = _Delegate(TasksApi.claim_detailed)
+    update_task = _Delegate(TasksApi.update_task)
+    update_tasks = _Delegate(TasksApi.update_tasks)
+
+    @property
+    def idempotent_submits(self) -> bool:
+        """Whether submits send a fresh ``Idempotency-Key`` (so they can be retried)."""
+        return self.tasks.idempotent_submits
+
+    @idempotent_submits.setter
+    def idempotent_submits(self, value: bool) -> None:
+        self.tasks.idempotent_submits = value
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How transient failures are retried (the worker loop backs off with it too)."""
+        return self._retry
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -118,6 +186,7 @@ class JobManager(TasksApi):
                         on_unauthorized=self._credentials.refresh,
                         retry=self._retry,
                         sleep=self._sleep,
+                        headers=self._headers,
                     )
                     self._credentials.http = self._session
         return self._session
@@ -155,7 +224,7 @@ class JobManager(TasksApi):
         Returns:
             The new worker.
         """
-        response = self.http.request("POST", self._path("workers"), idempotent=True)
+        response = self.http.request("POST", api_path("workers"), idempotent=True)
         worker = WorkerResponse.model_validate(response.json())
         with self._lock:
             self._worker_id = worker.id
@@ -171,13 +240,29 @@ class JobManager(TasksApi):
             return self._worker_id
 
     @overload
-    def register(self, cls: type[Extension], *, room: str = ...) -> JobResponse: ...
+    def register(
+        self,
+        cls: type[Extension],
+        *,
+        room: str = ...,
+        run_kwargs: Mapping[str, Any] | None = ...,
+    ) -> JobResponse: ...
 
     @overload
-    def register(self, cls: None = None, *, room: str = ...) -> Callable[[type[E]], type[E]]: ...
+    def register(
+        self,
+        cls: None = None,
+        *,
+        room: str = ...,
+        run_kwargs: Mapping[str, Any] | None = ...,
+    ) -> Callable[[type[E]], type[E]]: ...
 
     def register(
-        self, cls: type[Extension] | None = None, *, room: str = GLOBAL_ROOM
+        self,
+        cls: type[Extension] | None = None,
+        *,
+        room: str = GLOBAL_ROOM,
+        run_kwargs: Mapping[str, Any] | None = None,
     ) -> JobResponse | Callable[[type[E]], type[E]]:
         """Register an extension class as a job served by this client's worker.
 
@@ -187,6 +272,10 @@ class JobManager(TasksApi):
         Args:
             cls: The extension class.
             room: The room of the job (``@global`` needs a superuser).
+            run_kwargs: Keyword arguments the worker loop passes to this job's ``run``
+                (objects built once per process, such as a loaded model); they are also
+                :attr:`ClaimedTask.run_kwargs` of its tasks. They win over the loop's own
+                ``run_kwargs`` option. Registering again replaces them.
 
         Returns:
             The job (201 new or reactivated, 200 already registered), or a decorator that
@@ -195,13 +284,14 @@ class JobManager(TasksApi):
         if cls is None:
 
             def decorator(ext: type[E]) -> type[E]:
-                self.register(ext, room=room)
+                self.register(ext, room=room, run_kwargs=run_kwargs)
                 return ext
 
             return decorator
-        return self._register(cls, room)
+        return self._register(Registration(cls, room, dict(run_kwargs or {})))
 
-    def _register(self, cls: type[Extension], room: str) -> JobResponse:
+    def _register(self, registration: Registration) -> JobResponse:
+        cls, room = registration.cls, registration.room
         category = category_value(cls)  # before creating a worker for nothing
         worker_id = self.ensure_worker()
         body = JobRegisterRequest(
@@ -210,10 +300,10 @@ class JobManager(TasksApi):
             schema_=cls.model_json_schema(),
             worker_id=worker_id,
         ).model_dump(mode="json", by_alias=True)
-        response = self.http.request("PUT", self._path("rooms", room, "jobs"), json=body)
+        response = self.http.request("PUT", api_path("rooms", room, "jobs"), json=body)
         job = JobResponse.model_validate(response.json())
         with self._lock:
-            self._registry[job.full_name] = (cls, room)
+            self._registry.add(job.full_name, registration)
             if job.worker_id is not None:
                 self._worker_id = job.worker_id
         if response.status_code == 200:
@@ -232,16 +322,17 @@ class JobManager(TasksApi):
             WorkerNotFound: The server no longer knows the worker.
         """
         worker_id = self._require_worker()
-        response = self.http.request(
-            "PATCH", self._path("workers", str(worker_id)), idempotent=True
-        )
+        response = self.http.request("PATCH", api_path("workers", str(worker_id)), idempotent=True)
         return WorkerResponse.model_validate(response.json())
 
-    def disconnect(self) -> None:
+    def disconnect(self, *, retry_transient: bool = True) -> None:
         """Delete this client's worker (``DELETE /workers/{id}``) and forget registrations.
 
         The server releases the worker's in-flight tasks. A worker the server no longer knows
         is not an error.
+
+        Args:
+            retry_transient: False to send the request only once.
         """
         with self._lock:
             worker_id, self._worker_id = self._worker_id, None
@@ -249,7 +340,9 @@ class JobManager(TasksApi):
         if worker_id is None:
             return
         try:
-            self.http.request("DELETE", self._path("workers", str(worker_id)))
+            self.http.request(
+                "DELETE", api_path("workers", str(worker_id)), retry_transient=retry_transient
+            )
         except NotFound:
             logger.debug("worker %s was already gone", worker_id)
         else:
@@ -271,10 +364,10 @@ class JobManager(TasksApi):
                 return self._worker_id
             logger.warning("server lost worker %s; creating a new one", lost)
             self._worker_id = None
-            registrations = list(self._registry.values())
+            registrations = self._registry.values()
             self.create_worker()
-            for cls, room in registrations:
-                self._register(cls, room)
+            for registration in registrations:
+                self._register(registration)
             assert self._worker_id is not None
             return self._worker_id
 
@@ -283,18 +376,6 @@ class JobManager(TasksApi):
         if worker_id is None:
             raise RuntimeError("no worker yet: call create_worker() or register() first")
         return worker_id
-
-    def _extension_for(self, job_name: str) -> type[Extension] | None:
-        entry = self._registry.get(job_name)
-        return entry[0] if entry else None
-
-    def _claimed(self, task: Any, worker_id: UUID) -> ClaimedTask[Any]:
-        return ClaimedTask(
-            task,
-            manager=self,
-            worker_id=worker_id,
-            extension_cls=self._extension_for(task.job_name),
-        )
 
     # -- the worker loop ------------------------------------------------------------------
 
@@ -314,9 +395,20 @@ class JobManager(TasksApi):
         loop = self._new_loop(options)
         try:
             loop.run()
-        finally:
+        except BaseException:
             self._loop = None
-            self.disconnect()
+            self._disconnect_quietly()
+            raise
+        self._loop = None
+        self.disconnect()
+
+    def _disconnect_quietly(self) -> None:
+        """Delete the worker after the loop failed; the loop's error stays the one raised."""
+        try:
+            self.disconnect(retry_transient=False)
+        except Exception as exc:
+            reason = "server unreachable" if is_transient(exc) else type(exc).__name__
+            logger.info("could not delete the worker (%s); the server will time it out", reason)
 
     run_worker = serve
 
@@ -374,10 +466,13 @@ class JobManager(TasksApi):
         return full_name in self._registry
 
     def __getitem__(self, full_name: str) -> type[Extension]:
-        return self._registry[full_name][0]
+        entry = self._registry.get(full_name)
+        if entry is None:
+            raise KeyError(full_name)
+        return entry.cls
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._registry))
+        return iter(self._registry)
 
     def __len__(self) -> int:
         return len(self._registry)

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from zndraw_joblib_client.errors import TaskCancelled, UnknownJob
-from zndraw_joblib_client.extension import Extension
 from zndraw_joblib_core import TaskResponse
 
-if TYPE_CHECKING:
-    from zndraw_joblib_client.manager import JobManager
+__all__ = ["ClaimedTask", "TaskUpdater"]
 
-__all__ = ["ClaimedTask"]
+# Bound to BaseModel, not Extension: the extension module builds on this one, not back.
+E = TypeVar("E", bound=BaseModel)
 
-E = TypeVar("E", bound=Extension)
+
+class TaskUpdater(Protocol):
+    """What a :class:`ClaimedTask` reports progress through (a ``JobManager`` is one)."""
+
+    def update_task(
+        self,
+        task_id: UUID | str,
+        *,
+        progress: float | None = ...,
+        message: str | None = ...,
+        worker_id: UUID | None = ...,
+    ) -> TaskResponse:
+        """Send a progress update of a task and return the task after it."""
+        ...
 
 
 class ClaimedTask(Generic[E]):
     """A task claimed by this client's worker.
+
+    Args:
+        task: The task as the server answered the claim.
+        manager: Where progress is reported (the ``JobManager``).
+        worker_id: The worker holding the task.
+        extension_cls: The registered extension class of the task's job, if any.
+        run_kwargs: The keyword arguments registered with the job.
 
     Attributes:
         task: The task as the server answered it (updated by :meth:`progress`).
@@ -32,15 +52,17 @@ class ClaimedTask(Generic[E]):
         self,
         task: TaskResponse,
         *,
-        manager: JobManager,
+        manager: TaskUpdater,
         worker_id: UUID,
         extension_cls: type[E] | None,
+        run_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.task = task
         self.worker_id = worker_id
         self._manager = manager
         self._extension_cls = extension_cls
         self._extension: E | None = None
+        self._run_kwargs = dict(run_kwargs or {})
         self._cancel = threading.Event()
         if task.cancel_requested:
             self._cancel.set()
@@ -72,6 +94,14 @@ class ClaimedTask(Generic[E]):
     def payload(self) -> dict[str, Any]:
         """The raw task payload."""
         return self.task.payload
+
+    @property
+    def run_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments registered with the job (``register(..., run_kwargs=)``).
+
+        The worker passes them to ``run``; an ``execute`` callable passes them itself.
+        """
+        return self._run_kwargs
 
     @property
     def extension(self) -> E:
