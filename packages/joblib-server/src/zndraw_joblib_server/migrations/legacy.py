@@ -27,7 +27,8 @@ def _initial_revision() -> ModuleType:
     """Revision 0001's module (its index list and counts are reused, not copied)."""
     path = Path(__file__).parent / "versions" / "0001_initial.py"
     spec = importlib.util.spec_from_file_location("zndraw_joblib_server_rev_0001", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
