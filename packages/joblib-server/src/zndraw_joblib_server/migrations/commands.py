@@ -21,7 +21,7 @@ def _show(revision: str | None) -> str:
 
 async def run_upgrade(url: str, revision: str) -> list[str]:
     """Upgrade the database at ``url`` to ``revision``; the lines to print."""
-    engine = create_engine(url)
+    engine = create_engine(url, sqlite_inline=False)
     try:
         before, after = await upgrade(engine, revision)
     finally:
@@ -33,7 +33,7 @@ async def run_upgrade(url: str, revision: str) -> list[str]:
 
 async def run_downgrade(url: str, revision: str) -> list[str]:
     """Downgrade the database at ``url`` to ``revision``; the lines to print."""
-    engine = create_engine(url)
+    engine = create_engine(url, sqlite_inline=False)
     try:
         before, after = await downgrade(engine, revision)
     finally:
@@ -43,7 +43,7 @@ async def run_downgrade(url: str, revision: str) -> list[str]:
 
 async def run_current(url: str) -> list[str]:
     """The database's revision and the code's, as lines to print."""
-    engine = create_engine(url)
+    engine = create_engine(url, sqlite_inline=False)
     try:
         revision = await current(engine)
     finally:
@@ -64,8 +64,8 @@ async def run_import(url: str, source_url: str, *, dry_run: bool) -> list[str]:
     The target is set up first if it has none of the queue's tables; one behind the code's
     revision is refused (upgrade it first).
     """
-    target = create_engine(url)
-    source = create_engine(source_url)
+    target = create_engine(url, sqlite_inline=False)
+    source = create_engine(source_url, sqlite_inline=False)
     try:
         await ensure_schema(target)
         report = await import_predecessor(source, target, dry_run=dry_run)
