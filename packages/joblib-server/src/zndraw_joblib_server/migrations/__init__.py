@@ -23,7 +23,7 @@ import logging
 
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from zndraw_auth import User
+from zndraw_auth import Base, User
 
 from zndraw_joblib_server.migrations import legacy
 from zndraw_joblib_server.migrations.runner import (
@@ -34,7 +34,7 @@ from zndraw_joblib_server.migrations.runner import (
     run_locked,
 )
 from zndraw_joblib_server.migrations.scope import VERSION_TABLE, owned_table
-from zndraw_joblib_server.models import Base, Task
+from zndraw_joblib_server.models import Task
 
 __all__ = [
     "VERSION_TABLE",
@@ -61,7 +61,7 @@ def _bootstrap(conn: Connection) -> str | None:
     Returns:
         The database's revision (None: it has none of the queue's tables).
     """
-    User.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    User.__table__.create(conn, checkfirst=True)
     revision = current_revision(conn)
     if revision is not None:
         return revision

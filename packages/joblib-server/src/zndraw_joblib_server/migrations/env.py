@@ -8,10 +8,10 @@ SQLite gets batch mode (it cannot alter most of a table in place).
 from __future__ import annotations
 
 from alembic import context
+from zndraw_auth import Base
 
 import zndraw_joblib_server.models  # noqa: F401  (registers the queue's tables)
 from zndraw_joblib_server.migrations.scope import VERSION_TABLE, include_name, include_object
-from zndraw_joblib_server.models import Base
 
 config = context.config
 connection = config.attributes.get("connection")

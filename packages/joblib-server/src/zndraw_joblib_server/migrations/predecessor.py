@@ -177,7 +177,9 @@ async def import_predecessor(
                 + ", ".join(missing)
                 + ")"
             )
-        users = [] if _same_database(source, target) or "user" not in present else None
+        users: list[Any] | None = (
+            [] if _same_database(source, target) or "user" not in present else None
+        )
         if users is None:
             users = await _rows(conn, _OLD_USER)
         jobs = await _rows(conn, _OLD_JOB)
@@ -204,7 +206,7 @@ async def import_predecessor(
 
 async def _copy_users(out: AsyncConnection, users: list[Any], report: ImportReport) -> set[Any]:
     """Copy the users the target lacks (another database); return the target's user ids."""
-    table = User.__table__  # type: ignore[attr-defined]
+    table = User.__table__
     known = await _ids(out, table.c.id)
     emails = {str(e).lower() for e in (await out.execute(select(table.c.email))).scalars()}
     rows = []

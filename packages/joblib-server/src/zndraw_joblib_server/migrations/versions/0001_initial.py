@@ -12,6 +12,8 @@ exist before this revision runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from fastapi_users_db_sqlalchemy.generics import GUID
@@ -28,12 +30,12 @@ _FINISHED = "status IN ('completed', 'failed', 'cancelled')"
 _PENDING = "status = 'pending'"
 
 
-def _when(condition: str) -> dict[str, sa.TextClause]:
+def _when(condition: str) -> dict[str, Any]:
     """A partial index's condition on both databases."""
     return {"sqlite_where": sa.text(condition), "postgresql_where": sa.text(condition)}
 
 
-TASK_INDEXES: list[tuple[str, list[sa.TextClause | str], dict[str, sa.TextClause]]] = [
+TASK_INDEXES: list[tuple[str, list[sa.TextClause | str], dict[str, Any]]] = [
     (
         "ix_joblib_task_claim",
         ["job_id", sa.text("priority DESC"), "run_after", "created_at"],
