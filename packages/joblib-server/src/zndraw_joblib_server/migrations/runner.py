@@ -9,6 +9,7 @@ schema current.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -30,6 +31,12 @@ T = TypeVar("T")
 
 _HERE = Path(__file__).parent
 _LOCK_KEY = 0x6A6F626C6962  # the key create_tables and the kept counts' DDL lock on too
+
+# Alembic's INFO lines ("Context impl SQLiteImpl.", ...) would precede every start's output;
+# the queue logs one line of its own when it changes the schema. A level set by the host
+# stays.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
