@@ -1,4 +1,7 @@
-"""A database created by an older version gets ``joblib_job.owner_id`` and the new indexes."""
+"""A database created by ``create_all`` before migrations existed is adopted at start.
+
+It gets ``joblib_job.owner_id`` and the newer indexes, and is stamped as revision 0001.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from contextlib import closing
 from fastapi import FastAPI
 from sqlalchemy import inspect, make_url, text
 
-from zndraw_joblib_server import create_tables
+from zndraw_joblib_server.migrations import current, ensure_schema
 
 P = "/v1/joblib"
 BODY = {"category": "modifiers", "name": "Rotate", "schema": {}}
@@ -39,6 +42,8 @@ def _downgrade_sqlite(path: str) -> None:
 
 
 async def _downgrade(app: FastAPI, backend: str, url: str) -> None:
+    async with app.state.engine.begin() as conn:  # made before migrations: no revision
+        await conn.run_sync(lambda sync: sync.execute(text("DROP TABLE joblib_alembic_version")))
     if backend == "sqlite":
         _downgrade_sqlite(str(make_url(url).database))
         return
@@ -67,7 +72,9 @@ async def test_an_older_database_is_upgraded(
     assert "owner_id" not in columns
     assert not set(NEW_INDEXES) & indexes
 
-    await create_tables(app.state.engine)
+    assert await current(app.state.engine) is None
+    assert await ensure_schema(app.state.engine) == "current"  # as the next start does
+    assert await current(app.state.engine) == "0001"
     columns, indexes = await _shape(app)
     assert "owner_id" in columns
     assert set(NEW_INDEXES) <= indexes
@@ -76,4 +83,6 @@ async def test_an_older_database_is_upgraded(
     again = await as_admin.put(f"{P}/rooms/lab/jobs", json=BODY)
     assert again.status_code == 200, again.text
     assert again.json()["id"] == job["id"]
-    await create_tables(app.state.engine)  # a second start changes nothing
+    assert await ensure_schema(app.state.engine) == "current"  # a second start changes nothing
+    columns, indexes = await _shape(app)
+    assert "owner_id" in columns

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -47,7 +47,34 @@ def _parser() -> argparse.ArgumentParser:
         help="Seconds to let in-flight requests (e.g. long-polls) finish on shutdown "
         "(default 3); waiting clients simply retry.",
     )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="Upgrade the database schema first if it is behind this version's.",
+    )
+    _db_parser(sub)
     return parser
+
+
+def _db_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = sub.add_parser("db", help="Database schema: upgrade, current, downgrade, import.")
+    commands = db.add_subparsers(dest="db_command", required=True)
+    url_help = "Database URL (default: $ZNDRAW_JOBLIB_DATABASE_URL, else the default file)."
+    upgrade = commands.add_parser("upgrade", help="Upgrade the schema (default: to the newest).")
+    upgrade.add_argument("revision", nargs="?", default="head", help="Target (default head).")
+    current = commands.add_parser("current", help="Show the database's and the code's revision.")
+    downgrade = commands.add_parser("downgrade", help="Downgrade the schema to REVISION.")
+    downgrade.add_argument("revision", help="Target revision ('base' drops the queue's tables).")
+    importer = commands.add_parser(
+        "import-predecessor",
+        help="Copy the jobs, workers and tasks of a zndraw-joblib 0.1.7 database.",
+    )
+    importer.add_argument(
+        "--from", dest="source", required=True, help="URL of the 0.1.7 database (may be the same)."
+    )
+    importer.add_argument("--dry-run", action="store_true", help="Count only, write nothing.")
+    for command in (upgrade, current, downgrade, importer):
+        command.add_argument("--database-url", default=None, help=url_help)
 
 
 async def _preflight() -> None:
@@ -59,16 +86,16 @@ async def _preflight() -> None:
     from sqlalchemy.ext.asyncio import async_sessionmaker
     from zndraw_auth import AuthSettings
 
+    from zndraw_joblib_server.migrations import ensure_schema
     from zndraw_joblib_server.settings import JobLibSettings
     from zndraw_joblib_server.startup import ensure_admin, resolve_secret
     from zndraw_joblib_server.storage import create_engine
-    from zndraw_joblib_server.storage.schema import create_tables
 
     settings = JobLibSettings()
     auth_settings = resolve_secret(settings, AuthSettings())
     engine = create_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     try:
-        await create_tables(engine)
+        await ensure_schema(engine, migrate=settings.migrate)
         await ensure_admin(async_sessionmaker(engine, expire_on_commit=False), auth_settings)
     finally:
         await engine.dispose()
@@ -77,11 +104,12 @@ async def _preflight() -> None:
 def _check_startup() -> None:
     from pydantic import ValidationError
 
+    from zndraw_joblib_server.migrations import SchemaNotCurrent
     from zndraw_joblib_server.startup import StartupRefused
 
     try:
         asyncio.run(_preflight())
-    except StartupRefused as exc:
+    except (StartupRefused, SchemaNotCurrent) as exc:
         _fail(f"refusing to start: {exc}")
     except ValidationError as exc:  # zndraw-auth's settings (ours were checked before)
         first = exc.errors()[0]
@@ -92,11 +120,15 @@ def _check_startup() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``zndraw-joblib-server``."""
     args = _parser().parse_args(argv)
-    if args.command == "serve":
+    if args.command == "db":
+        _run_db(args)
+    elif args.command == "serve":
         import uvicorn
 
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
         _check_database(args.database_url)
+        if args.migrate:
+            os.environ["ZNDRAW_JOBLIB_MIGRATE"] = "true"  # the app's own start reads it too
         _check_startup()
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
         from zndraw_joblib_server.serving import Server, guarded_protocol
@@ -120,6 +152,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
             Server(config).run()
+
+
+def _run_db(args: argparse.Namespace) -> None:
+    """Run a ``db`` subcommand; its errors end in one line and exit code 2."""
+    from alembic.util import CommandError
+
+    from zndraw_joblib_server.migrations import SchemaNotCurrent, commands
+    from zndraw_joblib_server.migrations.predecessor import PredecessorMissing
+    from zndraw_joblib_server.settings import JobLibSettings
+    from zndraw_joblib_server.storage.preflight import DatabaseUnusable, check_database
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s: %(message)s")
+    _check_database(args.database_url)
+    url = JobLibSettings().database_url
+    work: Any
+    if args.db_command == "upgrade":
+        work = commands.run_upgrade(url, args.revision)
+    elif args.db_command == "downgrade":
+        work = commands.run_downgrade(url, args.revision)
+    elif args.db_command == "current":
+        work = commands.run_current(url)
+    else:
+        try:
+            source = check_database(args.source)
+        except DatabaseUnusable as error:
+            _fail(f"{error} (from --from)")
+        work = commands.run_import(url, source, dry_run=args.dry_run)
+    try:
+        lines = asyncio.run(work)
+    except (SchemaNotCurrent, PredecessorMissing) as error:
+        _fail(str(error))
+    except CommandError as error:  # e.g. an unknown revision
+        _fail(str(error))
+    print("\n".join(lines))
 
 
 def _check_database(cli_url: str | None) -> None:

@@ -2,9 +2,9 @@
 
 A host builds a :class:`JobQueue`, mounts it with :meth:`JobQueue.include_in` and runs
 :meth:`JobQueue.lifespan` (or :meth:`JobQueue.start` / :meth:`JobQueue.stop`) in its own
-lifespan; that creates the tables, starts the cross-process wake-ups (PostgreSQL
-``LISTEN``), the kept connections and the sweeper, and stops them again, so no part can be
-forgotten.
+lifespan; that sets up or checks the tables (see :mod:`zndraw_joblib_server.migrations`),
+starts the cross-process wake-ups (PostgreSQL ``LISTEN``), the kept connections and the
+sweeper, and stops them again, so no part can be forgotten.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from zndraw_joblib_server.errors import install_exception_handlers
 from zndraw_joblib_server.lane import FastLane
+from zndraw_joblib_server.migrations import ensure_schema
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
-from zndraw_joblib_server.storage.schema import create_tables
 from zndraw_joblib_server.sweeper import run_sweeper
 
 __all__ = ["JobQueue"]
@@ -49,6 +49,10 @@ class JobQueue:
             same database runs it).
         event_sink: Where task and job events go after commit (stored as
             ``app.state.joblib_event_sink`` by :meth:`include_in`).
+        migrate: Upgrade the queue's tables at start when their schema is behind this
+            version's (default: ``settings.migrate``). Off, :meth:`start` raises
+            :class:`~zndraw_joblib_server.migrations.SchemaNotCurrent` on such a
+            database. A database without the queue's tables is always set up.
     """
 
     def __init__(
@@ -59,8 +63,10 @@ class JobQueue:
         session_maker: async_sessionmaker[AsyncSession] | None = None,
         sweeper: bool = True,
         event_sink: EventSink | None = None,
+        migrate: bool | None = None,
     ) -> None:
         self.settings = settings or JobLibSettings()
+        self._migrate = self.settings.migrate if migrate is None else migrate
         if engine is None and session_maker is not None:
             engine = session_maker.kw.get("bind")
         self._owns_engine = engine is None
@@ -121,10 +127,15 @@ class JobQueue:
             app.add_middleware(FastLane)
 
     async def start(self) -> None:
-        """Create the tables, start wake-ups across processes and the sweeper. Idempotent."""
+        """Check (or set up, or migrate) the schema, start wake-ups and the sweeper. Idempotent.
+
+        Raises:
+            SchemaNotCurrent: The database's schema is behind this version's and migrating
+                is off, or a newer version migrated it.
+        """
         if self._started:
             return
-        await create_tables(self.engine)
+        await ensure_schema(self.engine, migrate=self._migrate)
         await self.database.start()
         if self._run_sweeper:
             self._sweeper = asyncio.create_task(

@@ -29,6 +29,12 @@ class JobLibSettings(BaseSettings):
         default=DEFAULT_DATABASE_URL,
         description="Database of the reference app (SQLite file or postgresql+asyncpg URL).",
     )
+    migrate: bool = Field(
+        default=False,
+        description="At start, upgrade a database whose schema is behind this version's "
+        "(`serve --migrate` sets it). Off, the server refuses to start on such a database and "
+        "names the command to run. A database without the queue's tables is always set up.",
+    )
     allowed_categories: list[str] = Field(
         default_factory=lambda: ["modifiers", "selections", "analysis"],
         description="Job categories that may be registered.",

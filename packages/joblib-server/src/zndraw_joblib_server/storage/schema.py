@@ -1,49 +1,41 @@
-"""Creating the tables, safely when several server processes start at once."""
+"""Creating the tables from the models directly: for tests (servers and hosts migrate).
+
+Servers and :class:`~zndraw_joblib_server.JobQueue` set up and upgrade the schema with the
+queue's migrations (:mod:`zndraw_joblib_server.migrations`); the CI compares the
+migrations' result with what :func:`create_tables` makes.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from zndraw_auth import Base
 
-from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
-from zndraw_joblib_server.storage.pending_pg import SCHEMA_LOCK_KEY
+import zndraw_joblib_server.models  # noqa: F401  (registers the queue's tables)
 
 __all__ = ["create_tables"]
 
 
 async def create_tables(engine: AsyncEngine) -> None:
-    """Create zndraw-auth's and the queue's tables if they are missing.
+    """Create zndraw-auth's and the queue's tables from the current models if missing.
 
-    On PostgreSQL an advisory lock makes concurrent starts of several processes wait for
-    each other instead of racing on ``CREATE TABLE``.
+    A database that had none of the queue's tables is stamped with the newest revision
+    (``create_all`` made exactly that schema). Existing tables are left as they are (the
+    kept pending counts are recounted); bring those up to date with the migrations. Several
+    processes calling it at once wait for each other (the migrations' lock).
     """
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            lock = text("SELECT pg_advisory_xact_lock(:key)")
-            await conn.execute(lock, {"key": SCHEMA_LOCK_KEY})
-        await conn.run_sync(Base.metadata.create_all)
-        await conn.run_sync(_upgrade)
+    from zndraw_joblib_server.migrations.runner import run_locked
+
+    await run_locked(engine, _create)
 
 
-def _upgrade(conn: Connection) -> None:
-    """Bring tables an older version created up to date (``create_all`` skips existing ones).
+def _create(conn: Connection) -> None:
+    from zndraw_joblib_server.migrations.runner import current_revision, run_command
+    from zndraw_joblib_server.migrations.scope import owned_table
 
-    Adds the job's ``owner_id`` column (existing jobs stay without an owner) and the
-    queue's indexes that are missing.
-    """
-    inspector = inspect(conn)
-    jobs = Job.__table__
-    if "owner_id" not in {c["name"] for c in inspector.get_columns(jobs.name)}:
-        kind = jobs.c.owner_id.type.compile(dialect=conn.dialect)
-        conn.execute(
-            text(
-                f"ALTER TABLE {jobs.name} ADD COLUMN owner_id {kind} "
-                'REFERENCES "user" (id) ON DELETE SET NULL'
-            )
-        )
-    for table in (jobs, Task.__table__, Worker.__table__, WorkerJobLink.__table__):
-        existing = {index["name"] for index in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in existing:
-                index.create(conn)
+    fresh = current_revision(conn) is None and not any(
+        owned_table(name) for name in inspect(conn).get_table_names()
+    )
+    Base.metadata.create_all(conn)
+    if fresh:
+        run_command(conn, "stamp", "head")
