@@ -199,3 +199,10 @@ async def test_user_deactivated_by_admin_refused_at_once(
     resp = await as_admin.patch(f"/users/{alice.id}", json={"is_active": False})
     assert resp.status_code == 200
     problem(await as_alice.get(f"{P}/workers"), 401, "unauthorized")
+
+
+async def test_login_with_a_nul_character_is_refused_not_500(anonymous) -> None:
+    # PostgreSQL cannot store or compare text holding NUL: the lookup itself used to fail.
+    resp = await _login(anonymous, "admin\x00@example.com", "admin-password")
+    assert resp.status_code == 400, resp.text
+    assert (await _login(anonymous, "admin@example.com", "admin-password")).status_code == 200

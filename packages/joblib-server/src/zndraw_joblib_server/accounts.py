@@ -142,6 +142,8 @@ class JobLibUserManager(UserManager):
     async def authenticate(self, credentials: Any) -> User | None:
         """The user the e-mail and password name, or None; hashing runs in a thread."""
         try:
+            if "\x00" in credentials.username:  # no e-mail has one; PostgreSQL refuses it
+                raise exceptions.UserNotExists()
             user = await self.get_by_email(credentials.username)
         except exceptions.UserNotExists:
             # Hash anyway, so an unknown e-mail takes as long as a wrong password.
