@@ -122,6 +122,10 @@ async def get_room_access() -> RoomAccess:
                 return await is_member(actor.id, room_id)
 
         app.dependency_overrides[get_room_access] = MembersOnly
+
+    A refusal answers 403 ``forbidden``; to answer with a problem of your own (e.g. 423
+    for a locked room), raise a :class:`~zndraw_joblib_core.ProblemError` subclass in
+    the hook, or return one (or a :class:`~zndraw_joblib_core.ProblemDetail`).
     """
     return _ALLOW_ALL
 

@@ -3,8 +3,8 @@
 Tables are prefixed ``joblib_`` so they never clash with a host's own tables (zndraw-auth's
 metadata is shared process-wide with every SQLModel table). The classes live in a class
 registry of their own, so a host's models named ``Job`` or ``Task`` (or the predecessor's,
-whose relationships refer to ``"Task"`` by name) resolve without ambiguity. Timestamps are timezone-aware
-UTC on every database; ids are UUIDs (native on PostgreSQL).
+whose relationships refer to ``"Task"`` by name) resolve without ambiguity. Timestamps are
+timezone-aware UTC on every database; ids are UUIDs (native on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -39,7 +39,16 @@ from zndraw_auth import Base
 import zndraw_joblib_server.storage.pending  # noqa: F401  (SQLite's pending counts, with the tables)
 from zndraw_joblib_core import TaskStatus, build_job_name
 
-__all__ = ["Job", "JoblibBase", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "status_is", "utcnow"]
+__all__ = [
+    "Job",
+    "JoblibBase",
+    "Task",
+    "UTCDateTime",
+    "Worker",
+    "WorkerJobLink",
+    "status_is",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:

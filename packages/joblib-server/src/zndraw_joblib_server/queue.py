@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_core import ProblemError
+from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
 from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.settings import JobLibSettings
@@ -96,8 +97,18 @@ class JobQueue:
         """Whether :meth:`start` ran and :meth:`stop` has not yet."""
         return self._started
 
-    def include_in(self, app: FastAPI, *, fast_lane: bool | None = None) -> None:
-        """Mount the queue on ``app``: routes, problem handlers and the state they read.
+    def include_in(
+        self,
+        app: FastAPI,
+        *,
+        fast_lane: bool | None = None,
+        exception_handlers: bool = False,
+    ) -> None:
+        """Mount the queue on ``app``: routes, the fast lane and the state they read.
+
+        The queue's routes answer their own errors as problem+json; the app's exception
+        handlers are left alone, apart from one for
+        :class:`~zndraw_joblib_core.ProblemError` added when the app has none.
 
         Sets ``app.state.session_maker`` (where zndraw-auth also looks), ``engine``,
         ``joblib_settings``, ``joblib_queue`` and, if given, ``joblib_event_sink``. Call it
@@ -108,6 +119,10 @@ class JobQueue:
             fast_lane: Serve the hot endpoints through the fast lane (default:
                 ``settings.fast_lane``). Valid because the router is included here without
                 a prefix or router-level dependencies.
+            exception_handlers: Also install the app-wide problem+json handlers
+                (:func:`~zndraw_joblib_server.install_exception_handlers`), replacing the
+                app's own 422, HTTP-error and 500 handlers; for apps that belong to the
+                queue, such as the reference app.
         """
         app.state.engine = self.engine
         app.state.session_maker = self.session_maker
@@ -116,7 +131,10 @@ class JobQueue:
         if self.event_sink is not None:
             app.state.joblib_event_sink = self.event_sink
         app.include_router(router)
-        install_exception_handlers(app)
+        if exception_handlers:
+            install_exception_handlers(app)
+        elif ProblemError not in app.exception_handlers:
+            app.add_exception_handler(ProblemError, problem_exception_handler)
         if self.settings.fast_lane if fast_lane is None else fast_lane:
             app.add_middleware(FastLane)
 
