@@ -220,8 +220,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(problem)
 
 
-def _database_errors() -> tuple[type[BaseException], ...]:
-    kinds: list[type[BaseException]] = [sa_exc.SQLAlchemyError, ConnectionError]
+def _database_errors() -> tuple[type[Exception], ...]:
+    kinds: list[type[Exception]] = [sa_exc.SQLAlchemyError, ConnectionError]
     with contextlib.suppress(ImportError):  # opening a connection raises asyncpg's own errors
         from asyncpg import PostgresError
 

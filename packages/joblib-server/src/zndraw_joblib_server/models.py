@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi_users_db_sqlalchemy.generics import GUID
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -89,6 +90,7 @@ class JoblibBase(DeclarativeBase):
     """
 
     metadata = Base.metadata
+    __table__: ClassVar[Table]  # every model here maps a table (typed for update()/insert())
 
 
 _ACTIVE = "status IN ('claimed', 'running')"

@@ -22,6 +22,7 @@ from zndraw_joblib_core import ProblemError
 from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
 from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.sessions import SessionSource, engine_of, queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
@@ -45,7 +46,12 @@ class JobQueue:
         engine: An engine of the host's. Default: one built from ``settings.database_url``
             with :func:`~zndraw_joblib_server.create_engine`; the queue then disposes of it
             when it stops. A given engine is left to its owner.
-        session_maker: The host's session maker (default: one bound to ``engine``).
+        session_maker: The host's session maker (default: one bound to ``engine``): an
+            ``async_sessionmaker``, or any callable returning sessions (or an async context
+            manager yielding one, e.g. a maker wrapped in a lock; then pass ``engine``
+            too). From a maker that is not an ``async_sessionmaker`` the queue takes only
+            the engine and makes its own sessions on it; the host's maker stays
+            ``app.state.session_maker``, for zndraw-auth and the host.
         sweeper: Run the sweeper while started (turn off only where another process of the
             same database runs it).
         event_sink: Where task and job events go after commit (stored as
@@ -57,13 +63,19 @@ class JobQueue:
         settings: JobLibSettings | None = None,
         *,
         engine: AsyncEngine | None = None,
-        session_maker: async_sessionmaker[AsyncSession] | None = None,
+        session_maker: SessionSource | None = None,
         sweeper: bool = True,
         event_sink: EventSink | None = None,
     ) -> None:
         self.settings = settings or JobLibSettings()
+        self.host_session_maker = session_maker
         if engine is None and session_maker is not None:
-            engine = session_maker.kw.get("bind")
+            engine = engine_of(session_maker)
+            if engine is None:
+                raise TypeError(
+                    "JobQueue cannot tell which engine the session maker uses: pass "
+                    "engine= too (an async_sessionmaker bound to an engine needs nothing more)"
+                )
         self._owns_engine = engine is None
         if engine is None:
             engine = create_engine(
@@ -74,8 +86,10 @@ class JobQueue:
                 sqlite_synchronous=self.settings.sqlite_synchronous,
             )
         self.engine: AsyncEngine = engine
-        self.session_maker: async_sessionmaker[AsyncSession] = session_maker or async_sessionmaker(
-            engine, expire_on_commit=False
+        self.session_maker: async_sessionmaker[AsyncSession] = (
+            queue_session_maker(session_maker, engine)
+            if session_maker is not None
+            else async_sessionmaker(engine, expire_on_commit=False)
         )
         self.event_sink = event_sink
         self._run_sweeper = sweeper
@@ -125,7 +139,7 @@ class JobQueue:
                 queue, such as the reference app.
         """
         app.state.engine = self.engine
-        app.state.session_maker = self.session_maker
+        app.state.session_maker = self.host_session_maker or self.session_maker
         app.state.joblib_settings = self.settings
         app.state.joblib_queue = self
         if self.event_sink is not None:
