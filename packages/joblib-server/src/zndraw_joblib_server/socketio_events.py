@@ -249,12 +249,15 @@ class SocketIOEvents:
                 queue.task_done()
 
 
-def socketio_server(redis_url: str | None = None, **kwargs: Any) -> Any:
+def socketio_server(
+    redis_url: str | None = None, *, channel: str = "socketio", **kwargs: Any
+) -> Any:
     """A ``socketio.AsyncServer`` for ASGI, sharing emits across processes through Redis.
 
     Args:
         redis_url: The Redis message queue (``socketio.AsyncRedisManager``); None for a
             single process.
+        channel: The Redis channel (every process of one app uses the same).
         **kwargs: Passed to ``socketio.AsyncServer`` (e.g. ``cors_allowed_origins``).
 
     Raises:
@@ -268,6 +271,6 @@ def socketio_server(redis_url: str | None = None, **kwargs: Any) -> Any:
             '[socketio]"'
         ) from exc
     if redis_url is not None:
-        kwargs.setdefault("client_manager", socketio.AsyncRedisManager(redis_url))
+        kwargs.setdefault("client_manager", socketio.AsyncRedisManager(redis_url, channel=channel))
     kwargs.setdefault("async_mode", "asgi")
     return socketio.AsyncServer(**kwargs)
