@@ -37,6 +37,11 @@ class TaskStatusChanged(_Event):
         cancel_requested: Whether cancellation was requested.
         error: The error, for failed or cancelled tasks.
         at: When the change was committed.
+        created_at: When the task was submitted (None from servers before 0.2.1).
+        started_at: When the task started running, if it did.
+        completed_at: When the task finished, if it did.
+        queue_position: The task's 1-based place in its job's queue while pending, when
+            the sender knows it (the server leaves it None: it costs a query).
     """
 
     kind: Literal["task_status_changed"] = "task_status_changed"
@@ -51,6 +56,10 @@ class TaskStatusChanged(_Event):
     cancel_requested: bool = False
     error: str | None = None
     at: UTCDateTime
+    created_at: UTCDateTime | None = None
+    started_at: UTCDateTime | None = None
+    completed_at: UTCDateTime | None = None
+    queue_position: int | None = None
 
 
 class TaskAvailable(_Event):

@@ -15,7 +15,7 @@ from zndraw_joblib_server.dependencies import (
     get_room_access,
     get_settings,
 )
-from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
 from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.routes import router
@@ -56,6 +56,7 @@ __all__ = [
     "get_room_access",
     "get_settings",
     "install_exception_handlers",
+    "problem_exception_handler",
     "router",
     "run_sweeper",
     "sweep_once",

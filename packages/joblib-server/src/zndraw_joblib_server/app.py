@@ -74,7 +74,8 @@ def create_app(
     )
     app.state.auth_settings = auth_settings
     # The queue's routes first: they are the ones matched most.
-    queue.include_in(app)  # also the fast lane, unless settings.fast_lane is off
+    # Also the fast lane (unless settings.fast_lane is off); every error of this app is ours.
+    queue.include_in(app, exception_handlers=True)
     include_account_routes(app, settings)
     app.add_middleware(
         RateLimit,

@@ -25,6 +25,7 @@ from zndraw_joblib_server.services.access import (
     check_room,
 )
 from zndraw_joblib_server.services.common import validate_room
+from zndraw_joblib_server.sessions import resolve_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, get_database
 
@@ -88,7 +89,10 @@ async def get_async_session_maker(request: Request) -> async_sessionmaker[AsyncS
     """The single source of database sessions; defaults to zndraw-auth's session maker.
 
     It is ``app.state.session_maker``, where zndraw-auth keeps it, so a host wired for
-    zndraw-auth needs nothing more. Override::
+    zndraw-auth needs nothing more. Any ``async_sessionmaker`` works, and so does a
+    callable returning sessions (or an async context manager yielding one, e.g. a maker
+    wrapped in a lock): the queue only takes the engine from it and makes its own plain
+    ``AsyncSession`` objects there. Override::
 
         app.dependency_overrides[get_async_session_maker] = lambda: my_session_maker
     """
@@ -100,8 +104,12 @@ SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_async_
 
 
 async def get_database_dep(session_maker: SessionMakerDep, settings: SettingsDep) -> Database:
-    """The process's :class:`Database` handle for the injected session maker (derived)."""
-    return get_database(session_maker, settings)
+    """The process's :class:`Database` handle for the injected session maker (derived).
+
+    The session maker may be wrapped (e.g. in a lock): the queue then finds its engine
+    once and makes its own sessions there (see :mod:`zndraw_joblib_server.sessions`).
+    """
+    return get_database(await resolve_session_maker(session_maker), settings)
 
 
 DatabaseDep = Annotated[Database, Depends(get_database_dep)]
@@ -122,6 +130,10 @@ async def get_room_access() -> RoomAccess:
                 return await is_member(actor.id, room_id)
 
         app.dependency_overrides[get_room_access] = MembersOnly
+
+    A refusal answers 403 ``forbidden``; to answer with a problem of your own (e.g. 423
+    for a locked room), raise a :class:`~zndraw_joblib_core.ProblemError` subclass in
+    the hook, or return one (or a :class:`~zndraw_joblib_core.ProblemDetail`).
     """
     return _ALLOW_ALL
 

@@ -36,7 +36,9 @@ __all__ = [
     "UnexpectedErrors",
     "install_exception_handlers",
     "log_unexpected",
+    "problem_exception_handler",
     "problem_response",
+    "route_error_response",
 ]
 
 logger = logging.getLogger("zndraw_joblib_server")
@@ -77,7 +79,17 @@ def _ours(request: Request) -> bool:
     return request.url.path.startswith(API_PREFIX)
 
 
-async def _on_problem(request: Request, exc: Exception) -> Response:
+async def problem_exception_handler(request: Request, exc: Exception) -> Response:
+    """Answer a :class:`~zndraw_joblib_core.ProblemError` with its problem+json body.
+
+    The one handler a host may want app-wide, for problems raised by its own code (e.g. a
+    room access hook); it handles nothing else::
+
+        app.add_exception_handler(ProblemError, problem_exception_handler)
+
+    The queue's routes answer their own errors without it (see
+    :func:`route_error_response`).
+    """
     assert isinstance(exc, ProblemError)
     problem = exc.to_problem()
     problem.instance = problem.instance or request.url.path
@@ -88,6 +100,10 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     if not _ours(request):
         return await request_validation_exception_handler(request, exc)
+    return _validation_problem(request, exc)
+
+
+def _validation_problem(request: Request, exc: RequestValidationError) -> Response:
     errors: list[dict[str, Any]] = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
         for e in exc.errors()
@@ -103,6 +119,10 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if not _ours(request):
         return await http_exception_handler(request, exc)
+    return _http_problem(request, exc)
+
+
+def _http_problem(request: Request, exc: StarletteHTTPException) -> Response:
     cls = _BY_STATUS.get(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else None
     if cls is not None:
@@ -200,8 +220,44 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(problem)
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    kinds: list[type[Exception]] = [sa_exc.SQLAlchemyError, ConnectionError]
+    with contextlib.suppress(ImportError):  # opening a connection raises asyncpg's own errors
+        from asyncpg import PostgresError
+
+        kinds.append(PostgresError)
+    return tuple(kinds)
+
+
+async def route_error_response(request: Request, exc: Exception) -> Response:
+    """The problem+json answer to an error raised inside one of the queue's routes.
+
+    The queue's route class calls it for everything its routes (and their dependencies)
+    raise, so the queue's errors are problem+json whatever handlers the host installs, and
+    the host's handlers stay in charge of the host's own routes: core problems as their
+    body, validation errors as 422 ``validation-error``, HTTP errors as the matching
+    problem, an unreachable database as 503, anything else as a logged 500.
+    """
+    if isinstance(exc, ProblemError):
+        return await problem_exception_handler(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _http_problem(request, exc)
+    if isinstance(exc, _database_errors()):
+        return await _on_database(request, exc)
+    return await _on_unexpected(request, exc)
+
+
 def install_exception_handlers(app: FastAPI) -> None:
-    """Answer every error under ``/v1/joblib`` with ``application/problem+json``.
+    """Answer every error under ``/v1/joblib`` with ``application/problem+json``, app-wide.
+
+    Opt-in, for apps that belong to the queue (the reference app): it replaces the app's
+    handlers for validation errors, HTTP errors, database errors and unexpected errors
+    (500). The queue's routes answer their own errors without it; what it adds is the
+    problem format for requests under ``/v1/joblib`` that match no route (404, 405) and
+    for errors raised outside the routes. A host app with handlers of its own should not
+    call it (register :func:`problem_exception_handler` alone, if at all).
 
     Core problem types become their problem body; request validation errors become a 422
     ``validation-error`` problem listing each failing field; HTTP errors (e.g. 401 from
@@ -213,15 +269,11 @@ def install_exception_handlers(app: FastAPI) -> None:
     carry an ``Idempotency-Key``). Errors of the host's other paths keep FastAPI's default
     format.
     """
-    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(ProblemError, problem_exception_handler)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(sa_exc.SQLAlchemyError, _on_database)
-    app.add_exception_handler(ConnectionError, _on_database)
-    with contextlib.suppress(ImportError):  # opening a connection raises asyncpg's own errors
-        from asyncpg import PostgresError
-
-        app.add_exception_handler(PostgresError, _on_database)
+    for kind in _database_errors():
+        app.add_exception_handler(kind, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -1,15 +1,17 @@
-"""SQLAlchemy 2.0 models of the job queue, on ``zndraw_auth.Base``.
+"""SQLAlchemy 2.0 models of the job queue, in ``zndraw_auth.Base``'s metadata.
 
 Tables are prefixed ``joblib_`` so they never clash with a host's own tables (zndraw-auth's
-metadata is shared process-wide with every SQLModel table). Timestamps are timezone-aware
-UTC on every database; ids are UUIDs (native on PostgreSQL).
+metadata is shared process-wide with every SQLModel table). The classes live in a class
+registry of their own, so a host's models named ``Job`` or ``Task`` (or the predecessor's,
+whose relationships refer to ``"Task"`` by name) resolve without ambiguity. Timestamps are
+timezone-aware UTC on every database; ids are UUIDs (native on PostgreSQL).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi_users_db_sqlalchemy.generics import GUID
 from sqlalchemy import (
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -30,14 +33,23 @@ from sqlalchemy import (
     literal_column,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from zndraw_auth import Base
 
 import zndraw_joblib_server.storage.pending  # noqa: F401  (SQLite's pending counts, with the tables)
 from zndraw_joblib_core import TaskStatus, build_job_name
 
-__all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "status_is", "utcnow"]
+__all__ = [
+    "Job",
+    "JoblibBase",
+    "Task",
+    "UTCDateTime",
+    "Worker",
+    "WorkerJobLink",
+    "status_is",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -69,11 +81,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class JoblibBase(DeclarativeBase):
+    """Declarative base of the queue's models: zndraw-auth's metadata, its own class registry.
+
+    Sharing the metadata keeps the foreign keys to zndraw-auth's ``user`` table and lets one
+    ``create_all`` make every table; the separate registry keeps class names out of the
+    registry string lookups of other models (``relationship("Task")``).
+    """
+
+    metadata = Base.metadata
+    __table__: ClassVar[Table]  # every model here maps a table (typed for update()/insert())
+
+
 _ACTIVE = "status IN ('claimed', 'running')"
 _FINISHED = "status IN ('completed', 'failed', 'cancelled')"
 
 
-class Job(Base):
+class Job(JoblibBase):
     """A registered job: a typed extension that workers serve, named room:category:name."""
 
     __tablename__ = "joblib_job"
@@ -102,7 +126,7 @@ class Job(Base):
         return build_job_name(self.room_id, self.category, self.name)
 
 
-class Worker(Base):
+class Worker(JoblibBase):
     """A remote worker process, owned by one user."""
 
     __tablename__ = "joblib_worker"
@@ -115,7 +139,7 @@ class Worker(Base):
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
-class WorkerJobLink(Base):
+class WorkerJobLink(JoblibBase):
     """Which worker serves which job."""
 
     __tablename__ = "joblib_worker_job_link"
@@ -128,7 +152,7 @@ class WorkerJobLink(Base):
     )
 
 
-class Task(Base):
+class Task(JoblibBase):
     """One submitted unit of work for a job.
 
     ``worker_id`` has no foreign key on purpose: a task keeps the attribution of the worker

@@ -18,10 +18,12 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from zndraw_joblib_server.errors import install_exception_handlers
+from zndraw_joblib_core import ProblemError
+from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
 from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.migrations import ensure_schema
 from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.sessions import SessionSource, engine_of, queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
@@ -44,7 +46,12 @@ class JobQueue:
         engine: An engine of the host's. Default: one built from ``settings.database_url``
             with :func:`~zndraw_joblib_server.create_engine`; the queue then disposes of it
             when it stops. A given engine is left to its owner.
-        session_maker: The host's session maker (default: one bound to ``engine``).
+        session_maker: The host's session maker (default: one bound to ``engine``): an
+            ``async_sessionmaker``, or any callable returning sessions (or an async context
+            manager yielding one, e.g. a maker wrapped in a lock; then pass ``engine``
+            too). From a maker that is not an ``async_sessionmaker`` the queue takes only
+            the engine and makes its own sessions on it; the host's maker stays
+            ``app.state.session_maker``, for zndraw-auth and the host.
         sweeper: Run the sweeper while started (turn off only where another process of the
             same database runs it).
         event_sink: Where task and job events go after commit (stored as
@@ -60,15 +67,21 @@ class JobQueue:
         settings: JobLibSettings | None = None,
         *,
         engine: AsyncEngine | None = None,
-        session_maker: async_sessionmaker[AsyncSession] | None = None,
+        session_maker: SessionSource | None = None,
         sweeper: bool = True,
         event_sink: EventSink | None = None,
         migrate: bool | None = None,
     ) -> None:
         self.settings = settings or JobLibSettings()
         self._migrate = self.settings.migrate if migrate is None else migrate
+        self.host_session_maker = session_maker
         if engine is None and session_maker is not None:
-            engine = session_maker.kw.get("bind")
+            engine = engine_of(session_maker)
+            if engine is None:
+                raise TypeError(
+                    "JobQueue cannot tell which engine the session maker uses: pass "
+                    "engine= too (an async_sessionmaker bound to an engine needs nothing more)"
+                )
         self._owns_engine = engine is None
         if engine is None:
             engine = create_engine(
@@ -79,8 +92,10 @@ class JobQueue:
                 sqlite_synchronous=self.settings.sqlite_synchronous,
             )
         self.engine: AsyncEngine = engine
-        self.session_maker: async_sessionmaker[AsyncSession] = session_maker or async_sessionmaker(
-            engine, expire_on_commit=False
+        self.session_maker: async_sessionmaker[AsyncSession] = (
+            queue_session_maker(session_maker, engine)
+            if session_maker is not None
+            else async_sessionmaker(engine, expire_on_commit=False)
         )
         self.event_sink = event_sink
         self._run_sweeper = sweeper
@@ -102,8 +117,18 @@ class JobQueue:
         """Whether :meth:`start` ran and :meth:`stop` has not yet."""
         return self._started
 
-    def include_in(self, app: FastAPI, *, fast_lane: bool | None = None) -> None:
-        """Mount the queue on ``app``: routes, problem handlers and the state they read.
+    def include_in(
+        self,
+        app: FastAPI,
+        *,
+        fast_lane: bool | None = None,
+        exception_handlers: bool = False,
+    ) -> None:
+        """Mount the queue on ``app``: routes, the fast lane and the state they read.
+
+        The queue's routes answer their own errors as problem+json; the app's exception
+        handlers are left alone, apart from one for
+        :class:`~zndraw_joblib_core.ProblemError` added when the app has none.
 
         Sets ``app.state.session_maker`` (where zndraw-auth also looks), ``engine``,
         ``joblib_settings``, ``joblib_queue`` and, if given, ``joblib_event_sink``. Call it
@@ -114,15 +139,22 @@ class JobQueue:
             fast_lane: Serve the hot endpoints through the fast lane (default:
                 ``settings.fast_lane``). Valid because the router is included here without
                 a prefix or router-level dependencies.
+            exception_handlers: Also install the app-wide problem+json handlers
+                (:func:`~zndraw_joblib_server.install_exception_handlers`), replacing the
+                app's own 422, HTTP-error and 500 handlers; for apps that belong to the
+                queue, such as the reference app.
         """
         app.state.engine = self.engine
-        app.state.session_maker = self.session_maker
+        app.state.session_maker = self.host_session_maker or self.session_maker
         app.state.joblib_settings = self.settings
         app.state.joblib_queue = self
         if self.event_sink is not None:
             app.state.joblib_event_sink = self.event_sink
         app.include_router(router)
-        install_exception_handlers(app)
+        if exception_handlers:
+            install_exception_handlers(app)
+        elif ProblemError not in app.exception_handlers:
+            app.add_exception_handler(ProblemError, problem_exception_handler)
         if self.settings.fast_lane if fast_lane is None else fast_lane:
             app.add_middleware(FastLane)
 

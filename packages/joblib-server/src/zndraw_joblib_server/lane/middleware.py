@@ -15,7 +15,6 @@ does not serve, a mounted app (``root_path``), any dependency of the route overr
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zndraw_joblib_core import API_PREFIX, ProblemError
 from zndraw_joblib_server.dependencies import settings_of
+from zndraw_joblib_server.errors import route_error_response
 from zndraw_joblib_server.lane.plan import Plan, Unsupported, compile_plan
 from zndraw_joblib_server.limits import read_body, require_token
 
@@ -224,24 +224,10 @@ def _render(route: LaneRoute, result: Any, sub: Response) -> Response:
     return response
 
 
-def _handler_for(app: Any, exc: Exception) -> Callable[..., Any] | None:
-    handlers = getattr(app, "exception_handlers", {})
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            return None  # the server-error middleware answers (and logs) as usual
-        handler = handlers.get(cls)
-        if handler is not None:
-            return handler  # type: ignore[no-any-return]
-    return None
-
-
 async def _render_error(
     request: Request, exc: Exception, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    handler = _handler_for(scope.get("app"), exc)
-    if handler is None:
-        raise exc
-    response = handler(request, exc)
-    if inspect.isawaitable(response):
-        response = await response
+    # The lane serves only the queue's routes: their errors are answered as the route class
+    # answers them, whatever handlers the host installed app-wide.
+    response = await route_error_response(request, exc)
     await response(scope, receive, send)

@@ -16,6 +16,7 @@ from zndraw_joblib_core import (
     ProblemDetail,
 )
 from zndraw_joblib_server.dependencies import settings_of
+from zndraw_joblib_server.errors import route_error_response
 from zndraw_joblib_server.limits import check_declared_length, read_body, require_token
 
 __all__ = [
@@ -35,7 +36,9 @@ class JobLibRoute(APIRoute):
     """An API route that limits request bodies and reads them only from known callers.
 
     A body larger than ``max_body_bytes`` is refused with 413; a caller without a valid
-    bearer token gets 401 before any of its body is read.
+    bearer token gets 401 before any of its body is read. Whatever the route raises is
+    answered here as problem+json (:func:`~zndraw_joblib_server.errors.route_error_response`),
+    so a host's own exception handlers neither see nor reformat the queue's errors.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -43,13 +46,16 @@ class JobLibRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def limited(request: Request) -> Response:
-            limit = settings_of(request).max_body_bytes
-            if request.method in {"POST", "PUT", "PATCH"}:
-                require_token(request)
-                request._body = await read_body(request, limit)
-            else:
-                check_declared_length(request, limit)
-            return await handler(request)
+            try:
+                limit = settings_of(request).max_body_bytes
+                if request.method in {"POST", "PUT", "PATCH"}:
+                    require_token(request)
+                    request._body = await read_body(request, limit)
+                else:
+                    check_declared_length(request, limit)
+                return await handler(request)
+            except Exception as exc:
+                return await route_error_response(request, exc)
 
         return limited
 

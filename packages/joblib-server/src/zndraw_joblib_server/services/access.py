@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from zndraw_joblib_core import Forbidden
+from zndraw_joblib_core import Forbidden, ProblemDetail, ProblemError
 
 if TYPE_CHECKING:
     from zndraw_joblib_server.models import Job
@@ -14,11 +14,14 @@ if TYPE_CHECKING:
 __all__ = [
     "Actor",
     "AllowAuthenticated",
+    "HostProblem",
     "JobAccess",
     "OwnerOrSuperuser",
     "RoomAccess",
+    "Verdict",
     "check_room",
     "check_serve",
+    "may_read",
 ]
 
 
@@ -42,14 +45,24 @@ class Actor:
         return cls(id=user.id, is_superuser=bool(user.is_superuser), user=user)
 
 
-class RoomAccess(Protocol):
-    """Decides who may read or write a room (override ``get_room_access`` to change it)."""
+Verdict = bool | ProblemError | ProblemDetail
+"""What a room access hook answers: allowed (True), refused (False: 403 ``forbidden``), or
+refused with the host's own problem (answered as is, e.g. 423 for a locked room)."""
 
-    async def can_read(self, actor: Actor, room_id: str) -> bool:
+
+class RoomAccess(Protocol):
+    """Decides who may read or write a room (override ``get_room_access`` to change it).
+
+    A refusal is ``False`` (answered 403 ``forbidden``), or a problem of the host's own: the
+    hook may raise a :class:`~zndraw_joblib_core.ProblemError` subclass, or return one (or
+    a :class:`~zndraw_joblib_core.ProblemDetail`), and the request is answered with it.
+    """
+
+    async def can_read(self, actor: Actor, room_id: str) -> Verdict:
         """Whether ``actor`` may see the room's jobs, workers and tasks."""
         ...
 
-    async def can_write(self, actor: Actor, room_id: str) -> bool:
+    async def can_write(self, actor: Actor, room_id: str) -> Verdict:
         """Whether ``actor`` may register jobs in, or submit tasks from, the room."""
         ...
 
@@ -66,11 +79,43 @@ class AllowAuthenticated:
         return True
 
 
+class HostProblem(ProblemError):
+    """A host's problem body, returned by its room access hook, raised as it is."""
+
+    def __init__(self, body: ProblemDetail) -> None:
+        super().__init__(body.detail, instance=body.instance)
+        self.body = body
+
+    @property
+    def http_status(self) -> int:
+        """The body's status."""
+        return self.body.status
+
+    def to_problem(self) -> ProblemDetail:
+        """The body, unchanged."""
+        return self.body.model_copy()
+
+
+async def may_read(access: RoomAccess, actor: Actor, room_id: str) -> bool:
+    """Whether the policy lets ``actor`` read the room (a returned problem is a refusal)."""
+    verdict = await access.can_read(actor, room_id)
+    return not isinstance(verdict, ProblemError | ProblemDetail) and bool(verdict)
+
+
 async def check_room(access: RoomAccess, actor: Actor, room_id: str, *, write: bool) -> None:
-    """Raise :class:`Forbidden` unless the policy lets ``actor`` read (or write) the room."""
+    """Raise unless the policy lets ``actor`` read (or write) the room.
+
+    Raises:
+        Forbidden: The policy answered ``False``.
+        ProblemError: The policy's own problem (raised by it, or returned).
+    """
     allowed = (
         await access.can_write(actor, room_id) if write else await access.can_read(actor, room_id)
     )
+    if isinstance(allowed, ProblemError):
+        raise allowed
+    if isinstance(allowed, ProblemDetail):
+        raise HostProblem(allowed)
     if not allowed:
         verb = "write to" if write else "read"
         raise Forbidden(f"You may not {verb} room '{room_id}'.")

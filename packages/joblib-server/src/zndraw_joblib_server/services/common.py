@@ -238,6 +238,9 @@ def status_event(task: TaskLike, job_name: str, at: datetime) -> TaskStatusChang
         cancel_requested=task.cancel_requested,
         error=task.error,
         at=at,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        completed_at=task.completed_at,
     )
 
 

@@ -27,7 +27,7 @@ from zndraw_joblib_core import (
     TaskSubmitRequest,
 )
 from zndraw_joblib_server.models import Task, utcnow
-from zndraw_joblib_server.services.access import Actor, RoomAccess
+from zndraw_joblib_server.services.access import Actor, RoomAccess, may_read
 from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
@@ -466,7 +466,7 @@ async def get_task(
 ) -> tuple[TaskResponse, int]:
     """A task the caller may read, and its version (for change long-polls)."""
     task = await load_task(session, task_id)
-    if not await access.can_read(actor, task.room_id):
+    if not await may_read(access, actor, task.room_id):
         raise TaskNotFound(f"Task {task_id} not found.")
     return await respond(session, task), task.version
 
@@ -494,7 +494,7 @@ def cancel_record(task: TaskLike, now: datetime) -> bool:
 
 async def check_cancel(actor: Actor, access: RoomAccess, task: TaskLike) -> None:
     """Raise unless the caller may cancel ``task`` (404 when it may not even read it)."""
-    if not await access.can_read(actor, task.room_id):
+    if not await may_read(access, actor, task.room_id):
         raise TaskNotFound(f"Task {task.id} not found.")
     if task.created_by_id != actor.id and not actor.is_superuser:
         raise Forbidden("Only the submitter or a superuser may cancel this task.")

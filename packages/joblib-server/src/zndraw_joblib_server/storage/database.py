@@ -22,6 +22,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import Event, ServiceUnavailable
+from zndraw_joblib_server.sessions import queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import direct
 from zndraw_joblib_server.storage.file_watch import FileWatch, sqlite_file_of
@@ -410,7 +411,12 @@ _databases: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], Database
 def get_database(
     session_maker: async_sessionmaker[AsyncSession], settings: JobLibSettings
 ) -> Database:
-    """Return the process's :class:`Database` for ``session_maker`` (created on first use)."""
+    """Return the process's :class:`Database` for ``session_maker`` (created on first use).
+
+    ``session_maker`` may be any session source :func:`~zndraw_joblib_server.sessions.
+    queue_session_maker` understands (a wrapped one maps to the queue's own maker).
+    """
+    session_maker = queue_session_maker(session_maker)
     db = _databases.get(session_maker)
     if db is None:
         db = Database(session_maker, settings)
