@@ -100,6 +100,8 @@ class Host:
 def hosts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Host, Host]]:
     """Two processes of the example on one database (one process on SQLite)."""
     if not _redis_up():
+        if os.environ.get("ZNDRAW_JOBLIB_REQUIRE_REDIS") == "1":  # CI starts Redis
+            pytest.fail(f"ZNDRAW_JOBLIB_REQUIRE_REDIS=1 but no Redis at {REDIS_URL}")
         pytest.skip(f"no Redis at {REDIS_URL} (set ZNDRAW_JOBLIB_TEST_REDIS_URL)")
     url = database_url(request.param, tmp_path)
     channel = f"zndraw-joblib-test-{uuid.uuid4().hex}"
