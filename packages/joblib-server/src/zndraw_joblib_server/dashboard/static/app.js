@@ -207,6 +207,15 @@ function render() {
   fillSelect($("#filters").job, s.jobs.map((j) => j.full_name));
   $("#task-total").textContent = `(${s.tasks.length} of ${s.total})`;
   $("#tasks-table tbody").replaceChildren(...s.tasks.map(taskRow));
+  for (const table of document.querySelectorAll("table")) label(table);
+}
+
+// Phones show rows as cards: each cell carries its column's name.
+function label(table) {
+  const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const row of table.querySelectorAll("tbody tr")) {
+    [...row.children].forEach((cell, i) => { if (names[i]) cell.dataset.label = names[i]; });
+  }
 }
 
 function taskRow(t) {
