@@ -34,14 +34,17 @@ P = "/v1/joblib"
 WAIT_MS = 20_000
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@pytest.fixture
+def browser(server: Any) -> Iterator[Any]:
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing (apt-get install chromium)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
+
+    # Started after the server (whose database reset runs its own event loop): Playwright's
+    # synchronous API keeps a loop running on this thread while the browser is open.
 
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -134,11 +137,22 @@ def test_dashboard_in_chromium(server: Any, browser: Any, backend: str) -> None:
     retried = api.ok("GET", "/rooms/lab/tasks?status=pending")["items"]
     assert [t["payload"] for t in retried] == [{"steps": 5}]
 
+    # A running task shows its progress and its worker's current task.
+    running = retried[0]["id"]
+    assert api.ok("POST", "/tasks/claim", json={"worker_id": worker})["task"]["id"] == running
+    update = {"status": "running", "worker_id": worker, "progress": 0.5, "message": "step 2 of 4"}
+    api.ok("PATCH", f"/tasks/{running}", json=update)
+    row = page.locator(f"tr[data-task='{running}']")
+    expect(row).to_have_attribute("data-status", "running", timeout=WAIT_MS)
+    expect(row.locator("progress")).to_have_attribute("value", "0.5")
+    expect(row).to_contain_text("step 2 of 4")
+    shot(page, "tasks")
+
     # Filter by status.
     page.select_option("#filters select[name=status]", "completed")
     expect(page.locator("#tasks-table tbody tr")).to_have_count(1, timeout=WAIT_MS)
     expect(page.locator("#tasks-table tbody tr").first).to_have_attribute("data-task", first)
-    shot(page, "tasks")
+    shot(page, "tasks-filtered")
     page.select_option("#filters select[name=status]", "")
 
     page.click("nav a[data-page=jobs]")
@@ -150,6 +164,7 @@ def test_dashboard_in_chromium(server: Any, browser: Any, backend: str) -> None:
     page.click("nav a[data-page=workers]")
     spare_row = page.locator(f"tr[data-worker='{spare}']")
     expect(spare_row).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(f"tr[data-worker='{worker}']")).to_contain_text(running[:8])
     shot(page, "workers")
     spare_row.get_by_role("button", name="remove").click()
     expect(spare_row).to_have_count(0, timeout=WAIT_MS)
