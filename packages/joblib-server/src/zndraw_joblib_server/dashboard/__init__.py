@@ -1,7 +1,7 @@
 """The web dashboard: rooms, jobs, workers and tasks of a queue, live, with actions.
 
 A static page (plain HTML, CSS and one script, no build step) served by a router, plus one
-read endpoint, ``GET {prefix}/api/state``, that answers a snapshot and, given the snapshot's
+read endpoint, ``GET /v1/joblib/dashboard/state``, that answers a snapshot and, given the snapshot's
 ``seq`` back, waits (a long-poll) until the queue changes in this process or ``wait`` seconds
 pass. The actions call the queue's own REST API, so its rules hold: cancel
 (``POST /v1/joblib/tasks/{id}/cancel``), retry (a new submit with the same job, room and
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from zndraw_joblib_server.queue import JobQueue
 
 __all__ = ["ChangeFeed", "Dashboard"]
+
+STATE_PATH = f"{API_PREFIX}/dashboard/state"
+"""The dashboard's read endpoint (under the queue's prefix: its errors are problems)."""
 
 MAX_WAIT_SECONDS = 25.0
 """Longest wait of one state long-poll (changes in other processes show after this)."""
@@ -92,7 +95,7 @@ class Dashboard:
         return dashboard
 
     def router(self, prefix: str = "/joblib", login_url: str | None = None) -> APIRouter:
-        """The dashboard's routes: the page, its static files and the state endpoint.
+        """The dashboard's routes: the page, its static files and :data:`STATE_PATH`.
 
         Args:
             prefix: Where the page is served (``{prefix}/``).
@@ -101,25 +104,24 @@ class Dashboard:
                 and sends the token as a bearer token. None: the page relies on the host's
                 own session (cookies are sent with every request).
         """
-        router = APIRouter(prefix=prefix, include_in_schema=False)
-        config = json.dumps({"api": API_PREFIX, "base": prefix, "login": login_url}).replace(
-            "<", "\\u003c"
-        )
+        router = APIRouter(include_in_schema=False)
+        config = json.dumps({"api": API_PREFIX, "state": STATE_PATH, "login": login_url})
+        config = config.replace("<", "\\u003c")  # the JSON sits inside a <script> element
         page = _static("index.html").replace("{{CONFIG}}", config)
         feed = self.feed
         assets = {name: _static(name) for name in _STATIC}
 
-        @router.get("/", response_class=HTMLResponse)
+        @router.get(prefix + "/", response_class=HTMLResponse)
         async def index() -> HTMLResponse:
             return HTMLResponse(page, headers=_NO_STORE)
 
-        @router.get("/static/{name}")
+        @router.get(prefix + "/static/{name}")
         async def static(name: str) -> Response:
             if name not in assets:
                 return Response(status_code=404)
             return Response(assets[name], media_type=_STATIC[name], headers=_NO_STORE)
 
-        @router.get("/api/state")
+        @router.get(STATE_PATH)
         async def state(
             actor: ActorDep,
             db: DatabaseDep,

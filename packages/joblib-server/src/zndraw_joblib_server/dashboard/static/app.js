@@ -1,5 +1,5 @@
 // zndraw-joblib dashboard: plain JavaScript, no framework, no build step.
-// State comes from {base}/api/state as a long-poll; actions use the queue's REST API.
+// State comes from CONFIG.state as a long-poll; actions use the queue's REST API.
 "use strict";
 
 const CONFIG = JSON.parse(document.getElementById("config").textContent);
@@ -126,7 +126,7 @@ async function loop() {
     const params = new URLSearchParams(filters());
     if (seq !== null) { params.set("since", seq); params.set("wait", "20"); }
     try {
-      const response = await fetch(`${CONFIG.base}/api/state?${params}`, {
+      const response = await fetch(`${CONFIG.state}?${params}`, {
         headers: headers(), credentials: "same-origin", signal: mine.signal,
       });
       if (response.status === 401) { showLogin(); return; }
