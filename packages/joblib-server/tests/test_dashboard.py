@@ -1,4 +1,4 @@
-"""The dashboard's page and state endpoint (GET /v1/joblib/dashboard/state), on both request paths."""
+"""The dashboard's page and its state endpoint (GET /v1/joblib/dashboard/state)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The web dashboard: rooms, jobs, workers and tasks of a queue, live, with actions.
 
 A static page (plain HTML, CSS and one script, no build step) served by a router, plus one
-read endpoint, ``GET /v1/joblib/dashboard/state``, that answers a snapshot and, given the snapshot's
-``seq`` back, waits (a long-poll) until the queue changes in this process or ``wait`` seconds
-pass. The actions call the queue's own REST API, so its rules hold: cancel
+read endpoint, ``GET /v1/joblib/dashboard/state``, that answers a snapshot and, given the
+snapshot's ``seq`` back, waits (a long-poll) until the queue changes in this process or
+``wait`` seconds pass. The actions call the queue's own REST API, so its rules hold: cancel
 (``POST /v1/joblib/tasks/{id}/cancel``), retry (a new submit with the same job, room and
 payload and the ``Idempotency-Key: retry-<id>``, so a double click makes one task and the new
 task shows what it retries), remove a worker (``DELETE /v1/joblib/workers/{id}``).
