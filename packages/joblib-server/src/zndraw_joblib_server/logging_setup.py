@@ -27,7 +27,12 @@ request_id: ContextVar[str | None] = ContextVar("zndraw_joblib_request_id", defa
 """The id of the request being served (None outside requests)."""
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 access_logger = logging.getLogger("zndraw_joblib_server.access")
 
 
