@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -116,3 +117,23 @@ async def test_token_protects_metrics(anonymous, settings_overrides) -> None:
 @pytest.mark.parametrize("settings_overrides", [{"metrics": False}])
 async def test_metrics_can_be_turned_off(anonymous, settings_overrides) -> None:
     assert (await anonymous.get("/metrics")).status_code == 404
+
+
+async def test_sweeper_actions_are_counted(settings, alice) -> None:
+    """The sweeper removes a silent worker; the metrics of its app count it."""
+    fast = settings.model_copy(
+        update={"sweeper_interval_seconds": 0.1, "worker_timeout_seconds": 0.3}
+    )
+    swept = create_app(fast, auth_settings(), sweeper=True)
+    async with running(swept), api_client(swept, alice) as client:
+        resp = await client.post(f"{P}/workers")
+        assert resp.status_code == 201, resp.text
+        worker = resp.json()["id"]
+        for _ in range(100):  # until the sweeper removed it (at most ~10 s)
+            if (await client.get(f"{P}/workers")).json()["total"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        found = samples((await client.get("/metrics")).text)
+    key = ("zndraw_joblib_sweeper_actions_total", (("action", "workers_removed"),))
+    assert found[key] == 1
+    assert worker not in str(found)

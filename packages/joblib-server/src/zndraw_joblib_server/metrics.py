@@ -59,6 +59,7 @@ OTHER = "other"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _WAKE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
 _CLAIM_PATH = f"{API_PREFIX}/tasks/claim"
+_MAX_CACHED = 10_000  # counter children remembered by (job name, event)
 
 
 def fan_out(*sinks: EventSink | None) -> EventSink | None:
@@ -100,6 +101,7 @@ class QueueMetrics:
         self._jobs: set[str] = set()
         self._available: OrderedDict[Any, float] = OrderedDict()
         self._max_tracked = max_tracked_tasks
+        self._children: dict[tuple[str, str], Any] = {}
         self._state: tuple[dict[str, tuple[int, float]], int, int] = ({}, 0, 0)
         self.registry = CollectorRegistry()
         r = self.registry
@@ -162,25 +164,38 @@ class QueueMetrics:
         return name
 
     async def sink(self, events: Sequence[Event]) -> None:
-        """Count committed task transitions (an :data:`~.storage.EventSink`)."""
+        """Count committed task transitions (an :data:`~.storage.EventSink`).
+
+        A batch is counted first and each counter bumped once (batches of submits and
+        claims hand over hundreds of events at a time).
+        """
         now = time.monotonic()
+        counts: dict[tuple[str, str], int] = {}
         for ev in events:
             if isinstance(ev, TaskAvailable):
-                self.tasks.labels(self.job_label(ev.job_name), "submitted").inc()
+                key = (ev.job_name, "submitted")
                 self._available[ev.task_id] = now
-                if len(self._available) > self._max_tracked:
-                    self._available.popitem(last=False)
             elif isinstance(ev, TaskStatusChanged):
                 name = _TRANSITIONS.get(ev.status)
-                if name is None:
-                    continue
-                if ev.status is TaskStatus.PENDING and ev.attempt == 0:
-                    continue  # not a requeue: nothing was claimed yet
-                self.tasks.labels(self.job_label(ev.job_name), name).inc()
-                if ev.status is TaskStatus.CLAIMED:
+                if name is None or (ev.status is TaskStatus.PENDING and ev.attempt == 0):
+                    continue  # running updates; a submit (counted by its TaskAvailable)
+                key = (ev.job_name, name)
+                if name == "claimed":
                     started = self._available.pop(ev.task_id, None)
                     if started is not None:
                         self.wakeup_seconds.observe(now - started)
+            else:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+        while len(self._available) > self._max_tracked:
+            self._available.popitem(last=False)
+        for key, count in counts.items():
+            child = self._children.get(key)
+            if child is None:
+                child = self.tasks.labels(self.job_label(key[0]), key[1])
+                if len(self._children) < _MAX_CACHED:
+                    self._children[key] = child
+            child.inc(count)
 
     def observe_sweep(self, report: SweepReport) -> None:
         """Count what a sweeper pass changed."""

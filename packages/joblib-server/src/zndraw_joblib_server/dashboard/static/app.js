@@ -122,7 +122,13 @@ async function loop() {
   const mine = new AbortController();
   poll = mine;
   seq = null;
+  let last = 0;
   while (poll === mine) {
+    // At most one snapshot a second: a busy queue changes far more often than that.
+    const pause = last + 1000 - Date.now();
+    if (seq !== null && pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
+    if (poll !== mine) return;
+    last = Date.now();
     const params = new URLSearchParams(filters());
     if (seq !== null) { params.set("since", seq); params.set("wait", "20"); }
     try {
