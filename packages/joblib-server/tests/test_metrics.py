@@ -137,3 +137,21 @@ async def test_sweeper_actions_are_counted(settings, alice) -> None:
     key = ("zndraw_joblib_sweeper_actions_total", (("action", "workers_removed"),))
     assert found[key] == 1
     assert worker not in str(found)
+
+
+async def test_database_errors_are_counted(settings, anonymous, as_alice) -> None:
+    """A table gone: the requests that meet the error are counted (answered 500 or 503)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    other = create_async_engine(settings.database_url)
+    async with other.begin() as conn:
+        await conn.execute(text("DROP TABLE joblib_worker_job_link"))
+        await conn.execute(text("DROP TABLE joblib_worker"))
+    await other.dispose()
+    for _ in range(2):
+        assert (await as_alice.get(f"{P}/workers")).status_code in (500, 503)
+    resp = await anonymous.get("/metrics")  # answers, though it cannot read the state
+    assert resp.status_code == 200
+    found = samples(resp.text)
+    assert found[("zndraw_joblib_database_errors_total", ())] == 3  # 2 requests, 1 scrape

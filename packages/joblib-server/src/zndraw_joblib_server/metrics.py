@@ -3,8 +3,9 @@
 :class:`QueueMetrics` keeps its own :class:`~prometheus_client.CollectorRegistry` (never the
 global default one), so two apps in one process count separately. Counters are fed by the
 queue's event sink after commit (no work inside the transactions), latencies by an ASGI
-middleware, database errors by an engine listener, and the queue's state (depth, oldest
-pending task, live workers, waiting long-polls) is read from the database when scraped.
+middleware, database errors where the problem handlers receive them, and the queue's state
+(depth, oldest pending task, live workers, waiting long-polls) is read from the database
+when scraped.
 
 Labels never carry task or user ids; job names are capped (``max_job_labels``, later jobs
 count under ``job="other"``).
@@ -20,9 +21,11 @@ A host turns them on explicitly (the reference app does so unless ``metrics`` is
 from __future__ import annotations
 
 import hmac
+import inspect
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +35,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy import event, func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zndraw_joblib_core import (
@@ -53,12 +57,21 @@ if TYPE_CHECKING:
 
 __all__ = ["QueueMetrics", "fan_out"]
 
+logger = logging.getLogger("zndraw_joblib_server")
+
 OTHER = "other"
 """The job label of jobs beyond the cap."""
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _WAKE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
 _CLAIM_PATH = f"{API_PREFIX}/tasks/claim"
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, ConnectionError)
+try:  # opening a connection raises asyncpg's own errors
+    from asyncpg import PostgresError
+
+    _DATABASE_ERRORS = (*_DATABASE_ERRORS, PostgresError)
+except ImportError:  # pragma: no cover - asyncpg is optional
+    pass
 _MAX_CACHED = 10_000  # counter children remembered by (job name, event)
 
 
@@ -124,7 +137,9 @@ class QueueMetrics:
             registry=r,
         )
         self.database_errors = Counter(
-            "zndraw_joblib_database_errors", "Errors raised by the database driver.", registry=r
+            "zndraw_joblib_database_errors",
+            "Database errors met by requests (answered 503, or 500).",
+            registry=r,
         )
         self.sweeper_actions = Counter(
             "zndraw_joblib_sweeper_actions",
@@ -133,7 +148,6 @@ class QueueMetrics:
             registry=r,
         )
         r.register(_StateCollector(self))
-        event.listen(queue.engine.sync_engine, "handle_error", self._db_error)
 
     @classmethod
     def attach(cls, queue: JobQueue, **kwargs: Any) -> QueueMetrics:
@@ -151,8 +165,15 @@ class QueueMetrics:
         queue.sweep_observers.append(metrics.observe_sweep)
         return metrics
 
-    def _db_error(self, _context: Any) -> None:
-        self.database_errors.inc()
+    def _counting(self, handler: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        """``handler``, counting each database error it is handed first."""
+
+        async def counted(request: Any, exc: Exception) -> Any:
+            self.database_errors.inc()
+            answer = handler(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        return counted
 
     def job_label(self, name: str) -> str:
         """``name``, or ``other`` once ``max_job_labels`` distinct jobs were seen."""
@@ -212,7 +233,10 @@ class QueueMetrics:
     def include_in(
         self, app: FastAPI, *, token: str | None = None, path: str = "/metrics"
     ) -> None:
-        """Serve ``GET path`` and time claims with a middleware.
+        """Serve ``GET path``, time claims with a middleware, count database errors.
+
+        Call it after :meth:`JobQueue.include_in <zndraw_joblib_server.JobQueue.include_in>`
+        (whose problem handlers it wraps to count database errors).
 
         Args:
             app: The app.
@@ -221,6 +245,12 @@ class QueueMetrics:
             path: Where the metrics are served.
         """
         app.add_middleware(ClaimTimer, histogram=self.claim_seconds)
+        # Database errors are counted where the queue's problem handlers receive them (both
+        # request paths use them): an engine error listener would turn off the statements
+        # that run straight on the driver (see storage.direct), costing every request.
+        for kind, handler in list(app.exception_handlers.items()):
+            if isinstance(kind, type) and issubclass(kind, _DATABASE_ERRORS):
+                app.exception_handlers[kind] = self._counting(handler)
         router = APIRouter()
 
         @router.get(path, include_in_schema=False)
@@ -233,8 +263,16 @@ class QueueMetrics:
         app.include_router(router)
 
     async def scrape(self) -> bytes:
-        """The metrics in Prometheus text format (reads the queue's state first)."""
-        await self._refresh_state()
+        """The metrics in Prometheus text format (reads the queue's state first).
+
+        When the database cannot be read, the error is counted and the state of the last
+        good scrape is reported: the counters matter most while the database is in trouble.
+        """
+        try:
+            await self._refresh_state()
+        except _DATABASE_ERRORS as exc:
+            self.database_errors.inc()
+            logger.warning("metrics: could not read the queue's state: %s", type(exc).__name__)
         return generate_latest(self.registry)
 
     async def _refresh_state(self) -> None:
