@@ -19,12 +19,16 @@ from zndraw_auth import AuthSettings
 from zndraw_joblib_core import ServiceUnavailable
 from zndraw_joblib_server.accounts import include_account_routes
 from zndraw_joblib_server.body_limit import BodyLimit
+from zndraw_joblib_server.dashboard import Dashboard
 from zndraw_joblib_server.errors import UnexpectedErrors, problem_response
+from zndraw_joblib_server.logging_setup import RequestIds
+from zndraw_joblib_server.metrics import QueueMetrics
 from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.ratelimit import RateLimit
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.startup import StartupRefused, ensure_admin, resolve_secret
 from zndraw_joblib_server.storage import get_database
+from zndraw_joblib_server.tracing import Tracing, tracer_if_installed
 
 __all__ = ["StartupRefused", "create_app"]
 
@@ -45,8 +49,9 @@ def create_app(
         sweeper: Run the sweeper in the lifespan.
 
     Returns:
-        A FastAPI app serving ``/auth/*``, ``/users/*``, ``/v1/joblib/*``, ``/health`` and
-        the OpenAPI docs at ``/docs``.
+        A FastAPI app serving ``/auth/*``, ``/users/*``, ``/v1/joblib/*``, ``/health``,
+        the OpenAPI docs at ``/docs`` and, unless turned off in the settings, the dashboard
+        at ``/joblib/`` and Prometheus metrics at ``/metrics``.
 
     Raises:
         StartupRefused: The token secret is missing or too short (see
@@ -57,6 +62,9 @@ def create_app(
     auth_settings = resolve_secret(settings, auth_settings or AuthSettings())
     queue = JobQueue(settings, sweeper=sweeper)
     engine, session_maker = queue.engine, queue.session_maker
+    # Before include_in: both add their sinks to the queue's event sink.
+    metrics = QueueMetrics.attach(queue) if settings.metrics else None
+    dashboard = Dashboard.attach(queue) if settings.dashboard else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +85,14 @@ def create_app(
     # Also the fast lane (unless settings.fast_lane is off); every error of this app is ours.
     queue.include_in(app, exception_handlers=True)
     include_account_routes(app, settings)
+    if metrics is not None:
+        metrics.include_in(app, token=settings.metrics_token)
+        app.state.joblib_metrics = metrics
+    if dashboard is not None:
+        dashboard.include_in(app, prefix="/joblib", login_url="/auth/jwt/login")
+    tracer = tracer_if_installed()
+    if tracer is not None:
+        app.add_middleware(Tracing, tracer=tracer)
     app.add_middleware(
         RateLimit,
         rates={
@@ -88,6 +104,8 @@ def create_app(
     app.add_middleware(UnexpectedErrors)  # outside the lane: its errors are answered here too
     # Outermost: every body of the app (registration and login too) has a size limit.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.log_format == "json":
+        app.add_middleware(RequestIds)  # outermost: every request has its id and log line
 
     @app.get(
         "/health",

@@ -125,7 +125,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "serve":
         import uvicorn
 
-        logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+        json_logs = _log_format() == "json"
+        if json_logs:
+            from zndraw_joblib_server.logging_setup import configure_json_logging
+
+            configure_json_logging(args.log_level)
+        else:
+            logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
         _check_database(args.database_url)
         if args.migrate:
             os.environ["ZNDRAW_JOBLIB_MIGRATE"] = "true"  # the app's own start reads it too
@@ -144,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
-            access_log=not args.no_access_log,
+            # JSON: the app logs each request itself (with its id, without the query string).
+            access_log=not args.no_access_log and not json_logs,
+            log_config=_json_log_config(args.log_level)
+            if json_logs
+            else uvicorn.config.LOGGING_CONFIG,
             timeout_graceful_shutdown=args.graceful_timeout,
             http=guarded_protocol(
                 settings.header_timeout_seconds, settings.body_timeout_seconds, _MAX_HEAD_BYTES
@@ -186,6 +196,24 @@ def _run_db(args: argparse.Namespace) -> None:
     except CommandError as error:  # e.g. an unknown revision
         _fail(str(error))
     print("\n".join(lines))
+
+
+def _log_format() -> str:
+    """``ZNDRAW_JOBLIB_LOG_FORMAT``, read early (before logging is set up); text if invalid."""
+    from pydantic import ValidationError
+
+    from zndraw_joblib_server.settings import JobLibSettings
+
+    try:
+        return JobLibSettings().log_format
+    except ValidationError:
+        return "text"  # the settings' own check reports the problem later
+
+
+def _json_log_config(level: str) -> dict[str, Any]:
+    from zndraw_joblib_server.logging_setup import uvicorn_config
+
+    return uvicorn_config(level)
 
 
 def _check_database(cli_url: str | None) -> None:

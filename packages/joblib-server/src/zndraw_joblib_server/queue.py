@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,7 @@ from zndraw_joblib_server.sessions import SessionSource, engine_of, queue_sessio
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
-from zndraw_joblib_server.sweeper import run_sweeper
+from zndraw_joblib_server.sweeper import SweepReport, run_sweeper
 
 __all__ = ["JobQueue"]
 
@@ -98,6 +98,8 @@ class JobQueue:
             else async_sessionmaker(engine, expire_on_commit=False)
         )
         self.event_sink = event_sink
+        self.sweep_observers: list[Callable[[SweepReport], None]] = []
+        """Called with each sweeper pass's report (e.g. by :class:`~.metrics.QueueMetrics`)."""
         self._run_sweeper = sweeper
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
@@ -171,7 +173,9 @@ class JobQueue:
         await self.database.start()
         if self._run_sweeper:
             self._sweeper = asyncio.create_task(
-                run_sweeper(self.session_maker, self.settings, self.event_sink),
+                run_sweeper(
+                    self.session_maker, self.settings, self.event_sink, self.sweep_observers
+                ),
                 name="zndraw-joblib-sweeper",
             )
         self._started = True

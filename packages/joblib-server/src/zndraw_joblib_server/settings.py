@@ -270,6 +270,26 @@ class JobLibSettings(BaseSettings):
         "generated token secret (default: `<SQLite file>.secret`, or `zndraw-joblib.secret` "
         "in the working directory for other databases).",
     )
+    metrics: bool = Field(
+        default=True,
+        description="The reference app serves Prometheus metrics at `GET /metrics` (a host "
+        "mounts them itself with `QueueMetrics`).",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, `GET /metrics` requires `Authorization: Bearer <token>` (401 "
+        "otherwise); unset, the metrics are open to anybody who reaches the server.",
+    )
+    dashboard: bool = Field(
+        default=True,
+        description="The reference app serves the web dashboard at `/joblib/` (login with an "
+        "account of the server).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`serve`: log lines as plain text, or one JSON object per line with the "
+        "request id (`json`).",
+    )
 
     @field_validator("login_rate_limit", "register_rate_limit")
     @classmethod

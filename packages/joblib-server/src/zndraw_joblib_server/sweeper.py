@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -216,10 +217,12 @@ async def run_sweeper(
     session_maker: async_sessionmaker[AsyncSession],
     settings: JobLibSettings,
     sink: EventSink | None = None,
+    observers: Sequence[Callable[[SweepReport], None]] = (),
 ) -> None:
     """Sweep every ``sweeper_interval_seconds`` until cancelled.
 
-    A failing pass is logged and the loop goes on. Start it as a task in the host's lifespan::
+    A failing pass is logged and the loop goes on; each report of a pass that ran is handed
+    to every one of ``observers`` (e.g. metrics). Start it as a task in the host's lifespan::
 
         task = asyncio.create_task(run_sweeper(session_maker, settings))
 
@@ -243,6 +246,8 @@ async def run_sweeper(
         except Exception:
             logger.exception("sweeper pass failed")
             continue
+        for observe in observers:
+            observe(report)
         if report.changed:
             logger.info(
                 "sweeper: %d worker(s) removed, %d task(s) released, %d cancelled, "
