@@ -179,6 +179,9 @@ async def _user_deleted(request: Request, exc: Exception) -> bool:
 
 
 async def _on_database(request: Request, exc: Exception) -> Response:
+    # Observers (the metrics' error counter) hear of every database error the queue answers.
+    for observe in getattr(request.app.state, "joblib_database_error_observers", ()):
+        observe(exc)
     if await _user_deleted(request, exc):
         problem = Unauthorized("The token's user does not exist or is inactive.").to_problem()
         problem.instance = request.url.path

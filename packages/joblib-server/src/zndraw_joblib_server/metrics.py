@@ -21,11 +21,10 @@ A host turns them on explicitly (the reference app does so unless ``metrics`` is
 from __future__ import annotations
 
 import hmac
-import inspect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -165,16 +164,6 @@ class QueueMetrics:
         queue.sweep_observers.append(metrics.observe_sweep)
         return metrics
 
-    def _counting(self, handler: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        """``handler``, counting each database error it is handed first."""
-
-        async def counted(request: Any, exc: Exception) -> Any:
-            self.database_errors.inc()
-            answer = handler(request, exc)
-            return await answer if inspect.isawaitable(answer) else answer
-
-        return counted
-
     def job_label(self, name: str) -> str:
         """``name``, or ``other`` once ``max_job_labels`` distinct jobs were seen."""
         if name in self._jobs:
@@ -235,8 +224,9 @@ class QueueMetrics:
     ) -> None:
         """Serve ``GET path``, time claims with a middleware, count database errors.
 
-        Call it after :meth:`JobQueue.include_in <zndraw_joblib_server.JobQueue.include_in>`
-        (whose problem handlers it wraps to count database errors).
+        The queue answers a database error in one place (its problem handler, on both
+        request paths and whoever installed the handlers), which tells the observers in
+        ``app.state.joblib_database_error_observers``: this registers one.
 
         Args:
             app: The app.
@@ -245,12 +235,13 @@ class QueueMetrics:
             path: Where the metrics are served.
         """
         app.add_middleware(ClaimTimer, histogram=self.claim_seconds)
-        # Database errors are counted where the queue's problem handlers receive them (both
-        # request paths use them): an engine error listener would turn off the statements
-        # that run straight on the driver (see storage.direct), costing every request.
-        for kind, handler in list(app.exception_handlers.items()):
-            if isinstance(kind, type) and issubclass(kind, _DATABASE_ERRORS):
-                app.exception_handlers[kind] = self._counting(handler)
+        # Not an engine error listener: it would turn off the statements that run straight
+        # on the driver (see storage.direct), costing every request.
+        observers = getattr(app.state, "joblib_database_error_observers", [])
+        app.state.joblib_database_error_observers = [
+            *observers,
+            lambda _exc: self.database_errors.inc(),
+        ]
         router = APIRouter()
 
         @router.get(path, include_in_schema=False)
