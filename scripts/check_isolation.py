@@ -44,6 +44,11 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+_SCRIPTS = frozenset({"__main__", "env"})
+"""Modules that are scripts, run by a tool rather than imported: ``__main__``, and Alembic's
+``env`` (it configures the migration context Alembic sets up before running it)."""
+
+
 def import_all(package: str) -> list[str]:
     """Import ``package`` and every submodule below it.
 
@@ -66,7 +71,7 @@ def import_all(package: str) -> list[str]:
         failures.append(f"{name}: {_describe(sys.exc_info()[1])}")
 
     for info in pkgutil.walk_packages(paths, prefix=f"{package}.", onerror=on_error):
-        if info.name.rsplit(".", 1)[-1] == "__main__":
+        if info.name.rsplit(".", 1)[-1] in _SCRIPTS:
             continue
         try:
             importlib.import_module(info.name)
