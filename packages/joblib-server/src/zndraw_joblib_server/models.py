@@ -34,7 +34,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from zndraw_auth import Base
 
-import zndraw_joblib_server.storage.pending  # noqa: F401  (SQLite's pending counts, with the tables)
 from zndraw_joblib_core import TaskStatus, build_job_name
 
 __all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "status_is", "utcnow"]

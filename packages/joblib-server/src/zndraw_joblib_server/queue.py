@@ -18,16 +18,23 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from zndraw_joblib_core import API_PREFIX
 from zndraw_joblib_server.errors import install_exception_handlers
-from zndraw_joblib_server.lane import FastLane
-from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.lane import FastLane, LaneRoute, lane_routes
+from zndraw_joblib_server.routes import HOT_ENDPOINTS, QUEUE_ROUTERS, router
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
 from zndraw_joblib_server.storage.schema import create_tables
 from zndraw_joblib_server.sweeper import run_sweeper
 
-__all__ = ["JobQueue"]
+__all__ = ["JobQueue", "queue_lane_routes"]
+
+
+def queue_lane_routes() -> list[LaneRoute]:
+    """The queue's routes in :data:`~zndraw_joblib_server.router`'s order, hot ones compiled."""
+    routes = [route for sub in QUEUE_ROUTERS for route in sub.routes]
+    return lane_routes(routes, API_PREFIX, HOT_ENDPOINTS)  # type: ignore[arg-type]
 
 
 class JobQueue:
@@ -118,7 +125,7 @@ class JobQueue:
         app.include_router(router)
         install_exception_handlers(app)
         if self.settings.fast_lane if fast_lane is None else fast_lane:
-            app.add_middleware(FastLane)
+            app.add_middleware(FastLane, routes=queue_lane_routes())
 
     async def start(self) -> None:
         """Create the tables, start wake-ups across processes and the sweeper. Idempotent."""

@@ -25,7 +25,6 @@ from zndraw_joblib_server.services.records import (
     TASKS,
     StaleRecord,
     TaskRecord,
-    execute,
     fetch,
     save,
     task_param,
@@ -33,6 +32,7 @@ from zndraw_joblib_server.services.records import (
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]

@@ -35,10 +35,10 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
 from zndraw_joblib_server.services.quotas import check_worker_quota
-from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [

@@ -24,9 +24,9 @@ from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
     TaskRecord,
-    execute,
     task_param,
 )
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 

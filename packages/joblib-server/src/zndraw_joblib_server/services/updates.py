@@ -36,9 +36,9 @@ from zndraw_joblib_server.services.common import (
 from zndraw_joblib_server.services.records import (
     LIGHT_FIELDS,
     TASKS,
+    StaleRecord,
     TaskLike,
     TaskRecord,
-    execute,
     save,
 )
 from zndraw_joblib_server.services.reports import REPORTED, report
@@ -49,10 +49,11 @@ from zndraw_joblib_server.services.tasks import (
     respond_all,
 )
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-__all__ = ["update_task", "update_tasks"]
+__all__ = ["update_one", "update_task", "update_tasks"]
 
 
 _WORKERS = Worker.__table__
@@ -297,6 +298,30 @@ async def _responses(
         await respond_all(session, [o for _, o in outcomes if isinstance(o, TaskRecord)])
     )
     return [o if isinstance(o, ProblemError) else next(answers) for _, o in outcomes]
+
+
+async def update_one(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    access: RoomAccess,
+    task_id: uuid.UUID,
+    body: TaskUpdateRequest,
+    settings: JobLibSettings,
+) -> TaskResponse:
+    """``PATCH /tasks/{id}`` in its own write: outside a transaction first, then inside one.
+
+    On PostgreSQL the update first runs outside a transaction, applied only to the version
+    it read; a task changed meanwhile (:class:`StaleRecord`, nothing written) is updated
+    again in a transaction. Raises as :func:`update_task`.
+    """
+    try:
+        async with db.write(sink, autocommit=True) as uow:
+            return await update_task(uow, actor, access, task_id, body, settings)
+    except StaleRecord:
+        pass  # changed meanwhile: nothing was written; again, in a transaction
+    async with db.write(sink) as uow:
+        return await update_task(uow, actor, access, task_id, body, settings)
 
 
 async def update_task(

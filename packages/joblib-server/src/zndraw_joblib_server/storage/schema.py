@@ -6,6 +6,8 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from zndraw_auth import Base
 
+# Registers the pending counts' DDL (tables, triggers) to run with ``create_all``.
+import zndraw_joblib_server.storage.pending  # noqa: F401
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
 from zndraw_joblib_server.storage.pending_pg import SCHEMA_LOCK_KEY
 
