@@ -32,6 +32,7 @@ from zndraw_joblib_server.services.records import (
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
@@ -234,11 +235,17 @@ async def claim_tasks(
         params["b_beat"] = now
         params["b_user"] = actor.id
     tasks: list[TaskRecord] = []
-    hint = _HINTS.get(worker_id) if uow.autocommit else None
+    # The worker's hint (its queue's, see QueueCaches): a worker that served one job tries
+    # the one-statement claim (``alone``, which checks everything itself: the hint is a
+    # guess, never trusted) when its last claim found tasks, or when a task probably waits
+    # (a waiting claim woken by a submit). Claiming nothing there means asking again the
+    # general way; an idle worker's empty claims go the general way at once.
+    hints = caches_of(session).claim_hints
+    hint = hints.get(worker_id) if uow.autocommit else None
     if hint is not None and hint[0] and (hint[1] or likely):
         tasks = await fetch(session, _claim_statement(False, True, uow.dialect, True), params)
         job_ids = [tasks[0].job_id] if tasks else []
-        _remember(worker_id, True, bool(tasks))
+        hints.put(worker_id, (True, bool(tasks)))
     if not tasks:  # the general way: the worker's jobs first
         job_ids = await _touch_worker(uow, actor, worker_id, now)
         if not job_ids:
@@ -250,7 +257,7 @@ async def claim_tasks(
         stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
         tasks = await fetch(session, stmt, params)
         if uow.autocommit:
-            _remember(worker_id, len(job_ids) == 1, bool(tasks))
+            hints.put(worker_id, (len(job_ids) == 1, bool(tasks)))
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
@@ -266,25 +273,6 @@ async def claim_tasks(
     tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
-
-
-_HINTS: dict[uuid.UUID, tuple[bool, bool]] = {}
-"""Per worker, from its last claim outside a transaction: whether it served one job, and
-whether that claim found tasks.
-
-A worker that served one job tries the one-statement claim (``alone``, which checks
-everything itself: the hint is a guess of what is likely to work, never trusted) when its
-last claim found tasks, or when a task probably waits (a waiting claim woken by a submit).
-Claiming nothing there means asking again the general way; an idle worker's empty claims
-go the general way at once, so they cost no extra statement.
-"""
-_HINTS_MAX = 10_000
-
-
-def _remember(worker_id: uuid.UUID, one_job: bool, found: bool) -> None:
-    if worker_id not in _HINTS and len(_HINTS) >= _HINTS_MAX:
-        _HINTS.clear()  # a bounded guess: forgetting costs one general claim per worker
-    _HINTS[worker_id] = (one_job, found)
 
 
 async def hand_off(

@@ -146,11 +146,8 @@ def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
         check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
-def _apply(
-    task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
-) -> bool:
-    """Change the task as the update asks; True when it went back to pending."""
-    target = body.status
+def _check_transition(task: TaskLike, target: TaskStatus | None, actor: Actor) -> None:
+    """Refuse an update the transition table (or the caller's rights) does not allow."""
     if target is None:
         if task.status != TaskStatus.RUNNING:
             raise InvalidTaskTransition(
@@ -162,6 +159,14 @@ def _apply(
         )
     elif target == TaskStatus.CLAIMED and not actor.is_superuser:
         raise Forbidden("Only a superuser may claim a task through PATCH; use /tasks/claim.")
+
+
+def _apply(
+    task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
+) -> bool:
+    """Change the task as the update asks; True when it went back to pending."""
+    target = body.status
+    _check_transition(task, target, actor)
     if body.progress is not None:
         task.progress = body.progress
     if body.message is not None:
