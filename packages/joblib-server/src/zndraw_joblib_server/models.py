@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from zndraw_auth import Base
 
 from zndraw_joblib_core import TaskStatus, build_job_name
+from zndraw_joblib_server.domain.rules import CLAIM_ORDER
 
 __all__ = ["Job", "Task", "UTCDateTime", "Worker", "WorkerJobLink", "status_is", "utcnow"]
 
@@ -141,9 +142,7 @@ class Task(Base):
         Index(
             "ix_joblib_task_claim",
             "job_id",
-            text("priority DESC"),
-            "run_after",
-            "created_at",
+            *(text(f"{name} DESC") if desc else name for name, desc in CLAIM_ORDER),
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import Integer, any_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
+from zndraw_joblib_server.domain.rules import claim_key, lease_until
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
@@ -29,6 +30,7 @@ from zndraw_joblib_server.services.records import (
     save,
     task_param,
 )
+from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -163,7 +165,7 @@ def _claim_statement(several_jobs: bool, guarded: bool, dialect: str, alone: boo
             served,
             TASKS.c.run_after <= task_param("b_now", "run_after"),
         )
-        .order_by(TASKS.c.priority.desc(), TASKS.c.run_after, TASKS.c.created_at)
+        .order_by(*claim_order_by(TASKS.c))
         .limit(bindparam("b_limit", type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("claimable")
@@ -228,7 +230,7 @@ async def claim_tasks(
         "b_now": now,
         "b_worker": worker_id,
         "b_claimed_at": now,
-        "b_lease_until": now + timedelta(seconds=settings.lease_seconds),
+        "b_lease_until": lease_until(now, None, settings.lease_seconds),
         "b_limit": max_tasks,
     }
     if uow.autocommit:
@@ -261,16 +263,16 @@ async def claim_tasks(
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
-    own_lease = [t for t in tasks if t.lease_seconds is not None]
+    own_lease = [t for t in tasks if t.lease_seconds]  # else the statement's default
     for task in own_lease:
-        task.lease_expires_at = now + timedelta(seconds=task.lease_seconds or 0)
+        task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
     if uow.autocommit:
         for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
             with contextlib.suppress(StaleRecord):
                 await save(session, [task], guarded=True)
     else:
         await save(session, own_lease)
-    tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
+    tasks.sort(key=claim_key)
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
 

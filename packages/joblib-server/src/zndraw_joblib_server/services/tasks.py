@@ -26,6 +26,7 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
+from zndraw_joblib_server.domain.rules import lease_seconds
 from zndraw_joblib_server.models import Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.claim import hand_off
@@ -587,4 +588,4 @@ async def list_job_tasks(
 
 def lease_for(task: TaskLike, settings: JobLibSettings) -> timedelta:
     """The lease length of a task (its own override, else the setting)."""
-    return timedelta(seconds=task.lease_seconds or settings.lease_seconds)
+    return timedelta(seconds=lease_seconds(task.lease_seconds, settings.lease_seconds))
