@@ -28,7 +28,7 @@ from zndraw_joblib_server.services.access import (
 )
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine
-from zndraw_joblib_server.storage.schema import create_tables
+from zndraw_joblib_server.migrations.tables import create_tables
 from zndraw_joblib_server.sweeper import SweepReport, run_sweeper, sweep_once
 
 __all__ = [

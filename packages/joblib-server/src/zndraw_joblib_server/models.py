@@ -37,8 +37,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from zndraw_auth import Base
 
-import zndraw_joblib_server.storage.pending  # noqa: F401  (SQLite's pending counts, with the tables)
 from zndraw_joblib_core import TaskStatus, build_job_name
+from zndraw_joblib_server.domain.rules import CLAIM_ORDER
 
 __all__ = [
     "Job",
@@ -166,9 +166,7 @@ class Task(JoblibBase):
         Index(
             "ix_joblib_task_claim",
             "job_id",
-            text("priority DESC"),
-            "run_after",
-            "created_at",
+            *(text(f"{name} DESC") if desc else name for name, desc in CLAIM_ORDER),
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),

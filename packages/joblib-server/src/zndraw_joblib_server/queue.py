@@ -18,18 +18,24 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from zndraw_joblib_core import ProblemError
+from zndraw_joblib_core import API_PREFIX, ProblemError
 from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
-from zndraw_joblib_server.lane import FastLane
+from zndraw_joblib_server.lane import FastLane, LaneRoute, lane_routes
 from zndraw_joblib_server.migrations import ensure_schema
-from zndraw_joblib_server.routes import router
+from zndraw_joblib_server.routes import HOT_ENDPOINTS, QUEUE_ROUTERS, router
 from zndraw_joblib_server.sessions import SessionSource, engine_of, queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
 from zndraw_joblib_server.sweeper import SweepReport, run_sweeper
 
-__all__ = ["JobQueue"]
+__all__ = ["JobQueue", "queue_lane_routes"]
+
+
+def queue_lane_routes() -> list[LaneRoute]:
+    """The queue's routes in :data:`~zndraw_joblib_server.router`'s order, hot ones compiled."""
+    routes = [route for sub in QUEUE_ROUTERS for route in sub.routes]
+    return lane_routes(routes, API_PREFIX, HOT_ENDPOINTS)  # type: ignore[arg-type]
 
 
 class JobQueue:
@@ -158,7 +164,7 @@ class JobQueue:
         elif ProblemError not in app.exception_handlers:
             app.add_exception_handler(ProblemError, problem_exception_handler)
         if self.settings.fast_lane if fast_lane is None else fast_lane:
-            app.add_middleware(FastLane)
+            app.add_middleware(FastLane, routes=queue_lane_routes())
 
     async def start(self) -> None:
         """Check (or set up, or migrate) the schema, start wake-ups and the sweeper. Idempotent.

@@ -91,28 +91,22 @@ def lane_routes(
 
 
 class FastLane:
-    """ASGI middleware serving the hot routes of :data:`zndraw_joblib_server.router` directly.
+    """ASGI middleware serving hot routes directly, given the routes it is to match.
 
-    The reference app installs it; a host that includes the router unchanged (no router-level
-    dependencies, no prefix of its own) may install it too::
+    :meth:`zndraw_joblib_server.JobQueue.include_in` installs it with the queue's routes
+    (the lane imports no routes of its own)::
 
-        from zndraw_joblib_server.lane import FastLane
-
-        app.add_middleware(FastLane)
+        app.add_middleware(FastLane, routes=lane_routes(routes, API_PREFIX, hot_endpoints))
 
     Args:
         app: The wrapped ASGI app.
-        routes: The routes to match, in FastAPI's order (default: the queue's own).
+        routes: The routes to match, in FastAPI's order (see :func:`lane_routes`).
         prefix: Requests outside this path prefix are handed on at once.
     """
 
     def __init__(
-        self, app: ASGIApp, routes: Sequence[LaneRoute] | None = None, prefix: str = API_PREFIX
+        self, app: ASGIApp, routes: Sequence[LaneRoute], prefix: str = API_PREFIX
     ) -> None:
-        if routes is None:
-            from zndraw_joblib_server.routes import default_lane_routes
-
-            routes = default_lane_routes()
         self.app = app
         self.routes = list(routes)
         self.prefix = prefix

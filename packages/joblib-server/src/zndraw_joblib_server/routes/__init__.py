@@ -3,7 +3,6 @@
 from fastapi import APIRouter
 
 from zndraw_joblib_core import API_PREFIX
-from zndraw_joblib_server.lane import LaneRoute, lane_routes
 from zndraw_joblib_server.routes import jobs, tasks, workers
 from zndraw_joblib_server.routes._common import JobLibRoute
 
@@ -12,9 +11,11 @@ router = APIRouter(prefix=API_PREFIX, route_class=JobLibRoute, redirect_slashes=
 
 # The task routes come first: `/rooms/{room}/jobs/{job_name:path}/tasks` must be matched
 # before `/rooms/{room}/jobs/{job_name:path}` swallows it.
-router.include_router(tasks.router)
-router.include_router(jobs.router)
-router.include_router(workers.router)
+QUEUE_ROUTERS = (tasks.router, jobs.router, workers.router)
+"""The resource routers, in :data:`router`'s matching order."""
+
+for _sub in QUEUE_ROUTERS:
+    router.include_router(_sub)
 
 HOT_ENDPOINTS = (
     tasks.submit_task,
@@ -27,11 +28,4 @@ HOT_ENDPOINTS = (
 )
 """The endpoints the fast lane serves (the ones workers and submitters call in a loop)."""
 
-
-def default_lane_routes() -> list[LaneRoute]:
-    """The queue's routes in :data:`router`'s matching order, the hot ones compiled."""
-    routes = [r for sub in (tasks.router, jobs.router, workers.router) for r in sub.routes]
-    return lane_routes(routes, API_PREFIX, HOT_ENDPOINTS)  # type: ignore[arg-type]
-
-
-__all__ = ["HOT_ENDPOINTS", "default_lane_routes", "router"]
+__all__ = ["HOT_ENDPOINTS", "QUEUE_ROUTERS", "router"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
@@ -32,7 +30,6 @@ from zndraw_joblib_server.dependencies import (
     SettingsDep,
     WritableRoom,
 )
-from zndraw_joblib_server.models import utcnow
 from zndraw_joblib_server.routes._common import (
     DEFAULT_LIMIT,
     JobLibRoute,
@@ -43,13 +40,9 @@ from zndraw_joblib_server.routes._common import (
     problems,
     wait_seconds,
 )
-from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
-from zndraw_joblib_server.services.access import Actor, RoomAccess
-from zndraw_joblib_server.services.records import StaleRecord
-from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
+from zndraw_joblib_server.services import waiting
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=False)
 
@@ -209,82 +202,10 @@ async def claim_tasks(
     # worker timeout so an idle worker is never swept while it waits.
     cap = min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
     wait = wait_seconds(prefer, cap)
-    due = None
-    seq = db.notifier.seq
-    async with db.write(sink, autocommit=True) as uow:
-        tasks, job_ids = await claim_service.claim_tasks(
-            uow, actor, body.worker_id, body.max_tasks, settings
-        )
-        if not tasks and wait is not None:
-            due = await claim_service.next_due(uow.session, job_ids)
-    if not tasks and wait is not None:
-        tasks = await _wait_and_claim(db, actor, body, job_ids, due, seq, wait, settings, sink)
+    tasks = await waiting.claim(db, sink, actor, body.worker_id, body.max_tasks, wait, settings)
     if wait is not None:
         response.headers["Preference-Applied"] = _applied(wait)
     return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks)
-
-
-async def _wait_and_claim(
-    db: Database,
-    actor: Actor,
-    body: TaskClaimRequest,
-    job_ids: list[uuid.UUID],
-    due: datetime | None,
-    seq: int,
-    wait: float,
-    settings: JobLibSettings,
-    sink: EventSink | None,
-) -> list[TaskResponse]:
-    """Hold a claim until a task of ``job_ids`` arrives or ``wait`` seconds pass.
-
-    No connection is held while waiting: the request sleeps on the in-process notifier (fed
-    by PostgreSQL NOTIFY across processes). It claims again only when woken, when the
-    earliest delayed task (``due``) falls due, or every ``claim_poll_interval_seconds`` (so
-    a lost notification only delays work); an idle wait costs the database nothing.
-
-    While a woken claim is running, the subscription stays fired, so the next submit wakes
-    another waiter rather than this busy one; a submit this claim may have missed makes it
-    look again at once. With ``claim_handoff`` a submit in this process claims for the
-    waiting request inside its own transaction (``services.claim.hand_off``), and the request
-    answers with what it was handed.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    tasks: list[TaskResponse] = []
-    worker_key = f"worker:{body.worker_id}"
-    job_keys = [f"job:{j}" for j in job_ids]
-    offer = ClaimOffer(actor, body.worker_id, body.max_tasks) if settings.claim_handoff else None
-    async with db.notifier.subscribe([worker_key, *job_keys], offer) as sub:
-        # A submit may have committed between the empty claim and the subscription.
-        woken = db.notifier.notified_since([worker_key, *job_keys], seq)
-        while not tasks:
-            remaining = deadline - loop.time()
-            if not woken:
-                if remaining <= 0:
-                    break
-                pause = min(remaining, settings.claim_poll_interval_seconds)
-                if due is not None:
-                    pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
-                woken = await sub.wait(pause, consume=False)
-                tasks = await sub.take_handed()  # a submit in this process claimed for us
-                if tasks:
-                    break
-                if not woken and due is None and pause >= remaining:
-                    break  # nothing arrived and nothing fell due: no need to look
-            mark = db.notifier.seq
-            async with db.write(sink, autocommit=True) as uow:
-                tasks, served = await claim_service.claim_tasks(
-                    uow, actor, body.worker_id, body.max_tasks, settings, likely=woken
-                )
-                if not tasks:
-                    due = await claim_service.next_due(uow.session, job_ids)
-            sub.clear()
-            # Not merely "the worker's key was notified": on PostgreSQL this process also
-            # hears its own notifications again (LISTEN echoes them), possibly late.
-            if not tasks and set(served) != set(job_ids):
-                break  # the worker now serves other jobs: let the client ask again
-            woken = not tasks and db.notifier.notified_since(job_keys, mark)
-    return tasks
 
 
 @router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))
@@ -317,13 +238,9 @@ async def get_task(
     """
     wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
     known = _version_of(if_none_match)
-    async with db.notifier.subscribe([f"task:{task_id}"]) as sub:
-        async with db.read() as session:
-            task, version = await task_service.get_task(session, actor, access, task_id)
-        changed = wait_for == "change" and known is not None and known != version
-        if wait is not None and not task.status.is_terminal and not changed:
-            task = await _wait_for_task(db, sub, actor, access, task, version, wait, wait_for)
-            response.headers["Preference-Applied"] = _applied(wait)
+    task, waited = await waiting.read_task(db, actor, access, task_id, wait, wait_for, known)
+    if waited and wait is not None:
+        response.headers["Preference-Applied"] = _applied(wait)
     response.headers["ETag"] = f'"{task.version}"'
     return task
 
@@ -331,28 +248,6 @@ async def get_task(
 def _version_of(if_none_match: str | None) -> int | None:
     value = (if_none_match or "").strip().removeprefix("W/").strip('"')
     return int(value) if value.isdigit() and len(value) < 12 else None
-
-
-async def _wait_for_task(
-    db: Database,
-    sub: Subscription,
-    actor: Actor,
-    access: RoomAccess,
-    task: TaskResponse,
-    version: int,
-    wait: float,
-    wait_for: str,
-) -> TaskResponse:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while (remaining := deadline - loop.time()) > 0:
-        if not await sub.wait(remaining):
-            break
-        async with db.read() as session:
-            task, now_version = await task_service.get_task(session, actor, access, task.id)
-        if task.status.is_terminal or (wait_for == "change" and now_version != version):
-            break
-    return task
 
 
 @router.patch(
@@ -371,13 +266,7 @@ async def update_task(
 
     With `worker_id`, a worker that no longer holds the task's lease gets 409 `lease-lost`.
     """
-    try:  # PostgreSQL: outside a transaction, applied only to the version it read
-        async with db.write(sink, autocommit=True) as uow:
-            return await update_service.update_task(uow, actor, access, task_id, body, settings)
-    except StaleRecord:
-        pass  # changed meanwhile: nothing was written; again, in a transaction
-    async with db.write(sink) as uow:
-        return await update_service.update_task(uow, actor, access, task_id, body, settings)
+    return await update_service.update_one(db, sink, actor, access, task_id, body, settings)
 
 
 @router.patch("/tasks", response_model=TaskBatchUpdateResponse, responses=problems(413))

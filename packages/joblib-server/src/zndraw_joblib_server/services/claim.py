@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import Integer, any_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
+from zndraw_joblib_server.domain.rules import claim_key, lease_until
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
@@ -25,14 +26,16 @@ from zndraw_joblib_server.services.records import (
     TASKS,
     StaleRecord,
     TaskRecord,
-    execute,
     fetch,
     save,
     task_param,
 )
+from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import caches_of
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]
@@ -162,7 +165,7 @@ def _claim_statement(several_jobs: bool, guarded: bool, dialect: str, alone: boo
             served,
             TASKS.c.run_after <= task_param("b_now", "run_after"),
         )
-        .order_by(TASKS.c.priority.desc(), TASKS.c.run_after, TASKS.c.created_at)
+        .order_by(*claim_order_by(TASKS.c))
         .limit(bindparam("b_limit", type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("claimable")
@@ -227,18 +230,24 @@ async def claim_tasks(
         "b_now": now,
         "b_worker": worker_id,
         "b_claimed_at": now,
-        "b_lease_until": now + timedelta(seconds=settings.lease_seconds),
+        "b_lease_until": lease_until(now, None, settings.lease_seconds),
         "b_limit": max_tasks,
     }
     if uow.autocommit:
         params["b_beat"] = now
         params["b_user"] = actor.id
     tasks: list[TaskRecord] = []
-    hint = _HINTS.get(worker_id) if uow.autocommit else None
+    # The worker's hint (its queue's, see QueueCaches): a worker that served one job tries
+    # the one-statement claim (``alone``, which checks everything itself: the hint is a
+    # guess, never trusted) when its last claim found tasks, or when a task probably waits
+    # (a waiting claim woken by a submit). Claiming nothing there means asking again the
+    # general way; an idle worker's empty claims go the general way at once.
+    hints = caches_of(session).claim_hints
+    hint = hints.get(worker_id) if uow.autocommit else None
     if hint is not None and hint[0] and (hint[1] or likely):
         tasks = await fetch(session, _claim_statement(False, True, uow.dialect, True), params)
         job_ids = [tasks[0].job_id] if tasks else []
-        _remember(worker_id, True, bool(tasks))
+        hints.put(worker_id, (True, bool(tasks)))
     if not tasks:  # the general way: the worker's jobs first
         job_ids = await _touch_worker(uow, actor, worker_id, now)
         if not job_ids:
@@ -250,41 +259,22 @@ async def claim_tasks(
         stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
         tasks = await fetch(session, stmt, params)
         if uow.autocommit:
-            _remember(worker_id, len(job_ids) == 1, bool(tasks))
+            hints.put(worker_id, (len(job_ids) == 1, bool(tasks)))
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
-    own_lease = [t for t in tasks if t.lease_seconds is not None]
+    own_lease = [t for t in tasks if t.lease_seconds]  # else the statement's default
     for task in own_lease:
-        task.lease_expires_at = now + timedelta(seconds=task.lease_seconds or 0)
+        task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
     if uow.autocommit:
         for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
             with contextlib.suppress(StaleRecord):
                 await save(session, [task], guarded=True)
     else:
         await save(session, own_lease)
-    tasks.sort(key=lambda t: (-t.priority, t.run_after, t.created_at))
+    tasks.sort(key=claim_key)
     names = await announce(uow, tasks, now)
     return [to_response(t, names[t.job_id]) for t in tasks], job_ids
-
-
-_HINTS: dict[uuid.UUID, tuple[bool, bool]] = {}
-"""Per worker, from its last claim outside a transaction: whether it served one job, and
-whether that claim found tasks.
-
-A worker that served one job tries the one-statement claim (``alone``, which checks
-everything itself: the hint is a guess of what is likely to work, never trusted) when its
-last claim found tasks, or when a task probably waits (a waiting claim woken by a submit).
-Claiming nothing there means asking again the general way; an idle worker's empty claims
-go the general way at once, so they cost no extra statement.
-"""
-_HINTS_MAX = 10_000
-
-
-def _remember(worker_id: uuid.UUID, one_job: bool, found: bool) -> None:
-    if worker_id not in _HINTS and len(_HINTS) >= _HINTS_MAX:
-        _HINTS.clear()  # a bounded guess: forgetting costs one general claim per worker
-    _HINTS[worker_id] = (one_job, found)
 
 
 async def hand_off(

@@ -29,6 +29,7 @@ from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import caches_of
 
 __all__ = [
     "announce",
@@ -42,9 +43,6 @@ __all__ = [
     "to_response",
     "validate_room",
 ]
-
-_names: dict[uuid.UUID, str] = {}
-_MAX_CACHED_NAMES = 100_000
 
 
 def validate_room(room_id: str) -> None:
@@ -131,26 +129,27 @@ def _surrogate_detail(what: str) -> str:
     )
 
 
-def remember_name(job_id: uuid.UUID, room_id: str, category: str, name: str) -> str:
-    """Cache and return a job's full name (a job's name never changes)."""
+def remember_name(
+    session: AsyncSession, job_id: uuid.UUID, room_id: str, category: str, name: str
+) -> str:
+    """Cache (in the queue's caches) and return a job's full name (it never changes)."""
     full_name = build_job_name(room_id, category, name)
-    if len(_names) >= _MAX_CACHED_NAMES:
-        _names.clear()
-    _names[job_id] = full_name
+    caches_of(session).job_names.put(job_id, full_name)
     return full_name
 
 
 async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Full names of the given jobs, from the cache or one query."""
     wanted = set(job_ids)
-    missing = [jid for jid in wanted if jid not in _names]
+    names = caches_of(session).job_names
+    missing = [jid for jid in wanted if jid not in names]
     if missing:
         rows = await session.execute(
             select(Job.id, Job.room_id, Job.category, Job.name).where(Job.id.in_(missing))
         )
         for jid, room, category, name in rows:
-            _names[jid] = build_job_name(room, category, name)
-    return {jid: _names.get(jid, "") for jid in wanted}
+            names.put(jid, build_job_name(room, category, name))
+    return {jid: names.get(jid, "") for jid in wanted}
 
 
 def to_response(task: TaskLike, job_name: str, queue_position: int | None = None) -> TaskResponse:
@@ -199,6 +198,7 @@ UNRENDERABLE_KEY = "$unrenderable"
 """The only key of the object that replaces a stored JSON value that cannot be answered."""
 
 _reported: set[tuple[uuid.UUID, str]] = set()
+_MAX_REPORTED = 100_000
 
 
 def _renders(value: Any) -> bool:
@@ -217,7 +217,7 @@ def _renders(value: Any) -> bool:
 def _unrenderable(task_id: uuid.UUID, field: str) -> dict[str, str]:
     """The marker answered in place of a stored field that cannot be rendered; logged once."""
     if (task_id, field) not in _reported:
-        if len(_reported) >= _MAX_CACHED_NAMES:
+        if len(_reported) >= _MAX_REPORTED:
             _reported.clear()
         _reported.add((task_id, field))
         _logger.warning("task %s: the stored %s cannot be rendered as JSON", task_id, field)

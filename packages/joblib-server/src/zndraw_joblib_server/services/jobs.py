@@ -35,10 +35,10 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
 from zndraw_joblib_server.services.quotas import check_worker_quota
-from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
@@ -191,7 +191,7 @@ async def register_job(
         session.add(WorkerJobLink(worker_id=worker.id, job_id=job.id))
         uow.wake_all(f"worker:{worker.id}")  # a waiting claim of this worker: new job
     await session.flush()
-    remember_name(job.id, job.room_id, job.category, job.name)
+    remember_name(session, job.id, job.room_id, job.category, job.name)
     uow.events.append(JobsChanged(room_id=room_id))
     workers = (await workers_of(session, [job.id]))[job.id]
     return job_response(job, workers, worker.id), created
@@ -273,7 +273,7 @@ async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> Act
     if row is None:
         raise JobNotFound(f"Job '{job_name}' not found.")
     job = ActiveJob(row.id, row.room_id, row.category, row.name, row.schema)
-    remember_name(job.id, job.room_id, job.category, job.name)
+    remember_name(session, job.id, job.room_id, job.category, job.name)
     return job
 
 

@@ -24,9 +24,10 @@ from zndraw_joblib_server.services.records import (
     TASKS,
     TaskLike,
     TaskRecord,
-    execute,
     task_param,
 )
+from zndraw_joblib_server.services.rules_sql import claim_order_by
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
@@ -195,7 +196,7 @@ async def queue_positions(
             func.row_number()
             .over(
                 partition_by=TASKS.c.job_id,
-                order_by=(TASKS.c.priority.desc(), TASKS.c.run_after, TASKS.c.created_at),
+                order_by=claim_order_by(TASKS.c),
             )
             .label("position"),
         )

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zndraw_joblib_core import QuotaExceeded, TaskStatus
 from zndraw_joblib_server.models import Task, Worker, status_is
 from zndraw_joblib_server.services.access import Actor
-from zndraw_joblib_server.services.records import execute
 from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["check_pending_quota", "check_worker_quota"]

@@ -20,9 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskNotFound, TaskStatus
 from zndraw_joblib_server.models import Task
-from zndraw_joblib_server.storage.database import DIRECT_PG, session_connection
-from zndraw_joblib_server.storage.direct import run_direct
-from zndraw_joblib_server.storage.direct_pg import run_direct_pg
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
@@ -196,26 +194,6 @@ LIGHT_FIELDS: tuple[str, ...] = (
 
 TaskLike = Task | TaskRecord
 """A task as an ORM object or as a record: the rules in the services accept either."""
-
-
-async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
-    """Run a Core statement on the session's connection, past the ORM session layer.
-
-    The statements of the hot paths need nothing from the ORM (no identity map, no flush),
-    so they skip ``Session.execute``'s per-statement work; they still run in the session's
-    transaction (the connection is the session's own, fetched once per session). On an
-    inline SQLite connection they also skip the greenlet bridge, as nothing underneath
-    awaits (see :func:`~zndraw_joblib_server.storage.database.session_connection`).
-    """
-    conn, sync = await session_connection(session)
-    if sync is not None:
-        result = run_direct(sync, stmt, params)
-        return result if result is not None else sync.execute(stmt, params)
-    if session.info.get(DIRECT_PG):
-        found = await run_direct_pg(conn, stmt, params)
-        if found is not None:
-            return found
-    return await conn.execute(stmt, params)
 
 
 async def fetch(

@@ -31,6 +31,7 @@ from zndraw_joblib_server.models import Worker, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.records import TASKS, fetch, task_param
+from zndraw_joblib_server.services.rules_sql import lease_seconds_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.prebuilt import prebuilt
@@ -59,8 +60,7 @@ def _statement(target: TaskStatus) -> Any:
         "message": func.coalesce(task_param("v_message", "message"), c.message),
     }
     if target == TaskStatus.RUNNING:
-        # lease_for(): the task's own lease unless unset (or 0), else the setting.
-        lease = func.coalesce(func.nullif(c.lease_seconds, 0.0), bindparam("b_lease", Float))
+        lease = lease_seconds_sql(c.lease_seconds, bindparam("b_lease", Float))
         values |= {
             "started_at": now,
             "lease_expires_at": now + _seconds(lease),

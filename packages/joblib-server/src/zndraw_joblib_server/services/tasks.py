@@ -26,6 +26,7 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
+from zndraw_joblib_server.domain.rules import lease_seconds
 from zndraw_joblib_server.models import Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess, may_read
 from zndraw_joblib_server.services.claim import hand_off
@@ -304,33 +305,9 @@ async def submit_tasks(
         _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
         for i, body in enumerate(bodies)
     ]
-    positions: dict[uuid.UUID, int] | None = None
-    counting = uow.dialect == "postgresql"
-    if single and (keys is not None or counting):
-        keyed = keys is not None
-        inserted, position = await insert_one(session, rows[0], keyed=keyed, counting=counting)
-        if not inserted and keys is not None:  # an earlier submit holds the key: a repeat
-            found = await _by_keys(session, job.id, room_id, keys)
-            if not found:  # pragma: no cover - the row holding the key is gone again
-                raise ServiceUnavailable(
-                    "A submit with the same idempotency key is in flight; retry.",
-                    headers={"Retry-After": "1"},
-                )
-            return await _repeat(session, found, bodies, keys, settings), False
-        if position is not None:
-            positions = {rows[0]["id"]: position}
-    elif keys is None:
-        await insert_tasks(session, rows)
-    else:
-        try:
-            async with session.begin_nested():
-                await session.connection()  # emits the SAVEPOINT before the insert
-                await insert_tasks(session, rows)
-        except IntegrityError:  # the same key submitted concurrently by another process
-            found = await _by_keys(session, job.id, room_id, keys)
-            if not found:
-                raise
-            return await _repeat(session, found, bodies, keys, settings), False
+    earlier, positions = await _insert(uow, job.id, room_id, rows, keys)
+    if earlier is not None:  # an earlier submit holds the keys: a repeat
+        return await _repeat(session, earlier, bodies, keys or [], settings), False
     tasks = [TaskRecord(row) for row in rows]
     await announce(uow, tasks, now, claimable=tasks, watched=False)
     if uow.record_events:
@@ -427,6 +404,47 @@ def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
     if not idempotency_key:
         return None
     return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count + 1)]
+
+
+async def _insert(
+    uow: UnitOfWork,
+    job_id: uuid.UUID,
+    room_id: str,
+    rows: list[dict[str, Any]],
+    keys: Sequence[str] | None,
+) -> tuple[list[TaskRecord] | None, dict[uuid.UUID, int] | None]:
+    """Insert the rows: ``(found, positions)``.
+
+    ``found``: the tasks an earlier submit created with the same keys (nothing inserted),
+    else None. ``positions``: the new task's queue position when the insert answered it.
+    """
+    session = uow.session
+    counting = uow.dialect == "postgresql"
+    if len(rows) == 1 and (keys is not None or counting):
+        keyed = keys is not None
+        inserted, position = await insert_one(session, rows[0], keyed=keyed, counting=counting)
+        if not inserted and keys is not None:  # an earlier submit holds the key: a repeat
+            found = await _by_keys(session, job_id, room_id, keys)
+            if not found:  # pragma: no cover - the row holding the key is gone again
+                raise ServiceUnavailable(
+                    "A submit with the same idempotency key is in flight; retry.",
+                    headers={"Retry-After": "1"},
+                )
+            return found, None
+        return None, None if position is None else {rows[0]["id"]: position}
+    if keys is None:
+        await insert_tasks(session, rows)
+        return None, None
+    try:
+        async with session.begin_nested():
+            await session.connection()  # emits the SAVEPOINT before the insert
+            await insert_tasks(session, rows)
+    except IntegrityError:  # the same key submitted concurrently by another process
+        found = await _by_keys(session, job_id, room_id, keys)
+        if not found:
+            raise
+        return found, None
+    return None, None
 
 
 async def _by_keys(
@@ -570,4 +588,4 @@ async def list_job_tasks(
 
 def lease_for(task: TaskLike, settings: JobLibSettings) -> timedelta:
     """The lease length of a task (its own override, else the setting)."""
-    return timedelta(seconds=task.lease_seconds or settings.lease_seconds)
+    return timedelta(seconds=lease_seconds(task.lease_seconds, settings.lease_seconds))

@@ -36,9 +36,9 @@ from zndraw_joblib_server.services.common import (
 from zndraw_joblib_server.services.records import (
     LIGHT_FIELDS,
     TASKS,
+    StaleRecord,
     TaskLike,
     TaskRecord,
-    execute,
     save,
 )
 from zndraw_joblib_server.services.reports import REPORTED, report
@@ -49,10 +49,11 @@ from zndraw_joblib_server.services.tasks import (
     respond_all,
 )
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-__all__ = ["update_task", "update_tasks"]
+__all__ = ["update_one", "update_task", "update_tasks"]
 
 
 _WORKERS = Worker.__table__
@@ -145,11 +146,8 @@ def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
         check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
-def _apply(
-    task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
-) -> bool:
-    """Change the task as the update asks; True when it went back to pending."""
-    target = body.status
+def _check_transition(task: TaskLike, target: TaskStatus | None, actor: Actor) -> None:
+    """Refuse an update the transition table (or the caller's rights) does not allow."""
     if target is None:
         if task.status != TaskStatus.RUNNING:
             raise InvalidTaskTransition(
@@ -161,6 +159,14 @@ def _apply(
         )
     elif target == TaskStatus.CLAIMED and not actor.is_superuser:
         raise Forbidden("Only a superuser may claim a task through PATCH; use /tasks/claim.")
+
+
+def _apply(
+    task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
+) -> bool:
+    """Change the task as the update asks; True when it went back to pending."""
+    target = body.status
+    _check_transition(task, target, actor)
     if body.progress is not None:
         task.progress = body.progress
     if body.message is not None:
@@ -297,6 +303,30 @@ async def _responses(
         await respond_all(session, [o for _, o in outcomes if isinstance(o, TaskRecord)])
     )
     return [o if isinstance(o, ProblemError) else next(answers) for _, o in outcomes]
+
+
+async def update_one(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    access: RoomAccess,
+    task_id: uuid.UUID,
+    body: TaskUpdateRequest,
+    settings: JobLibSettings,
+) -> TaskResponse:
+    """``PATCH /tasks/{id}`` in its own write: outside a transaction first, then inside one.
+
+    On PostgreSQL the update first runs outside a transaction, applied only to the version
+    it read; a task changed meanwhile (:class:`StaleRecord`, nothing written) is updated
+    again in a transaction. Raises as :func:`update_task`.
+    """
+    try:
+        async with db.write(sink, autocommit=True) as uow:
+            return await update_task(uow, actor, access, task_id, body, settings)
+    except StaleRecord:
+        pass  # changed meanwhile: nothing was written; again, in a transaction
+    async with db.write(sink) as uow:
+        return await update_task(uow, actor, access, task_id, body, settings)
 
 
 async def update_task(

@@ -18,6 +18,7 @@ from zndraw_joblib_core import (
     WorkerSummary,
     visible_rooms,
 )
+from zndraw_joblib_server.domain.rules import lease_until
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, release_all, validate_room
@@ -84,10 +85,9 @@ async def heartbeat(
             )
         )
     ).all()
-    default_lease = now + timedelta(seconds=settings.lease_seconds)
     renew: dict[datetime, list[uuid.UUID]] = {}
     for task_id, lease_seconds, _ in rows:
-        until = default_lease if lease_seconds is None else now + timedelta(seconds=lease_seconds)
+        until = lease_until(now, lease_seconds, settings.lease_seconds)
         renew.setdefault(until, []).append(task_id)
     for until, ids in renew.items():
         await session.execute(

@@ -25,6 +25,7 @@ from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.sessions import queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import direct
+from zndraw_joblib_server.storage.caches import QueueCaches
 from zndraw_joblib_server.storage.file_watch import FileWatch, sqlite_file_of
 from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
@@ -153,6 +154,8 @@ class Database:
         self.file_watch: FileWatch | None = FileWatch(path) if path else None
         """SQLite file databases: whether the file is still the one opened (health, writes)."""
         self.notifier = Notifier()
+        self.caches = QueueCaches()
+        """Hints and caches of this queue (never shared with another app's database)."""
         self.inline: bool | None = None
         """Whether the engine's connections are inline SQLite (None: not known yet)."""
         self.statements = 0
@@ -224,6 +227,7 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A short read-only session (no gate)."""
         async with self.session_maker() as session:
+            self.caches.attach(session)
             yield session
 
     @asynccontextmanager
@@ -281,6 +285,7 @@ class Database:
             else:
                 session = self.session_maker()
             session.info[_INLINE] = self.inline
+            self.caches.attach(session)
             uow = UnitOfWork(
                 session,
                 record_events=sink is not None or keep_events,

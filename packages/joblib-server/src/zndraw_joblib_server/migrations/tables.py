@@ -11,7 +11,10 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from zndraw_auth import Base
 
-import zndraw_joblib_server.models  # noqa: F401  (registers the queue's tables)
+import zndraw_joblib_server.models
+
+# Registers the pending counts' DDL (tables, triggers) to run with ``create_all``.
+import zndraw_joblib_server.storage.pending  # noqa: F401
 
 __all__ = ["create_tables"]
 

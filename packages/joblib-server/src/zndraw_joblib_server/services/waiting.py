@@ -1,0 +1,197 @@
+"""Long polls: a claim that waits for work, a task read that waits for a change.
+
+Neither holds a database connection while it waits: the request sleeps on the in-process
+notifier (fed by PostgreSQL ``NOTIFY`` across processes) and looks again only when woken,
+when a delayed task falls due, or every ``claim_poll_interval_seconds`` (so a lost
+notification only delays work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from zndraw_joblib_core import TaskResponse
+from zndraw_joblib_server.models import utcnow
+from zndraw_joblib_server.services import claim as claim_service
+from zndraw_joblib_server.services import tasks as task_service
+from zndraw_joblib_server.services.access import Actor, RoomAccess
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
+
+__all__ = ["claim", "read_task"]
+
+
+async def claim(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    worker_id: uuid.UUID,
+    max_tasks: int,
+    wait: float | None,
+    settings: JobLibSettings,
+) -> list[TaskResponse]:
+    """``POST /tasks/claim``: claim at once; with ``wait`` (seconds), wait for work first.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker is not the caller's.
+    """
+    due = None
+    seq = db.notifier.seq
+    async with db.write(sink, autocommit=True) as uow:
+        tasks, job_ids = await claim_service.claim_tasks(
+            uow, actor, worker_id, max_tasks, settings
+        )
+        if not tasks and wait is not None:
+            due = await claim_service.next_due(uow.session, job_ids)
+    if tasks or wait is None:
+        return tasks
+    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids)
+    return await claim_.wait(due, seq, wait)
+
+
+class _Claim:
+    """One waiting claim: who claims, for which jobs, and through which database."""
+
+    def __init__(
+        self,
+        db: Database,
+        sink: EventSink | None,
+        actor: Actor,
+        worker_id: uuid.UUID,
+        max_tasks: int,
+        settings: JobLibSettings,
+        job_ids: list[uuid.UUID],
+    ) -> None:
+        self.db = db
+        self.sink = sink
+        self.actor = actor
+        self.worker_id = worker_id
+        self.max_tasks = max_tasks
+        self.settings = settings
+        self.job_ids = job_ids
+
+    async def wait(self, due: datetime | None, seq: int, wait: float) -> list[TaskResponse]:
+        """Hold the claim until a task of its jobs arrives or ``wait`` seconds pass.
+
+        While a woken claim is running, the subscription stays fired, so the next submit
+        wakes another waiter rather than this busy one; a submit this claim may have missed
+        makes it look again at once. With ``claim_handoff`` a submit in this process claims
+        for the waiting request inside its own transaction (``services.claim.hand_off``),
+        and the request answers with what it was handed.
+        """
+        db, settings = self.db, self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        tasks: list[TaskResponse] = []
+        worker_key = f"worker:{self.worker_id}"
+        job_keys = [f"job:{j}" for j in self.job_ids]
+        offer = (
+            ClaimOffer(self.actor, self.worker_id, self.max_tasks)
+            if settings.claim_handoff
+            else None
+        )
+        async with db.notifier.subscribe([worker_key, *job_keys], offer) as sub:
+            # A submit may have committed between the empty claim and the subscription.
+            woken = db.notifier.notified_since([worker_key, *job_keys], seq)
+            while not tasks:
+                remaining = deadline - loop.time()
+                if not woken:
+                    if remaining <= 0:
+                        break
+                    pause = self._pause(remaining, due)
+                    woken = await sub.wait(pause, consume=False)
+                    tasks = await sub.take_handed()  # a submit in this process claimed for us
+                    if tasks:
+                        break
+                    if not woken and due is None and pause >= remaining:
+                        break  # nothing arrived and nothing fell due: no need to look
+                mark = db.notifier.seq
+                tasks, served, due = await self._again(woken)
+                sub.clear()
+                # Not merely "the worker's key was notified": on PostgreSQL this process
+                # also hears its own notifications again (LISTEN echoes them), possibly late.
+                if not tasks and set(served) != set(self.job_ids):
+                    break  # the worker now serves other jobs: let the client ask again
+                woken = not tasks and db.notifier.notified_since(job_keys, mark)
+        return tasks
+
+    def _pause(self, remaining: float, due: datetime | None) -> float:
+        pause = min(remaining, self.settings.claim_poll_interval_seconds)
+        if due is not None:
+            pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
+        return pause
+
+    async def _again(
+        self, woken: bool
+    ) -> tuple[list[TaskResponse], list[uuid.UUID], datetime | None]:
+        due = None
+        async with self.db.write(self.sink, autocommit=True) as uow:
+            tasks, served = await claim_service.claim_tasks(
+                uow, self.actor, self.worker_id, self.max_tasks, self.settings, likely=woken
+            )
+            if not tasks:
+                due = await claim_service.next_due(uow.session, self.job_ids)
+        return tasks, served, due
+
+
+async def read_task(
+    db: Database,
+    actor: Actor,
+    access: RoomAccess,
+    task_id: uuid.UUID,
+    wait: float | None,
+    wait_for: Literal["terminal", "change"],
+    known: int | None,
+) -> tuple[TaskResponse, bool]:
+    """``GET /tasks/{id}``: the task; with ``wait``, once it is terminal or has changed.
+
+    Args:
+        db: The database.
+        actor: The caller.
+        access: The room access policy.
+        task_id: The task.
+        wait: Seconds to wait at most (None: answer at once).
+        wait_for: Wake when the task is terminal, or on any change.
+        known: The version the caller already has (``If-None-Match``); a task at
+            another version is answered at once when waiting for a change.
+
+    Returns:
+        The task and whether the request waited.
+
+    Raises:
+        TaskNotFound: No such task, or not visible to the caller.
+    """
+    async with db.notifier.subscribe([f"task:{task_id}"]) as sub:
+        async with db.read() as session:
+            task, version = await task_service.get_task(session, actor, access, task_id)
+        changed = wait_for == "change" and known is not None and known != version
+        if wait is None or task.status.is_terminal or changed:
+            return task, False
+        task = await _wait_for_task(db, sub, actor, access, task, version, wait, wait_for)
+    return task, True
+
+
+async def _wait_for_task(
+    db: Database,
+    sub: Subscription,
+    actor: Actor,
+    access: RoomAccess,
+    task: TaskResponse,
+    version: int,
+    wait: float,
+    wait_for: str,
+) -> TaskResponse:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while (remaining := deadline - loop.time()) > 0:
+        if not await sub.wait(remaining):
+            break
+        async with db.read() as session:
+            task, now_version = await task_service.get_task(session, actor, access, task.id)
+        if task.status.is_terminal or (wait_for == "change" and now_version != version):
+            break
+    return task
