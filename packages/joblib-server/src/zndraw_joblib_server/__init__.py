@@ -16,6 +16,7 @@ from zndraw_joblib_server.dependencies import (
     get_settings,
 )
 from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
+from zndraw_joblib_server.migrations.tables import create_tables
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
 from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.routes import router
@@ -28,7 +29,6 @@ from zndraw_joblib_server.services.access import (
 )
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine
-from zndraw_joblib_server.migrations.tables import create_tables
 from zndraw_joblib_server.sweeper import SweepReport, run_sweeper, sweep_once
 
 __all__ = [
