@@ -92,10 +92,19 @@ def test_register_run_kwargs_reach_run_and_survive_worker_recovery(server: Any) 
         )
         assert gone.status_code == 204, gone.text
         deadline = time.monotonic() + WAIT
-        while manager.worker_id in (None, lost):
+        while manager.worker_id in (None, lost) or not _served(server, token, "Predict"):
+            # the new worker's id shows before it has registered the jobs again
             assert time.monotonic() < deadline, "the worker was never replaced"
             time.sleep(0.1)
         assert _result(manager, "lab:analysis:Predict", "lab")["model_is_the_object"] is True
+
+
+def _served(server: Any, token: str, name: str) -> bool:
+    """Whether room lab lists the job ``name`` with a worker."""
+    jobs = httpx.get(
+        f"{server.url}/v1/joblib/rooms/lab/jobs", headers={"Authorization": f"Bearer {token}"}
+    ).json()["items"]
+    return any(job["name"] == name and job.get("workers") for job in jobs)
 
 
 def test_execute_callable_sees_the_registered_run_kwargs(server: Any) -> None:
