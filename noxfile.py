@@ -178,9 +178,18 @@ def client(session: nox.Session) -> None:
 @nox.session(reuse_venv=False)
 def server(session: nox.Session) -> None:
     """Core and server (with the PostgreSQL extra), never the client."""
-    # httpx drives the ASGI app in the server's HTTP tests; it is a test dependency only.
+    # Test dependencies only: httpx drives the ASGI app in the server's HTTP tests, and the
+    # predecessor (zndraw-joblib 0.1.7) fills a database for the import test.
     _isolated_install(
-        session, "-e", CORE, "-e", f"{SERVER}[postgres]", "httpx", "hypothesis", *PYTEST_DEPS
+        session,
+        "-e",
+        CORE,
+        "-e",
+        f"{SERVER}[postgres]",
+        "httpx",
+        "hypothesis",
+        "zndraw-joblib",
+        *PYTEST_DEPS,
     )
     _check_isolation(session, "zndraw_joblib_server", ["zndraw_joblib_client"])
     _pytest(session, f"{SERVER}/tests")
