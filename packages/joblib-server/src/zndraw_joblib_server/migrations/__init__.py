@@ -139,13 +139,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | No
     Returns:
         The revisions before and after.
     """
-
-    def work(conn: Connection) -> tuple[str | None, str | None]:
-        before = _bootstrap(conn)
-        run_command(conn, "upgrade", revision)
-        return before, current_revision(conn)
-
-    return await run_locked(engine, work)
+    return await _move(engine, "upgrade", revision)
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> tuple[str | None, str | None]:
@@ -154,10 +148,13 @@ async def downgrade(engine: AsyncEngine, revision: str) -> tuple[str | None, str
     Returns:
         The revisions before and after.
     """
+    return await _move(engine, "downgrade", revision)
 
+
+async def _move(engine: AsyncEngine, command: str, revision: str) -> tuple[str | None, str | None]:
     def work(conn: Connection) -> tuple[str | None, str | None]:
         before = _bootstrap(conn)
-        run_command(conn, "downgrade", revision)
+        run_command(conn, command, revision)
         return before, current_revision(conn)
 
     return await run_locked(engine, work)
