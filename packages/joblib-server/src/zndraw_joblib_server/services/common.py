@@ -26,7 +26,7 @@ from zndraw_joblib_core import (
     is_valid_room_id,
 )
 from zndraw_joblib_server.models import Job
-from zndraw_joblib_server.services.records import TaskLike
+from zndraw_joblib_server.services.records import UNLOADED, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
@@ -238,10 +238,15 @@ def status_event(task: TaskLike, job_name: str, at: datetime) -> TaskStatusChang
         cancel_requested=task.cancel_requested,
         error=task.error,
         at=at,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        completed_at=task.completed_at,
+        created_at=_known(task.created_at),
+        started_at=_known(task.started_at),
+        completed_at=_known(task.completed_at),
     )
+
+
+def _known(value: datetime | None) -> datetime | None:
+    """A timestamp of the task, None when the record was read without it (light records)."""
+    return None if value is UNLOADED else value
 
 
 async def announce(
