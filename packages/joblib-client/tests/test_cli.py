@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import httpx
@@ -89,13 +90,22 @@ def test_jobs_table_and_json(made, server, capsys):
     register_greet(server)
     assert cli.main(["jobs", "--room", "room1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["FULL_NAME", "CATEGORY", "NAME", "WORKERS"]
-    assert lines[1].split() == [GREET, "modifiers", "Greet", "0"]
+    assert lines[0].split() == ["FULL_NAME", "CATEGORY", "NAME", "WORKERS", "LIVE_WORKERS"]
+    assert lines[1].split() == [GREET, "modifiers", "Greet", "0", "0"]
     assert lines[-1] == "(1 of 1)"
     assert cli.main(["--json", "jobs", "--room", "room1"]) == 0
     page = json.loads(capsys.readouterr().out)
     assert page["total"] == 1
     assert page["items"][0]["full_name"] == GREET
+    (listed, _) = server.seen("GET", r"/v1/joblib/rooms/room1/jobs")
+    assert "live" not in listed.params
+
+
+def test_jobs_live_asks_for_jobs_with_live_workers(made, server, capsys):
+    register_greet(server)
+    assert cli.main(["jobs", "--room", "room1", "--live"]) == 0
+    (listed,) = server.seen("GET", r"/v1/joblib/rooms/room1/jobs")
+    assert listed.params["live"] == ["true"]
 
 
 def test_submit_prints_the_task(made, server, capsys):
@@ -198,3 +208,10 @@ def test_example_extension_loads_and_runs():
     (greet,) = load_extensions(f"{EXAMPLE}:Greet")
     assert greet.job_full_name("demo") == "demo:modifiers:Greet"
     assert greet(name="Ada").run() == {"greeting": "Hello, Ada!"}
+
+
+def test_jobs_show_counts_live_workers(made, server, capsys):
+    register_greet(server)
+    server.jobs[GREET].update(workers=[str(uuid.uuid4()), str(uuid.uuid4())], live_workers=1)
+    assert cli.main(["jobs", "--room", "room1", "show", GREET]) == 0
+    assert "workers  2 (1 live)" in capsys.readouterr().out

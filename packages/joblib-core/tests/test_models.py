@@ -389,6 +389,7 @@ def test_job_response_exposes_the_wire_keys() -> None:
         "schema",
         "workers",
         "worker_id",
+        "live_workers",
     }
 
 

@@ -390,12 +390,22 @@ class TasksApi:
     # -- listings -------------------------------------------------------------------------
 
     def list_jobs(
-        self, room: str, *, limit: int = DEFAULT_PAGE_LIMIT, offset: int = 0
+        self,
+        room: str,
+        *,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        offset: int = 0,
+        live: bool | None = None,
     ) -> Page[JobSummary]:
-        """List the jobs visible from a room (its own and ``@global``), newest first."""
-        response = self.http.request(
-            "GET", self._path("rooms", room, "jobs"), params={"limit": limit, "offset": offset}
-        )
+        """List the jobs visible from a room (its own and ``@global``), newest first.
+
+        Each job counts its live workers (``live_workers``). ``live=True`` lists only the
+        jobs a live worker serves, ``live=False`` only those none does.
+        """
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if live is not None:
+            params["live"] = "true" if live else "false"
+        response = self.http.request("GET", self._path("rooms", room, "jobs"), params=params)
         return Page[JobSummary].model_validate(response.json())
 
     def get_job(self, room: str, job_name: str) -> JobResponse:

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("--room", default=GLOBAL_ROOM, help="room looking at the jobs (@global)")
     _page_options(jobs)
+    jobs.add_argument(
+        "--live", action="store_true", help="only jobs that a live worker serves right now"
+    )
     jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="show")
     show = jobs_sub.add_parser(
         "show", parents=[common], help="show a job: workers and the JSON schema of its payload"
@@ -233,7 +236,7 @@ def _show_job(out: _Output, job: JobResponse) -> None:
         out.model(job)
         return
     out.line(f"job      {job.full_name}")
-    out.line(f"workers  {len(job.workers)}")
+    out.line(f"workers  {len(job.workers)} ({job.live_workers} live)")
     out.line("schema")
     out.line(json.dumps(job.schema_, indent=2))
 
@@ -353,8 +356,10 @@ def _run(args: argparse.Namespace, out: _Output) -> int:
             _show_job(out, manager.get_job(args.room, args.name))
             return 0
         if command == "jobs":
-            page: Any = manager.list_jobs(args.room, limit=args.limit, offset=args.offset)
-            columns: Sequence[str] = ("full_name", "category", "name", "workers")
+            page: Any = manager.list_jobs(
+                args.room, limit=args.limit, offset=args.offset, live=args.live or None
+            )
+            columns: Sequence[str] = ("full_name", "category", "name", "workers", "live_workers")
         elif command == "workers":
             page = manager.list_workers(args.room, limit=args.limit, offset=args.offset)
             columns = ("id", "last_heartbeat", "job_count")

@@ -46,6 +46,8 @@ class JobResponse(ResponseModel):
         schema_: The payload JSON Schema (wire name ``schema``).
         workers: Ids of the workers serving the job.
         worker_id: The worker used or created by this registration (null on reads).
+        live_workers: How many of ``workers`` are live: their last heartbeat or claim is
+            within the server's worker timeout (the others are about to be removed).
     """
 
     id: UUID
@@ -56,6 +58,7 @@ class JobResponse(ResponseModel):
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     workers: list[UUID] = Field(default_factory=list)
     worker_id: UUID | None = None
+    live_workers: int = 0
 
 
 class JobSummary(ResponseModel):
@@ -68,6 +71,7 @@ class JobSummary(ResponseModel):
         workers: Ids of the workers serving the job.
         id: The job's id.
         room_id: The room the job belongs to.
+        live_workers: How many of ``workers`` are live (see :class:`JobResponse`).
     """
 
     full_name: str
@@ -76,6 +80,7 @@ class JobSummary(ResponseModel):
     workers: list[UUID] = Field(default_factory=list)
     id: UUID | None = None
     room_id: str | None = None
+    live_workers: int = 0
 
 
 class WorkerResponse(ResponseModel):

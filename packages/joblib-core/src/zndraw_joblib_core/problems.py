@@ -27,6 +27,7 @@ __all__ = [
     "JobNotFound",
     "LeaseLost",
     "MethodNotAllowed",
+    "NoWorkersAvailable",
     "NotFound",
     "PayloadTooLarge",
     "ProblemDetail",
@@ -229,6 +230,18 @@ class IdempotencyKeyReused(ProblemError):
     """
 
     slug = "idempotency-key-reused"
+    title = "Conflict"
+    status = 409
+
+
+class NoWorkersAvailable(ProblemError):
+    """No live worker serves the job, and the server refuses such submits (409).
+
+    Only when the host turned ``refuse_submit_without_workers`` on; nothing was created.
+    Start a worker for the job (job answers count them in ``live_workers``) and retry.
+    """
+
+    slug = "no-workers-available"
     title = "Conflict"
     status = 409
 

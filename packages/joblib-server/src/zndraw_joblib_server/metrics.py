@@ -25,7 +25,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -48,6 +48,7 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.errors import problem_response
 from zndraw_joblib_server.models import Job, Task, Worker
+from zndraw_joblib_server.services.liveness import stale_cutoff
 
 if TYPE_CHECKING:
     from zndraw_joblib_server.queue import JobQueue
@@ -269,7 +270,7 @@ class QueueMetrics:
     async def _refresh_state(self) -> None:
         db = self.queue.database
         now = datetime.now(UTC)
-        alive_after = now - timedelta(seconds=self.queue.settings.worker_timeout_seconds)
+        alive_after = stale_cutoff(self.queue.settings, now)
         async with db.read() as session:
             rows = (
                 await session.execute(

@@ -45,6 +45,13 @@ class JobLibSettings(BaseSettings):
         description="A worker silent for longer (no heartbeat, no claim) is removed by the "
         "sweeper. Its tasks do not wait for this: they are released when their lease ends.",
     )
+    refuse_submit_without_workers: bool = Field(
+        default=False,
+        description="Submits (single and batch) to a job that no live worker serves answer "
+        "409 no-workers-available and create nothing, instead of waiting for a worker. Live: "
+        "a heartbeat or claim within the worker timeout. Jobs in `@internal` (run by the "
+        "host) are never refused.",
+    )
     sweeper_interval_seconds: float = Field(
         default=10.0, gt=0, description="Pause between two sweeper passes."
     )

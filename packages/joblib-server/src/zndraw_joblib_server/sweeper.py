@@ -21,7 +21,8 @@ from zndraw_joblib_core import ACTIVE_STATUSES, TERMINAL_STATUSES, Event, Servic
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
-from zndraw_joblib_server.services.workers import remove_workers, stale_cutoff
+from zndraw_joblib_server.services.liveness import stale_cutoff
+from zndraw_joblib_server.services.workers import remove_workers
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
 from zndraw_joblib_server.storage.pending import counts_kept

@@ -34,6 +34,7 @@ from zndraw_joblib_core import API_PREFIX, Event, TaskStatus
 from zndraw_joblib_server.dashboard.queries import load_state
 from zndraw_joblib_server.dependencies import ActorDep, DatabaseDep, RoomAccessDep, SettingsDep
 from zndraw_joblib_server.metrics import fan_out
+from zndraw_joblib_server.services.liveness import stale_cutoff
 
 if TYPE_CHECKING:
     from zndraw_joblib_server.queue import JobQueue
@@ -137,13 +138,14 @@ class Dashboard:
             if since is not None:
                 await feed.wait(since, wait)
             seq = feed.seq
+            now = datetime.now(UTC)
             async with db.read() as session:
                 out = await load_state(
                     session,
                     actor,
                     access,
-                    now=datetime.now(UTC),
-                    worker_timeout=settings.worker_timeout_seconds,
+                    now=now,
+                    alive_after=stale_cutoff(settings, now),
                     room=room or None,
                     job=job or None,
                     status=status,

@@ -55,7 +55,7 @@ async def load_state(
     access: RoomAccess,
     *,
     now: datetime,
-    worker_timeout: float,
+    alive_after: datetime,
     room: str | None = None,
     job: str | None = None,
     status: TaskStatus | None = None,
@@ -68,7 +68,8 @@ async def load_state(
         actor: The caller.
         access: The room access policy.
         now: The current time (UTC).
-        worker_timeout: Seconds without a heartbeat after which a worker counts as stale.
+        alive_after: Workers whose last heartbeat is older count as stale
+            (:func:`~zndraw_joblib_server.services.liveness.stale_cutoff`).
         room: Only tasks of this room.
         job: Only tasks of this job (full name).
         status: Only tasks in this state.
@@ -85,8 +86,6 @@ async def load_state(
     rooms = sorted({r for r in candidates if await access.can_read(actor, r)} | {GLOBAL})
     readable = set(rooms)
     writable = {r for r in rooms if await access.can_write(actor, r)}
-    alive_after = now - timedelta(seconds=worker_timeout)
-
     jobs = await _jobs(session, readable, alive_after)
     by_id = {j["id"]: j for j in jobs}
     workers = await _workers(session, actor, alive_after, by_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
 
 from zndraw_joblib_core import JobRegisterRequest, JobResponse, JobSummary, Page, WorkerSummary
 from zndraw_joblib_server.dependencies import (
@@ -19,6 +21,14 @@ from zndraw_joblib_server.services import jobs as job_service
 from zndraw_joblib_server.services import workers as worker_service
 
 router = APIRouter(route_class=JobLibRoute, tags=["jobs"], redirect_slashes=False)
+
+LiveFilter = Annotated[
+    bool | None,
+    Query(
+        description="true: only jobs that a live worker serves (a heartbeat or claim within "
+        "the worker timeout); false: only jobs that none does."
+    ),
+]
 
 
 @router.put(
@@ -59,12 +69,17 @@ async def register_job(
 async def list_jobs(
     room_id: ReadableRoom,
     db: DatabaseDep,
+    settings: SettingsDep,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
+    live: LiveFilter = None,
 ) -> Page[JobSummary]:
-    """The active jobs visible from the room (its own and `@global`), newest first."""
+    """The active jobs visible from the room (its own and `@global`), newest first.
+
+    Each counts its live workers (`live_workers`); `?live=true` keeps the jobs with one.
+    """
     async with db.read() as session:
-        return await job_service.list_jobs(session, room_id, limit, offset)
+        return await job_service.list_jobs(session, room_id, limit, offset, settings, live)
 
 
 @router.get(
@@ -92,7 +107,8 @@ async def get_job(
     room_id: ReadableRoom,
     job_name: str,
     db: DatabaseDep,
+    settings: SettingsDep,
 ) -> JobResponse:
     """One job by its full name `{room_id}:{category}:{name}`, as seen from the room."""
     async with db.read() as session:
-        return await job_service.get_job(session, room_id, job_name)
+        return await job_service.get_job(session, room_id, job_name, settings)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,7 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
+from zndraw_joblib_server.services.liveness import has_live_worker, worker_is_live
 from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
@@ -43,6 +44,7 @@ from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = [
     "ActiveJob",
+    "Serving",
     "check_registration",
     "get_job",
     "job_response",
@@ -193,8 +195,8 @@ async def register_job(
     await session.flush()
     remember_name(session, job.id, job.room_id, job.category, job.name)
     uow.events.append(JobsChanged(room_id=room_id))
-    workers = (await workers_of(session, [job.id]))[job.id]
-    return job_response(job, workers, worker.id), created
+    serving = (await workers_of(session, [job.id], settings))[job.id]
+    return job_response(job, serving, worker.id), created
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +215,16 @@ class ActiveJob:
         return build_job_name(self.room_id, self.category, self.name)
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """The workers linked to a job (by id) and how many of them are live."""
+
+    workers: list[uuid.UUID]
+    live: int
+
+
 def job_response(
-    job: Job | ActiveJob, workers: list[uuid.UUID], worker_id: uuid.UUID | None = None
+    job: Job | ActiveJob, serving: Serving, worker_id: uuid.UUID | None = None
 ) -> JobResponse:
     """Serialise a job row."""
     return JobResponse(
@@ -224,25 +234,33 @@ def job_response(
         name=job.name,
         full_name=job.full_name,
         schema=job.schema_,
-        workers=workers,
+        workers=serving.workers,
         worker_id=worker_id,
+        live_workers=serving.live,
     )
 
 
 async def workers_of(
-    session: AsyncSession, job_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """The workers linked to each job, in one query."""
-    result: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    session: AsyncSession, job_ids: list[uuid.UUID], settings: JobLibSettings
+) -> dict[uuid.UUID, Serving]:
+    """The workers linked to each job and how many are live, in one query."""
+    workers: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    live: dict[uuid.UUID, int] = defaultdict(int)
     if job_ids:
         rows = await session.execute(
-            select(WorkerJobLink.job_id, WorkerJobLink.worker_id)
+            select(
+                WorkerJobLink.job_id,
+                WorkerJobLink.worker_id,
+                worker_is_live(settings, utcnow()).label("live"),
+            )
+            .join(Worker, Worker.id == WorkerJobLink.worker_id)
             .where(WorkerJobLink.job_id.in_(job_ids))
             .order_by(WorkerJobLink.worker_id)
         )
-        for job_id, worker_id in rows:
-            result[job_id].append(worker_id)
-    return {jid: result.get(jid, []) for jid in job_ids}
+        for job_id, worker_id, is_live in rows:
+            workers[job_id].append(worker_id)
+            live[job_id] += bool(is_live)
+    return {jid: Serving(workers.get(jid, []), live.get(jid, 0)) for jid in job_ids}
 
 
 _JOBS = Job.__table__
@@ -277,19 +295,35 @@ async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> Act
     return job
 
 
-async def get_job(session: AsyncSession, room_id: str, job_name: str) -> JobResponse:
+async def get_job(
+    session: AsyncSession, room_id: str, job_name: str, settings: JobLibSettings
+) -> JobResponse:
     """The job ``job_name`` as seen from ``room_id``."""
     job = await resolve_job(session, room_id, job_name)
-    workers = (await workers_of(session, [job.id]))[job.id]
-    return job_response(job, workers)
+    serving = (await workers_of(session, [job.id], settings))[job.id]
+    return job_response(job, serving)
 
 
 async def list_jobs(
-    session: AsyncSession, room_id: str, limit: int, offset: int
+    session: AsyncSession,
+    room_id: str,
+    limit: int,
+    offset: int,
+    settings: JobLibSettings,
+    live: bool | None = None,
 ) -> Page[JobSummary]:
-    """The active jobs visible from ``room_id``, newest first."""
+    """The active jobs visible from ``room_id``, newest first.
+
+    ``live``: only the jobs that a live worker serves (True) or that none does (False).
+    """
     validate_room(room_id)
-    where = (Job.room_id.in_(visible_rooms(room_id)), Job.deleted.is_(False))
+    where: list[ColumnElement[bool]] = [
+        Job.room_id.in_(visible_rooms(room_id)),
+        Job.deleted.is_(False),
+    ]
+    if live is not None:
+        served = has_live_worker(settings, utcnow())
+        where.append(served if live else ~served)
     total = (await session.execute(select(func.count()).select_from(Job).where(*where))).scalar()
     jobs: list[Any] = []
     if limit:
@@ -304,15 +338,16 @@ async def list_jobs(
                 )
             ).scalars()
         )
-    workers = await workers_of(session, [j.id for j in jobs])
+    serving = await workers_of(session, [j.id for j in jobs], settings)
     items = [
         JobSummary(
             full_name=j.full_name,
             category=j.category,
             name=j.name,
-            workers=workers[j.id],
+            workers=serving[j.id].workers,
             id=j.id,
             room_id=j.room_id,
+            live_workers=serving[j.id].live,
         )
         for j in jobs
     ]

@@ -38,6 +38,7 @@ from zndraw_joblib_server.services.common import (
     validate_room,
 )
 from zndraw_joblib_server.services.jobs import resolve_job
+from zndraw_joblib_server.services.liveness import check_live_workers
 from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
 from zndraw_joblib_server.services.quotas import check_pending_quota
 from zndraw_joblib_server.services.records import (
@@ -293,9 +294,10 @@ async def submit_tasks(
         if found:
             return await _repeat(session, found, bodies, keys, settings), False
     try:
+        await check_live_workers(session, job.id, job.room_id, settings)
         await check_pending_quota(session, actor, len(bodies), settings)
     except ProblemError:
-        if keys is not None and single:  # a repeat is answered even at the cap
+        if keys is not None and single:  # a repeat is answered even at the cap or unserved
             found = await _by_keys(session, job.id, room_id, keys)
             if found:
                 return await _repeat(session, found, bodies, keys, settings), False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +35,6 @@ __all__ = [
     "owned_worker",
     "remove_worker",
     "remove_workers",
-    "stale_cutoff",
 ]
 
 
@@ -203,8 +202,3 @@ async def list_room_workers(
         .where(Job.room_id.in_(visible_rooms(room_id)), Job.deleted.is_(False))
     )
     return await _page(session, [Worker.id.in_(serving)], limit, offset)
-
-
-def stale_cutoff(settings: JobLibSettings, now: datetime) -> datetime:
-    """Workers whose last heartbeat is older than this are stale."""
-    return now - timedelta(seconds=settings.worker_timeout_seconds)
