@@ -41,7 +41,9 @@ class TaskStatusChanged(_Event):
         started_at: When the task started running, if it did.
         completed_at: When the task finished, if it did.
         queue_position: The task's 1-based place in its job's queue while pending, when
-            the sender knows it (the server leaves it None: it costs a query).
+            the sender knows it. The server sets it on a submit's events (the place its
+            answer carries) and leaves it None on every other change (see
+            ``docs/hosting.md``).
     """
 
     kind: Literal["task_status_changed"] = "task_status_changed"

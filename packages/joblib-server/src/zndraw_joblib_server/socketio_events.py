@@ -5,7 +5,7 @@ sink; after every commit it emits, to the room ``room:{room_id}``:
 
 * ``task_status_event`` ``{id, name, room_id, status, created_at, started_at,
   completed_at, queue_position, worker_id, error}``: a task changed (``queue_position``
-  is null: the server does not compute it per change);
+  is set on a submit's events only, see ``docs/hosting.md``);
 * ``jobs_invalidate`` ``{}``: the room's job list changed (``@global`` changes go to
   ``room:@global``);
 

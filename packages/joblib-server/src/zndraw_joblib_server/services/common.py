@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import accumulate
 from typing import Any
@@ -224,8 +224,10 @@ def _unrenderable(task_id: uuid.UUID, field: str) -> dict[str, str]:
     return {UNRENDERABLE_KEY: f"The stored {field} cannot be rendered as JSON."}
 
 
-def status_event(task: TaskLike, job_name: str, at: datetime) -> TaskStatusChanged:
-    """The event announcing a task's new state."""
+def status_event(
+    task: TaskLike, job_name: str, at: datetime, queue_position: int | None = None
+) -> TaskStatusChanged:
+    """The event announcing a task's new state (with its queue position when known)."""
     return TaskStatusChanged(
         task_id=task.id,
         job_name=job_name,
@@ -241,6 +243,7 @@ def status_event(task: TaskLike, job_name: str, at: datetime) -> TaskStatusChang
         created_at=_known(task.created_at),
         started_at=_known(task.started_at),
         completed_at=_known(task.completed_at),
+        queue_position=queue_position,
     )
 
 
@@ -256,6 +259,7 @@ async def announce(
     claimable: Iterable[TaskLike] = (),
     *,
     watched: bool = True,
+    positions: Mapping[uuid.UUID, int] | None = None,
 ) -> dict[uuid.UUID, str]:
     """Queue, for after commit, the wake-ups and status events of changed tasks.
 
@@ -266,6 +270,8 @@ async def announce(
         claimable: Tasks among them that became claimable (a waiting claim of their job wakes).
         watched: Whether long-polls may be waiting on the tasks (False for new tasks, whose
             ids nobody knows yet).
+        positions: Queue positions of pending tasks among them, already computed (a
+            submit's); their events carry them. Nothing is counted here.
 
     Returns:
         The full names of the tasks' jobs, by job id.
@@ -275,7 +281,8 @@ async def announce(
         if watched:
             uow.wake_all(f"task:{task.id}")
         if uow.record_events:
-            uow.events.append(status_event(task, names[task.job_id], now))
+            position = positions.get(task.id) if positions else None
+            uow.events.append(status_event(task, names[task.job_id], now, position))
     for task in claimable:
         uow.wake_some(f"job:{task.job_id}")
     return names

@@ -311,13 +311,14 @@ async def submit_tasks(
     if earlier is not None:  # an earlier submit holds the keys: a repeat
         return await _repeat(session, earlier, bodies, keys or [], settings), False
     tasks = [TaskRecord(row) for row in rows]
-    await announce(uow, tasks, now, claimable=tasks, watched=False)
+    if positions is None:
+        positions = await _new_positions(session, tasks, uow.dialect)
+    # The events carry the positions the answer does (counted for it anyway).
+    await announce(uow, tasks, now, claimable=tasks, watched=False, positions=positions)
     if uow.record_events:
         uow.events.extend(
             TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
         )
-    if positions is None:
-        positions = await _new_positions(session, tasks, uow.dialect)
     # Answered as submitted (pending, with its position) even when a waiting claim takes it.
     await hand_off(uow, job.id, {t.id for t in tasks if t.run_after <= now}, settings)
     name = job.full_name
