@@ -104,12 +104,16 @@ def test_register_global_as_admin_and_room_jobs_as_user(
     assert again.workers == [alice.worker_id]
     alice.register(ext.Boom, room="lab")  # a second job reuses the client's one worker
     assert alice.get_job("lab", "lab:analysis:Boom").workers == [alice.worker_id]
+    assert alice.get_job("lab", "lab:analysis:Boom").live_workers == 1
 
     with pytest.raises(Forbidden):
         bob.register(ext.Slow)  # @global needs a superuser
 
     visible = {job.full_name for job in bob.list_jobs("lab").items}
     assert {"@global:modifiers:Double", "lab:modifiers:Double", "lab:analysis:Boom"} <= visible
+    served = {job.full_name: job.live_workers for job in bob.list_jobs("lab", live=True).items}
+    assert served["lab:modifiers:Double"] == 1
+    assert not visible & {job.full_name for job in bob.list_jobs("lab", live=False).items}
     elsewhere = {job.full_name for job in bob.list_jobs("kitchen").items}
     assert "@global:modifiers:Double" in elsewhere
     assert "lab:modifiers:Double" not in elsewhere
