@@ -15,6 +15,11 @@ Run everything with ``uv run nox`` (what CI runs); one session with ``uv run nox
 Third-party versions in the isolated sessions are constrained to ``uv.lock``. pytest always
 runs from the repository root with the root ``pyproject.toml`` as its configuration.
 
+PostgreSQL: with ``ZNDRAW_JOBLIB_TEST_POSTGRES_URL`` unset, the ``server`` and ``contract``
+sessions look for a server on 127.0.0.1:5432 (user ``postgres``, no password) and, when one
+answers, run their tests on a throwaway database they create and drop (``_local_postgres``).
+A URL that is set (``.ci/run`` sets one) is used as it is.
+
 The output is kept short: installs are silent unless they fail, pytest runs with ``-q`` and
 lists only failures and errors, and each test session ends with one line
 ``nox > tests: N passed, N failed, N skipped`` (read from pytest's JUnit XML), which
@@ -23,8 +28,12 @@ lists only failures and errors, and each test session ends with one line
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -60,6 +69,9 @@ PYTEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout"]
 PYTEST_ARGS = ["-c", "pyproject.toml", "--rootdir", ".", "-p", "no:cacheprovider", "-q", "-rfE"]
 
 SERVER_STACK = ["fastapi", "starlette", "sqlalchemy", "zndraw_auth"]
+
+POSTGRES_URL_VAR = "ZNDRAW_JOBLIB_TEST_POSTGRES_URL"
+LOCAL_POSTGRES = ("127.0.0.1", 5432)
 
 
 def _sync_workspace(session: nox.Session, *args: str) -> None:
@@ -103,6 +115,54 @@ def _isolated_install(session: nox.Session, *requirements: str) -> None:
 
 def _check_isolation(session: nox.Session, package: str, forbidden: list[str]) -> None:
     session.run("python", "scripts/check_isolation.py", package, "--forbid", *forbidden)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _postgres_admin(session: nox.Session, action: str, name: str) -> str:
+    """Create or drop database ``name`` with the session's python; "ok" or why not."""
+    host, port = LOCAL_POSTGRES
+    out = session.run(
+        "python",
+        "scripts/scratch_postgres.py",
+        *(action, name, "--host", host, "--port", str(port)),
+        silent=True,
+    )
+    return str(out or "").strip()
+
+
+@contextlib.contextmanager
+def _local_postgres(session: nox.Session) -> Iterator[None]:
+    """Point the PostgreSQL tests at a throwaway database on 127.0.0.1:5432, if one answers.
+
+    Does nothing when ``ZNDRAW_JOBLIB_TEST_POSTGRES_URL`` is set (CI sets it) or nothing
+    listens there; a server that refuses (a password needed, say) is logged and its tests
+    are skipped as without one. The database is dropped afterwards, tests failed or not.
+    """
+    host, port = LOCAL_POSTGRES
+    if os.environ.get(POSTGRES_URL_VAR) or not _port_open(host, port):
+        yield
+        return
+    name = f"zndraw_joblib_nox_{uuid.uuid4().hex[:12]}"
+    answer = _postgres_admin(session, "create", name)
+    if answer != "ok":
+        session.log(f"PostgreSQL on {host}:{port} not usable ({answer}): its tests are skipped")
+        yield
+        return
+    session.log(f"PostgreSQL tests on {host}:{port}, throwaway database {name}")
+    session.env[POSTGRES_URL_VAR] = f"postgresql+asyncpg://postgres@{host}:{port}/{name}"
+    try:
+        yield
+    finally:
+        answer = _postgres_admin(session, "drop", name)
+        if answer != "ok":
+            session.log(f"could not drop database {name}: {answer}")
 
 
 def _has_tests(directory: str) -> bool:
@@ -192,14 +252,16 @@ def server(session: nox.Session) -> None:
         *PYTEST_DEPS,
     )
     _check_isolation(session, "zndraw_joblib_server", ["zndraw_joblib_client"])
-    _pytest(session, f"{SERVER}/tests")
+    with _local_postgres(session):
+        _pytest(session, f"{SERVER}/tests")
 
 
 @nox.session
 def contract(session: nox.Session) -> None:
     """The real client against the real server: the whole locked workspace, tests/."""
     _sync_workspace(session)
-    _pytest(session, "tests")
+    with _local_postgres(session):
+        _pytest(session, "tests")
 
 
 @nox.session(reuse_venv=False)
