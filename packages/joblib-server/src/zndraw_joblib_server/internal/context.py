@@ -1,0 +1,97 @@
+"""The ``task`` an internal extension's ``run(task, **kwargs)`` receives in the server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+from zndraw_joblib_core import TaskCancelled, TaskResponse
+from zndraw_joblib_server.internal.runtime import InternalRuntime
+
+__all__ = ["InternalTask"]
+
+
+class InternalTask:
+    """A claimed ``@internal`` task, as its ``run`` sees it.
+
+    Shaped like the client's ``ClaimedTask`` (``task_id``, ``room_id``, ``payload``,
+    ``cancel_requested``, ``check_cancelled()``, ``progress()``), so one extension class runs
+    in the server and in ``zndraw-joblib worker --internal``.
+
+    Attributes:
+        task: The task as claimed and started.
+        worker_id: The executor's worker holding the task.
+        token: The per-task bearer token (None when the app has no zndraw-auth settings):
+            valid for the queue's API and the host's routes only while this task holds its
+            lease.
+    """
+
+    def __init__(
+        self,
+        task: TaskResponse,
+        runtime: InternalRuntime,
+        worker_id: uuid.UUID,
+        loop: asyncio.AbstractEventLoop,
+        token: str | None,
+    ) -> None:
+        self.task = task
+        self.worker_id = worker_id
+        self.token = token
+        self._runtime = runtime
+        self._loop = loop
+        self._cancel = threading.Event()
+        if task.cancel_requested:
+            self._cancel.set()
+
+    @property
+    def task_id(self) -> uuid.UUID:
+        """The task's id."""
+        return self.task.id
+
+    @property
+    def job_name(self) -> str:
+        """``@internal:{category}:{name}``."""
+        return self.task.job_name
+
+    @property
+    def room_id(self) -> str:
+        """The room the task was submitted from."""
+        return self.task.room_id
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is (1 on the first claim)."""
+        return self.task.attempt
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The raw payload."""
+        return self.task.payload
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether cancellation was requested (the task should stop)."""
+        return self._cancel.is_set()
+
+    def request_cancel(self) -> None:
+        """Mark the task as asked to stop (the executor does, from a heartbeat's answer)."""
+        self._cancel.set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`~zndraw_joblib_core.TaskCancelled` when cancellation was requested."""
+        if self._cancel.is_set():
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    async def aprogress(self, fraction: float | None, message: str | None = None) -> TaskResponse:
+        """Report progress from an ``async`` run."""
+        self.task = await self._runtime.update(
+            self.worker_id, self.task_id, progress=fraction, message=message
+        )
+        return self.task
+
+    def progress(self, fraction: float | None, message: str | None = None) -> TaskResponse:
+        """Report progress from a synchronous run (it runs in a thread of the executor)."""
+        future = asyncio.run_coroutine_threadsafe(self.aprogress(fraction, message), self._loop)
+        return future.result()
