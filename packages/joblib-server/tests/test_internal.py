@@ -58,7 +58,7 @@ class Hold(BaseModel):
     category: ClassVar[str] = "selections"
 
     def run(self, task: Any = None, **kwargs: Any) -> str:
-        HELD[str(task.task_id)] = task.token
+        HELD[str(task.task_id)] = task.token()
         RELEASE.wait(30)
         return "released"
 

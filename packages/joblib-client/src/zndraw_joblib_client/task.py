@@ -141,6 +141,18 @@ class ClaimedTask(Generic[E]):
         if self._cancel.is_set():
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
+    def token(self, identity: str = "submitter") -> str:
+        """A bearer token scoped to this task, valid while this worker holds its lease.
+
+        For ``@internal`` jobs it carries the submitting user's rights by default (the
+        server refuses that for other jobs; ask for ``identity="worker"`` there). Use it to
+        call back into the host's API on the task's behalf.
+        """
+        issue = getattr(self._manager, "task_token", None)
+        if issue is None:
+            raise TypeError("this task's manager cannot issue task tokens")
+        return str(issue(self.task_id, worker_id=self.worker_id, identity=identity))
+
     def request_cancel(self) -> None:
         """Mark the task as cancel-requested (the worker does this on heartbeat answers)."""
         self._cancel.set()

@@ -23,9 +23,6 @@ class InternalTask:
     Attributes:
         task: The task as claimed and started.
         worker_id: The executor's worker holding the task.
-        token: The per-task bearer token (None when the app has no zndraw-auth settings):
-            valid for the queue's API and the host's routes only while this task holds its
-            lease.
     """
 
     def __init__(
@@ -38,12 +35,30 @@ class InternalTask:
     ) -> None:
         self.task = task
         self.worker_id = worker_id
-        self.token = token
+        self._token = token
         self._runtime = runtime
         self._loop = loop
         self._cancel = threading.Event()
         if task.cancel_requested:
             self._cancel.set()
+
+    def use_token(self, token: str | None) -> None:
+        """Set the task's token (the executor does, once the task runs)."""
+        self._token = token
+
+    def token(self) -> str:
+        """The per-task bearer token (as the client's ``ClaimedTask.token()``).
+
+        Valid for the queue's API and the host's routes (``task_credential``) only while
+        this task holds its lease; it carries the rights the executor was configured with
+        (the submitter's by default).
+
+        Raises:
+            RuntimeError: The app has no zndraw-auth settings to sign tokens with.
+        """
+        if self._token is None:
+            raise RuntimeError("no task token: the app has no zndraw-auth settings")
+        return self._token
 
     @property
     def task_id(self) -> uuid.UUID:

@@ -216,7 +216,7 @@ class InProcessExecutor:
         self._running[task.id] = (context, None)
         try:
             context.task = await runtime.update(worker_id, task.id, status=TaskStatus.RUNNING)
-            context.token = await runtime.task_token(worker_id, task.id, self.identity)
+            context.use_token(await runtime.task_token(worker_id, task.id, self.identity))
         except _GONE as exc:
             logger.info("internal task %s: not started (%s)", task.id, exc)
             return
