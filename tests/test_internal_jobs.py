@@ -8,6 +8,7 @@ run. Nobody registers @internal jobs over HTTP; a job no executor serves answers
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -212,3 +213,20 @@ def test_external_internal_worker(start_server, worker_procs: WorkerFactory) -> 
     assert done["status"] == "completed", done
     assert done["result"]["attempt"] == 2
     assert done["result"]["pid"] != first.process.pid
+
+
+def test_serve_ships_the_demo(backend: str, tmp_path: Path) -> None:
+    live = LiveServer(database_url(backend, tmp_path), tmp_path / "demo.log")
+    env = live.env()
+    env.pop("ZNDRAW_JOBLIB_INTERNAL_EXTENSIONS")  # as an operator starts it: the default
+    live.env = lambda: env  # type: ignore[method-assign]
+    live.start()
+    try:
+        alice = live.token("alice@example.com")
+        jobs = httpx.get(f"{live.url}{P}/rooms/any/jobs", headers=_auth(alice)).json()["items"]
+        assert [j["full_name"] for j in jobs] == ["@internal:analysis:Checksum"]
+        task = _submit(live, alice, "any", "analysis:Checksum", payload={"text": "abc"}).json()
+        done = _until(live, alice, task["id"], "completed", "failed")
+        assert done["result"]["hexdigest"] == hashlib.sha256(b"abc").hexdigest()
+    finally:
+        live.stop()

@@ -216,10 +216,13 @@ class InProcessExecutor:
         self._running[task.id] = (context, None)
         try:
             context.task = await runtime.update(worker_id, task.id, status=TaskStatus.RUNNING)
-            context.use_token(await runtime.task_token(worker_id, task.id, self.identity))
         except _GONE as exc:
             logger.info("internal task %s: not started (%s)", task.id, exc)
             return
+        try:
+            context.use_token(await runtime.task_token(worker_id, task.id, self.identity))
+        except ProblemError as exc:  # e.g. the submitter was deleted: run without a token
+            logger.warning("internal task %s: no task token (%s)", task.id, exc)
         outcome = await self._outcome(context)
         try:
             await runtime.update(worker_id, task.id, **outcome)
