@@ -22,35 +22,13 @@ from typing import Any
 import httpx
 import pytest
 from conftest import database_url  # type: ignore[import-not-found]
+from test_compat_017 import API  # type: ignore[import-not-found]
 
 if importlib.util.find_spec("zndraw_joblib") is None:
     pytest.skip("zndraw-joblib==0.1.7 is in the dev group", allow_module_level=True)
 
-DRIVER = textwrap.dedent(
+DRIVER = API + textwrap.dedent(
     """
-    import json, sys
-    import httpx
-    from zndraw_joblib.client import Category, Extension, JobManager
-
-    url, token = sys.argv[1], sys.argv[2]
-
-    class Api:
-        def __init__(self):
-            self.http = httpx.Client(timeout=10)
-        def get_headers(self):
-            return {"Authorization": f"Bearer {token}"}
-        @property
-        def base_url(self):
-            return url
-        def raise_for_status(self, response):
-            if response.status_code == 404:
-                raise KeyError(response.text)
-            if response.status_code in (401, 403):
-                raise PermissionError(response.text)
-            if response.status_code in (409, 422):
-                raise ValueError(response.text)
-            response.raise_for_status()
-
     class Checksum(Extension):
         category = Category.ANALYSIS
         text: str = ""

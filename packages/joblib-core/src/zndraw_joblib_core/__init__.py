@@ -7,6 +7,7 @@ rules, RFC 9457 problem types and the events the server emits. No I/O happens he
 from zndraw_joblib_core._base import RequestModel, ResponseModel, UTCDateTime
 from zndraw_joblib_core.credentials import TaskTokenRequest, TaskTokenResponse
 from zndraw_joblib_core.events import Event, JobsChanged, TaskAvailable, TaskStatusChanged
+from zndraw_joblib_core.held import HeldTask
 from zndraw_joblib_core.jobs import (
     JobRegisterRequest,
     JobResponse,
@@ -111,6 +112,7 @@ __all__ = [
     "Category",
     "Event",
     "Forbidden",
+    "HeldTask",
     "IdempotencyKeyReused",
     "InternalJobNotConfigured",
     "InvalidCategory",

@@ -28,6 +28,7 @@ __all__ = [
     "TASK_TOKEN_AUDIENCE",
     "TaskCredential",
     "is_task_token",
+    "lease_row",
     "mint_task_token",
     "verify_task_token",
 ]
@@ -111,9 +112,12 @@ def is_task_token(token: str, auth_settings: Any) -> bool:
     return True
 
 
-async def _check_row(session: AsyncSession, data: dict[str, Any]) -> TaskCredential:
-    task_id = uuid.UUID(str(data["tid"]))
-    row = (
+async def lease_row(session: AsyncSession, task_id: uuid.UUID) -> Any:
+    """What decides whether a task is held: status, worker, attempt, lease; None if no task.
+
+    Also its room, submitter and job (``job_room``, ``category``, ``name``).
+    """
+    return (
         await session.execute(
             select(
                 Task.status,
@@ -121,6 +125,7 @@ async def _check_row(session: AsyncSession, data: dict[str, Any]) -> TaskCredent
                 Task.attempt,
                 Task.lease_expires_at,
                 Task.room_id,
+                Task.created_by_id,
                 Job.room_id.label("job_room"),
                 Job.category,
                 Job.name,
@@ -129,6 +134,11 @@ async def _check_row(session: AsyncSession, data: dict[str, Any]) -> TaskCredent
             .where(Task.id == task_id)
         )
     ).first()
+
+
+async def _check_row(session: AsyncSession, data: dict[str, Any]) -> TaskCredential:
+    task_id = uuid.UUID(str(data["tid"]))
+    row = await lease_row(session, task_id)
     worker_id = uuid.UUID(str(data["wid"]))
     attempt = int(data["att"])
     if (

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
-from typing import Any
 
-from zndraw_joblib_core import TaskCancelled, TaskResponse
+from zndraw_joblib_core import TaskResponse
+from zndraw_joblib_core.held import HeldTask
 from zndraw_joblib_server.internal.runtime import InternalRuntime
 
 __all__ = ["InternalTask"]
 
 
-class InternalTask:
+class InternalTask(HeldTask):
     """A claimed ``@internal`` task, as its ``run`` sees it.
 
     Shaped like the client's ``ClaimedTask`` (``task_id``, ``room_id``, ``payload``,
@@ -33,14 +32,11 @@ class InternalTask:
         loop: asyncio.AbstractEventLoop,
         token: str | None,
     ) -> None:
-        self.task = task
+        super().__init__(task)
         self.worker_id = worker_id
         self._token = token
         self._runtime = runtime
         self._loop = loop
-        self._cancel = threading.Event()
-        if task.cancel_requested:
-            self._cancel.set()
 
     def use_token(self, token: str | None) -> None:
         """Set the task's token (the executor does, once the task runs)."""
@@ -59,45 +55,6 @@ class InternalTask:
         if self._token is None:
             raise RuntimeError("no task token: the app has no zndraw-auth settings")
         return self._token
-
-    @property
-    def task_id(self) -> uuid.UUID:
-        """The task's id."""
-        return self.task.id
-
-    @property
-    def job_name(self) -> str:
-        """``@internal:{category}:{name}``."""
-        return self.task.job_name
-
-    @property
-    def room_id(self) -> str:
-        """The room the task was submitted from."""
-        return self.task.room_id
-
-    @property
-    def attempt(self) -> int:
-        """Which attempt this is (1 on the first claim)."""
-        return self.task.attempt
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The raw payload."""
-        return self.task.payload
-
-    @property
-    def cancel_requested(self) -> bool:
-        """Whether cancellation was requested (the task should stop)."""
-        return self._cancel.is_set()
-
-    def request_cancel(self) -> None:
-        """Mark the task as asked to stop (the executor does, from a heartbeat's answer)."""
-        self._cancel.set()
-
-    def check_cancelled(self) -> None:
-        """Raise :class:`~zndraw_joblib_core.TaskCancelled` when cancellation was requested."""
-        if self._cancel.is_set():
-            raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     async def aprogress(self, fraction: float | None, message: str | None = None) -> TaskResponse:
         """Report progress from an ``async`` run."""

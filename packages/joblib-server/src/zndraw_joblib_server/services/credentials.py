@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -17,10 +16,10 @@ from zndraw_joblib_core import (
     TaskTokenRequest,
     TaskTokenResponse,
 )
-from zndraw_joblib_server.models import Job, Task, utcnow
+from zndraw_joblib_server.models import utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.workers import owned_worker
-from zndraw_joblib_server.task_tokens import mint_task_token
+from zndraw_joblib_server.task_tokens import lease_row, mint_task_token
 
 __all__ = ["issue_task_token"]
 
@@ -42,20 +41,7 @@ async def issue_task_token(
         LeaseLost: The worker does not hold the task now (or its lease ran out).
     """
     worker = await owned_worker(session, actor, body.worker_id, allow_superuser=False)
-    row = (
-        await session.execute(
-            select(
-                Task.status,
-                Task.worker_id,
-                Task.attempt,
-                Task.lease_expires_at,
-                Task.created_by_id,
-                Job.room_id,
-            )
-            .join(Job, Job.id == Task.job_id)
-            .where(Task.id == task_id)
-        )
-    ).first()
+    row = await lease_row(session, task_id)
     if row is None:
         raise TaskNotFound(f"Task {task_id} not found.")
     lease = row.lease_expires_at
@@ -67,7 +53,7 @@ async def issue_task_token(
         raise LeaseLost(f"Worker {worker.id} does not hold task {task_id}.")
     user_id = worker.user_id
     if body.identity == "submitter":
-        if row.room_id != INTERNAL_ROOM:
+        if row.job_room != INTERNAL_ROOM:
             raise Forbidden(
                 "A token with the submitter's rights is only issued for @internal jobs; "
                 "ask for identity 'worker'."
