@@ -182,6 +182,32 @@ async def test_task_token_valid_only_while_running(app, as_alice, alice) -> None
         assert after.status_code == 401, after.text
 
 
+async def test_task_token_refused_once_the_task_timed_out(app, as_alice, sweep) -> None:
+    RELEASE.clear()
+    task = await _submit_with(as_alice, {"timeout_seconds": 0.2, "max_attempts": 1})
+    await _until(as_alice, task["id"], "running")
+    for _ in range(200):
+        if task["id"] in HELD:
+            break
+        await asyncio.sleep(0.02)
+    auth = {"Authorization": f"Bearer {HELD[task['id']]}"}
+    async with testing.api_client(app) as anon:
+        assert (await anon.get(f"{P}/tasks/{task['id']}", headers=auth)).status_code == 200
+        await asyncio.sleep(0.3)
+        await sweep()  # the deadline passed: the task fails, its lease is gone
+        failed = await _until(as_alice, task["id"], "failed")
+        assert "time" in failed["error"].lower()
+        assert (await anon.get(f"{P}/tasks/{task['id']}", headers=auth)).status_code == 401
+    RELEASE.set()
+
+
+async def _submit_with(client: httpx.AsyncClient, options: dict[str, Any]) -> Any:
+    url = f"{P}/rooms/r1/tasks/@internal:selections:Hold"
+    resp = await client.post(url, json={"payload": {}, **options})
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
 async def test_token_endpoint_needs_the_lease_holder(as_alice, as_admin, problem) -> None:
     task = await _submit(as_alice, "r1", "modifiers:Double")
     body = {"worker_id": task["id"]}

@@ -1,0 +1,123 @@
+"""@internal jobs through a host's own JobQueue: concurrent starts, events, a host executor."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from zndraw_joblib_core import Event, TaskStatus, TaskStatusChanged
+from zndraw_joblib_server import JobLibSettings, JobQueue, testing
+from zndraw_joblib_server.internal import InternalRuntime
+from zndraw_joblib_server.models import Job
+
+P = "/v1/joblib"
+
+
+class Square(BaseModel):
+    """Squares n."""
+
+    category: ClassVar[str] = "analysis"
+    n: int = 0
+
+    def run(self, task: Any = None, **kwargs: Any) -> int:
+        return self.n * self.n
+
+
+class Inline:
+    """A host's own executor: claims through the runtime and runs the task right there."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.Task[None] | None = None
+        self.ran: list[uuid.UUID] = []
+
+    async def start(self, runtime: InternalRuntime) -> None:
+        worker = await runtime.register_worker()
+
+        async def serve() -> None:
+            while True:
+                for task in await runtime.claim(worker, 1, 1.0):
+                    await runtime.update(worker, task.id, status=TaskStatus.RUNNING)
+                    cls = runtime.extensions[task.job_name]
+                    value = cls.model_validate(task.payload).run(None)
+                    await runtime.update(worker, task.id, status="completed", result=value)
+                    self.ran.append(task.id)
+
+        self.loop = asyncio.create_task(serve())
+
+    async def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.cancel()
+
+
+def _host(settings: JobLibSettings, **queue_args: Any) -> tuple[FastAPI, JobQueue]:
+    queue = JobQueue(settings, internal=[Square], **queue_args)
+    app = FastAPI(lifespan=queue.lifespan)
+    app.state.auth_settings = testing.test_auth_settings()
+    queue.include_in(app)
+    return app, queue
+
+
+async def _finished(client: Any, task_id: str) -> dict[str, Any]:
+    for _ in range(50):
+        resp = await client.get(f"{P}/tasks/{task_id}", headers={"Prefer": "wait=2"})
+        if resp.json()["status"] in ("completed", "failed", "cancelled"):
+            return dict(resp.json())
+    raise AssertionError(resp.text)
+
+
+async def test_processes_starting_together_write_each_job_once(settings: JobLibSettings) -> None:
+    first = JobQueue(settings, internal=[Square], internal_executor=None, sweeper=False)
+    second = JobQueue(settings, internal=[Square], internal_executor=None, sweeper=False)
+    try:
+        await asyncio.gather(first.start(), second.start())
+        await first.stop()
+        await first.start()  # again: idempotent
+        async with first.database.read() as session:
+            count = (
+                await session.execute(
+                    select(func.count()).select_from(Job).where(Job.room_id == "@internal")
+                )
+            ).scalar()
+        assert count == 1
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_events_and_a_host_executor(settings: JobLibSettings) -> None:
+    events: list[Event] = []
+
+    async def sink(batch: Sequence[Event]) -> None:
+        events.extend(batch)
+
+    executor = Inline()
+    app, _ = _host(settings, event_sink=sink, internal_executor=executor)
+    async with testing.running(app):
+        alice = await testing.create_user(app, "alice@example.com")
+        async with testing.api_client(app, alice) as client:
+            resp = await client.post(
+                f"{P}/rooms/lab/tasks/@internal:analysis:Square", json={"payload": {"n": 7}}
+            )
+            assert resp.status_code == 202, resp.text
+            done = await _finished(client, resp.json()["id"])
+    assert done["result"] == 49
+    assert executor.ran == [uuid.UUID(done["id"])]
+    statuses = [
+        e.status
+        for e in events
+        if isinstance(e, TaskStatusChanged) and str(e.task_id) == done["id"]
+    ]
+    assert statuses[0] == TaskStatus.PENDING
+    assert TaskStatus.RUNNING in statuses
+    assert statuses[-1] == TaskStatus.COMPLETED
+    assert all(
+        e.job_name == "@internal:analysis:Square"
+        for e in events
+        if isinstance(e, TaskStatusChanged)
+    )
