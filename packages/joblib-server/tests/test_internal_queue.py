@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 
 from zndraw_joblib_core import Event, TaskStatus, TaskStatusChanged
 from zndraw_joblib_server import JobLibSettings, JobQueue, testing
-from zndraw_joblib_server.internal import InternalRuntime
+from zndraw_joblib_server.internal import InternalRuntime, TaskCredentialDep
 from zndraw_joblib_server.models import Job
 
 P = "/v1/joblib"
@@ -27,6 +28,21 @@ class Square(BaseModel):
 
     def run(self, task: Any = None, **kwargs: Any) -> int:
         return self.n * self.n
+
+
+TOKENS: dict[str, str] = {}
+GO = threading.Event()
+
+
+class Wait(BaseModel):
+    """Hands its token to the test, then waits for it."""
+
+    category: ClassVar[str] = "selections"
+
+    def run(self, task: Any = None, **kwargs: Any) -> str:
+        TOKENS[str(task.task_id)] = task.token()
+        GO.wait(30)
+        return "done"
 
 
 class Inline:
@@ -121,3 +137,48 @@ async def test_events_and_a_host_executor(settings: JobLibSettings) -> None:
         for e in events
         if isinstance(e, TaskStatusChanged)
     )
+
+
+async def test_task_credential_on_a_host_route(settings: JobLibSettings) -> None:
+    queue = JobQueue(settings, internal=[Wait])
+    app = FastAPI(lifespan=queue.lifespan)
+    app.state.auth_settings = testing.test_auth_settings()
+    queue.include_in(app)
+
+    @app.post("/rooms/{room_id}/edit")
+    async def edit(room_id: str, credential: TaskCredentialDep) -> dict[str, str]:
+        return {
+            "task": str(credential.task_id),
+            "room": credential.room_id,
+            "user": str(credential.user_id),
+            "job": credential.job_name,
+        }
+
+    GO.clear()
+    async with testing.running(app):
+        alice = await testing.create_user(app, "alice@example.com")
+        async with testing.api_client(app, alice) as client, testing.api_client(app) as anon:
+            # a login token is not a task token
+            assert (await client.post("/rooms/lab/edit")).status_code == 401
+            resp = await client.post(
+                f"{P}/rooms/lab/tasks/@internal:selections:Wait", json={"payload": {}}
+            )
+            task_id = resp.json()["id"]
+            for _ in range(500):
+                if task_id in TOKENS:
+                    break
+                await asyncio.sleep(0.02)
+            auth = {"Authorization": f"Bearer {TOKENS[task_id]}"}
+            during = await anon.post("/rooms/lab/edit", headers=auth)
+            assert during.status_code == 200, during.text
+            assert during.json() == {
+                "task": task_id,
+                "room": "lab",
+                "user": str(alice.id),
+                "job": "@internal:selections:Wait",
+            }
+            GO.set()
+            assert (await _finished(client, task_id))["status"] == "completed"
+            after = await anon.post("/rooms/lab/edit", headers=auth)
+            assert after.status_code == 401
+            assert after.headers["content-type"].startswith("application/problem+json")
