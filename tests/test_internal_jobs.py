@@ -208,11 +208,18 @@ def test_external_internal_worker(start_server, worker_procs: WorkerFactory) -> 
     _wait_for(lambda: _until(server, alice, slow["id"], "running") is not None, "start")
     first.process.kill()
     first.process.wait(10)
-    worker_procs.cli(server.url, svc, *args)
+    second = worker_procs.cli(server.url, svc, *args)
     done = _until(server, alice, slow["id"], "completed", "failed")
     assert done["status"] == "completed", done
     assert done["result"]["attempt"] == 2
-    assert done["result"]["pid"] != first.process.pid
+    assert done["result"]["pid"] == second.process.pid
+    # cancel, delivered to the external worker by its heartbeat
+    stuck = _submit(server, alice, "r1", "analysis:Sleepy", payload={"seconds": 60}).json()
+    _until(server, alice, stuck["id"], "running")
+    httpx.post(f"{server.url}{P}/tasks/{stuck['id']}/cancel", headers=_auth(alice))
+    assert _until(server, alice, stuck["id"], "cancelled", "failed", "completed")["status"] == (
+        "cancelled"
+    )
 
 
 def test_serve_ships_the_demo(backend: str, tmp_path: Path) -> None:
