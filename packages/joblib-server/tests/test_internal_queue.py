@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from zndraw_joblib_core import Event, TaskStatus, TaskStatusChanged
 from zndraw_joblib_server import JobLibSettings, JobQueue, testing
-from zndraw_joblib_server.internal import InternalRuntime, TaskCredentialDep
+from zndraw_joblib_server.internal import InProcessExecutor, InternalRuntime, TaskCredentialDep
 from zndraw_joblib_server.models import Job
 
 P = "/v1/joblib"
@@ -182,3 +182,43 @@ async def test_task_credential_on_a_host_route(settings: JobLibSettings) -> None
             after = await anon.post("/rooms/lab/edit", headers=auth)
             assert after.status_code == 401
             assert after.headers["content-type"].startswith("application/problem+json")
+
+
+STARTED: list[str] = []
+OPEN = threading.Event()
+
+
+class Gate(BaseModel):
+    """Waits until the test opens the gate."""
+
+    category: ClassVar[str] = "modifiers"
+
+    def run(self, task: Any = None, **kwargs: Any) -> str:
+        STARTED.append(str(task.task_id))
+        OPEN.wait(30)
+        return "through"
+
+
+async def test_the_pool_is_bounded(settings: JobLibSettings) -> None:
+    queue = JobQueue(settings, internal=[Gate], internal_executor=InProcessExecutor(2))
+    app = FastAPI(lifespan=queue.lifespan)
+    app.state.auth_settings = testing.test_auth_settings()
+    queue.include_in(app)
+    OPEN.clear()
+    STARTED.clear()
+    async with testing.running(app):
+        alice = await testing.create_user(app, "alice@example.com")
+        async with testing.api_client(app, alice) as client:
+            url = f"{P}/rooms/lab/jobs/@internal:modifiers:Gate/tasks"
+            resp = await client.post(url, json={"items": [{"payload": {}}] * 5})
+            ids = [t["id"] for t in resp.json()["items"]]
+            for _ in range(500):
+                if len(STARTED) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            listed = (await client.get(f"{P}/rooms/lab/tasks")).json()["items"]
+            states = sorted(t["status"] for t in listed)
+            assert states == ["pending"] * 3 + ["running"] * 2, states
+            OPEN.set()
+            for task_id in ids:
+                assert (await _finished(client, task_id))["result"] == "through"

@@ -199,8 +199,11 @@ class InProcessExecutor:
     # -- one task ----------------------------------------------------------------------------
 
     def _begin(self, task: TaskResponse) -> None:
-        worker_id = self._worker()
-        runner = asyncio.create_task(self._run(task, worker_id), name=f"joblib-internal-{task.id}")
+        assert self._runtime is not None
+        loop = asyncio.get_running_loop()
+        context = InternalTask(task, self._runtime, self._worker(), loop, None)
+        self._running[task.id] = (context, None)  # counted at once: the next claim's slots
+        runner = asyncio.create_task(self._run(context), name=f"joblib-internal-{task.id}")
         runner.add_done_callback(functools.partial(self._finished, task.id))
 
     def _finished(self, task_id: uuid.UUID, runner: asyncio.Task[None]) -> None:
@@ -209,11 +212,10 @@ class InProcessExecutor:
         if not runner.cancelled() and runner.exception() is not None:
             logger.error("internal task %s: executor error", task_id, exc_info=runner.exception())
 
-    async def _run(self, task: TaskResponse, worker_id: uuid.UUID) -> None:
+    async def _run(self, context: InternalTask) -> None:
         runtime = self._runtime
         assert runtime is not None
-        context = InternalTask(task, runtime, worker_id, asyncio.get_running_loop(), None)
-        self._running[task.id] = (context, None)
+        task, worker_id = context.task, context.worker_id
         try:
             context.task = await runtime.update(worker_id, task.id, status=TaskStatus.RUNNING)
         except _GONE as exc:
