@@ -71,8 +71,10 @@ class Inline:
             self.loop.cancel()
 
 
-def _host(settings: JobLibSettings, **queue_args: Any) -> tuple[FastAPI, JobQueue]:
-    queue = JobQueue(settings, internal=[Square], **queue_args)
+def _host(
+    settings: JobLibSettings, internal: list[type[Any]] | None = None, **queue_args: Any
+) -> tuple[FastAPI, JobQueue]:
+    queue = JobQueue(settings, internal=internal or [Square], **queue_args)
     app = FastAPI(lifespan=queue.lifespan)
     app.state.auth_settings = testing.test_auth_settings()
     queue.include_in(app)
@@ -140,10 +142,7 @@ async def test_events_and_a_host_executor(settings: JobLibSettings) -> None:
 
 
 async def test_task_credential_on_a_host_route(settings: JobLibSettings) -> None:
-    queue = JobQueue(settings, internal=[Wait])
-    app = FastAPI(lifespan=queue.lifespan)
-    app.state.auth_settings = testing.test_auth_settings()
-    queue.include_in(app)
+    app, _ = _host(settings, [Wait])
 
     @app.post("/rooms/{room_id}/edit")
     async def edit(room_id: str, credential: TaskCredentialDep) -> dict[str, str]:
@@ -200,10 +199,7 @@ class Gate(BaseModel):
 
 
 async def test_the_pool_is_bounded(settings: JobLibSettings) -> None:
-    queue = JobQueue(settings, internal=[Gate], internal_executor=InProcessExecutor(2))
-    app = FastAPI(lifespan=queue.lifespan)
-    app.state.auth_settings = testing.test_auth_settings()
-    queue.include_in(app)
+    app, _ = _host(settings, [Gate], internal_executor=InProcessExecutor(2))
     OPEN.clear()
     STARTED.clear()
     async with testing.running(app):
