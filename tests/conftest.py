@@ -91,6 +91,8 @@ class LiveServer:
                 # the tests log in as many machines would, all from 127.0.0.1
                 "ZNDRAW_JOBLIB_LOGIN_RATE_LIMIT": "10000/minute",
                 "ZNDRAW_JOBLIB_REGISTER_RATE_LIMIT": "10000/minute",
+                # no demo @internal job: tests count the jobs and workers they make
+                "ZNDRAW_JOBLIB_INTERNAL_EXTENSIONS": "[]",
             }
         )
         env.update(self.extra_env)

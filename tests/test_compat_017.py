@@ -21,7 +21,7 @@ import pytest
 if importlib.util.find_spec("zndraw_joblib") is None:
     pytest.skip("zndraw-joblib==0.1.7 is in the dev group", allow_module_level=True)
 
-DRIVER = textwrap.dedent(
+API = textwrap.dedent(
     """
     import json, sys
     import httpx
@@ -46,6 +46,12 @@ DRIVER = textwrap.dedent(
                 raise ValueError(response.text)
             response.raise_for_status()
 
+    """
+)
+"""The 0.1.7 client's ``api=`` object (used by test_compat_017_internal.py too)."""
+
+DRIVER = API + textwrap.dedent(
+    """
     class Rotate(Extension):
         category = Category.MODIFIER
         angle: float = 0.0

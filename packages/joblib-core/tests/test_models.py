@@ -37,6 +37,8 @@ from zndraw_joblib_core import (
     TaskResponse,
     TaskStatus,
     TaskSubmitRequest,
+    TaskTokenRequest,
+    TaskTokenResponse,
     TaskUpdateRequest,
     UTCDateTime,
     WorkerResponse,
@@ -94,6 +96,7 @@ REQUEST_SAMPLES: list[RequestModel] = [
         items=[TaskSubmitRequest(payload={"n": 1}), TaskSubmitRequest(priority=3, max_attempts=2)]
     ),
     TaskClaimRequest(worker_id=W1, max_tasks=7),
+    TaskTokenRequest(worker_id=W1, identity="worker"),
     TaskUpdateRequest(
         status=TaskStatus.COMPLETED,
         worker_id=W2,
@@ -155,6 +158,7 @@ RESPONSE_SAMPLES: list[ResponseModel] = [
     Page[WorkerSummary](
         items=[WorkerSummary(id=W1, last_heartbeat=T0)], total=1, limit=50, offset=0
     ),
+    TaskTokenResponse(access_token="t.o.k", task_id=W1, user_id=W1),
 ]
 
 ALL_SAMPLES: list[BaseModel] = [*REQUEST_SAMPLES, *RESPONSE_SAMPLES]
@@ -197,6 +201,7 @@ def test_request_and_response_models_are_the_expected_split() -> None:
         TaskUpdateRequest,
         TaskBatchUpdateItem,
         TaskBatchSubmitRequest,
+        TaskTokenRequest,
     }
 
 

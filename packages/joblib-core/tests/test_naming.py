@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from zndraw_joblib_core import (
     GLOBAL_ROOM,
+    INTERNAL_ROOM,
     MAX_CATEGORY_LENGTH,
     MAX_NAME_LENGTH,
     MAX_ROOM_ID_LENGTH,
@@ -39,6 +40,7 @@ def test_constants() -> None:
 
 VALID_ROOMS = [
     "@global",
+    "@internal",
     "a",
     "room-1",
     "room_1.2",
@@ -95,7 +97,7 @@ def test_invalid_room_ids(room_id: str) -> None:
 def test_valid_room_ids_obey_every_rule(room_id: str) -> None:
     if not is_valid_room_id(room_id):
         return
-    if room_id == GLOBAL_ROOM:
+    if room_id in (GLOBAL_ROOM, INTERNAL_ROOM):
         return
     assert 0 < len(room_id) <= MAX_ROOM_ID_LENGTH
     assert "@" not in room_id
@@ -257,17 +259,21 @@ def test_parse_rejects_tampered_names(room_id: str, category: str, name: str, ju
 
 
 def test_visible_rooms_of_a_room() -> None:
-    assert visible_rooms("room-1") == ("room-1", "@global")
+    assert visible_rooms("room-1") == ("room-1", "@global", "@internal")
 
 
-def test_visible_rooms_of_global() -> None:
+def test_visible_rooms_of_global_and_internal() -> None:
     assert visible_rooms("@global") == ("@global",)
+    assert visible_rooms("@internal") == ("@internal",)
 
 
 @given(room_ids)
-def test_visible_rooms_always_include_own_and_global(room_id: str) -> None:
+def test_visible_rooms_always_include_own_global_and_internal(room_id: str) -> None:
     rooms = visible_rooms(room_id)
+    if room_id in (GLOBAL_ROOM, INTERNAL_ROOM):  # these see only themselves
+        assert rooms == (room_id,)
+        return
     assert room_id in rooms
     assert GLOBAL_ROOM in rooms
     assert len(rooms) == len(set(rooms))
-    assert set(rooms) == {room_id, GLOBAL_ROOM}
+    assert set(rooms) == {room_id, GLOBAL_ROOM, INTERNAL_ROOM}

@@ -538,6 +538,28 @@ class TasksApi:
         response = self.http.request("PATCH", self._path("tasks", str(task_id)), json=body)
         return TaskResponse.model_validate(response.json())
 
+    def task_token(
+        self,
+        task_id: UUID | str,
+        *,
+        worker_id: UUID | None = _UNSET,
+        identity: str = "submitter",
+    ) -> str:
+        """A bearer token scoped to a task this client's worker holds (``POST /tasks/{id}/token``).
+
+        The server accepts it only while the task holds its lease under this claim. With
+        ``identity="submitter"`` (``@internal`` jobs only) it carries the submitting user's
+        rights, with ``"worker"`` this worker's account's.
+
+        Raises:
+            LeaseLost: The worker does not hold the task.
+            Forbidden: A submitter's token for a job that is not ``@internal``.
+        """
+        wid = self._worker_id if worker_id is _UNSET else worker_id
+        body = {"worker_id": str(wid), "identity": identity}
+        response = self.http.request("POST", self._path("tasks", str(task_id), "token"), json=body)
+        return str(response.json()["access_token"])
+
     def update_tasks(
         self,
         items: Sequence[TaskBatchUpdateItem | Mapping[str, Any]],

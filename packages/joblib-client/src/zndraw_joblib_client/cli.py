@@ -34,6 +34,7 @@ from zndraw_joblib_client.extension import category_value
 from zndraw_joblib_client.manager import JobManager
 from zndraw_joblib_core import (
     GLOBAL_ROOM,
+    INTERNAL_ROOM,
     Forbidden,
     JobResponse,
     NotFound,
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", parents=[common], help="register extensions and serve")
     worker.add_argument("extensions", nargs="+", metavar="module:Extension")
     worker.add_argument("--room", default=GLOBAL_ROOM, help="room of the jobs (@global)")
+    worker.add_argument(
+        "--internal",
+        action="store_true",
+        help="serve the host's @internal jobs (same as --room @internal; needs a superuser "
+        "or an account the server lists in internal_worker_emails)",
+    )
     worker.add_argument("--concurrency", type=int, default=1, help="tasks run at once")
     worker.add_argument("--claim-wait", type=float, default=55.0, help="claim long-poll (s)")
     worker.add_argument("--heartbeat", type=float, default=10.0, help="heartbeat interval (s)")
@@ -285,10 +292,11 @@ def _run(args: argparse.Namespace, out: _Output) -> int:
             category_value(cls)  # a class without a category: say so before connecting
         if args.max_unreachable_seconds is not None and args.max_unreachable_seconds < 0:
             raise _Usage("--max-unreachable-seconds must not be negative")
+        room = INTERNAL_ROOM if args.internal else args.room
         with _manager(args, register=args.register) as manager:
             try:
                 for cls in classes:
-                    job = manager.register(cls, room=args.room)
+                    job = manager.register(cls, room=room)
                     out.line(f"registered {job.full_name}")
             except (Unauthorized, Forbidden, NotFound, LoginFailed) as exc:
                 print(f"error: {_worker_refusal(exc, args)}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zndraw_joblib_core.outcomes import Retry, TaskCancelled
+
 __all__ = [
     "ClientError",
     "ConnectionFailed",
@@ -73,22 +75,3 @@ class UnknownJob(ClientError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown job"
-
-
-class Retry(Exception):
-    """Raised by an extension's ``run`` to ask that the task be tried again later.
-
-    The worker reports the task ``failed`` with ``retry: true``; the server requeues it with
-    backoff while attempts remain, else it stays failed.
-
-    Example:
-        >>> raise Retry("GPU busy")  # doctest: +SKIP
-    """
-
-
-class TaskCancelled(Exception):
-    """Raised inside a running task to acknowledge that its cancellation was requested.
-
-    :meth:`ClaimedTask.check_cancelled` raises it; the worker then reports the task
-    ``cancelled``.
-    """

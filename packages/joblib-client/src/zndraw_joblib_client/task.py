@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from zndraw_joblib_client.errors import TaskCancelled, UnknownJob
+from zndraw_joblib_client.errors import UnknownJob
 from zndraw_joblib_core import TaskResponse
+from zndraw_joblib_core.held import HeldTask
 
 __all__ = ["ClaimedTask", "TaskUpdater"]
 
@@ -33,7 +33,7 @@ class TaskUpdater(Protocol):
         ...
 
 
-class ClaimedTask(Generic[E]):
+class ClaimedTask(HeldTask, Generic[E]):
     """A task claimed by this client's worker.
 
     Args:
@@ -57,43 +57,15 @@ class ClaimedTask(Generic[E]):
         extension_cls: type[E] | None,
         run_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        self.task = task
+        super().__init__(task)
         self.worker_id = worker_id
         self._manager = manager
         self._extension_cls = extension_cls
         self._extension: E | None = None
         self._run_kwargs = dict(run_kwargs or {})
-        self._cancel = threading.Event()
-        if task.cancel_requested:
-            self._cancel.set()
 
     def __repr__(self) -> str:
         return f"ClaimedTask(task_id={self.task_id!s}, job_name={self.job_name!r})"
-
-    @property
-    def task_id(self) -> UUID:
-        """The task's id."""
-        return self.task.id
-
-    @property
-    def job_name(self) -> str:
-        """The job's full name ``{room}:{category}:{name}``."""
-        return self.task.job_name
-
-    @property
-    def room_id(self) -> str:
-        """The room the task was submitted from."""
-        return self.task.room_id
-
-    @property
-    def attempt(self) -> int:
-        """Which attempt this is (1 on the first claim)."""
-        return self.task.attempt
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The raw task payload."""
-        return self.task.payload
 
     @property
     def run_kwargs(self) -> dict[str, Any]:
@@ -125,25 +97,17 @@ class ClaimedTask(Generic[E]):
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    @property
-    def cancel_requested(self) -> bool:
-        """Whether cancellation of this task was requested (the task should stop)."""
-        return self._cancel.is_set()
+    def token(self, identity: str = "submitter") -> str:
+        """A bearer token scoped to this task, valid while this worker holds its lease.
 
-    def check_cancelled(self) -> None:
-        """Raise :class:`TaskCancelled` when cancellation was requested.
-
-        Call it at convenient points of a long task; the worker reports ``cancelled``.
-
-        Raises:
-            TaskCancelled: Cancellation was requested.
+        For ``@internal`` jobs it carries the submitting user's rights by default (the
+        server refuses that for other jobs; ask for ``identity="worker"`` there). Use it to
+        call back into the host's API on the task's behalf.
         """
-        if self._cancel.is_set():
-            raise TaskCancelled(f"task {self.task_id} was cancelled")
-
-    def request_cancel(self) -> None:
-        """Mark the task as cancel-requested (the worker does this on heartbeat answers)."""
-        self._cancel.set()
+        issue = getattr(self._manager, "task_token", None)
+        if issue is None:
+            raise TypeError("this task's manager cannot issue task tokens")
+        return str(issue(self.task_id, worker_id=self.worker_id, identity=identity))
 
     def progress(self, fraction: float | None, message: str | None = None) -> TaskResponse:
         """Report progress of the running task.

@@ -5,7 +5,9 @@ rules, RFC 9457 problem types and the events the server emits. No I/O happens he
 """
 
 from zndraw_joblib_core._base import RequestModel, ResponseModel, UTCDateTime
+from zndraw_joblib_core.credentials import TaskTokenRequest, TaskTokenResponse
 from zndraw_joblib_core.events import Event, JobsChanged, TaskAvailable, TaskStatusChanged
+from zndraw_joblib_core.held import HeldTask
 from zndraw_joblib_core.jobs import (
     JobRegisterRequest,
     JobResponse,
@@ -15,6 +17,7 @@ from zndraw_joblib_core.jobs import (
 )
 from zndraw_joblib_core.naming import (
     GLOBAL_ROOM,
+    INTERNAL_ROOM,
     MAX_CATEGORY_LENGTH,
     MAX_NAME_LENGTH,
     MAX_ROOM_ID_LENGTH,
@@ -25,6 +28,7 @@ from zndraw_joblib_core.naming import (
     parse_job_name,
     visible_rooms,
 )
+from zndraw_joblib_core.outcomes import Retry, TaskCancelled
 from zndraw_joblib_core.page import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from zndraw_joblib_core.problems import (
     PROBLEM_PREFIX,
@@ -32,6 +36,7 @@ from zndraw_joblib_core.problems import (
     BadRequest,
     Forbidden,
     IdempotencyKeyReused,
+    InternalJobNotConfigured,
     InvalidCategory,
     InvalidJobName,
     InvalidPayload,
@@ -92,6 +97,7 @@ __all__ = [
     "CLIENT_TRANSITIONS",
     "DEFAULT_PAGE_LIMIT",
     "GLOBAL_ROOM",
+    "INTERNAL_ROOM",
     "MAX_CATEGORY_LENGTH",
     "MAX_CLAIM_BATCH",
     "MAX_NAME_LENGTH",
@@ -107,7 +113,9 @@ __all__ = [
     "Category",
     "Event",
     "Forbidden",
+    "HeldTask",
     "IdempotencyKeyReused",
+    "InternalJobNotConfigured",
     "InvalidCategory",
     "InvalidJobName",
     "InvalidPayload",
@@ -133,6 +141,7 @@ __all__ = [
     "RequestTimeout",
     "RequestValidationFailed",
     "ResponseModel",
+    "Retry",
     "SchemaConflict",
     "ServiceUnavailable",
     "TaskAvailable",
@@ -141,6 +150,7 @@ __all__ = [
     "TaskBatchUpdateItem",
     "TaskBatchUpdateOutcome",
     "TaskBatchUpdateResponse",
+    "TaskCancelled",
     "TaskClaimRequest",
     "TaskClaimResponse",
     "TaskNotFound",
@@ -148,6 +158,8 @@ __all__ = [
     "TaskStatus",
     "TaskStatusChanged",
     "TaskSubmitRequest",
+    "TaskTokenRequest",
+    "TaskTokenResponse",
     "TaskUpdateRequest",
     "TooManyRequests",
     "UTCDateTime",

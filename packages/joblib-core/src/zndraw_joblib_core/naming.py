@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 __all__ = [
     "GLOBAL_ROOM",
+    "INTERNAL_ROOM",
     "MAX_CATEGORY_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_ROOM_ID_LENGTH",
@@ -20,6 +21,10 @@ __all__ = [
 
 GLOBAL_ROOM = "@global"
 """The room of jobs visible from every room."""
+
+INTERNAL_ROOM = "@internal"
+"""The room of the host's server-side jobs: registered by the host in code, visible from
+every room, never registered over HTTP."""
 
 MAX_ROOM_ID_LENGTH = 255
 """Longest accepted room id."""
@@ -54,10 +59,10 @@ class JobName(NamedTuple):
 def is_valid_room_id(room_id: str) -> bool:
     """Return whether ``room_id`` may name a room.
 
-    A room id is ``@global`` or a non-empty string of at most 255 characters without
+    A room id is ``@global``, ``@internal`` or a non-empty string of at most 255 characters without
     ``@``, ``:``, ``/``, surrounding white space, control characters or unpaired surrogates.
     """
-    if room_id == GLOBAL_ROOM:
+    if room_id in (GLOBAL_ROOM, INTERNAL_ROOM):
         return True
     return (
         0 < len(room_id) <= MAX_ROOM_ID_LENGTH
@@ -108,7 +113,10 @@ def parse_job_name(full_name: str) -> JobName | None:
 
 
 def visible_rooms(room_id: str) -> tuple[str, ...]:
-    """Return the job rooms visible from ``room_id``: its own and ``@global``."""
-    if room_id == GLOBAL_ROOM:
-        return (GLOBAL_ROOM,)
-    return (room_id, GLOBAL_ROOM)
+    """Return the job rooms visible from ``room_id``: its own, ``@global`` and ``@internal``.
+
+    ``@global`` and ``@internal`` see only their own jobs.
+    """
+    if room_id in (GLOBAL_ROOM, INTERNAL_ROOM):
+        return (room_id,)
+    return (room_id, GLOBAL_ROOM, INTERNAL_ROOM)

@@ -18,6 +18,7 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "IdempotencyKeyReused",
+    "InternalJobNotConfigured",
     "InvalidCategory",
     "InvalidJobName",
     "InvalidPayload",
@@ -353,6 +354,18 @@ class ServiceUnavailable(ProblemError):
 
     slug = "service-unavailable"
     title = "Service Unavailable"
+    status = 503
+
+
+class InternalJobNotConfigured(ServiceUnavailable):
+    """A task was submitted to an ``@internal`` job that no executor serves now (503).
+
+    The host registered the job, but no in-process executor and no internal worker is
+    linked to it; retry once one runs.
+    """
+
+    slug = "internal-job-not-configured"
+    title = "Internal Job Not Configured"
     status = 503
 
 

@@ -8,7 +8,7 @@ as this one does (see docs/hosting.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from zndraw_joblib_server.accounts import include_account_routes
 from zndraw_joblib_server.body_limit import BodyLimit
 from zndraw_joblib_server.dashboard import Dashboard
 from zndraw_joblib_server.errors import UnexpectedErrors, problem_response
+from zndraw_joblib_server.internal.loading import load_extension
 from zndraw_joblib_server.logging_setup import RequestIds
 from zndraw_joblib_server.metrics import QueueMetrics
 from zndraw_joblib_server.queue import JobQueue
@@ -40,6 +41,7 @@ def create_app(
     auth_settings: AuthSettings | None = None,
     *,
     sweeper: bool = True,
+    internal: Sequence[type[Any]] = (),
 ) -> FastAPI:
     """Build the reference app.
 
@@ -47,6 +49,8 @@ def create_app(
         settings: Queue settings (default: from ``ZNDRAW_JOBLIB_*`` variables).
         auth_settings: zndraw-auth settings (default: from ``ZNDRAW_AUTH_*`` variables).
         sweeper: Run the sweeper in the lifespan.
+        internal: ``@internal`` extension classes, besides those named by
+            ``settings.internal_extensions`` (see :class:`~zndraw_joblib_server.JobQueue`).
 
     Returns:
         A FastAPI app serving ``/auth/*``, ``/users/*``, ``/v1/joblib/*``, ``/health``,
@@ -60,7 +64,10 @@ def create_app(
     """
     settings = settings or JobLibSettings()
     auth_settings = resolve_secret(settings, auth_settings or AuthSettings())
-    queue = JobQueue(settings, sweeper=sweeper)
+    extensions = [load_extension(path) for path in settings.internal_extensions]
+    queue = JobQueue(
+        settings, sweeper=sweeper, internal=[*extensions, *internal], start_executor=False
+    )
     engine, session_maker = queue.engine, queue.session_maker
     # Before include_in: both add their sinks to the queue's event sink.
     metrics = QueueMetrics.attach(queue) if settings.metrics else None
@@ -70,6 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with queue.lifespan():
             await ensure_admin(session_maker, auth_settings)
+            await queue.start_executor()  # after the admin's read-hash-write transaction
             _log_mode(settings, auth_settings)
             yield
 

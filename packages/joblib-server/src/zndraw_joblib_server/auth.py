@@ -8,6 +8,10 @@ and audience exactly as zndraw-auth's JWT strategy does, then the user's row, wh
 for ``user_cache_seconds`` (default 1 s) per process. A user deactivated or demoted in the
 database is therefore refused within that time; a token stays valid until it expires, as with
 zndraw-auth.
+
+Per-task tokens (:mod:`zndraw_joblib_server.task_tokens`) are accepted too, with the rights
+of the user they name, but only while their task holds its lease: that is checked in the
+database on every request that presents one, never cached.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import User
 
 from zndraw_joblib_core import Unauthorized
+from zndraw_joblib_server.task_tokens import is_task_token, verify_task_token
 
 __all__ = [
     "TokenChecker",
@@ -129,7 +134,13 @@ def check_token(token: str | None, auth_settings: Any) -> uuid.UUID:
     """
     if not token:
         raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
-    return _checker(auth_settings).user_id(token)
+    try:
+        return _checker(auth_settings).user_id(token)
+    except Unauthorized:
+        if not is_task_token(token, auth_settings):
+            raise
+        # a per-task token: its task's lease is checked once the request is authenticated
+        return uuid.UUID(str(jwt.decode(token, options={"verify_signature": False})["sub"]))
 
 
 async def authenticate(
@@ -151,7 +162,12 @@ async def authenticate(
     """
     if not token:
         raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
-    user_id = _checker(auth_settings).user_id(token)
+    try:
+        user_id = _checker(auth_settings).user_id(token)
+    except Unauthorized:
+        if not is_task_token(token, auth_settings):
+            raise
+        user_id = (await verify_task_token(token, auth_settings, session_maker)).user_id
     cache = _caches.get(session_maker)
     if cache is None:
         cache = _caches[session_maker] = UserCache()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,11 @@ __all__ = ["main"]
 
 _MAX_HEAD_BYTES = 64 * 1024
 """Largest request head (request line and headers) accepted."""
+
+
+DEMO_INTERNAL = "zndraw_joblib_server.internal.demo:Checksum"
+"""The demo ``@internal`` job ``serve`` registers unless
+``ZNDRAW_JOBLIB_INTERNAL_EXTENSIONS`` is set."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _check_database(args.database_url)
         if args.migrate:
             os.environ["ZNDRAW_JOBLIB_MIGRATE"] = "true"  # the app's own start reads it too
+        # out of the box, one harmless @internal job shows what server-side jobs look like
+        os.environ.setdefault("ZNDRAW_JOBLIB_INTERNAL_EXTENSIONS", json.dumps([DEMO_INTERNAL]))
         _check_startup()
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
         from zndraw_joblib_server.serving import Server, guarded_protocol

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,16 +20,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import API_PREFIX, ProblemError
 from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
+from zndraw_joblib_server.internal import InProcessExecutor, InternalExecutor, spec_of
+from zndraw_joblib_server.internal.identity import ensure_service_user
+from zndraw_joblib_server.internal.runtime import InternalRuntime
 from zndraw_joblib_server.lane import FastLane, LaneRoute, lane_routes
 from zndraw_joblib_server.migrations import ensure_schema
 from zndraw_joblib_server.routes import HOT_ENDPOINTS, QUEUE_ROUTERS, router
+from zndraw_joblib_server.services.internal import ensure_internal_jobs
 from zndraw_joblib_server.sessions import SessionSource, engine_of, queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
 from zndraw_joblib_server.sweeper import SweepReport, run_sweeper
 
-__all__ = ["JobQueue", "queue_lane_routes"]
+__all__ = ["DEFAULT_EXECUTOR", "JobQueue", "queue_lane_routes"]
+
+DEFAULT_EXECUTOR: Any = object()
+"""``JobQueue(internal_executor=...)``'s default: an in-process executor sized by
+``settings.internal_executor_threads`` (none when that is 0)."""
 
 
 def queue_lane_routes() -> list[LaneRoute]:
@@ -66,6 +74,19 @@ class JobQueue:
             version's (default: ``settings.migrate``). Off, :meth:`start` raises
             :class:`~zndraw_joblib_server.migrations.SchemaNotCurrent` on such a
             database. A database without the queue's tables is always set up.
+        internal: The host's server-side extension classes (pydantic models with a
+            ``category`` and a ``run``, e.g. ``zndraw_joblib_client.Extension``
+            subclasses); each becomes the job ``@internal:{category}:{ClassName}``, written
+            idempotently at :meth:`start` under a lock (see docs/hosting.md).
+        internal_executor: What runs them: by default an
+            :class:`~zndraw_joblib_server.internal.InProcessExecutor` with
+            ``settings.internal_executor_threads`` slots; None runs nothing here (separate
+            ``zndraw-joblib worker --internal`` processes serve them), or any
+            :class:`~zndraw_joblib_server.internal.InternalExecutor`.
+        start_executor: Start the executor at the end of :meth:`start`. Off, the host calls
+            :meth:`start_executor` itself once its own start-up writes are done (on SQLite a
+            start-up transaction that reads, awaits and then writes fails if the executor
+            wrote in between).
     """
 
     def __init__(
@@ -77,8 +98,20 @@ class JobQueue:
         sweeper: bool = True,
         event_sink: EventSink | None = None,
         migrate: bool | None = None,
+        internal: Sequence[type[Any]] = (),
+        internal_executor: InternalExecutor | None = DEFAULT_EXECUTOR,
+        start_executor: bool = True,
     ) -> None:
         self.settings = settings or JobLibSettings()
+        self.internal: dict[str, type[Any]] = {spec_of(cls).full_name: cls for cls in internal}
+        """The host's internal extension classes, by full job name."""
+        if internal_executor is DEFAULT_EXECUTOR:
+            threads = self.settings.internal_executor_threads
+            internal_executor = InProcessExecutor(threads) if threads > 0 else None
+        self.internal_executor = internal_executor
+        self._autostart = start_executor
+        self._executing = False
+        self._app: FastAPI | None = None
         self._migrate = self.settings.migrate if migrate is None else migrate
         self.host_session_maker = session_maker
         if engine is None and session_maker is not None:
@@ -156,6 +189,7 @@ class JobQueue:
         app.state.session_maker = self.host_session_maker or self.session_maker
         app.state.joblib_settings = self.settings
         app.state.joblib_queue = self
+        self._app = app
         if self.event_sink is not None:
             app.state.joblib_event_sink = self.event_sink
         app.include_router(router)
@@ -177,6 +211,7 @@ class JobQueue:
             return
         await ensure_schema(self.engine, migrate=self._migrate)
         await self.database.start()
+        await self._start_internal()
         if self._run_sweeper:
             self._sweeper = asyncio.create_task(
                 run_sweeper(
@@ -191,6 +226,9 @@ class JobQueue:
 
         Idempotent; safe after a failed :meth:`start`.
         """
+        if self._executing and self.internal_executor is not None:
+            self._executing = False
+            await self.internal_executor.stop()
         sweep, self._sweeper = self._sweeper, None
         if sweep is not None:
             sweep.cancel()
@@ -200,6 +238,33 @@ class JobQueue:
         if self._owns_engine:
             await self.engine.dispose()
         self._started = False
+
+    async def _start_internal(self) -> None:
+        if not self.internal:
+            return
+        specs = [spec_of(cls) for cls in self.internal.values()]
+        async with self.database.write(self.event_sink) as uow:
+            await ensure_internal_jobs(uow, specs)
+        if self._autostart:
+            await self.start_executor()
+
+    async def start_executor(self) -> None:
+        """Start the internal executor (done by :meth:`start` unless ``start_executor=False``).
+
+        Idempotent; does nothing without internal jobs or executor.
+        """
+        if self._executing or self.internal_executor is None or not self.internal:
+            return
+        user_id = await ensure_service_user(self.database)
+        runtime = InternalRuntime(
+            self.database, self.event_sink, self.settings, self.internal, user_id, self._auth
+        )
+        await self.internal_executor.start(runtime)
+        self._executing = True
+
+    def _auth(self) -> Any:
+        """zndraw-auth's settings of the app the queue is mounted on (signs task tokens)."""
+        return getattr(self._app.state, "auth_settings", None) if self._app else None
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:

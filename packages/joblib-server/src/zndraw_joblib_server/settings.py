@@ -39,6 +39,24 @@ class JobLibSettings(BaseSettings):
         default_factory=lambda: ["modifiers", "selections", "analysis"],
         description="Job categories that may be registered.",
     )
+    internal_worker_emails: list[str] = Field(
+        default_factory=list,
+        description="Accounts (besides superusers) whose workers may serve `@internal` jobs "
+        "(`zndraw-joblib worker --internal`): service accounts without superuser rights.",
+    )
+    internal_executor_threads: int = Field(
+        default=4,
+        ge=0,
+        description="Tasks of `@internal` jobs the queue runs at once inside the server "
+        "process (synchronous `run()` in threads, `async` ones on the event loop); 0: no "
+        "in-process executor (separate internal workers serve them).",
+    )
+    internal_extensions: list[str] = Field(
+        default_factory=list,
+        description="Reference app: the `module:Class` extensions it registers as `@internal` "
+        "jobs. Unset, `serve` registers the demo "
+        "`zndraw_joblib_server.internal.demo:Checksum`.",
+    )
     worker_timeout_seconds: float = Field(
         default=120.0,
         gt=0,

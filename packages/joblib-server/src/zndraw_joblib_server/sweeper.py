@@ -17,7 +17,13 @@ from datetime import timedelta
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from zndraw_joblib_core import ACTIVE_STATUSES, TERMINAL_STATUSES, Event, ServiceUnavailable
+from zndraw_joblib_core import (
+    ACTIVE_STATUSES,
+    INTERNAL_ROOM,
+    TERMINAL_STATUSES,
+    Event,
+    ServiceUnavailable,
+)
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
@@ -137,7 +143,9 @@ async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:
     candidates = list(
         (
             await uow.session.execute(
-                select(Job.id).where(Job.deleted.is_(False), ~has_worker).limit(_BATCH)
+                select(Job.id)
+                .where(Job.deleted.is_(False), Job.room_id != INTERNAL_ROOM, ~has_worker)
+                .limit(_BATCH)
             )
         ).scalars()
     )

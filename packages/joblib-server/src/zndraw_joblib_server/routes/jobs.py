@@ -51,6 +51,8 @@ async def register_job(
     """Register a job (201), or confirm one with the same schema (200), and link a worker.
 
     Without `worker_id` a worker is created for the caller. `@global` jobs need a superuser.
+    `@internal` jobs are the host's: nobody registers or changes one here (403); a
+    superuser or internal worker account only links a worker to an existing one (200).
     The first registrant owns the job: by default only the owner's and superusers' workers
     may serve it (403 otherwise).
     """

@@ -68,7 +68,7 @@ def _applied(wait: float) -> str:
     "/rooms/{room_id}/tasks/{job_name:path}",
     response_model=TaskResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problems(400, 403, 404, 409, 413, 429)
+    responses=problems(400, 403, 404, 409, 413, 429, 503)
     | {200: {"model": TaskResponse, "description": "Repeat of an idempotent submit"}},
 )
 async def submit_task(
@@ -82,7 +82,11 @@ async def submit_task(
     body: TaskSubmitRequest,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskResponse:
-    """Submit a task to a job visible from the room; the payload must match the job's schema."""
+    """Submit a task to a job visible from the room; the payload must match the job's schema.
+
+    A room sees its own jobs, `@global` and `@internal` ones. 503
+    `internal-job-not-configured`: an `@internal` job no executor serves now.
+    """
     key = task_service.idempotency_key_of(idempotency_key)
     # PostgreSQL: its one insert needs no transaction. A claim waiting in this process is
     # woken after the insert and claims for itself: fewer round trips before its answer
@@ -107,7 +111,7 @@ async def submit_task(
     "/rooms/{room_id}/jobs/{job_name:path}/tasks",
     response_model=TaskBatchSubmitResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problems(400, 403, 404, 409, 413, 429)
+    responses=problems(400, 403, 404, 409, 413, 429, 503)
     | {200: {"model": TaskBatchSubmitResponse, "description": "Repeat of an idempotent batch"}},
 )
 async def submit_tasks(

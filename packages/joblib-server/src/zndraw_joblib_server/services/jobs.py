@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
     GLOBAL_ROOM,
+    INTERNAL_ROOM,
     MAX_CATEGORY_LENGTH,
     Forbidden,
     InvalidCategory,
@@ -34,6 +35,7 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
+from zndraw_joblib_server.services.internal import check_internal_link, may_serve_internal
 from zndraw_joblib_server.services.liveness import has_live_worker, worker_is_live
 from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.services.validation import check_schema
@@ -86,7 +88,12 @@ def _check_registration(
     validate_room(room_id)
     if room_id == GLOBAL_ROOM and not actor.is_superuser:
         raise Forbidden("Only a superuser may register @global jobs.")
-    if body.category not in settings.allowed_categories:
+    if room_id == INTERNAL_ROOM and not may_serve_internal(actor, settings):
+        raise Forbidden(
+            "@internal jobs are registered by the host; only a superuser or an internal "
+            "worker account (internal_worker_emails) may serve them."
+        )
+    if room_id != INTERNAL_ROOM and body.category not in settings.allowed_categories:
         raise InvalidCategory(
             f"Category {body.category!r} is not allowed; allowed: "
             f"{', '.join(settings.allowed_categories)}."
@@ -166,8 +173,12 @@ async def register_job(
     """
     await check_registration(actor, room_id, body, settings)
     session = uow.session
-    job = await _find_job(session, room_id, body.category, body.name)
     created = True
+    if room_id == INTERNAL_ROOM:  # only linked: the host registered it
+        job: Job | None = await check_internal_link(session, actor, body, settings)
+        created = False
+    else:
+        job = await _find_job(session, room_id, body.category, body.name)
     if job is None:
         try:
             async with session.begin_nested():
@@ -185,7 +196,7 @@ async def register_job(
             if job is None:  # pragma: no cover - the conflicting row vanished again
                 raise
             created = await _take(job, actor, body, access)
-    else:
+    elif room_id != INTERNAL_ROOM:
         created = await _take(job, actor, body, access)
     worker = await _worker_for(uow, actor, body.worker_id, settings)
     linked = await session.get(WorkerJobLink, (worker.id, job.id))
@@ -357,6 +368,8 @@ async def list_jobs(
 async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
     """Soft-delete those of ``job_ids`` that have no workers and no unfinished tasks.
 
+    ``@internal`` jobs are never deleted: the host registered them, not a worker.
+
     Returns:
         The ids of the jobs that were deleted now.
     """
@@ -373,7 +386,13 @@ async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list
     )
     rows = await uow.session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.deleted.is_(False), ~has_worker, ~has_task)
+        .where(
+            Job.id.in_(job_ids),
+            Job.deleted.is_(False),
+            Job.room_id != INTERNAL_ROOM,
+            ~has_worker,
+            ~has_task,
+        )
         .values(deleted=True, updated_at=utcnow())
         .returning(Job.id, Job.room_id)
         .execution_options(synchronize_session=False)

@@ -13,21 +13,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_core import NoWorkersAvailable
+from zndraw_joblib_core import INTERNAL_ROOM, NoWorkersAvailable
 from zndraw_joblib_server.models import Job, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.settings import JobLibSettings
 
 __all__ = [
-    "HOST_RUN_ROOM",
     "check_live_workers",
     "has_live_worker",
     "stale_cutoff",
     "worker_is_live",
 ]
-
-HOST_RUN_ROOM = "@internal"
-"""The room of jobs the host runs itself: they need no worker rows, so no submit is refused."""
-
 
 def stale_cutoff(settings: JobLibSettings, now: datetime) -> datetime:
     """Workers whose last heartbeat is older than this are stale (not live)."""
@@ -61,7 +56,7 @@ async def check_live_workers(
     Raises:
         NoWorkersAvailable: The setting is on and no live worker serves the job.
     """
-    if not settings.refuse_submit_without_workers or room_id == HOST_RUN_ROOM:
+    if not settings.refuse_submit_without_workers or room_id == INTERNAL_ROOM:
         return
     live = (
         await session.execute(

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
+    INTERNAL_ROOM,
     Forbidden,
     IdempotencyKeyReused,
     InvalidPayload,
@@ -37,6 +38,7 @@ from zndraw_joblib_server.services.common import (
     to_response,
     validate_room,
 )
+from zndraw_joblib_server.services.internal import require_executor
 from zndraw_joblib_server.services.jobs import resolve_job
 from zndraw_joblib_server.services.liveness import check_live_workers
 from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
@@ -282,6 +284,8 @@ async def submit_tasks(
     """
     session = uow.session
     job = await resolve_job(session, room_id, job_name)
+    if job.room_id == INTERNAL_ROOM:
+        await require_executor(session, job.id, job.full_name)
     await _check_payloads(bodies, job.schema_, settings, checked)
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
