@@ -24,6 +24,7 @@ __all__ = [
     "worker_is_live",
 ]
 
+
 def stale_cutoff(settings: JobLibSettings, now: datetime) -> datetime:
     """Workers whose last heartbeat is older than this are stale (not live)."""
     return now - timedelta(seconds=settings.worker_timeout_seconds)
