@@ -5,7 +5,14 @@ rules, RFC 9457 problem types and the events the server emits. No I/O happens he
 """
 
 from zndraw_joblib_core._base import RequestModel, ResponseModel, UTCDateTime
-from zndraw_joblib_core.events import Event, JobsChanged, TaskAvailable, TaskStatusChanged
+from zndraw_joblib_core.events import (
+    Event,
+    JobsChanged,
+    ProviderResultReady,
+    ProvidersChanged,
+    TaskAvailable,
+    TaskStatusChanged,
+)
 from zndraw_joblib_core.jobs import (
     JobRegisterRequest,
     JobResponse,
@@ -45,6 +52,9 @@ from zndraw_joblib_core.problems import (
     PayloadTooLarge,
     ProblemDetail,
     ProblemError,
+    ProviderNotFound,
+    ProviderReadFailed,
+    ProviderTimeout,
     QuotaExceeded,
     RequestTimeout,
     RequestValidationFailed,
@@ -56,6 +66,15 @@ from zndraw_joblib_core.problems import (
     UnsupportedMediaType,
     WorkerNotFound,
     problem_from_body,
+)
+from zndraw_joblib_core.providers import (
+    INTERNAL_ROOM,
+    REQUEST_HASH_HEADER,
+    RESULT_STATUS_HEADER,
+    ProviderReadRequest,
+    ProviderRegisterRequest,
+    ProviderResponse,
+    request_hash,
 )
 from zndraw_joblib_core.status import (
     ACTIVE_STATUSES,
@@ -91,6 +110,7 @@ __all__ = [
     "CLIENT_TRANSITIONS",
     "DEFAULT_PAGE_LIMIT",
     "GLOBAL_ROOM",
+    "INTERNAL_ROOM",
     "MAX_CATEGORY_LENGTH",
     "MAX_CLAIM_BATCH",
     "MAX_NAME_LENGTH",
@@ -101,6 +121,8 @@ __all__ = [
     "MIN_PRIORITY",
     "PROBLEM_PREFIX",
     "PROBLEM_TYPES",
+    "REQUEST_HASH_HEADER",
+    "RESULT_STATUS_HEADER",
     "TERMINAL_STATUSES",
     "BadRequest",
     "Category",
@@ -126,6 +148,14 @@ __all__ = [
     "PayloadTooLarge",
     "ProblemDetail",
     "ProblemError",
+    "ProviderNotFound",
+    "ProviderReadFailed",
+    "ProviderReadRequest",
+    "ProviderRegisterRequest",
+    "ProviderResponse",
+    "ProviderResultReady",
+    "ProviderTimeout",
+    "ProvidersChanged",
     "QuotaExceeded",
     "RequestModel",
     "RequestTimeout",
@@ -160,5 +190,6 @@ __all__ = [
     "is_valid_room_id",
     "parse_job_name",
     "problem_from_body",
+    "request_hash",
     "visible_rooms",
 ]
