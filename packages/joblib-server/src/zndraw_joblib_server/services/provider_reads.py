@@ -43,6 +43,7 @@ from zndraw_joblib_server.storage import Database, EventSink, deliver
 from zndraw_joblib_server.storage.provider_cache import (
     CachedResult,
     PendingRead,
+    internal_cache_of,
     provider_cache_of,
 )
 
@@ -120,7 +121,7 @@ async def read_provider(
         target = await resolve(session, room_id, full_name, internal)
     await _check_params(params, target.schema, settings)
     rhash = request_hash(params)
-    cache = provider_cache_of(db)
+    cache = provider_cache_of(db) if target.internal is None else internal_cache_of(db)
     hit = await cache.get(target.id, rhash)
     if hit is not None:
         return hit
@@ -208,7 +209,7 @@ async def _run_internal(
     _running[key] = future
     try:
         result = await _internal_result(target, params, settings)
-        await provider_cache_of(db).put(
+        await internal_cache_of(db).put(
             target.id, rhash, result, settings.provider_result_ttl_seconds
         )
         future.set_result(result)

@@ -29,6 +29,7 @@ __all__ = [
     "MemoryProviderCache",
     "PendingRead",
     "ProviderCache",
+    "internal_cache_of",
     "provider_cache_of",
     "use_provider_cache",
 ]
@@ -339,6 +340,17 @@ class MemoryProviderCache:
 
 
 _caches: weakref.WeakKeyDictionary[Database, ProviderCache] = weakref.WeakKeyDictionary()
+
+
+_internal: weakref.WeakKeyDictionary[Database, MemoryProviderCache] = weakref.WeakKeyDictionary()
+
+
+def internal_cache_of(db: Database) -> MemoryProviderCache:
+    """The answers of ``@internal`` providers: they run in this process, so are kept here."""
+    cache = _internal.get(db)
+    if cache is None:
+        cache = _internal[db] = MemoryProviderCache()
+    return cache
 
 
 def use_provider_cache(db: Database, cache: ProviderCache) -> None:
