@@ -127,9 +127,9 @@ async def read_provider(
 
     A cached answer is returned at once. Otherwise the read goes to the provider's worker
     (once per parameter hash, however many readers wait) and the request waits up to
-    `Prefer: wait=N` seconds (capped; a default without the header) for the answer:
-    504 `provider-timeout` with `Retry-After` if none came. A failed read is answered
-    with its problem (cached as well).
+    `Prefer: wait=N` seconds (capped; a default without the header) for the answer
+    (then `Preference-Applied`): 504 `provider-timeout` with `Retry-After` if none came.
+    A failed read is answered with its problem (cached as well).
     """
     asked = prefer is not None and _ASKS_WAIT.search(prefer) is not None
     cap = settings.provider_long_poll_max_seconds
@@ -138,7 +138,7 @@ async def read_provider(
         if asked
         else settings.provider_long_poll_default_seconds
     )
-    result = await provider_reads.read_provider(
+    result, waited = await provider_reads.read_provider(
         db,
         room_id,
         full_name,
@@ -147,7 +147,7 @@ async def read_provider(
         settings,
         internal_providers_of(request),
     )
-    headers = {"Preference-Applied": f"wait={wait:g}"} if asked else None
+    headers = {"Preference-Applied": f"wait={wait:g}"} if asked and waited else None
     return Response(
         result.body, status_code=result.status, media_type=result.content_type, headers=headers
     )

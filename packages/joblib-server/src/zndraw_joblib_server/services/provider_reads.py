@@ -108,8 +108,11 @@ async def read_provider(
     wait: float,
     settings: JobLibSettings,
     internal: InternalProviders,
-) -> CachedResult:
+) -> tuple[CachedResult, bool]:
     """Answer a read: from the cache, from an ``@internal`` provider, or via the worker.
+
+    Returns:
+        The answer, and whether the request waited for it (False: it was cached).
 
     Raises:
         ProviderNotFound: No such provider, or it went away while the read waited.
@@ -124,9 +127,9 @@ async def read_provider(
     cache = provider_cache_of(db) if target.internal is None else internal_cache_of(db)
     hit = await cache.get(target.id, rhash)
     if hit is not None:
-        return hit
+        return hit, False
     if target.internal is not None:
-        return await _run_internal(db, target, params, rhash, settings)
+        return await _run_internal(db, target, params, rhash, settings), False
     keys = [result_key(target.id, rhash), gone_key(target.id)]
     async with db.notifier.subscribe(keys) as sub:
         loop = asyncio.get_running_loop()
@@ -136,7 +139,7 @@ async def read_provider(
             # Looked up after subscribing: an answer stored meanwhile is not missed.
             hit = await cache.get(target.id, rhash)
             if hit is not None:
-                return hit
+                return hit, True
             await _dispatch(db, current, params, rhash, settings)
             remaining = deadline - loop.time()
             if remaining <= 0 or not await sub.wait(remaining):
@@ -149,7 +152,7 @@ async def read_provider(
             )
     hit = await cache.get(target.id, rhash)
     if hit is not None:
-        return hit
+        return hit, True
     raise ProviderTimeout(
         f"Provider '{full_name[:300]}' did not answer within {wait:g} s; retry.",
         headers={"Retry-After": "2"},
@@ -276,14 +279,14 @@ async def upload_result(
         RequestValidationFailed: The request hash is malformed, or a JSON answer is not JSON.
         PayloadTooLarge: The answer exceeds ``provider_max_result_bytes``.
     """
-    if not _HASH.match(rhash):
-        raise RequestValidationFailed("X-Request-Hash must be 64 lowercase hex digits.")
     async with db.read() as session:
         provider = await session.get(Provider, provider_id)
     if provider is None:
         raise ProviderNotFound(f"Provider {provider_id} not found.")
     if provider.user_id != actor.id:
         raise Forbidden("Only the provider's owner may upload its results.")
+    if not _HASH.match(rhash):
+        raise RequestValidationFailed("X-Request-Hash must be 64 lowercase hex digits.")
     limit = settings.provider_max_result_bytes
     if len(body) > limit:
         raise PayloadTooLarge(

@@ -190,7 +190,7 @@ async def register_provider(
         if found.user_id != actor.id and not actor.is_superuser:
             raise Forbidden(f"Provider '{found.full_name}' belongs to another user.")
         found.schema_, found.content_type = body.schema_, body.content_type
-        found.worker_id = worker.id
+        found.worker_id, found.user_id = worker.id, actor.id  # served by the new worker
         await session.flush()
         uow.wake_all(gone_key(found.id))
     uow.events.append(ProvidersChanged(room_id=room_id))

@@ -74,8 +74,9 @@ class ProviderCache(Protocol):
     ) -> Begun:
         """Mark a read in flight for ``ttl`` seconds unless it already is (see :data:`Begun`).
 
-        An expired mark counts as absent (the read is dispatched again); a provider with
-        ``limit`` live marks refuses new ones.
+        An expired mark counts as absent (the read is dispatched again), and so does one
+        for another worker (the provider was registered again); a provider with ``limit``
+        live marks refuses new ones.
         """
 
     async def take(self, worker_id: uuid.UUID) -> list[PendingRead]:
@@ -165,7 +166,12 @@ class DatabaseProviderCache:
             ProviderRead, (read.provider_id, read.request_hash), with_for_update=True
         )
         if found is not None and found.expires_at > now:
-            return "waiting"
+            if found.worker_id == worker_id:
+                return "waiting"
+            # The provider moved to another worker (registered again): hand it out there.
+            found.worker_id, found.dispatched_at = worker_id, None
+            await session.flush()
+            return "dispatch"
         live = (
             await session.execute(
                 select(func.count())
@@ -301,7 +307,10 @@ class MemoryProviderCache:
         key = (read.provider_id, read.request_hash)
         found = self._marks.get(key)
         if found is not None and found.expires > now:
-            return "waiting"
+            if found.worker_id == worker_id:
+                return "waiting"
+            found.worker_id, found.dispatched = worker_id, False  # moved to another worker
+            return "dispatch"
         live = sum(
             1 for m in self._marks.values() if m.read.provider_id == key[0] and m.expires > now
         )
