@@ -20,7 +20,6 @@ import httpx
 import pytest
 from conftest import (  # type: ignore[import-not-found]
     SECRET,
-    SHORT_LEASE_ENV,
     LiveServer,
     database_url,
     free_port,
@@ -285,24 +284,12 @@ def test_sdk_provider_end_to_end(server: LiveServer, tmp_path: Path) -> None:
         proc.wait(10)
 
 
-@pytest.fixture
-def short_server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
-    live = LiveServer(
-        database_url(backend, tmp_path), tmp_path / "server.log", extra_env=dict(SHORT_LEASE_ENV)
-    )
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-
-
 def test_killed_worker_takes_its_provider_and_answers_readers(
-    short_server: LiveServer, tmp_path: Path
+    short_lease_server: LiveServer, tmp_path: Path
 ) -> None:
-    token = short_server.token("killed@example.com")
-    proc = _provider_worker(short_server.url, token, "r1", "mortal", tmp_path)
-    with _client(short_server, short_server.token("waiting@example.com")) as reader:
+    token = short_lease_server.token("killed@example.com")
+    proc = _provider_worker(short_lease_server.url, token, "r1", "mortal", tmp_path)
+    with _client(short_lease_server, short_lease_server.token("waiting@example.com")) as reader:
         assert reader.get(f"{API}/rooms/r1/providers").json()["total"] == 1
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

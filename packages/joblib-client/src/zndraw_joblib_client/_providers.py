@@ -32,6 +32,7 @@ from zndraw_joblib_core import (
     ProviderResponse,
     ProviderTimeout,
     build_job_name,
+    decoded_params,
 )
 
 __all__ = [
@@ -88,13 +89,7 @@ def _params_of(cls: type[Provider], params: Mapping[str, str]) -> Provider:
     try:
         return cls.model_validate(dict(params))
     except ValidationError:
-        decoded: dict[str, Any] = {}
-        for key, value in params.items():
-            try:
-                decoded[key] = json.loads(value)
-            except ValueError:
-                decoded[key] = value
-        return cls.model_validate(decoded)
+        return cls.model_validate(decoded_params(dict(params)))
 
 
 class ProviderServer:

@@ -74,6 +74,7 @@ from zndraw_joblib_core.providers import (
     ProviderReadRequest,
     ProviderRegisterRequest,
     ProviderResponse,
+    decoded_params,
     request_hash,
 )
 from zndraw_joblib_core.status import (
@@ -186,6 +187,7 @@ __all__ = [
     "WorkerSummary",
     "build_job_name",
     "can_transition",
+    "decoded_params",
     "is_valid_job_part",
     "is_valid_room_id",
     "parse_job_name",

@@ -24,6 +24,7 @@ __all__ = [
     "ProviderReadRequest",
     "ProviderRegisterRequest",
     "ProviderResponse",
+    "decoded_params",
     "request_hash",
 ]
 
@@ -35,6 +36,21 @@ REQUEST_HASH_HEADER = "X-Request-Hash"
 
 RESULT_STATUS_HEADER = "X-Result-Status"
 """Header of a result upload: ``error`` when the body is a problem (the read failed)."""
+
+
+def decoded_params(params: dict[str, str]) -> dict[str, Any]:
+    """Query parameters with each value read as JSON where it parses (``"5"`` -> 5).
+
+    The server validates a read's parameters as sent or, failing that, decoded like this;
+    the SDK builds the provider's model the same way.
+    """
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def request_hash(params: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from zndraw_joblib_core import (
     RequestValidationFailed,
     TaskResponse,
     TooManyRequests,
+    decoded_params,
     request_hash,
 )
 from zndraw_joblib_server.models import Provider, Worker
@@ -63,17 +64,6 @@ def result_key(provider_id: uuid.UUID, rhash: str) -> str:
     return f"provider-result:{provider_id}:{rhash}"
 
 
-def _coerced(params: dict[str, str]) -> dict[str, Any]:
-    """Query values read as JSON where they parse (``5`` -> 5, ``true`` -> true)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 async def _check_params(
     params: dict[str, str], schema: dict[str, Any], settings: JobLibSettings
 ) -> None:
@@ -90,7 +80,10 @@ async def _check_params(
     found = payload_errors(compiled.validator, params, settings.max_payload_errors)
     if found is None:
         return
-    if payload_errors(compiled.validator, _coerced(params), settings.max_payload_errors) is None:
+    if (
+        payload_errors(compiled.validator, decoded_params(params), settings.max_payload_errors)
+        is None
+    ):
         return
     listed, count = found
     raise InvalidPayload(
@@ -163,17 +156,7 @@ async def _still_there(db: Database, target: Target) -> Target | None:
     """The provider as registered now (its worker may have changed), or None when gone."""
     async with db.read() as session:
         row = await session.get(Provider, target.id)
-    if row is None:
-        return None
-    return Target(
-        row.id,
-        target.full_name,
-        row.room_id,
-        row.schema_,
-        row.content_type,
-        row.worker_id,
-        row.user_id,
-    )
+    return None if row is None else Target.of(row)
 
 
 async def _dispatch(

@@ -28,15 +28,14 @@ from zndraw_joblib_core import (
     ProviderResponse,
     ProvidersChanged,
     RequestValidationFailed,
-    WorkerNotFound,
     is_valid_job_part,
     visible_rooms,
 )
-from zndraw_joblib_server.models import Provider, Worker
+from zndraw_joblib_server.models import Provider
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import check_size, validate_room
 from zndraw_joblib_server.services.internal_providers import InternalProvider, InternalProviders
-from zndraw_joblib_server.services.quotas import check_worker_quota
+from zndraw_joblib_server.services.jobs import _worker_for
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -73,6 +72,19 @@ class Target:
     worker_id: uuid.UUID | None
     user_id: uuid.UUID | None
     internal: InternalProvider | None = None
+
+    @classmethod
+    def of(cls, row: Provider) -> Target:
+        """A registered provider's row as a read target."""
+        return cls(
+            row.id,
+            row.full_name,
+            row.room_id,
+            row.schema_,
+            row.content_type,
+            row.worker_id,
+            row.user_id,
+        )
 
 
 def _response(p: Provider) -> ProviderResponse:
@@ -121,21 +133,6 @@ async def check_registration(
     await check_schema(body.schema_, settings)
 
 
-async def _worker(
-    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID | None, settings: JobLibSettings
-) -> Worker:
-    if worker_id is None:
-        await check_worker_quota(uow.session, actor, settings)
-        worker = Worker(user_id=actor.id)
-        uow.session.add(worker)
-        await uow.session.flush()
-        return worker
-    found = await uow.session.get(Worker, worker_id)
-    if found is None or found.user_id != actor.id:
-        raise WorkerNotFound(f"Worker {worker_id} not found.")
-    return found
-
-
 async def _find(session: AsyncSession, room_id: str, category: str, name: str) -> Provider | None:
     stmt = (
         select(Provider)
@@ -162,7 +159,7 @@ async def register_provider(
         WorkerNotFound: ``worker_id`` is not one of the caller's workers.
     """
     session = uow.session
-    worker = await _worker(uow, actor, body.worker_id, settings)
+    worker = await _worker_for(uow, actor, body.worker_id, settings)
     found = await _find(session, room_id, body.category, body.name)
     if found is None:
         try:
@@ -231,9 +228,7 @@ async def resolve(
     ).scalar_one_or_none()
     if row is None:
         raise ProviderNotFound(f"Provider '{full_name[:300]}' not found.")
-    return Target(
-        row.id, full_name, owner, row.schema_, row.content_type, row.worker_id, row.user_id
-    )
+    return Target.of(row)
 
 
 async def provider_info(
