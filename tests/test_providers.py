@@ -403,3 +403,41 @@ def test_waiting_read_follows_a_new_registration(
     reading.join(60)
     assert reading.response is not None
     assert reading.response.json() == "moved"
+
+
+@pytest.mark.parametrize("cache", ["memory", "database"])
+def test_cache_backends_dispatch_once_and_expire(
+    backend: str, tmp_path: Path, server_factory: Callable[..., LiveServer], cache: str
+) -> None:
+    live = server_factory(
+        database_url(backend, tmp_path),
+        {
+            "ZNDRAW_JOBLIB_PROVIDER_CACHE": cache,
+            "ZNDRAW_JOBLIB_PROVIDER_RESULT_TTL_SECONDS": "1",
+        },
+    )
+    with (
+        _client(live, live.token("cache-owner@example.com")) as owner,
+        _client(live, live.token("cache-reader@example.com")) as reader,
+    ):
+        provider = _register(owner, content_type="image/png")
+        path = f"{API}/rooms/r1/providers/r1:demo:p?frame=1"
+        readers = [_Reader(reader, path), _Reader(reader, path)]
+        for r in readers:
+            r.start()
+        (read,) = _poll(lambda: _claim_reads(owner, provider["worker_id"], wait=5))
+        _upload(owner, provider["id"], read["request_hash"], b"\x89PNG-bytes")
+        for r in readers:
+            r.join(60)
+            assert r.response is not None
+            assert r.response.content == b"\x89PNG-bytes"
+            assert r.response.headers["content-type"] == "image/png"
+        assert _claim_reads(owner, provider["worker_id"]) == []
+
+        # Once the answer expired, a read goes to the worker again.
+        def dispatched_again() -> list[dict[str, Any]]:
+            reader.get(path, headers={"Prefer": "wait=0"})
+            return _claim_reads(owner, provider["worker_id"])
+
+        again = _poll(dispatched_again)
+        assert [r["request_hash"] for r in again] == [read["request_hash"]]
