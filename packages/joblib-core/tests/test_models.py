@@ -25,6 +25,9 @@ from zndraw_joblib_core import (
     JobSummary,
     Page,
     ProblemDetail,
+    ProviderReadRequest,
+    ProviderRegisterRequest,
+    ProviderResponse,
     RequestModel,
     ResponseModel,
     TaskBatchSubmitRequest,
@@ -107,6 +110,15 @@ REQUEST_SAMPLES: list[RequestModel] = [
     TaskUpdateRequest(status=TaskStatus.FAILED, error="boom", retry=True),
     TaskUpdateRequest(progress=0.0),
     TaskBatchUpdateItem(task_id=uuid4(), status=TaskStatus.RUNNING, worker_id=W1),
+    TaskClaimRequest(worker_id=W1, providers=True),
+    ProviderRegisterRequest(
+        category="filesystem",
+        name="local",
+        schema={"type": "object", "properties": {"path": {"type": "string"}}},
+        content_type="application/octet-stream",
+        worker_id=W1,
+    ),
+    ProviderRegisterRequest(category="filesystem", name="Bare"),
 ]
 
 RESPONSE_SAMPLES: list[ResponseModel] = [
@@ -134,6 +146,27 @@ RESPONSE_SAMPLES: list[ResponseModel] = [
     _task(status=TaskStatus.PENDING, worker_id=None, queue_position=4, result=None),
     _task(status=TaskStatus.COMPLETED, completed_at=T0 + timedelta(hours=1), result=42),
     TaskClaimResponse(task=None, tasks=[]),
+    TaskClaimResponse(
+        provider_reads=[
+            ProviderReadRequest(
+                provider_id=W1,
+                provider_name="room:filesystem:local",
+                request_hash="0" * 64,
+                params={"path": "/"},
+            )
+        ]
+    ),
+    ProviderReadRequest(provider_id=W2, provider_name="@global:f:n", request_hash="1" * 64),
+    ProviderResponse(
+        id=W2,
+        room_id="room",
+        category="filesystem",
+        name="local",
+        full_name="room:filesystem:local",
+        schema={"type": "object"},
+        worker_id=W1,
+        created_at=T0,
+    ),
     TaskClaimResponse(task=_task(id=W1), tasks=[_task(id=W1), _task(id=W2)]),
     TaskBatchSubmitResponse(items=[_task(id=W1, status=TaskStatus.PENDING), _task(id=W2)]),
     TaskBatchUpdateOutcome(task_id=W1, ok=True, task=_task(id=W1)),
@@ -202,6 +235,7 @@ def test_request_and_response_models_are_the_expected_split() -> None:
         TaskBatchUpdateItem,
         TaskBatchSubmitRequest,
         TaskTokenRequest,
+        ProviderRegisterRequest,
     }
 
 

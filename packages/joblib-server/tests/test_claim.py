@@ -18,7 +18,7 @@ async def test_claim_null_when_nothing(as_alice, flow) -> None:
     job = await flow.job(as_alice)
     resp = await as_alice.post(f"{P}/tasks/claim", json={"worker_id": job["worker_id"]})
     assert resp.status_code == 200
-    assert resp.json() == {"task": None, "tasks": []}
+    assert resp.json() == {"task": None, "tasks": [], "provider_reads": []}
     assert "preference-applied" not in resp.headers
     # a worker that serves no job gets nothing either, even with tasks around
     await flow.submit(as_alice, job["full_name"])

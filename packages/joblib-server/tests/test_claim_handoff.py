@@ -179,7 +179,7 @@ async def test_a_delayed_task_is_not_handed_off(as_alice: httpx.AsyncClient, flo
     submitted = await flow.submit(as_alice, job["full_name"], run_after=later)
     assert (await flow.task(as_alice, submitted["id"]))["status"] == "pending"
     answer = await asyncio.wait_for(poll, NOT_WOKEN)
-    assert answer.json() == {"task": None, "tasks": []}
+    assert answer.json() == {"task": None, "tasks": [], "provider_reads": []}
 
 
 class TestHandoffOff:

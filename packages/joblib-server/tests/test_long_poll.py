@@ -189,7 +189,7 @@ async def test_claim_long_poll_times_out_empty(as_alice, flow) -> None:
         f"{P}/tasks/claim", json={"worker_id": job["worker_id"]}, headers={"Prefer": "wait=1"}
     )
     assert resp.status_code == 200
-    assert resp.json() == {"task": None, "tasks": []}
+    assert resp.json() == {"task": None, "tasks": [], "provider_reads": []}
     assert resp.headers["preference-applied"] == "wait=1"
 
 

@@ -7,6 +7,7 @@ derive from :class:`ClientError`.
 """
 
 from zndraw_joblib_client._http import RetryPolicy
+from zndraw_joblib_client._providers import Provider, ProviderTimeoutError, provider_name
 from zndraw_joblib_client._worker import WorkerLoop
 from zndraw_joblib_client.errors import (
     ClientError,
@@ -64,6 +65,8 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProblemError",
+    "Provider",
+    "ProviderTimeoutError",
     "RequestValidationFailed",
     "Retry",
     "RetryPolicy",
@@ -80,4 +83,5 @@ __all__ = [
     "WorkerNotFound",
     "category_value",
     "job_full_name",
+    "provider_name",
 ]

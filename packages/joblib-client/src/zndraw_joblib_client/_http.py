@@ -227,6 +227,7 @@ class HttpSession:
         *,
         json: Any = None,
         data: Mapping[str, str] | None = None,
+        content: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
@@ -241,6 +242,7 @@ class HttpSession:
             path: The path, relative to the client's base URL.
             json: A JSON body.
             data: A form body.
+            content: A raw body.
             params: Query parameters (None values are dropped).
             headers: Extra request headers.
             idempotent: Whether resending is harmless; defaults from the method (and an
@@ -278,6 +280,8 @@ class HttpSession:
                     hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
                     hdrs["Authorization"] = f"Bearer {token}"
             kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
+            if content is not None:
+                kwargs["content"] = content
             if timeout is not None:
                 kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
             try:

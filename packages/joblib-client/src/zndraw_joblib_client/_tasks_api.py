@@ -91,6 +91,9 @@ class TasksApi:
         self._lookup = lookup
         self._sleep = sleep
         self.idempotent_submits = idempotent_submits
+        self.on_provider_reads: Callable[[list[Any]], None] | None = None
+        """Set by a client serving providers: claims then ask for provider reads too, and
+        each claim answer's reads are handed to it."""
 
     @property
     def http(self) -> HttpSession:
@@ -485,15 +488,23 @@ class TasksApi:
         response = self.http.request(
             "POST",
             self._path("tasks", "claim"),
-            json={"worker_id": str(worker_id), "max_tasks": max_tasks},
+            json=self._claim_body(worker_id, max_tasks),
             headers=headers,
             timeout=timeout,
             retry_transient=retry_transient,
         )
         answer = TaskClaimResponse.model_validate(response.json())
+        if self.on_provider_reads is not None and answer.provider_reads:
+            self.on_provider_reads(answer.provider_reads)
         raw = answer.tasks or ([answer.task] if answer.task is not None else [])
         waited = "preference-applied" in response.headers
         return [self._claimed(t, worker_id) for t in raw], waited
+
+    def _claim_body(self, worker_id: UUID, max_tasks: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"worker_id": str(worker_id), "max_tasks": max_tasks}
+        if self.on_provider_reads is not None:
+            body["providers"] = True
+        return body
 
     def update_task(
         self,

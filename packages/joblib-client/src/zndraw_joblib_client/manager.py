@@ -11,9 +11,11 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from uuid import UUID
 
 import httpx
+from pydantic import BaseModel
 
 from zndraw_joblib_client._auth import Credentials
 from zndraw_joblib_client._http import HeadersHook, HttpSession, RetryPolicy
+from zndraw_joblib_client._providers import Provider, ProviderReader, ProviderServer
 from zndraw_joblib_client._registry import Registration, Registry
 from zndraw_joblib_client._tasks_api import TasksApi, api_path
 from zndraw_joblib_client._worker import WorkerLoop, is_transient
@@ -23,6 +25,7 @@ from zndraw_joblib_core import (
     JobRegisterRequest,
     JobResponse,
     NotFound,
+    ProviderResponse,
     WorkerResponse,
 )
 
@@ -136,6 +139,8 @@ class JobManager:
             sleep=sleep,
             idempotent_submits=idempotent_submits,
         )
+        self.providers = ProviderServer(lambda: self.http, self.ensure_worker)
+        self._reader = ProviderReader(lambda: self.http)
 
     # -- requests about tasks, jobs and workers (see TasksApi) ----------------------------
 
@@ -337,6 +342,8 @@ class JobManager:
         with self._lock:
             worker_id, self._worker_id = self._worker_id, None
             self._registry.clear()
+            self.providers.forget()
+            self.tasks.on_provider_reads = None
         if worker_id is None:
             return
         try:
@@ -368,6 +375,7 @@ class JobManager:
             self.create_worker()
             for registration in registrations:
                 self._register(registration)
+            self.providers.register_again()
             assert self._worker_id is not None
             return self._worker_id
 
@@ -376,6 +384,46 @@ class JobManager:
         if worker_id is None:
             raise RuntimeError("no worker yet: call create_worker() or register() first")
         return worker_id
+
+    # -- providers ------------------------------------------------------------------------
+
+    def register_provider(
+        self, cls: type[Provider], *, name: str, handler: Any = None, room: str = GLOBAL_ROOM
+    ) -> ProviderResponse:
+        """Register a provider served by this client's worker (see docs/providers.md).
+
+        Its reads arrive with the worker loop's claims (:meth:`serve` or :meth:`start`),
+        run ``cls(**params).read(handler)`` in a thread and upload the answer.
+
+        Raises:
+            Forbidden: ``@global`` without being a superuser, or somebody else's provider.
+        """
+        provider = self.providers.register(cls, name, handler, room)
+        self.tasks.on_provider_reads = self.providers.handle
+        return provider
+
+    def unregister_provider(self, full_name: str) -> None:
+        """Delete a provider this client registered."""
+        self.providers.unregister(full_name)
+        if not self.providers:
+            self.tasks.on_provider_reads = None
+
+    def read_provider(
+        self,
+        room: str,
+        full_name: str,
+        params: Mapping[str, Any] | BaseModel | None = None,
+        *,
+        wait: float = 30.0,
+        timeout: float | None = None,
+    ) -> Any:
+        """Read a provider from ``room``: decoded JSON, or bytes for binary providers.
+
+        Raises:
+            ProviderTimeoutError: No answer within ``wait`` (or ``timeout``) seconds.
+            ProblemError: The read failed (e.g. ``provider-read-failed``) or was refused.
+        """
+        return self._reader.read(room, full_name, params, wait=wait, timeout=timeout)
 
     # -- the worker loop ------------------------------------------------------------------
 

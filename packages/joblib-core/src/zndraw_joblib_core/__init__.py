@@ -6,7 +6,14 @@ rules, RFC 9457 problem types and the events the server emits. No I/O happens he
 
 from zndraw_joblib_core._base import RequestModel, ResponseModel, UTCDateTime
 from zndraw_joblib_core.credentials import TaskTokenRequest, TaskTokenResponse
-from zndraw_joblib_core.events import Event, JobsChanged, TaskAvailable, TaskStatusChanged
+from zndraw_joblib_core.events import (
+    Event,
+    JobsChanged,
+    ProviderResultReady,
+    ProvidersChanged,
+    TaskAvailable,
+    TaskStatusChanged,
+)
 from zndraw_joblib_core.held import HeldTask
 from zndraw_joblib_core.jobs import (
     JobRegisterRequest,
@@ -51,6 +58,9 @@ from zndraw_joblib_core.problems import (
     PayloadTooLarge,
     ProblemDetail,
     ProblemError,
+    ProviderNotFound,
+    ProviderReadFailed,
+    ProviderTimeout,
     QuotaExceeded,
     RequestTimeout,
     RequestValidationFailed,
@@ -62,6 +72,15 @@ from zndraw_joblib_core.problems import (
     UnsupportedMediaType,
     WorkerNotFound,
     problem_from_body,
+)
+from zndraw_joblib_core.providers import (
+    REQUEST_HASH_HEADER,
+    RESULT_STATUS_HEADER,
+    ProviderReadRequest,
+    ProviderRegisterRequest,
+    ProviderResponse,
+    decoded_params,
+    request_hash,
 )
 from zndraw_joblib_core.status import (
     ACTIVE_STATUSES,
@@ -108,6 +127,8 @@ __all__ = [
     "MIN_PRIORITY",
     "PROBLEM_PREFIX",
     "PROBLEM_TYPES",
+    "REQUEST_HASH_HEADER",
+    "RESULT_STATUS_HEADER",
     "TERMINAL_STATUSES",
     "BadRequest",
     "Category",
@@ -136,6 +157,14 @@ __all__ = [
     "PayloadTooLarge",
     "ProblemDetail",
     "ProblemError",
+    "ProviderNotFound",
+    "ProviderReadFailed",
+    "ProviderReadRequest",
+    "ProviderRegisterRequest",
+    "ProviderResponse",
+    "ProviderResultReady",
+    "ProviderTimeout",
+    "ProvidersChanged",
     "QuotaExceeded",
     "RequestModel",
     "RequestTimeout",
@@ -170,9 +199,11 @@ __all__ = [
     "WorkerSummary",
     "build_job_name",
     "can_transition",
+    "decoded_params",
     "is_valid_job_part",
     "is_valid_room_id",
     "parse_job_name",
     "problem_from_body",
+    "request_hash",
     "visible_rooms",
 ]

@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from zndraw_joblib_core._base import UTCDateTime
 from zndraw_joblib_core.status import TaskStatus
 
-__all__ = ["Event", "JobsChanged", "TaskAvailable", "TaskStatusChanged"]
+__all__ = [
+    "Event",
+    "JobsChanged",
+    "ProviderResultReady",
+    "ProvidersChanged",
+    "TaskAvailable",
+    "TaskStatusChanged",
+]
 
 
 class _Event(BaseModel):
@@ -92,5 +99,36 @@ class JobsChanged(_Event):
     room_id: str
 
 
-Event = Annotated[TaskStatusChanged | TaskAvailable | JobsChanged, Field(discriminator="kind")]
+class ProvidersChanged(_Event):
+    """The set of providers visible in a room changed (registered, updated or gone).
+
+    Attributes:
+        kind: Always ``providers_changed``.
+        room_id: The providers' room (``@global`` concerns every room).
+    """
+
+    kind: Literal["providers_changed"] = "providers_changed"
+    room_id: str
+
+
+class ProviderResultReady(_Event):
+    """A provider's answer to a read is cached (readers of that read may fetch it).
+
+    Attributes:
+        kind: Always ``provider_result_ready``.
+        room_id: The provider's room.
+        provider_name: The provider's full name.
+        request_hash: The read's hash.
+    """
+
+    kind: Literal["provider_result_ready"] = "provider_result_ready"
+    room_id: str
+    provider_name: str
+    request_hash: str
+
+
+Event = Annotated[
+    TaskStatusChanged | TaskAvailable | JobsChanged | ProvidersChanged | ProviderResultReady,
+    Field(discriminator="kind"),
+]
 """Any event, discriminated by ``kind``."""

@@ -33,6 +33,9 @@ __all__ = [
     "PayloadTooLarge",
     "ProblemDetail",
     "ProblemError",
+    "ProviderNotFound",
+    "ProviderReadFailed",
+    "ProviderTimeout",
     "QuotaExceeded",
     "RequestTimeout",
     "RequestValidationFailed",
@@ -190,6 +193,29 @@ class TaskNotFound(NotFound):
     """The task does not exist or is not visible to the caller (404)."""
 
     slug = "task-not-found"
+
+
+class ProviderNotFound(NotFound):
+    """No such provider, not visible from the room, or it vanished while a read waited."""
+
+    slug = "provider-not-found"
+    title = "Provider Not Found"
+
+
+class ProviderReadFailed(ProblemError):
+    """The provider's client could not answer the read (cached like a result)."""
+
+    slug = "provider-read-failed"
+    title = "Provider Read Failed"
+    status = 502
+
+
+class ProviderTimeout(ProblemError):
+    """The provider did not answer within the wait; retry after ``Retry-After``."""
+
+    slug = "provider-timeout"
+    title = "Gateway Timeout"
+    status = 504
 
 
 class MethodNotAllowed(ProblemError):

@@ -9,6 +9,7 @@ from pydantic import Field, JsonValue
 
 from zndraw_joblib_core._base import RequestModel, ResponseModel, UTCDateTime
 from zndraw_joblib_core.problems import ProblemDetail
+from zndraw_joblib_core.providers import ProviderReadRequest
 from zndraw_joblib_core.status import TaskStatus
 
 __all__ = [
@@ -133,10 +134,13 @@ class TaskClaimRequest(RequestModel):
     Attributes:
         worker_id: The caller's worker that claims.
         max_tasks: Claim up to this many tasks at once (default 1).
+        providers: The worker serves providers: the answer also lists reads waiting for
+            them, and a new read ends a waiting claim (see ``provider_reads``).
     """
 
     worker_id: UUID
     max_tasks: int = Field(default=1, ge=1, le=MAX_CLAIM_BATCH)
+    providers: bool = False
 
 
 class TaskClaimResponse(ResponseModel):
@@ -145,10 +149,13 @@ class TaskClaimResponse(ResponseModel):
     Attributes:
         task: The first claimed task, or null when none was available.
         tasks: Every claimed task (at most ``max_tasks``).
+        provider_reads: Reads of the worker's providers to answer (only when the claim
+            asked with ``providers: true``).
     """
 
     task: TaskResponse | None = None
     tasks: list[TaskResponse] = Field(default_factory=list)
+    provider_reads: list[ProviderReadRequest] = Field(default_factory=list)
 
 
 class TaskUpdateRequest(RequestModel):

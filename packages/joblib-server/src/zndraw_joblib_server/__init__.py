@@ -17,7 +17,7 @@ from zndraw_joblib_server.dependencies import (
 )
 from zndraw_joblib_server.errors import install_exception_handlers, problem_exception_handler
 from zndraw_joblib_server.migrations.tables import create_tables
-from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
+from zndraw_joblib_server.models import Job, Provider, Task, Worker, WorkerJobLink
 from zndraw_joblib_server.queue import JobQueue
 from zndraw_joblib_server.routes import router
 from zndraw_joblib_server.services.access import (
@@ -27,19 +27,34 @@ from zndraw_joblib_server.services.access import (
     OwnerOrSuperuser,
     RoomAccess,
 )
+from zndraw_joblib_server.services.internal_providers import InternalProvider
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine
+from zndraw_joblib_server.storage.provider_cache import (
+    CachedResult,
+    DatabaseProviderCache,
+    MemoryProviderCache,
+    PendingRead,
+    ProviderCache,
+)
 from zndraw_joblib_server.sweeper import SweepReport, run_sweeper, sweep_once
 
 __all__ = [
     "Actor",
     "AllowAuthenticated",
+    "CachedResult",
+    "DatabaseProviderCache",
     "EventSink",
+    "InternalProvider",
     "Job",
     "JobAccess",
     "JobLibSettings",
     "JobQueue",
+    "MemoryProviderCache",
     "OwnerOrSuperuser",
+    "PendingRead",
+    "Provider",
+    "ProviderCache",
     "RoomAccess",
     "SweepReport",
     "Task",

@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -43,6 +44,9 @@ from zndraw_joblib_server.domain.rules import CLAIM_ORDER
 __all__ = [
     "Job",
     "JoblibBase",
+    "Provider",
+    "ProviderRead",
+    "ProviderResult",
     "Task",
     "UTCDateTime",
     "Worker",
@@ -243,6 +247,76 @@ class Task(JoblibBase):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Provider(JoblibBase):
+    """A provider registered by a worker: a data source read through that worker.
+
+    It belongs to its worker and goes with it (deleted with the worker, by the sweeper or
+    ``DELETE /workers``).
+    """
+
+    __tablename__ = "joblib_provider"
+    __table_args__ = (
+        UniqueConstraint("room_id", "category", "name", name="uq_joblib_provider_name"),
+        Index("ix_joblib_provider_room", "room_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    room_id: Mapped[str] = mapped_column(String(255))
+    category: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict)
+    content_type: Mapped[str] = mapped_column(String(255), default="application/json")
+    worker_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("joblib_worker.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def full_name(self) -> str:
+        """``{room_id}:{category}:{name}``."""
+        return build_job_name(self.room_id, self.category, self.name)
+
+
+class ProviderResult(JoblibBase):
+    """A cached answer to one read (the database result cache), kept until ``expires_at``."""
+
+    __tablename__ = "joblib_provider_result"
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("joblib_provider.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, default=200)
+    content_type: Mapped[str] = mapped_column(String(255))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ProviderRead(JoblibBase):
+    """A read in flight (the database in-flight mark): dispatched once, answered once.
+
+    ``dispatched_at`` is set when a claim of the provider's worker took it.
+    """
+
+    __tablename__ = "joblib_provider_read"
+    __table_args__ = (Index("ix_joblib_provider_read_worker", "worker_id", "dispatched_at"),)
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("joblib_provider.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    provider_name: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 def status_is(*statuses: TaskStatus) -> ColumnElement[bool]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,10 +27,12 @@ from zndraw_joblib_server.lane import FastLane, LaneRoute, lane_routes
 from zndraw_joblib_server.migrations import ensure_schema
 from zndraw_joblib_server.routes import HOT_ENDPOINTS, QUEUE_ROUTERS, router
 from zndraw_joblib_server.services.internal import ensure_internal_jobs
+from zndraw_joblib_server.services.internal_providers import InternalProvider, InternalProviders
 from zndraw_joblib_server.sessions import SessionSource, engine_of, queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, create_engine, get_database
 from zndraw_joblib_server.storage.database import Database
+from zndraw_joblib_server.storage.provider_cache import ProviderCache, use_provider_cache
 from zndraw_joblib_server.sweeper import SweepReport, run_sweeper
 
 __all__ = ["DEFAULT_EXECUTOR", "JobQueue", "queue_lane_routes"]
@@ -70,6 +72,11 @@ class JobQueue:
             same database runs it).
         event_sink: Where task and job events go after commit (stored as
             ``app.state.joblib_event_sink`` by :meth:`include_in`).
+        internal_providers: Server-side providers served in this process, in the
+            ``@internal`` room (see :class:`~zndraw_joblib_server.InternalProvider`).
+        provider_cache: Where provider answers and reads in flight are kept (default: as
+            ``settings.provider_cache`` says; see
+            :class:`~zndraw_joblib_server.storage.provider_cache.ProviderCache`).
         migrate: Upgrade the queue's tables at start when their schema is behind this
             version's (default: ``settings.migrate``). Off, :meth:`start` raises
             :class:`~zndraw_joblib_server.migrations.SchemaNotCurrent` on such a
@@ -101,6 +108,8 @@ class JobQueue:
         internal: Sequence[type[Any]] = (),
         internal_executor: InternalExecutor | None = DEFAULT_EXECUTOR,
         start_executor: bool = True,
+        internal_providers: Iterable[InternalProvider] = (),
+        provider_cache: ProviderCache | None = None,
     ) -> None:
         self.settings = settings or JobLibSettings()
         self.internal: dict[str, type[Any]] = {spec_of(cls).full_name: cls for cls in internal}
@@ -139,6 +148,10 @@ class JobQueue:
         self.event_sink = event_sink
         self.sweep_observers: list[Callable[[SweepReport], None]] = []
         """Called with each sweeper pass's report (e.g. by :class:`~.metrics.QueueMetrics`)."""
+        self.internal_providers = InternalProviders(internal_providers)
+        """The ``@internal`` providers (add more with ``.add(...)`` before requests come)."""
+        if provider_cache is not None:
+            use_provider_cache(self.database, provider_cache)
         self._run_sweeper = sweeper
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
@@ -172,8 +185,9 @@ class JobQueue:
         :class:`~zndraw_joblib_core.ProblemError` added when the app has none.
 
         Sets ``app.state.session_maker`` (where zndraw-auth also looks), ``engine``,
-        ``joblib_settings``, ``joblib_queue`` and, if given, ``joblib_event_sink``. Call it
-        before the app starts and before adding your own middleware you want outermost.
+        ``joblib_settings``, ``joblib_queue``, ``joblib_internal_providers`` and, if given,
+        ``joblib_event_sink``. Call it before the app starts and before adding your own
+        middleware you want outermost.
 
         Args:
             app: The host's app.
@@ -190,6 +204,7 @@ class JobQueue:
         app.state.joblib_settings = self.settings
         app.state.joblib_queue = self
         self._app = app
+        app.state.joblib_internal_providers = self.internal_providers
         if self.event_sink is not None:
             app.state.joblib_event_sink = self.event_sink
         app.include_router(router)

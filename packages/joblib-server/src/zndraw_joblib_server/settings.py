@@ -316,6 +316,60 @@ class JobLibSettings(BaseSettings):
         "request id (`json`).",
     )
 
+    allowed_provider_categories: list[str] | None = Field(
+        default=None,
+        description="Provider categories that may be registered (unset: any category).",
+    )
+    provider_cache: Literal["database", "memory"] = Field(
+        default="database",
+        description="Where provider results and reads in flight are kept: the database "
+        "(shared by every server process) or this process's memory (one process only). A "
+        "host may pass its own backend to `JobQueue(provider_cache=...)`.",
+    )
+    provider_result_ttl_seconds: float = Field(
+        default=300.0, gt=0, description="How long a provider's answer (or error) is cached."
+    )
+    provider_cache_max_entries: int = Field(
+        default=10_000,
+        ge=1,
+        description="Cached provider answers kept at most; the sweeper drops the oldest beyond.",
+    )
+    provider_inflight_ttl_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A dispatched provider read without an answer is sent again to the "
+        "provider's worker after this long (by the next reader).",
+    )
+    provider_long_poll_default_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a provider read waits for the answer without `Prefer: wait=N`.",
+    )
+    provider_long_poll_max_seconds: float = Field(
+        default=30.0, ge=0, description="Cap on `Prefer: wait=N` for provider reads."
+    )
+    provider_max_result_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest provider answer a worker may upload (413 beyond; also bounded "
+        "by `max_body_bytes`).",
+    )
+    provider_max_params_bytes: int = Field(
+        default=8_192, gt=0, description="Largest read parameters (as canonical JSON)."
+    )
+    provider_max_reads_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Reads of one provider waiting for its worker at once; more are "
+        "answered 429 with `Retry-After`.",
+    )
+    provider_internal_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest run of an `@internal` provider's read before it is answered "
+        "as failed.",
+    )
+
     @field_validator("login_rate_limit", "register_rate_limit")
     @classmethod
     def _valid_rate(cls, value: str) -> str:

@@ -10,10 +10,11 @@ sink; after every commit it emits, to the room ``room:{room_id}``:
   ``room:@global``);
 
 and ``task_available`` ``{job_name, room_id, task_id}`` to ``jobs:{job_name}`` (for
-0.1.x workers listening there; this queue's workers long-poll instead). The provider events
-of the predecessor, ``providers_invalidate`` and ``provider_result_ready``, have names,
-rooms and methods here (:meth:`SocketIOEvents.providers_invalidate`,
-:meth:`SocketIOEvents.provider_result_ready`) for a host's providers to call.
+0.1.x workers listening there; this queue's workers long-poll instead). Provider events go
+to ``room:{room_id}`` too: ``providers_invalidate`` ``{}`` when a room's providers changed,
+and ``provider_result_ready`` ``{provider_name, request_hash}`` when an answer is cached
+(also callable directly: :meth:`SocketIOEvents.providers_invalidate`,
+:meth:`SocketIOEvents.provider_result_ready`).
 
 Events are deduplicated per commit (one ``task_status_event`` per task, carrying its last
 state; one ``jobs_invalidate`` per room) and emitted in order by one background task per
@@ -35,7 +36,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from zndraw_joblib_core import Event, JobsChanged, TaskAvailable, TaskStatusChanged
+from zndraw_joblib_core import (
+    Event,
+    JobsChanged,
+    ProviderResultReady,
+    ProvidersChanged,
+    TaskAvailable,
+    TaskStatusChanged,
+)
 
 __all__ = [
     "JOBS_INVALIDATE",
@@ -121,6 +129,18 @@ def emissions_for(events: Sequence[Event], *, task_available: bool = True) -> li
         elif isinstance(event, JobsChanged):
             found[(JOBS_INVALIDATE, event.room_id)] = Emission(
                 JOBS_INVALIDATE, {}, room_of(event.room_id)
+            )
+        elif isinstance(event, ProvidersChanged):
+            found[(PROVIDERS_INVALIDATE, event.room_id)] = Emission(
+                PROVIDERS_INVALIDATE, {}, room_of(event.room_id)
+            )
+        elif isinstance(event, ProviderResultReady):
+            found[(PROVIDER_RESULT_READY, f"{event.provider_name}\n{event.request_hash}")] = (
+                Emission(
+                    PROVIDER_RESULT_READY,
+                    {"provider_name": event.provider_name, "request_hash": event.request_hash},
+                    room_of(event.room_id),
+                )
             )
         elif isinstance(event, TaskAvailable) and task_available:
             found[(TASK_AVAILABLE, str(event.task_id))] = Emission(

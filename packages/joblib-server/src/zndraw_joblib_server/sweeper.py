@@ -33,6 +33,7 @@ from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
 from zndraw_joblib_server.storage.pending import counts_kept
 from zndraw_joblib_server.storage.pending_pg import FOLD
+from zndraw_joblib_server.storage.provider_cache import internal_cache_of, provider_cache_of
 
 __all__ = ["SweepReport", "run_sweeper", "sweep_once"]
 
@@ -209,6 +210,8 @@ async def sweep_once(
     async with db.write(sink, keep_events=True) as uow:
         await _orphan_jobs(uow, report)
         report.events.extend(uow.events)
+    for cache in (provider_cache_of(db), internal_cache_of(db)):
+        await cache.sweep(settings.provider_cache_max_entries)
     if settings.retention_days > 0:
         for _ in range(RETENTION_BATCHES_PER_PASS):
             async with db.write() as uow:

@@ -40,14 +40,14 @@ from zndraw_joblib_server.testing import test_auth_settings as auth_settings
 
 LATER = '''"""A later revision, for tests: one more index.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -159,27 +159,27 @@ def _cli_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None
 
 @pytest.fixture
 def later_head(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The code as a later version: its migrations have one more revision, 0002."""
+    """The code as a later version: its migrations have one more revision, 0003."""
     scripts = tmp_path / "migrations"
     shutil.copytree(Path(runner.__file__).parent, scripts, ignore=shutil.ignore_patterns("__py*"))
-    (scripts / "versions" / "0002_later.py").write_text(LATER)
+    (scripts / "versions" / "0003_later.py").write_text(LATER)
     monkeypatch.setattr(runner, "_HERE", scripts)
-    return "0002"
+    return "0003"
 
 
 async def test_a_database_behind_is_refused_until_migrated(
     database_url, later_head, capsys, monkeypatch
 ) -> None:
-    await main_async(["db", "upgrade", "0001", "--database-url", database_url])
-    assert "from revision none to 0001" in capsys.readouterr().out
+    await main_async(["db", "upgrade", "0002", "--database-url", database_url])
+    assert "from revision none to 0002" in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as refused:
         await main_async(["serve", "--database-url", database_url])
     assert refused.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert "revision 0001" in err
-    assert "needs 0002" in err
+    assert "revision 0002" in err
+    assert "needs 0003" in err
     assert "zndraw-joblib-server db upgrade" in err
 
     settings = JobLibSettings(database_url=database_url)
@@ -193,7 +193,7 @@ async def test_a_database_behind_is_refused_until_migrated(
     await queue.stop()
     engine = create_async_engine(database_url)
     try:
-        assert await current(engine) == "0001"  # refusing changed nothing
+        assert await current(engine) == "0002"  # refusing changed nothing
     finally:
         await engine.dispose()
 
@@ -201,10 +201,10 @@ async def test_a_database_behind_is_refused_until_migrated(
     await queue.start()
     await queue.stop()
     await main_async(["db", "current", "--database-url", database_url])
-    assert "database: 0002" in capsys.readouterr().out
+    assert "database: 0003" in capsys.readouterr().out
 
-    await main_async(["db", "downgrade", "0001", "--database-url", database_url])
-    assert "from revision 0002 to 0001" in capsys.readouterr().out
+    await main_async(["db", "downgrade", "0002", "--database-url", database_url])
+    assert "from revision 0003 to 0002" in capsys.readouterr().out
     # serve --migrate upgrades first (uvicorn itself is not started here).
     from zndraw_joblib_server import serving
 
@@ -214,7 +214,7 @@ async def test_a_database_behind_is_refused_until_migrated(
     finally:
         gc.unfreeze()
     await main_async(["db", "current", "--database-url", database_url])
-    assert "database: 0002" in capsys.readouterr().out
+    assert "database: 0003" in capsys.readouterr().out
 
 
 async def test_a_database_of_a_newer_version_is_refused(database_url) -> None:

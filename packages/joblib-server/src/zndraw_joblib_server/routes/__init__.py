@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from zndraw_joblib_core import API_PREFIX
-from zndraw_joblib_server.routes import credentials, jobs, tasks, workers
+from zndraw_joblib_server.routes import credentials, jobs, providers, tasks, workers
 from zndraw_joblib_server.routes._common import JobLibRoute
 
 router = APIRouter(prefix=API_PREFIX, route_class=JobLibRoute, redirect_slashes=False)
@@ -11,7 +11,7 @@ router = APIRouter(prefix=API_PREFIX, route_class=JobLibRoute, redirect_slashes=
 
 # The task routes come first: `/rooms/{room}/jobs/{job_name:path}/tasks` must be matched
 # before `/rooms/{room}/jobs/{job_name:path}` swallows it.
-QUEUE_ROUTERS = (tasks.router, credentials.router, jobs.router, workers.router)
+QUEUE_ROUTERS = (tasks.router, credentials.router, jobs.router, workers.router, providers.router)
 """The resource routers, in :data:`router`'s matching order."""
 
 for _sub in QUEUE_ROUTERS:

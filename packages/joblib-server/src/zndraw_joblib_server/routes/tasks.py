@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Header, Query, Response, status
 from zndraw_joblib_core import (
     API_PREFIX,
     Page,
+    ProviderReadRequest,
     TaskBatchSubmitRequest,
     TaskBatchSubmitResponse,
     TaskBatchUpdateItem,
@@ -40,9 +41,9 @@ from zndraw_joblib_server.routes._common import (
     problems,
     wait_seconds,
 )
+from zndraw_joblib_server.services import provider_reads, waiting
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
-from zndraw_joblib_server.services import waiting
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=False)
 
@@ -206,10 +207,18 @@ async def claim_tasks(
     # worker timeout so an idle worker is never swept while it waits.
     cap = min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
     wait = wait_seconds(prefer, cap)
-    tasks = await waiting.claim(db, sink, actor, body.worker_id, body.max_tasks, wait, settings)
+    reads: list[ProviderReadRequest] = []
+    if body.providers:  # see services.provider_reads: reads end the wait too
+        tasks, reads = await provider_reads.claim_with_reads(
+            db, sink, actor, body.worker_id, body.max_tasks, wait, settings
+        )
+    else:
+        tasks = await waiting.claim(
+            db, sink, actor, body.worker_id, body.max_tasks, wait, settings
+        )
     if wait is not None:
         response.headers["Preference-Applied"] = _applied(wait)
-    return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks)
+    return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks, provider_reads=reads)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))

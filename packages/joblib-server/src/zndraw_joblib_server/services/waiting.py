@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -32,15 +33,21 @@ async def claim(
     max_tasks: int,
     wait: float | None,
     settings: JobLibSettings,
+    *,
+    interrupt: Sequence[str] = (),
+    since: int | None = None,
 ) -> list[TaskResponse]:
     """``POST /tasks/claim``: claim at once; with ``wait`` (seconds), wait for work first.
+
+    A notification of one of the ``interrupt`` keys after the notifier's count was
+    ``since`` (default: now) ends the wait with what was claimed (e.g. a provider read).
 
     Raises:
         WorkerNotFound: No such worker.
         Forbidden: The worker is not the caller's.
     """
     due = None
-    seq = db.notifier.seq
+    seq = db.notifier.seq if since is None else since
     async with db.write(sink, autocommit=True) as uow:
         tasks, job_ids = await claim_service.claim_tasks(
             uow, actor, worker_id, max_tasks, settings
@@ -50,6 +57,7 @@ async def claim(
     if tasks or wait is None:
         return tasks
     claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids)
+    claim_.interrupt = list(interrupt)
     return await claim_.wait(due, seq, wait)
 
 
@@ -73,6 +81,8 @@ class _Claim:
         self.max_tasks = max_tasks
         self.settings = settings
         self.job_ids = job_ids
+        self.interrupt: list[str] = []
+        """Keys whose notification ends the wait early (see :func:`claim`)."""
 
     async def wait(self, due: datetime | None, seq: int, wait: float) -> list[TaskResponse]:
         """Hold the claim until a task of its jobs arrives or ``wait`` seconds pass.
@@ -94,10 +104,13 @@ class _Claim:
             if settings.claim_handoff
             else None
         )
-        async with db.notifier.subscribe([worker_key, *job_keys], offer) as sub:
+        watched = [worker_key, *job_keys, *self.interrupt]
+        async with db.notifier.subscribe(watched, offer) as sub:
             # A submit may have committed between the empty claim and the subscription.
-            woken = db.notifier.notified_since([worker_key, *job_keys], seq)
+            woken = db.notifier.notified_since(watched, seq)
             while not tasks:
+                if self.interrupt and db.notifier.notified_since(self.interrupt, seq):
+                    break
                 remaining = deadline - loop.time()
                 if not woken:
                     if remaining <= 0:

@@ -23,6 +23,7 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, release_all, validate_room
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
+from zndraw_joblib_server.services.providers import drop_worker_providers
 from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -130,6 +131,7 @@ async def remove_workers(
     )
     requeued = release_all([(task, reason) for task in tasks], now, settings)
     await announce(uow, tasks, now, requeued)
+    await drop_worker_providers(uow, ids)  # before the workers: readers are answered at once
     job_ids: set[uuid.UUID] = set()
     for worker in workers:
         job_ids.update(await unlink_worker(uow, worker.id))
