@@ -25,6 +25,7 @@ from zndraw_joblib_core import (
     build_job_name,
     is_valid_room_id,
 )
+from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_seconds
 from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import UNLOADED, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
@@ -296,9 +297,12 @@ def release_all(
 
 
 def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
-    """Delay before the next attempt after ``attempt`` failed (exponential, capped)."""
-    seconds = settings.retry_backoff_seconds * (2 ** max(attempt - 1, 0))
-    return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
+    """Delay before the next attempt after ``attempt`` failed (the rule's backoff)."""
+    return timedelta(
+        seconds=backoff_seconds(
+            attempt, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+        )
+    )
 
 
 def requeue(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
@@ -325,12 +329,13 @@ def release(task: TaskLike, now: datetime, settings: JobLibSettings, reason: str
     task.lease_expires_at = None
     task.deadline_at = None
     task.version += 1
-    if task.cancel_requested:
+    after = after_lost_attempt(task.cancel_requested, task.attempt, task.max_attempts)
+    if after == TaskStatus.CANCELLED:
         task.status = TaskStatus.CANCELLED
         task.completed_at = now
         task.error = task.error or f"Cancelled ({reason})."
         return False
-    if task.attempt < task.max_attempts:
+    if after == TaskStatus.PENDING:
         requeue(task, now, settings)
         task.error = f"Attempt {task.attempt} lost: {reason}"
         return True

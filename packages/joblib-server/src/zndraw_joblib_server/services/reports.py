@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Float, Interval, bindparam, exists, func, or_, select, update
+from sqlalchemy import Float, Interval, bindparam, exists, func, select, update
 
 from zndraw_joblib_core import (
     ACTIVE_STATUSES,
@@ -31,7 +31,7 @@ from zndraw_joblib_server.models import Worker, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.records import TASKS, fetch, task_param
-from zndraw_joblib_server.services.rules_sql import lease_seconds_sql
+from zndraw_joblib_server.services.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.prebuilt import prebuilt
@@ -87,7 +87,7 @@ def _statement(target: TaskStatus) -> Any:
             c.id == task_param("b_id", "id"),
             c.worker_id == worker,
             status_is(*sources),
-            or_(c.lease_expires_at.is_(None), c.lease_expires_at >= now),
+            lease_held_sql(c.lease_expires_at, now),
             owned,
         )
         .values(values)
