@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import User
 from zndraw_auth.users import bearer_transport
 
-from zndraw_joblib_server.auth import authenticate
+from zndraw_joblib_server.auth import auth_of, authenticate
 from zndraw_joblib_server.services.access import (
     Actor,
     AllowAuthenticated,
@@ -210,10 +210,8 @@ async def get_current_user(
 
         app.dependency_overrides[get_current_user] = current_user_scoped_session
     """
-    state = request.app.state
-    return await authenticate(
-        token, state.auth_settings, state.session_maker, settings_of(request).user_cache_seconds
-    )
+    auth = auth_of(request.app.state)
+    return await authenticate(token, auth, settings_of(request).user_cache_seconds)
 
 
 async def get_actor(user: Annotated[User, Depends(get_current_user)]) -> Actor:

@@ -34,6 +34,7 @@ from zndraw_joblib_server.services.records import TASKS, fetch, task_param
 from zndraw_joblib_server.services.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["REPORTED", "report"]
@@ -135,4 +136,5 @@ async def report(
     if not tasks:
         return None
     names = await announce(uow, tasks, now)
-    return to_response(tasks[0], names[tasks[0].job_id])
+    logged = caches_of(uow.session).unrenderable
+    return to_response(tasks[0], names[tasks[0].job_id], logged=logged)

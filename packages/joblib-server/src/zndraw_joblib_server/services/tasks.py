@@ -59,6 +59,7 @@ from zndraw_joblib_server.services.validation import (
 )
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import SizedCache, caches_of
 
 __all__ = [
     "PayloadsUnchecked",
@@ -148,6 +149,7 @@ async def _check_payloads(
     schema: dict[str, Any],
     settings: JobLibSettings,
     checked: str | None,
+    cache: SizedCache,
 ) -> None:
     batch = len(bodies) > 1
     total = 0
@@ -163,7 +165,7 @@ async def _check_payloads(
             raise
     if not schema:
         return
-    compiled = await compiled_for(schema, settings)
+    compiled = await compiled_for(schema, settings, cache)
     if checked == compiled.text:
         return
     payloads = [body.payload for body in bodies]
@@ -179,7 +181,8 @@ async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[
     """Serialise tasks with their job names and queue positions (one query each at most)."""
     names = await job_names(session, {t.job_id for t in tasks})
     positions = await queue_positions(session, tasks)
-    return [to_response(t, names[t.job_id], positions.get(t.id)) for t in tasks]
+    logged = caches_of(session).unrenderable
+    return [to_response(t, names[t.job_id], positions.get(t.id), logged=logged) for t in tasks]
 
 
 async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
@@ -282,7 +285,7 @@ async def submit_tasks(
     """
     session = uow.session
     job = await resolve_job(session, room_id, job_name)
-    await _check_payloads(bodies, job.schema_, settings, checked)
+    await _check_payloads(bodies, job.schema_, settings, checked, caches_of(session).schemas)
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
