@@ -52,8 +52,6 @@ __all__ = [
     "writable_room",
 ]
 
-_default_settings: JobLibSettings | None = None
-
 
 async def get_settings(request: Request) -> JobLibSettings:
     """The queue's settings: ``app.state.joblib_settings``, else read once from the environment.
@@ -71,14 +69,19 @@ async def get_settings(request: Request) -> JobLibSettings:
 
 
 def settings_of(request: Request) -> JobLibSettings:
-    """The settings in ``app.state.joblib_settings``, else the environment's (read once)."""
-    settings = getattr(request.app.state, "joblib_settings", None)
+    """The settings in ``app.state.joblib_settings``, else the environment's.
+
+    The environment is read once per app (kept in ``app.state.joblib_env_settings``), so
+    two apps never share a settings object they did not share on purpose.
+    """
+    state = request.app.state
+    settings = getattr(state, "joblib_settings", None)
     if settings is not None:
         return settings  # type: ignore[no-any-return]
-    global _default_settings
-    if _default_settings is None:
-        _default_settings = JobLibSettings()
-    return _default_settings
+    settings = getattr(state, "joblib_env_settings", None)
+    if settings is None:
+        settings = state.joblib_env_settings = JobLibSettings()
+    return settings
 
 
 SettingsDep = Annotated[JobLibSettings, Depends(get_settings)]
