@@ -26,7 +26,7 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
-from zndraw_joblib_server.domain.rules import lease_seconds
+from zndraw_joblib_server.domain.rules import By, Effect, effect_of, lease_seconds
 from zndraw_joblib_server.models import Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess, may_read
 from zndraw_joblib_server.services.claim import hand_off
@@ -501,9 +501,10 @@ def cancel_record(task: TaskLike, now: datetime) -> bool:
     Raises:
         InvalidTaskTransition: The task is already finished.
     """
-    if task.status.is_terminal:
+    effect = effect_of(task.status, TaskStatus.CANCELLED, By.SUBMITTER)
+    if effect is None:  # finished already (the transition table has no such move)
         raise InvalidTaskTransition(f"Cannot cancel a task that is already '{task.status.value}'.")
-    if task.status == TaskStatus.PENDING:
+    if effect == Effect.CANCEL:
         task.status = TaskStatus.CANCELLED
         task.completed_at = now
         task.error = task.error or "Cancelled before it was claimed."
