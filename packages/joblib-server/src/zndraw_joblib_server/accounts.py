@@ -30,7 +30,7 @@ from zndraw_auth.settings import AuthSettings, get_auth_settings
 from zndraw_auth.users import UserManager
 
 from zndraw_joblib_core import RequestValidationFailed
-from zndraw_joblib_server.auth import forget_user
+from zndraw_joblib_server.auth import auth_of, forget_user
 from zndraw_joblib_server.settings import JobLibSettings
 
 __all__ = [
@@ -191,13 +191,13 @@ def get_user_manager(
         user_db: Annotated[SQLAlchemyUserDatabase[User, uuid.UUID], Depends(get_user_db)],
         settings: Annotated[AuthSettings, Depends(get_auth_settings)],
     ) -> AsyncIterator[JobLibUserManager]:
-        session_maker = request.app.state.session_maker
-        manager = JobLibUserManager(
-            user_db,
-            password_helper,
-            min_password_length,
-            lambda user_id: forget_user(session_maker, user_id),
-        )
+        state = request.app.state
+
+        def forget(user_id: uuid.UUID) -> None:
+            if getattr(state, "auth_settings", None) is not None:  # else nothing is cached
+                forget_user(auth_of(state), user_id)
+
+        manager = JobLibUserManager(user_db, password_helper, min_password_length, forget)
         manager.reset_password_token_secret = (
             settings.reset_password_token_secret.get_secret_value()
         )

@@ -5,9 +5,9 @@ synchronous FastAPI dependencies (each one a hop to the thread pool) and look th
 new ORM session on every request. On the queue's hot paths (claim, update, submit) that was a
 third of a request's cost, so the queue checks the same tokens itself: the signature, expiry
 and audience exactly as zndraw-auth's JWT strategy does, then the user's row, which it reuses
-for ``user_cache_seconds`` (default 1 s) per process. A user deactivated or demoted in the
-database is therefore refused within that time; a token stays valid until it expires, as with
-zndraw-auth.
+for ``user_cache_seconds`` (default 1 s); each app keeps its own checker and cache
+(:class:`AppAuth` in ``app.state``). A user deactivated or demoted in the database is
+therefore refused within that time; a token stays valid until it expires, as with zndraw-auth.
 
 Per-task tokens (:mod:`zndraw_joblib_server.task_tokens`) are accepted too, with the rights
 of the user they name, but only while their task holds its lease: that is checked in the
@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import time
 import uuid
-import weakref
 from typing import Any
 
 import jwt
 from fastapi_users.authentication import JWTStrategy
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import User
 
 from zndraw_joblib_core import Unauthorized
 from zndraw_joblib_server.task_tokens import is_task_token, verify_task_token
 
 __all__ = [
+    "AppAuth",
     "TokenChecker",
     "UserCache",
+    "auth_of",
     "authenticate",
     "check_token",
     "forget_user",
@@ -86,7 +86,7 @@ class TokenChecker:
 
 
 class UserCache:
-    """Users looked up recently, each kept for a few seconds (one cache per session maker)."""
+    """Users looked up recently, each kept for a few seconds (one cache per app)."""
 
     def __init__(self) -> None:
         self._users: dict[uuid.UUID, tuple[float, User]] = {}
@@ -111,19 +111,37 @@ class UserCache:
         self._users[user.id] = (time.monotonic() + seconds, user)
 
 
-_checkers: dict[int, TokenChecker] = {}
-_caches: weakref.WeakKeyDictionary[Any, UserCache] = weakref.WeakKeyDictionary()
+class AppAuth:
+    """One app's token checker and user cache (kept in ``app.state``; see :func:`auth_of`).
+
+    Attributes:
+        settings: zndraw-auth's settings the checker was built from.
+        session_maker: Where the users are looked up.
+        checker: Verifies tokens (and remembers the verified ones).
+        users: Users looked up recently.
+    """
+
+    def __init__(self, auth_settings: Any, session_maker: Any) -> None:
+        self.settings = auth_settings
+        self.session_maker = session_maker
+        self.checker = TokenChecker(auth_settings)
+        self.users = UserCache()
 
 
-def _checker(auth_settings: Any) -> TokenChecker:
-    checker = _checkers.get(id(auth_settings))
-    if checker is None or checker.settings is not auth_settings:
-        checker = TokenChecker(auth_settings)
-        _checkers[id(auth_settings)] = checker
-    return checker
+def auth_of(state: Any) -> AppAuth:
+    """The app's :class:`AppAuth`, from its ``app.state`` (``auth_settings``, ``session_maker``).
+
+    Built on first use and again when the host replaces either; two apps never share one.
+    """
+    found: AppAuth | None = getattr(state, "joblib_auth", None)
+    settings, session_maker = state.auth_settings, getattr(state, "session_maker", None)
+    if found is None or found.settings is not settings or found.session_maker is not session_maker:
+        found = AppAuth(settings, session_maker)
+        state.joblib_auth = found
+    return found
 
 
-def check_token(token: str | None, auth_settings: Any) -> uuid.UUID:
+def check_token(token: str | None, auth: AppAuth) -> uuid.UUID:
     """The user id of a well-signed, unexpired token, without looking the user up.
 
     Request bodies are read only after this check (see :mod:`zndraw_joblib_server.limits`),
@@ -135,26 +153,20 @@ def check_token(token: str | None, auth_settings: Any) -> uuid.UUID:
     if not token:
         raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
     try:
-        return _checker(auth_settings).user_id(token)
+        return auth.checker.user_id(token)
     except Unauthorized:
-        if not is_task_token(token, auth_settings):
+        if not is_task_token(token, auth.settings):
             raise
         # a per-task token: its task's lease is checked once the request is authenticated
         return uuid.UUID(str(jwt.decode(token, options={"verify_signature": False})["sub"]))
 
 
-async def authenticate(
-    token: str | None,
-    auth_settings: Any,
-    session_maker: async_sessionmaker[AsyncSession],
-    cache_seconds: float,
-) -> User:
+async def authenticate(token: str | None, auth: AppAuth, cache_seconds: float) -> User:
     """The active user a bearer token belongs to.
 
     Args:
         token: The bearer token (None when the request carried none).
-        auth_settings: zndraw-auth's settings (the token secret and lifetime).
-        session_maker: zndraw-auth's session maker (where the users table is).
+        auth: The app's checker and user cache (:func:`auth_of`).
         cache_seconds: How long a looked-up user may be reused.
 
     Raises:
@@ -163,39 +175,32 @@ async def authenticate(
     if not token:
         raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
     try:
-        user_id = _checker(auth_settings).user_id(token)
+        user_id = auth.checker.user_id(token)
     except Unauthorized:
-        if not is_task_token(token, auth_settings):
+        if not is_task_token(token, auth.settings):
             raise
-        user_id = (await verify_task_token(token, auth_settings, session_maker)).user_id
-    cache = _caches.get(session_maker)
-    if cache is None:
-        cache = _caches[session_maker] = UserCache()
-    user = cache.get(user_id)
+        user_id = (await verify_task_token(token, auth.settings, auth.session_maker)).user_id
+    user = auth.users.get(user_id)
     if user is None:
-        async with session_maker() as session:
+        async with auth.session_maker() as session:
             user = await session.get(User, user_id)
             if user is not None:
                 session.expunge(user)
         if user is None or not user.is_active:
             raise Unauthorized("The token's user does not exist or is inactive.")
-        cache.put(user, cache_seconds)
+        auth.users.put(user, cache_seconds)
     return user
 
 
-def forget_user(session_maker: Any, user_id: uuid.UUID) -> None:
-    """Make this process look ``user_id`` up again on its next request.
+def forget_user(auth: AppAuth, user_id: uuid.UUID) -> None:
+    """Make this app look ``user_id`` up again on its next request.
 
     Other server processes keep their entry for up to ``user_cache_seconds``.
     """
-    cache = _caches.get(session_maker)
-    if cache is not None:
-        cache.forget(user_id)
+    auth.users.forget(user_id)
 
 
-async def token_user_gone(
-    token: str | None, auth_settings: Any, session_maker: async_sessionmaker[AsyncSession]
-) -> bool:
+async def token_user_gone(token: str | None, auth: AppAuth) -> bool:
     """Whether ``token`` is a valid token whose user no longer exists (it was deleted).
 
     Used after a write failed on a foreign key: a user deleted by another process (or
@@ -205,11 +210,11 @@ async def token_user_gone(
     if not token:
         return False
     try:
-        user_id = _checker(auth_settings).user_id(token)
+        user_id = auth.checker.user_id(token)
     except Unauthorized:
         return False
-    async with session_maker() as session:
+    async with auth.session_maker() as session:
         exists = await session.get(User, user_id) is not None
     if not exists:
-        forget_user(session_maker, user_id)
+        forget_user(auth, user_id)
     return not exists

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import User
 from zndraw_auth.users import bearer_transport
 
-from zndraw_joblib_server.auth import authenticate
+from zndraw_joblib_server.auth import auth_of, authenticate
 from zndraw_joblib_server.services.access import (
     Actor,
     AllowAuthenticated,
@@ -52,8 +52,6 @@ __all__ = [
     "writable_room",
 ]
 
-_default_settings: JobLibSettings | None = None
-
 
 async def get_settings(request: Request) -> JobLibSettings:
     """The queue's settings: ``app.state.joblib_settings``, else read once from the environment.
@@ -71,14 +69,19 @@ async def get_settings(request: Request) -> JobLibSettings:
 
 
 def settings_of(request: Request) -> JobLibSettings:
-    """The settings in ``app.state.joblib_settings``, else the environment's (read once)."""
-    settings = getattr(request.app.state, "joblib_settings", None)
+    """The settings in ``app.state.joblib_settings``, else the environment's.
+
+    The environment is read once per app (kept in ``app.state.joblib_env_settings``), so
+    two apps never share a settings object they did not share on purpose.
+    """
+    state = request.app.state
+    settings = getattr(state, "joblib_settings", None)
     if settings is not None:
         return settings  # type: ignore[no-any-return]
-    global _default_settings
-    if _default_settings is None:
-        _default_settings = JobLibSettings()
-    return _default_settings
+    settings = getattr(state, "joblib_env_settings", None)
+    if settings is None:
+        settings = state.joblib_env_settings = JobLibSettings()
+    return settings
 
 
 SettingsDep = Annotated[JobLibSettings, Depends(get_settings)]
@@ -210,10 +213,8 @@ async def get_current_user(
 
         app.dependency_overrides[get_current_user] = current_user_scoped_session
     """
-    state = request.app.state
-    return await authenticate(
-        token, state.auth_settings, state.session_maker, settings_of(request).user_cache_seconds
-    )
+    auth = auth_of(request.app.state)
+    return await authenticate(token, auth, settings_of(request).user_cache_seconds)
 
 
 async def get_actor(user: Annotated[User, Depends(get_current_user)]) -> Actor:

@@ -29,7 +29,7 @@ from zndraw_joblib_core import (
     ServiceUnavailable,
     Unauthorized,
 )
-from zndraw_joblib_server.auth import token_user_gone
+from zndraw_joblib_server.auth import auth_of, token_user_gone
 
 __all__ = [
     "PROBLEM_JSON",
@@ -172,7 +172,7 @@ async def _user_deleted(request: Request, exc: Exception) -> bool:
     if scheme.lower() != "bearer" or not hasattr(state, "auth_settings"):
         return False
     try:
-        return await token_user_gone(token.strip(), state.auth_settings, state.session_maker)
+        return await token_user_gone(token.strip(), auth_of(state))
     except Exception:  # the original error is the one to report
         logger.debug("could not check the token's user", exc_info=True)
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect, Request
 
 from zndraw_joblib_core import PayloadTooLarge, RequestTimeout
-from zndraw_joblib_server.auth import check_token
+from zndraw_joblib_server.auth import auth_of, check_token
 
 __all__ = ["check_declared_length", "read_body", "require_token"]
 
@@ -28,11 +28,10 @@ def require_token(request: Request) -> None:
     app = request.scope.get("app")
     if app is None or get_current_user in getattr(app, "dependency_overrides", {}):
         return
-    auth_settings = getattr(app.state, "auth_settings", None)
-    if auth_settings is None:
+    if getattr(app.state, "auth_settings", None) is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    check_token(token.strip() if scheme.lower() == "bearer" else None, auth_settings)
+    check_token(token.strip() if scheme.lower() == "bearer" else None, auth_of(app.state))
 
 
 async def read_body(request: Request, limit: int) -> bytes:

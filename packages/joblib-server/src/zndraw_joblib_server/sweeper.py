@@ -28,6 +28,7 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
 from zndraw_joblib_server.services.liveness import stale_cutoff
+from zndraw_joblib_server.services.rules_sql import lease_expired_sql
 from zndraw_joblib_server.services.workers import remove_workers
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
@@ -112,7 +113,7 @@ async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: Swee
                 .where(
                     status_is(*ACTIVE_STATUSES),
                     or_(
-                        Task.lease_expires_at < now,
+                        lease_expired_sql(Task.lease_expires_at, now),
                         Task.deadline_at < now,
                         and_(
                             Task.cancel_requested.is_(True),

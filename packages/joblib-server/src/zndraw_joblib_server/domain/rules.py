@@ -7,10 +7,27 @@ the functions here (``tests/test_rules.py``), so the encodings cannot drift apar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["CLAIM_ORDER", "claim_key", "lease_seconds", "lease_until"]
+from zndraw_joblib_core import TaskStatus
+
+__all__ = [
+    "CLAIM_ORDER",
+    "TRANSITIONS",
+    "By",
+    "Effect",
+    "Transition",
+    "after_lost_attempt",
+    "backoff_seconds",
+    "claim_key",
+    "effect_of",
+    "lease_expired",
+    "lease_seconds",
+    "lease_until",
+]
 
 CLAIM_ORDER: tuple[tuple[str, bool], ...] = (
     ("priority", True),
@@ -44,3 +61,121 @@ def lease_seconds(own: float | None, default: float) -> float:
 def lease_until(now: datetime, own: float | None, default: float) -> datetime:
     """When a lease taken or renewed at ``now`` expires (see :func:`lease_seconds`)."""
     return now + timedelta(seconds=lease_seconds(own, default))
+
+
+def lease_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a lease ending at ``expires_at`` is lost at ``now``.
+
+    A lease is held up to and including its end instant and lost strictly after it; a task
+    without a lease end (None) never loses it by time. So a lease of 0 s taken at ``now`` is
+    held at ``now`` and lost a microsecond later.
+    """
+    return expires_at is not None and expires_at < now
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Delay before the next attempt after attempt ``attempt`` was lost or failed.
+
+    ``base`` after the first attempt, doubling with each further one, never above ``cap``.
+    """
+    return min(base * 2.0 ** max(attempt - 1, 0), cap)
+
+
+def after_lost_attempt(cancel_requested: bool, attempt: int, max_attempts: int) -> TaskStatus:
+    """Where an attempt that ended without a result (lease lost, failure with retry) leads.
+
+    Cancelled when the submitter asked to stop, back to pending while attempts remain
+    (after :func:`backoff_seconds`), else failed for good.
+    """
+    if cancel_requested:
+        return TaskStatus.CANCELLED
+    if attempt < max_attempts:
+        return TaskStatus.PENDING
+    return TaskStatus.FAILED
+
+
+class By(StrEnum):
+    """Who moves a task."""
+
+    CLAIM = "claim"
+    """``POST /tasks/claim`` (for a worker of the caller)."""
+    WORKER = "worker"
+    """``PATCH`` by the owner of the worker holding the task (fenced when it names it)."""
+    SUPERUSER = "superuser"
+    """``PATCH`` by a superuser: what a worker may, and a few moves of pending tasks."""
+    SUBMITTER = "submitter"
+    """``DELETE``/cancel by the task's submitter (or a superuser)."""
+    SWEEPER = "sweeper"
+    """The sweeper, for a lost lease, a timeout or an unacknowledged cancellation."""
+
+
+class Effect(StrEnum):
+    """What a transition does to the task besides its status."""
+
+    CLAIM = "claim"
+    """One more attempt, ``claimed_at`` now, a new lease."""
+    START = "start"
+    """``started_at`` now, the lease renewed, the deadline set from the timeout."""
+    PROGRESS = "progress"
+    """Only progress and message change (the status stays)."""
+    FINISH = "finish"
+    """Terminal: ``completed_at`` now, no lease, no deadline; result or error recorded."""
+    FAIL = "fail"
+    """As :attr:`FINISH` when no retry is asked; with retry, :func:`after_lost_attempt`
+    decides: cancelled, requeued after the backoff, or failed for good."""
+    CANCEL = "cancel"
+    """Terminal at once (a task nobody holds)."""
+    REQUEST_CANCEL = "request-cancel"
+    """The status stays; the worker holding it is asked to stop (``cancel_requested``)."""
+    RELEASE = "release"
+    """The attempt is lost: :func:`after_lost_attempt` decides what follows."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of :data:`TRANSITIONS`: ``source -> target`` by ``by`` does ``effect``.
+
+    ``target`` None is a progress report (the status does not change).
+    """
+
+    source: frozenset[TaskStatus]
+    target: TaskStatus | None
+    by: frozenset[By]
+    effect: Effect
+
+
+_PENDING = frozenset({TaskStatus.PENDING})
+_ACTIVE = frozenset({TaskStatus.CLAIMED, TaskStatus.RUNNING})
+_PATCH = frozenset({By.WORKER, By.SUPERUSER})
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition(_PENDING, TaskStatus.CLAIMED, frozenset({By.CLAIM, By.SUPERUSER}), Effect.CLAIM),
+    Transition(_PENDING, TaskStatus.CANCELLED, frozenset({By.SUPERUSER}), Effect.CANCEL),
+    Transition(_PENDING, TaskStatus.CANCELLED, frozenset({By.SUBMITTER}), Effect.CANCEL),
+    Transition(frozenset({TaskStatus.CLAIMED}), TaskStatus.RUNNING, _PATCH, Effect.START),
+    Transition(frozenset({TaskStatus.RUNNING}), None, _PATCH, Effect.PROGRESS),
+    Transition(frozenset({TaskStatus.RUNNING}), TaskStatus.COMPLETED, _PATCH, Effect.FINISH),
+    Transition(_ACTIVE, TaskStatus.FAILED, _PATCH, Effect.FAIL),
+    Transition(_ACTIVE, TaskStatus.CANCELLED, _PATCH, Effect.FINISH),
+    Transition(_ACTIVE, TaskStatus.CANCELLED, frozenset({By.SUBMITTER}), Effect.REQUEST_CANCEL),
+    Transition(_ACTIVE, TaskStatus.PENDING, frozenset({By.SWEEPER}), Effect.RELEASE),
+)
+"""Every move a task can make; anything not listed is refused. Terminal states have no row.
+
+The moves ``PATCH /tasks/{id}`` accepts (by a worker or a superuser) are the core's
+:data:`~zndraw_joblib_core.CLIENT_TRANSITIONS`; a test holds the two equal. The SQL that
+moves tasks (the claim statement, the one-statement report, the sweeper's selection) is
+tested against this table and the functions above on both databases.
+"""
+
+_BY_MOVE: dict[tuple[TaskStatus, TaskStatus | None, By], Effect] = {
+    (source, row.target, by): row.effect
+    for row in TRANSITIONS
+    for source in row.source
+    for by in row.by
+}
+
+
+def effect_of(source: TaskStatus, target: TaskStatus | None, by: By) -> Effect | None:
+    """The effect of moving a task from ``source`` to ``target`` by ``by`` (None: refused)."""
+    return _BY_MOVE.get((source, target, by))

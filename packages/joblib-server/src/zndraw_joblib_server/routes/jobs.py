@@ -57,7 +57,7 @@ async def register_job(
     may serve it (403 otherwise).
     """
     # Checked first, so a costly schema never holds the write transaction.
-    await job_service.check_registration(actor, room_id, body, settings)
+    await job_service.check_registration(actor, room_id, body, settings, db.caches.schemas)
     async with db.write(sink) as uow:
         job, created = await job_service.register_job(
             uow, actor, room_id, body, settings, job_access

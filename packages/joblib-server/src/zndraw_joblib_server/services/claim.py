@@ -274,7 +274,8 @@ async def claim_tasks(
         await save(session, own_lease)
     tasks.sort(key=claim_key)
     names = await announce(uow, tasks, now)
-    return [to_response(t, names[t.job_id]) for t in tasks], job_ids
+    logged = caches_of(session).unrenderable
+    return [to_response(t, names[t.job_id], logged=logged) for t in tasks], job_ids
 
 
 async def hand_off(

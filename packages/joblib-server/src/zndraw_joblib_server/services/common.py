@@ -25,11 +25,12 @@ from zndraw_joblib_core import (
     build_job_name,
     is_valid_room_id,
 )
+from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_seconds
 from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import UNLOADED, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
-from zndraw_joblib_server.storage.caches import caches_of
+from zndraw_joblib_server.storage.caches import Bounded, caches_of
 
 __all__ = [
     "announce",
@@ -152,18 +153,26 @@ async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict
     return {jid: names.get(jid, "") for jid in wanted}
 
 
-def to_response(task: TaskLike, job_name: str, queue_position: int | None = None) -> TaskResponse:
+def to_response(
+    task: TaskLike,
+    job_name: str,
+    queue_position: int | None = None,
+    *,
+    logged: Bounded[tuple[uuid.UUID, str], bool] | None = None,
+) -> TaskResponse:
     """Serialise a task row.
 
     The values come typed from the database (aware UTC timestamps, enums, JSON), so the
-    model is built without validating them again.
+    model is built without validating them again. A stored value that cannot be rendered is
+    replaced by a marker and logged: once per task and field with ``logged`` (the queue's
+    ``QueueCaches.unrenderable``), else every time.
     """
     payload, result = task.payload or {}, task.result
     error, message = task.error, task.message
     if payload and not _renders(payload):
-        payload = _unrenderable(task.id, "payload")
+        payload = _unrenderable(task.id, "payload", logged)
     if result is not None and not _renders(result):
-        result = _unrenderable(task.id, "result")
+        result = _unrenderable(task.id, "result", logged)
     if error and _SURROGATE.search(error) is not None:
         error = _SURROGATE.sub("\ufffd", error)
     if message and _SURROGATE.search(message) is not None:
@@ -197,9 +206,6 @@ def to_response(task: TaskLike, job_name: str, queue_position: int | None = None
 UNRENDERABLE_KEY = "$unrenderable"
 """The only key of the object that replaces a stored JSON value that cannot be answered."""
 
-_reported: set[tuple[uuid.UUID, str]] = set()
-_MAX_REPORTED = 100_000
-
 
 def _renders(value: Any) -> bool:
     """Whether a stored JSON value serialises.
@@ -214,12 +220,13 @@ def _renders(value: Any) -> bool:
     return True
 
 
-def _unrenderable(task_id: uuid.UUID, field: str) -> dict[str, str]:
-    """The marker answered in place of a stored field that cannot be rendered; logged once."""
-    if (task_id, field) not in _reported:
-        if len(_reported) >= _MAX_REPORTED:
-            _reported.clear()
-        _reported.add((task_id, field))
+def _unrenderable(
+    task_id: uuid.UUID, field: str, logged: Bounded[tuple[uuid.UUID, str], bool] | None
+) -> dict[str, str]:
+    """The marker answered in place of a stored field that cannot be rendered (logged)."""
+    if logged is None or (task_id, field) not in logged:
+        if logged is not None:
+            logged.put((task_id, field), True)
         _logger.warning("task %s: the stored %s cannot be rendered as JSON", task_id, field)
     return {UNRENDERABLE_KEY: f"The stored {field} cannot be rendered as JSON."}
 
@@ -296,9 +303,12 @@ def release_all(
 
 
 def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
-    """Delay before the next attempt after ``attempt`` failed (exponential, capped)."""
-    seconds = settings.retry_backoff_seconds * (2 ** max(attempt - 1, 0))
-    return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
+    """Delay before the next attempt after ``attempt`` failed (the rule's backoff)."""
+    return timedelta(
+        seconds=backoff_seconds(
+            attempt, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+        )
+    )
 
 
 def requeue(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
@@ -325,12 +335,13 @@ def release(task: TaskLike, now: datetime, settings: JobLibSettings, reason: str
     task.lease_expires_at = None
     task.deadline_at = None
     task.version += 1
-    if task.cancel_requested:
+    after = after_lost_attempt(task.cancel_requested, task.attempt, task.max_attempts)
+    if after == TaskStatus.CANCELLED:
         task.status = TaskStatus.CANCELLED
         task.completed_at = now
         task.error = task.error or f"Cancelled ({reason})."
         return False
-    if task.attempt < task.max_attempts:
+    if after == TaskStatus.PENDING:
         requeue(task, now, settings)
         task.error = f"Attempt {task.attempt} lost: {reason}"
         return True

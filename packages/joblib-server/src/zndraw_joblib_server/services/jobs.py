@@ -41,6 +41,7 @@ from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import SizedCache, caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
@@ -109,16 +110,23 @@ def _check_registration(
 
 
 async def check_registration(
-    actor: Actor, room_id: str, body: JobRegisterRequest, settings: JobLibSettings
+    actor: Actor,
+    room_id: str,
+    body: JobRegisterRequest,
+    settings: JobLibSettings,
+    cache: SizedCache | None = None,
 ) -> None:
     """Check a registration before any database work (the schema off the event loop).
+
+    ``cache``: the queue's compiled schemas (its ``QueueCaches.schemas``), which keep the
+    compiled schema for the payloads to come.
 
     Raises:
         ProblemError: The room, category, name or schema is refused, or the caller may not
             register here.
     """
     _check_registration(actor, room_id, body, settings)
-    await check_schema(body.schema_, settings)
+    await check_schema(body.schema_, settings, cache)
 
 
 async def _take(job: Job, actor: Actor, body: JobRegisterRequest, access: JobAccess) -> bool:
@@ -171,8 +179,8 @@ async def register_job(
     Returns:
         The job and whether it was created or reactivated (201) rather than found (200).
     """
-    await check_registration(actor, room_id, body, settings)
     session = uow.session
+    await check_registration(actor, room_id, body, settings, caches_of(session).schemas)
     created = True
     if room_id == INTERNAL_ROOM:  # only linked: the host registered it
         job: Job | None = await check_internal_link(session, actor, body, settings)

@@ -41,6 +41,7 @@ from zndraw_joblib_server.services.providers import Target, gone_key, resolve
 from zndraw_joblib_server.services.validation import compiled_for, payload_errors
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, deliver
+from zndraw_joblib_server.storage.caches import SizedCache
 from zndraw_joblib_server.storage.provider_cache import (
     CachedResult,
     PendingRead,
@@ -65,7 +66,7 @@ def result_key(provider_id: uuid.UUID, rhash: str) -> str:
 
 
 async def _check_params(
-    params: dict[str, str], schema: dict[str, Any], settings: JobLibSettings
+    params: dict[str, str], schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache
 ) -> None:
     """Refuse parameters that are too large or match the schema neither as text nor as JSON.
 
@@ -76,7 +77,7 @@ async def _check_params(
     check_size("parameters", params, settings.provider_max_params_bytes, 4)
     if not schema:
         return
-    compiled = await compiled_for(schema, settings)
+    compiled = await compiled_for(schema, settings, cache)
     found = payload_errors(compiled.validator, params, settings.max_payload_errors)
     if found is None:
         return
@@ -115,7 +116,7 @@ async def read_provider(
     """
     async with db.read() as session:
         target = await resolve(session, room_id, full_name, internal)
-    await _check_params(params, target.schema, settings)
+    await _check_params(params, target.schema, settings, db.caches.schemas)
     rhash = request_hash(params)
     cache = provider_cache_of(db) if target.internal is None else internal_cache_of(db)
     hit = await cache.get(target.id, rhash)

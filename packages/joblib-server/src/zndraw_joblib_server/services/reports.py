@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Float, Interval, bindparam, exists, func, or_, select, update
+from sqlalchemy import Float, Interval, bindparam, exists, func, select, update
 
 from zndraw_joblib_core import (
     ACTIVE_STATUSES,
@@ -31,9 +31,10 @@ from zndraw_joblib_server.models import Worker, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
 from zndraw_joblib_server.services.records import TASKS, fetch, task_param
-from zndraw_joblib_server.services.rules_sql import lease_seconds_sql
+from zndraw_joblib_server.services.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
 __all__ = ["REPORTED", "report"]
@@ -87,7 +88,7 @@ def _statement(target: TaskStatus) -> Any:
             c.id == task_param("b_id", "id"),
             c.worker_id == worker,
             status_is(*sources),
-            or_(c.lease_expires_at.is_(None), c.lease_expires_at >= now),
+            lease_held_sql(c.lease_expires_at, now),
             owned,
         )
         .values(values)
@@ -135,4 +136,5 @@ async def report(
     if not tasks:
         return None
     names = await announce(uow, tasks, now)
-    return to_response(tasks[0], names[tasks[0].job_id])
+    logged = caches_of(uow.session).unrenderable
+    return to_response(tasks[0], names[tasks[0].job_id], logged=logged)

@@ -27,7 +27,7 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
-from zndraw_joblib_server.domain.rules import lease_seconds
+from zndraw_joblib_server.domain.rules import By, Effect, effect_of, lease_seconds
 from zndraw_joblib_server.models import Task, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess, may_read
 from zndraw_joblib_server.services.claim import hand_off
@@ -61,6 +61,7 @@ from zndraw_joblib_server.services.validation import (
 )
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import SizedCache, caches_of
 
 __all__ = [
     "PayloadsUnchecked",
@@ -150,6 +151,7 @@ async def _check_payloads(
     schema: dict[str, Any],
     settings: JobLibSettings,
     checked: str | None,
+    cache: SizedCache,
 ) -> None:
     batch = len(bodies) > 1
     total = 0
@@ -165,7 +167,7 @@ async def _check_payloads(
             raise
     if not schema:
         return
-    compiled = await compiled_for(schema, settings)
+    compiled = await compiled_for(schema, settings, cache)
     if checked == compiled.text:
         return
     payloads = [body.payload for body in bodies]
@@ -181,7 +183,8 @@ async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[
     """Serialise tasks with their job names and queue positions (one query each at most)."""
     names = await job_names(session, {t.job_id for t in tasks})
     positions = await queue_positions(session, tasks)
-    return [to_response(t, names[t.job_id], positions.get(t.id)) for t in tasks]
+    logged = caches_of(session).unrenderable
+    return [to_response(t, names[t.job_id], positions.get(t.id), logged=logged) for t in tasks]
 
 
 async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
@@ -286,7 +289,7 @@ async def submit_tasks(
     job = await resolve_job(session, room_id, job_name)
     if job.room_id == INTERNAL_ROOM:
         await require_executor(session, job.id, job.full_name)
-    await _check_payloads(bodies, job.schema_, settings, checked)
+    await _check_payloads(bodies, job.schema_, settings, checked, caches_of(session).schemas)
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
     single = len(bodies) == 1
@@ -502,9 +505,10 @@ def cancel_record(task: TaskLike, now: datetime) -> bool:
     Raises:
         InvalidTaskTransition: The task is already finished.
     """
-    if task.status.is_terminal:
+    effect = effect_of(task.status, TaskStatus.CANCELLED, By.SUBMITTER)
+    if effect is None:  # finished already (the transition table has no such move)
         raise InvalidTaskTransition(f"Cannot cancel a task that is already '{task.status.value}'.")
-    if task.status == TaskStatus.PENDING:
+    if effect == Effect.CANCEL:
         task.status = TaskStatus.CANCELLED
         task.completed_at = now
         task.error = task.error or "Cancelled before it was claimed."

@@ -24,7 +24,13 @@ from zndraw_joblib_core import (
     TaskResponse,
     TaskStatus,
     TaskUpdateRequest,
-    can_transition,
+)
+from zndraw_joblib_server.domain.rules import (
+    By,
+    Effect,
+    after_lost_attempt,
+    effect_of,
+    lease_expired,
 )
 from zndraw_joblib_server.models import Worker, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess
@@ -130,7 +136,7 @@ def _fence(task: TaskLike, body: TaskUpdateRequest, now: datetime) -> bool:
         return True  # the same final report again (a retried request): answer, change nothing
     if task.worker_id != body.worker_id or task.status not in ACTIVE_STATUSES:
         raise LeaseLost(f"Worker {body.worker_id} no longer holds task {task.id}.")
-    if task.lease_expires_at is not None and task.lease_expires_at < now:
+    if lease_expired(task.lease_expires_at, now):
         raise LeaseLost(f"The lease of worker {body.worker_id} on task {task.id} expired.")
     return False
 
@@ -146,67 +152,80 @@ def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
         check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
-def _check_transition(task: TaskLike, target: TaskStatus | None, actor: Actor) -> None:
-    """Refuse an update the transition table (or the caller's rights) does not allow."""
+def _effect(task: TaskLike, target: TaskStatus | None, actor: Actor) -> Effect:
+    """The transition table's effect of the update; refuse one it does not allow."""
+    by = By.SUPERUSER if actor.is_superuser else By.WORKER
+    effect = effect_of(task.status, target, by)
+    if effect is not None:
+        return effect
     if target is None:
-        if task.status != TaskStatus.RUNNING:
-            raise InvalidTaskTransition(
-                f"Progress can only be reported while running (task is '{task.status.value}')."
-            )
-    elif not can_transition(task.status, target):
         raise InvalidTaskTransition(
-            f"Cannot transition from '{task.status.value}' to '{target.value}'."
+            f"Progress can only be reported while running (task is '{task.status.value}')."
         )
-    elif target == TaskStatus.CLAIMED and not actor.is_superuser:
+    if effect_of(task.status, target, By.SUPERUSER) is not None:
         raise Forbidden("Only a superuser may claim a task through PATCH; use /tasks/claim.")
+    raise InvalidTaskTransition(
+        f"Cannot transition from '{task.status.value}' to '{target.value}'."
+    )
+
+
+def _finish(task: TaskLike, target: TaskStatus, body: TaskUpdateRequest, now: datetime) -> None:
+    """A terminal state reported by the worker (or a superuser), or reached by a retry."""
+    task.completed_at = now
+    task.lease_expires_at = None
+    task.deadline_at = None
+    if target == TaskStatus.COMPLETED:
+        task.result = body.result
+    if body.error is not None:
+        task.error = body.error
+    elif target == TaskStatus.CANCELLED and body.retry:  # a retry the submitter stopped
+        task.error = "Cancelled on request."
+    elif target == TaskStatus.CANCELLED and task.cancel_requested:
+        task.error = task.error or "Cancelled on request."
+    task.status = target
 
 
 def _apply(
     task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
 ) -> bool:
-    """Change the task as the update asks; True when it went back to pending."""
+    """Change the task as the update asks (the transition table's effect).
+
+    Returns:
+        True when the task went back to pending.
+    """
     target = body.status
-    _check_transition(task, target, actor)
+    effect = _effect(task, target, actor)
     if body.progress is not None:
         task.progress = body.progress
     if body.message is not None:
         task.message = body.message
     task.version += 1
-    if target is None:
-        return False
-    requeued = False
-    if target == TaskStatus.CLAIMED:
+    if effect == Effect.CLAIM:
+        task.status = TaskStatus.CLAIMED
         task.attempt += 1
         task.claimed_at = now
         task.lease_expires_at = now + lease_for(task, settings)
-    elif target == TaskStatus.RUNNING:
+    elif effect == Effect.START:
+        task.status = TaskStatus.RUNNING
         task.started_at = now
         task.lease_expires_at = now + lease_for(task, settings)
         if task.timeout_seconds is not None:
             task.deadline_at = now + timedelta(seconds=task.timeout_seconds)
-    elif target == TaskStatus.FAILED and body.retry and task.cancel_requested:
-        target = TaskStatus.CANCELLED  # the submitter asked to stop: no new attempt
-        task.completed_at = now
-        task.lease_expires_at = None
-        task.deadline_at = None
-        task.error = body.error or "Cancelled on request."
-    elif target == TaskStatus.FAILED and body.retry and task.attempt < task.max_attempts:
-        requeued = True
-        task.error = body.error or "Failed; retry requested."
-        requeue(task, now, settings)
-        return requeued
-    else:  # a terminal state
-        task.completed_at = now
-        task.lease_expires_at = None
-        task.deadline_at = None
-        if target == TaskStatus.COMPLETED:
-            task.result = body.result
-        if body.error is not None:
-            task.error = body.error
-        elif target == TaskStatus.CANCELLED and task.cancel_requested:
-            task.error = task.error or "Cancelled on request."
-    task.status = target
-    return requeued
+    elif effect == Effect.FAIL and body.retry:
+        after = after_lost_attempt(task.cancel_requested, task.attempt, task.max_attempts)
+        if after == TaskStatus.PENDING:
+            task.error = body.error or "Failed; retry requested."
+            requeue(task, now, settings)
+            return True
+        _finish(task, after, body, now)  # cancelled (asked to stop) or failed for good
+    elif effect in _FINISHING:
+        assert target is not None
+        _finish(task, target, body, now)
+    return False
+
+
+_FINISHING = frozenset({Effect.FINISH, Effect.FAIL, Effect.CANCEL})
+"""Effects of a ``PATCH`` that end the task (a failure without retry included)."""
 
 
 Outcome = TaskRecord | ProblemError

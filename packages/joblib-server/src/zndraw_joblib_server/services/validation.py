@@ -12,7 +12,13 @@ exponential time. Two paths therefore:
   runaway validation never piles up, and at most ``validation_processes`` run at once.
 
 Compiled validators are cached by schema text with a memory budget estimated from the
-schemas' sizes (``schema_cache_bytes``).
+schemas' sizes (``schema_cache_bytes``), in the queue's own caches (one per app).
+
+The validation processes are one pool per process, shared by the apps in it: they hold no
+state of an app (each call sends the schema text and the payloads; the per-process validator
+cache there is keyed by that text alone), and processes are costly to start. The pool only
+grows to the largest ``validation_processes`` asked for, so apps with different settings do
+not replace each other's pool.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import contextlib
 import json
 import multiprocessing
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +37,7 @@ from typing import Any, cast
 from zndraw_joblib_core import InvalidPayload, ServiceUnavailable
 from zndraw_joblib_server.services.schemas import SchemaInfo, compile_schema, inspect_schema
 from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.storage.caches import SizedCache
 
 __all__ = [
     "Compiled",
@@ -75,39 +81,23 @@ class Compiled:
         return expanded is not None and expanded * payload_bytes <= settings.validation_inline_cost
 
 
-class _Cache:
-    """Least recently used compiled schemas within a byte budget."""
-
-    def __init__(self) -> None:
-        self.entries: OrderedDict[str, Compiled] = OrderedDict()
-        self.bytes = 0
-        self.lock = threading.Lock()
-
-    def get(self, text: str) -> Compiled | None:
-        with self.lock:
-            found = self.entries.get(text)
-            if found is not None:
-                self.entries.move_to_end(text)
-            return found
-
-    def put(self, compiled: Compiled, budget: int) -> None:
-        cost = len(compiled.text) * _BYTES_PER_SCHEMA_BYTE
-        with self.lock:
-            if compiled.text in self.entries or cost > budget:
-                return
-            self.entries[compiled.text] = compiled
-            self.bytes += cost
-            while self.bytes > budget:
-                text, _old = self.entries.popitem(last=False)
-                self.bytes -= len(text) * _BYTES_PER_SCHEMA_BYTE
+def cached_bytes(cache: SizedCache) -> int:
+    """Estimated memory held by a queue's compiled schemas (within ``schema_cache_bytes``)."""
+    return cache.bytes
 
 
-_CACHE = _Cache()
-
-
-def cached_bytes() -> int:
-    """Estimated memory held by the cached compiled schemas (within ``schema_cache_bytes``)."""
-    return _CACHE.bytes
+async def _compiled(
+    schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache | None
+) -> Compiled:
+    """The schema compiled (off the event loop), from and into ``cache`` when given."""
+    text = json.dumps(schema, separators=(",", ":"))
+    found: Compiled | None = None if cache is None else cache.get(text)
+    if found is None:
+        found = await asyncio.to_thread(_compile, schema, text, settings)
+        if cache is not None:
+            cost = len(text) * _BYTES_PER_SCHEMA_BYTE
+            cache.put(text, found, cost, settings.schema_cache_bytes)
+    return found
 
 
 def _compile(schema: dict[str, Any], text: str, settings: JobLibSettings) -> Compiled:
@@ -115,30 +105,38 @@ def _compile(schema: dict[str, Any], text: str, settings: JobLibSettings) -> Com
     return Compiled(text=text, validator=compile_schema(schema), info=info)
 
 
-async def check_schema(schema: dict[str, Any], settings: JobLibSettings) -> None:
+async def check_schema(
+    schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache | None = None
+) -> None:
     """Check a schema for registration off the event loop (see :mod:`.schemas`).
+
+    Args:
+        schema: The job schema.
+        settings: The queue's settings (the schema limits).
+        cache: The queue's compiled schemas (``QueueCaches.schemas``), kept for its
+            payloads; without it the schema is checked and nothing is kept.
 
     Raises:
         InvalidSchema: The schema is refused.
     """
-    text = json.dumps(schema, separators=(",", ":"))
-    if _CACHE.get(text) is None:
-        compiled = await asyncio.to_thread(_compile, schema, text, settings)
-        _CACHE.put(compiled, settings.schema_cache_bytes)
+    await _compiled(schema, settings, cache)
 
 
-async def compiled_for(schema: dict[str, Any], settings: JobLibSettings) -> Compiled:
-    """The compiled validator of a job's schema (cached; compiled off the event loop).
+async def compiled_for(
+    schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache | None = None
+) -> Compiled:
+    """The compiled validator of a job's schema (compiled off the event loop).
+
+    Args:
+        schema: The job schema.
+        settings: The queue's settings.
+        cache: The queue's compiled schemas (``QueueCaches.schemas``) to look in and fill;
+            without it the schema is compiled for this call only.
 
     Raises:
         InvalidSchema: The stored schema is refused (registered before the current limits).
     """
-    text = json.dumps(schema, separators=(",", ":"))
-    found = _CACHE.get(text)
-    if found is None:
-        found = await asyncio.to_thread(_compile, schema, text, settings)
-        _CACHE.put(found, settings.schema_cache_bytes)
-    return found
+    return await _compiled(schema, settings, cache)
 
 
 def payload_errors(
@@ -198,11 +196,11 @@ class _Pool:
         self.waiting: set[asyncio.Future[Any]] = set()
 
     def get(self, size: int) -> tuple[Pool, asyncio.Future[Any]]:
-        if self.pool is None or self.size != size:
+        if self.pool is None or size > self.size:
             self.kill()
             # spawn: forking a process that runs an event loop and threads is unsafe.
-            self.pool = multiprocessing.get_context("spawn").Pool(processes=size)
-            self.size = size
+            self.size = max(size, self.size)
+            self.pool = multiprocessing.get_context("spawn").Pool(processes=self.size)
         if self.ready is None or self.ready.get_loop() is not asyncio.get_running_loop():
             # Started by a new pool (its processes import this module), or asked again
             # from another event loop (a future belongs to one loop).

@@ -25,6 +25,7 @@ from zndraw_joblib_server.services.common import announce, release_all, validate
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
 from zndraw_joblib_server.services.providers import drop_worker_providers
 from zndraw_joblib_server.services.quotas import check_worker_quota
+from zndraw_joblib_server.services.rules_sql import lease_held_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
@@ -81,7 +82,8 @@ async def heartbeat(
             select(Task.id, Task.lease_seconds, Task.cancel_requested).where(
                 Task.worker_id == worker_id,
                 status_is(*ACTIVE_STATUSES),
-                Task.lease_expires_at >= now,
+                Task.lease_expires_at.is_not(None),  # no end: nothing to renew
+                lease_held_sql(Task.lease_expires_at, now),
             )
         )
     ).all()

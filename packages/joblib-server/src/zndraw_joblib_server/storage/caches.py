@@ -8,12 +8,14 @@ so a service that holds only a session still finds its queue's caches.
 
 from __future__ import annotations
 
+import threading
 import uuid
-from typing import Generic, TypeVar
+from collections import OrderedDict
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["Bounded", "QueueCaches", "caches_of"]
+__all__ = ["Bounded", "QueueCaches", "SizedCache", "caches_of"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -38,6 +40,43 @@ class Bounded(dict[_K, _V], Generic[_K, _V]):
         self[key] = value
 
 
+class SizedCache:
+    """Least recently used values by text key, within a budget of estimated bytes.
+
+    Thread-safe: values may be put from worker threads (compilation off the event loop).
+    """
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self.bytes = 0
+        """Estimated bytes held now."""
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        """The value under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            found = self.entries.get(key)
+            if found is None:
+                return None
+            self.entries.move_to_end(key)
+            return found[1]
+
+    def put(self, key: str, value: Any, cost: int, budget: int) -> None:
+        """Keep ``value`` (estimated ``cost`` bytes) within ``budget``.
+
+        The least recently used values go first; a value costing more than the budget is
+        not kept.
+        """
+        with self._lock:
+            if key in self.entries or cost > budget:
+                return
+            self.entries[key] = (cost, value)
+            self.bytes += cost
+            while self.bytes > budget:
+                _key, (old, _value) = self.entries.popitem(last=False)
+                self.bytes -= old
+
+
 class QueueCaches:
     """What one queue remembers between requests.
 
@@ -46,11 +85,17 @@ class QueueCaches:
             served one job, and whether that claim found tasks (see
             ``services.claim.claim_tasks``).
         job_names: Full names of jobs by id (a job's name never changes).
+        schemas: Compiled job schemas by their JSON text (``services.validation``), within
+            ``schema_cache_bytes``.
+        unrenderable: Stored fields found unrenderable and logged (``(task id, field)``),
+            so each is logged once.
     """
 
     def __init__(self) -> None:
         self.claim_hints: Bounded[uuid.UUID, tuple[bool, bool]] = Bounded(10_000)
         self.job_names: Bounded[uuid.UUID, str] = Bounded(100_000)
+        self.schemas = SizedCache()
+        self.unrenderable: Bounded[tuple[uuid.UUID, str], bool] = Bounded(100_000)
 
     def attach(self, session: AsyncSession) -> None:
         """Let services holding only ``session`` find these caches."""
