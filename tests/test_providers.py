@@ -383,7 +383,7 @@ def test_internal_provider_served_in_the_server(backend: str, tmp_path: Path) ->
             refused = client.put(
                 f"{API}/rooms/@internal/providers", json={"category": "x", "name": "y"}
             )
-            assert refused.status_code == 400
+            assert refused.status_code == 403
     finally:
         host.stop()
 

@@ -65,7 +65,7 @@ async def register_provider(
     Idempotent on room, category and name. `@global` needs a superuser; only the owner
     (or a superuser) may update a provider. Without `worker_id` a worker is created.
     """
-    await provider_service.check_registration(actor, room_id, body, settings)
+    await provider_service.check_registration(actor, room_id, body, settings, db.caches.schemas)
     async with db.write(sink) as uow:
         provider, created = await provider_service.register_provider(
             uow, actor, room_id, body, settings

@@ -39,6 +39,7 @@ from zndraw_joblib_server.services.jobs import _worker_for
 from zndraw_joblib_server.services.validation import check_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.caches import SizedCache
 
 __all__ = [
     "Target",
@@ -102,7 +103,11 @@ def _response(p: Provider) -> ProviderResponse:
 
 
 async def check_registration(
-    actor: Actor, room_id: str, body: ProviderRegisterRequest, settings: JobLibSettings
+    actor: Actor,
+    room_id: str,
+    body: ProviderRegisterRequest,
+    settings: JobLibSettings,
+    cache: SizedCache | None = None,
 ) -> None:
     """Check a registration before any database work (the schema off the event loop).
 
@@ -113,6 +118,8 @@ async def check_registration(
     validate_room(room_id)
     if room_id == GLOBAL_ROOM and not actor.is_superuser:
         raise Forbidden("Only a superuser may register @global providers.")
+    if room_id == INTERNAL_ROOM:
+        raise Forbidden("@internal providers are registered by the host in code, not over HTTP.")
     allowed = settings.allowed_provider_categories
     if allowed is not None and body.category not in allowed:
         raise InvalidCategory(
@@ -130,7 +137,7 @@ async def check_registration(
     if not _MEDIA_TYPE.match(body.content_type):
         raise RequestValidationFailed(f"Invalid content_type {body.content_type[:100]!r}.")
     check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
-    await check_schema(body.schema_, settings)
+    await check_schema(body.schema_, settings, cache)
 
 
 async def _find(session: AsyncSession, room_id: str, category: str, name: str) -> Provider | None:
