@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +32,7 @@ from zndraw_joblib_server.services.common import (
     announce,
     check_size,
     requeue,
+    start_task,
 )
 from zndraw_joblib_server.services.records import (
     LIGHT_FIELDS,
@@ -180,10 +181,7 @@ def _apply(
         task.claimed_at = now
         task.lease_expires_at = now + lease_for(task, settings)
     elif target == TaskStatus.RUNNING:
-        task.started_at = now
-        task.lease_expires_at = now + lease_for(task, settings)
-        if task.timeout_seconds is not None:
-            task.deadline_at = now + timedelta(seconds=task.timeout_seconds)
+        start_task(task, now, settings)
     elif target == TaskStatus.FAILED and body.retry and task.cancel_requested:
         target = TaskStatus.CANCELLED  # the submitter asked to stop: no new attempt
         task.completed_at = now

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from zndraw_joblib_core import TaskResponse
+from zndraw_joblib_core import ClaimNextResponse, ProblemError, TaskClaimRequest, TaskResponse
 from zndraw_joblib_server.models import utcnow
 from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
@@ -21,7 +21,7 @@ from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
 
-__all__ = ["claim", "read_task"]
+__all__ = ["claim", "claim_next", "read_task"]
 
 
 async def claim(
@@ -32,8 +32,12 @@ async def claim(
     max_tasks: int,
     wait: float | None,
     settings: JobLibSettings,
+    *,
+    start: bool = False,
 ) -> list[TaskResponse]:
     """``POST /tasks/claim``: claim at once; with ``wait`` (seconds), wait for work first.
+
+    ``start``: the tasks are started as they are claimed.
 
     Raises:
         WorkerNotFound: No such worker.
@@ -43,14 +47,43 @@ async def claim(
     seq = db.notifier.seq
     async with db.write(sink, autocommit=True) as uow:
         tasks, job_ids = await claim_service.claim_tasks(
-            uow, actor, worker_id, max_tasks, settings
+            uow, actor, worker_id, max_tasks, settings, start=start
         )
         if not tasks and wait is not None:
             due = await claim_service.next_due(uow.session, job_ids)
     if tasks or wait is None:
         return tasks
-    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids)
+    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids, start)
     return await claim_.wait(due, seq, wait)
+
+
+async def claim_next(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    request: TaskClaimRequest,
+    wait: float | None,
+    settings: JobLibSettings,
+) -> ClaimNextResponse:
+    """The claim an update asked for (``claim_next``), made once the update is applied.
+
+    A refused claim (no such worker, another user's) does not undo the update: the answer
+    carries the problem instead of raising it.
+    """
+    try:
+        tasks = await claim(
+            db,
+            sink,
+            actor,
+            request.worker_id,
+            request.max_tasks,
+            wait,
+            settings,
+            start=request.start,
+        )
+    except ProblemError as exc:
+        return ClaimNextResponse(problem=exc.to_problem())
+    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
 
 
 class _Claim:
@@ -65,6 +98,7 @@ class _Claim:
         max_tasks: int,
         settings: JobLibSettings,
         job_ids: list[uuid.UUID],
+        start: bool,
     ) -> None:
         self.db = db
         self.sink = sink
@@ -73,6 +107,7 @@ class _Claim:
         self.max_tasks = max_tasks
         self.settings = settings
         self.job_ids = job_ids
+        self.start = start
 
     async def wait(self, due: datetime | None, seq: int, wait: float) -> list[TaskResponse]:
         """Hold the claim until a task of its jobs arrives or ``wait`` seconds pass.
@@ -90,7 +125,7 @@ class _Claim:
         worker_key = f"worker:{self.worker_id}"
         job_keys = [f"job:{j}" for j in self.job_ids]
         offer = (
-            ClaimOffer(self.actor, self.worker_id, self.max_tasks)
+            ClaimOffer(self.actor, self.worker_id, self.max_tasks, self.start)
             if settings.claim_handoff
             else None
         )
@@ -131,7 +166,13 @@ class _Claim:
         due = None
         async with self.db.write(self.sink, autocommit=True) as uow:
             tasks, served = await claim_service.claim_tasks(
-                uow, self.actor, self.worker_id, self.max_tasks, self.settings, likely=woken
+                uow,
+                self.actor,
+                self.worker_id,
+                self.max_tasks,
+                self.settings,
+                likely=woken,
+                start=self.start,
             )
             if not tasks:
                 due = await claim_service.next_due(uow.session, self.job_ids)
