@@ -226,6 +226,7 @@ class HttpSession:
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -240,6 +241,7 @@ class HttpSession:
             method: The HTTP method.
             path: The path, relative to the client's base URL.
             json: A JSON body.
+            content: A body already encoded (its ``Content-Type`` given in ``headers``).
             data: A form body.
             params: Query parameters (None values are dropped).
             headers: Extra request headers.
@@ -278,6 +280,8 @@ class HttpSession:
                     hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
                     hdrs["Authorization"] = f"Bearer {token}"
             kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
+            if content is not None:
+                kwargs["content"] = content
             if timeout is not None:
                 kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
             try:
