@@ -49,6 +49,8 @@ logger = logging.getLogger("zndraw_joblib_client")
 
 _FATAL = (Unauthorized, Forbidden, LoginFailed)
 _GONE = (LeaseLost, InvalidTaskTransition, NotFound)
+_REPORT_WAIT = 1.0
+"""Longest a request carrying reports waits for the next claim (seconds)."""
 _OLDER_SERVER = (RequestValidationFailed, MethodNotAllowed)
 """How a server without ``start`` / ``claim_next`` refuses them."""
 
@@ -398,6 +400,10 @@ class WorkerLoop:
                     # Wait for work only when nothing else runs, or when a claim just found
                     # nothing; while the request waits, finishing tasks report on their own.
                     wait = self.claim_wait if self._starved or not busy else None
+                    if wait is not None and reports:
+                        # A report in flight keeps its task running (a stop waits for it):
+                        # a request carrying reports waits for work only briefly.
+                        wait = min(wait, _REPORT_WAIT)
                     self._direct = wait is not None
                     self._in_claim = True
                 started = time.monotonic()
@@ -462,10 +468,14 @@ class WorkerLoop:
         tasks = [self.manager.claimed_task(task, worker_id) for task in raw]
         self._starved = not tasks
         if self._stop.is_set():
-            self._release(tasks, "worker stopping")
-        elif tasks:
+            # Stopping: tasks the claim started are running on the server, so they are run
+            # like the others that run; merely claimed ones are handed back.
+            started = [t for t in tasks if t.task.status is TaskStatus.RUNNING]
+            self._release([t for t in tasks if t not in started], "worker stopping")
+            tasks = started
+        if tasks:
             self._dispatch(tasks)
-        elif wait is not None and not waited:
+        elif wait is not None and not waited and not self._stop.is_set():
             self._stop.wait(self.poll_interval)  # the server does not long-poll
 
     def _round(self, reports: list[_Finished], free: int, wait: float | None) -> Exchange | None:
