@@ -24,6 +24,7 @@ The systems, alternated within each round (the order rotates from round to round
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -141,10 +142,13 @@ class JoblibLoad:
             self.group.go()
             return self.group.pids
         self._before = self._serving()
-        command = [str(Path(sys.executable).parent / "zndraw-joblib"), "worker", "_noop:Noop"]
+        # BENCH_WORKER_COMMAND: another installation's command (e.g. an older release's)
+        default = Path(sys.executable).parent / "zndraw-joblib"
+        executable = os.environ.get("BENCH_WORKER_COMMAND", str(default))
+        command = [executable, "worker", "_noop:Noop"]
         command += ["--url", self.s.base, "--token", self.s.token]
         slots, procs = (SLOTS, 1) if self.kind == "worker_1x8" else (1, SLOTS)
-        env = {"PYTHONPATH": str(HERE), "PATH": str(Path(sys.executable).parent)}
+        env = {"PYTHONPATH": str(HERE), "PATH": str(Path(executable).parent)}
         self.procs = [
             subprocess.Popen([*command, "--concurrency", str(slots)], env=env)
             for _ in range(procs)

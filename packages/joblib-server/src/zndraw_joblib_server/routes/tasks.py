@@ -288,11 +288,18 @@ async def update_task(
     With `claim_next`, the worker's next claim is made once the update is applied (with
     `Prefer: wait=N` it waits for work as a claim does) and answered in `claimed`.
     """
-    task = await update_service.update_one(db, sink, actor, access, task_id, body, settings)
-    if body.claim_next is None:
+    request = body.claim_next
+    if request is None or db.is_postgres:
+        task = await update_service.update_one(db, sink, actor, access, task_id, body, settings)
+        claimed = None
+    else:  # SQLite: the update and the claim commit together
+        async with db.write(sink) as uow:
+            task = await update_service.update_task(uow, actor, access, task_id, body, settings)
+            claimed = await waiting.claim_within(uow, actor, request, settings)
+    if request is None:
         return task
     wait = _claim_wait(prefer, settings, response)
-    claimed = await waiting.claim_next(db, sink, actor, body.claim_next, wait, settings)
+    claimed = await waiting.claim_after(db, sink, actor, request, wait, settings, claimed)
     return TaskUpdateResponse.model_construct(**dict(task), claimed=claimed)
 
 
@@ -330,11 +337,11 @@ async def update_tasks(
         outcomes = await update_service.update_tasks(
             uow, actor, access, items, settings, minimal=minimal
         )
+        claimed = await waiting.claim_within(uow, actor, claim, settings)
     applied = ["return=minimal"] if minimal else []
-    claimed = None
     if claim is not None:
         wait = wait_seconds(prefer, _claim_cap(settings))
-        claimed = await waiting.claim_next(db, sink, actor, claim, wait, settings)
+        claimed = await waiting.claim_after(db, sink, actor, claim, wait, settings, claimed)
         applied += [] if wait is None else [_applied(wait)]
     if applied:
         response.headers["Preference-Applied"] = ", ".join(applied)

@@ -19,9 +19,15 @@ from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
+from zndraw_joblib_server.storage import (
+    ClaimOffer,
+    Database,
+    EventSink,
+    Subscription,
+    UnitOfWork,
+)
 
-__all__ = ["claim", "claim_next", "read_task"]
+__all__ = ["claim", "claim_after", "claim_next", "claim_within", "read_task"]
 
 
 async def claim(
@@ -84,6 +90,45 @@ async def claim_next(
     except ProblemError as exc:
         return ClaimNextResponse(problem=exc.to_problem())
     return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
+
+
+async def claim_within(
+    uow: UnitOfWork, actor: Actor, request: TaskClaimRequest | None, settings: JobLibSettings
+) -> ClaimNextResponse | None:
+    """On SQLite, the claim of ``claim_next`` in the update's own transaction (one commit).
+
+    None on PostgreSQL (or without ``claim_next``): there the update and the claim each run
+    as their own statements outside a transaction, which costs fewer round trips. A refused
+    claim has written nothing (it fails on the worker's lookup), so the update still commits.
+    """
+    if request is None or uow.dialect == "postgresql":
+        return None
+    try:
+        tasks, _ = await claim_service.claim_tasks(
+            uow, actor, request.worker_id, request.max_tasks, settings, start=request.start
+        )
+    except ProblemError as exc:
+        return ClaimNextResponse(problem=exc.to_problem())
+    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
+
+
+async def claim_after(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    request: TaskClaimRequest,
+    wait: float | None,
+    settings: JobLibSettings,
+    claimed: ClaimNextResponse | None,
+) -> ClaimNextResponse:
+    """The claim an update answers with.
+
+    What the update's transaction claimed (:func:`claim_within`), else a claim of its own,
+    which waits for work with ``wait``.
+    """
+    if claimed is not None and (claimed.tasks or claimed.problem is not None or wait is None):
+        return claimed
+    return await claim_next(db, sink, actor, request, wait, settings)
 
 
 class _Claim:
