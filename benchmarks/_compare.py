@@ -88,7 +88,7 @@ class JoblibLoad:
         self.group: Group | None = None
         self.stop = CTX.Event()
         self._rounds = 0
-        self._before = 0
+        self._before: set[str] = set()
 
     def _put_job(self, worker_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -167,15 +167,16 @@ class JoblibLoad:
         if self.kind == "lean":
             return
         deadline = time.monotonic() + timeout
-        while self._serving() < self._before + len(self.procs):
+        # new workers among the job's (the sweeper may drop the lean workers meanwhile)
+        while len(self._serving() - self._before) < len(self.procs):
             if time.monotonic() > deadline:
                 raise RuntimeError("zndraw-joblib worker did not register in time")
             time.sleep(0.05)
 
-    def _serving(self) -> int:
+    def _serving(self) -> set[str]:
         resp = self.http.get(f"{PREFIX}/rooms/@global/jobs/{JOB}")
         resp.raise_for_status()
-        return len(resp.json()["workers"])
+        return set(resp.json()["workers"])
 
     def remaining(self) -> int:
         """Tasks of this round not completed yet."""
