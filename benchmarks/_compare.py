@@ -150,7 +150,9 @@ class JoblibLoad:
         slots, procs = (SLOTS, 1) if self.kind == "worker_1x8" else (1, SLOTS)
         env = {"PYTHONPATH": str(HERE), "PATH": str(Path(executable).parent)}
         self.procs = [
-            subprocess.Popen([*command, "--concurrency", str(slots)], env=env)
+            subprocess.Popen(
+                [*command, "--concurrency", str(slots)], env=env, stdout=subprocess.DEVNULL
+            )
             for _ in range(procs)
         ]
         return [p.pid for p in self.procs]
