@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Literal
 
@@ -76,8 +77,8 @@ async def claim_next(
     A refused claim (no such worker, another user's) does not undo the update: the answer
     carries the problem instead of raising it.
     """
-    try:
-        tasks = await claim(
+    return await _answer(
+        claim(
             db,
             sink,
             actor,
@@ -87,6 +88,13 @@ async def claim_next(
             settings,
             start=request.start,
         )
+    )
+
+
+async def _answer(claiming: Awaitable[list[TaskResponse]]) -> ClaimNextResponse:
+    """The answer of a claim made for an update; a refusal becomes the answer's problem."""
+    try:
+        tasks = await claiming
     except ProblemError as exc:
         return ClaimNextResponse(problem=exc.to_problem())
     return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
@@ -103,13 +111,14 @@ async def claim_within(
     """
     if request is None or uow.dialect == "postgresql":
         return None
-    try:
+
+    async def claiming() -> list[TaskResponse]:
         tasks, _ = await claim_service.claim_tasks(
             uow, actor, request.worker_id, request.max_tasks, settings, start=request.start
         )
-    except ProblemError as exc:
-        return ClaimNextResponse(problem=exc.to_problem())
-    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
+        return tasks
+
+    return await _answer(claiming())
 
 
 async def claim_after(
