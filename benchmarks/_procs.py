@@ -54,6 +54,11 @@ class Group:
         for proc in self._procs:
             proc.start()
 
+    @property
+    def pids(self) -> list[int]:
+        """The children's process ids."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until every child called ``start()``."""
         deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from _api import PREFIX
 from _http import Conn, Reply
 from _stats import split
 
-__all__ = ["claimer", "drainer", "hammer_live", "idler", "parker", "submitter"]
+__all__ = ["claimer", "drainer", "hammer_live", "idler", "lean_worker", "parker", "submitter"]
 
 Start = Callable[[], object]
 MAX_ERRORS_KEPT = 5
@@ -101,15 +102,54 @@ def submitter(
         for thread in threads:
             thread.start()
         start()
+        cpu = _cpu_s()
         end[0] = time.monotonic() + deadline_s
         go.set()
         for thread in threads:
             thread.join()
         t_end = time.monotonic()
+        cpu = _cpu_s() - cpu
     finally:
         for conn in conns:
             conn.close()
-    return {"ids": ids, "errors": errors, "t_end": t_end}
+    return {"ids": ids, "errors": errors, "t_end": t_end, "cpu_s": cpu}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def lean_worker(start: Start, base: str, token: str, worker_id: str, stop: Any) -> dict[str, Any]:
+    """One worker slot at one request per task until ``stop`` is set.
+
+    A claim that starts its task (``start``), then each completion carries the next claim
+    (``claim_next``); both wait for work up to a second (``Prefer: wait=1``).
+    """
+    completed = 0
+    errors: list[str] = []
+    wait = {"Prefer": "wait=1"}
+    claim = {"worker_id": worker_id, "start": True}
+    with Conn(base, token) as client:
+        client.get("/health/live")
+        start()
+        tasks: list[dict[str, Any]] = []
+        while not stop.is_set():
+            if not tasks:
+                resp = client.post(f"{PREFIX}/tasks/claim", claim, headers=wait)
+                if resp.status != 200:
+                    errors.append(f"claim -> {resp.status}: {resp.text[:300]}")
+                    break
+                tasks = resp.json()["tasks"]
+                continue
+            body = {"status": "completed", "worker_id": worker_id, "claim_next": claim}
+            resp = client.patch(f"{PREFIX}/tasks/{tasks[0]['id']}", body, headers=wait)
+            if resp.status != 200:
+                errors.append(f"complete -> {resp.status}: {resp.text[:300]}")
+                break
+            completed += 1
+            tasks = resp.json()["claimed"]["tasks"]
+    return {"completed": completed, "errors": errors[:MAX_ERRORS_KEPT]}
 
 
 def drainer(

@@ -3,7 +3,7 @@
 Usage::
 
     uv run python benchmarks/bench.py [--database-url URL] [--quick] [--scenario NAME ...]
-                                      [--runs N]
+                                      [--runs N] [--compare celery]
 
 Each scenario starts the server (uvicorn, ``zndraw-joblib-server serve``) in its own process
 on a fresh database, drives it from separate client processes over 127.0.0.1 and prints one
@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _compare import compare_celery
 from _context import Context
 from _e2e import e2e_batched, e2e_unbatched, memory, trivial
 from _latency import claim_latency, idle_queries, wakeup_latency
@@ -46,6 +47,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "wakeup_latency": wakeup_latency,
     "idle_queries": idle_queries,
     "memory": memory,
+    "compare_celery": compare_celery,
 }
 
 
@@ -64,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(SCENARIOS),
         default=None,
         help="Scenarios to run (default: all).",
+    )
+    parser.add_argument(
+        "--compare",
+        choices=["celery"],
+        default=None,
+        help="Run only the comparison with Celery 5 on the local Redis (installs Celery into "
+        "a cache directory on first use; skipped without Redis).",
     )
     parser.add_argument(
         "--runs", type=int, default=None, help="Repetitions per scenario (default 3; 1 quick)."
@@ -112,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             "scale": args.scale,
         }
         try:
-            for name in args.scenario or list(SCENARIOS):
+            default = [] if args.compare else [n for n in SCENARIOS if n != "compare_celery"]
+            chosen = args.scenario or default
+            for name in [*chosen, *(["compare_celery"] if args.compare else [])]:
                 t0 = time.monotonic()
                 load = os.getloadavg()[0]
                 try:

@@ -64,6 +64,7 @@ class FakeServer:
     requests: list[Seen] = field(default_factory=list)
     failures: list[tuple[str, str, Any]] = field(default_factory=list)
     long_poll: bool = True
+    lean: bool = False  # honours a claim's ``start`` and an update's ``claim_next``
     on_get_task: Callable[[dict[str, Any]], None] | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -213,6 +214,8 @@ class FakeServer:
                     headers["Preference-Applied"] = r.headers["prefer"]
                 return httpx.Response(200, json=task, headers=headers)
             status, body = self._update(task, r.body)
+            if status == 200 and self.lean and r.body.get("claim_next"):
+                body["claimed"] = self._claimed(r.body["claim_next"])
             return httpx.Response(status, json=body)
         return httpx.Response(404, json={"detail": "Not Found"})
 
@@ -311,18 +314,31 @@ class FakeServer:
             self.batch_idempotency[(job_name, room, key)] = [t["id"] for t in created]
         return httpx.Response(202, json={"items": created})
 
+    def _claimed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The claim of a lean server's ``claim_next`` (no waiting)."""
+        if body["worker_id"] not in self.workers:
+            return {"task": None, "tasks": [], "problem": problem(404, "worker-not-found").json()}
+        tasks = self._take(body)
+        return {"task": tasks[0] if tasks else None, "tasks": tasks, "problem": None}
+
+    def _take(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        wid = body["worker_id"]
+        served = {name for name, job in self.jobs.items() if wid in job["workers"]}
+        status = "running" if self.lean and body.get("start") else "claimed"
+        claimed = []
+        for task in self.tasks.values():
+            if len(claimed) >= body.get("max_tasks", 1):
+                break
+            if task["status"] == "pending" and task["job_name"] in served:
+                task.update(status=status, worker_id=wid, attempt=task["attempt"] + 1)
+                claimed.append(dict(task))
+        return claimed
+
     def _claim(self, r: Seen) -> httpx.Response:
         wid = r.body["worker_id"]
         if wid not in self.workers:
             return problem(404, "worker-not-found")
-        served = {name for name, job in self.jobs.items() if wid in job["workers"]}
-        claimed = []
-        for task in self.tasks.values():
-            if len(claimed) >= r.body.get("max_tasks", 1):
-                break
-            if task["status"] == "pending" and task["job_name"] in served:
-                task.update(status="claimed", worker_id=wid, attempt=task["attempt"] + 1)
-                claimed.append(dict(task))
+        claimed = self._take(r.body)
         headers = {}
         if "prefer" in r.headers and self.long_poll:
             headers["Preference-Applied"] = r.headers["prefer"]
@@ -359,7 +375,9 @@ class FakeServer:
                 task[key] = body[key]
         return 200, dict(task)
 
-    def _batch(self, items: list[dict[str, Any]]) -> httpx.Response:
+    def _batch(self, body: list[dict[str, Any]] | dict[str, Any]) -> httpx.Response:
+        items = body if isinstance(body, list) else body["items"]
+        claim = None if isinstance(body, list) else body.get("claim_next")
         out = []
         for item in items:
             task = self.tasks.get(item["task_id"])
@@ -371,7 +389,10 @@ class FakeServer:
                 out.append({"task_id": item["task_id"], "ok": True, "task": body})
             else:
                 out.append({"task_id": item["task_id"], "ok": False, "problem": body})
-        return httpx.Response(200, json={"items": out})
+        answer: dict[str, Any] = {"items": out}
+        if self.lean and claim:
+            answer["claimed"] = self._claimed(claim)
+        return httpx.Response(200, json=answer)
 
 
 @pytest.fixture

@@ -66,7 +66,9 @@ def finished(server, task_id):
 
 
 def updates(server, task_id):
-    return [s.body for s in server.seen("PATCH", f"/v1/joblib/tasks/{task_id}")]
+    """The updates sent for the task (without the next claim a report may carry)."""
+    seen = server.seen("PATCH", f"/v1/joblib/tasks/{task_id}")
+    return [{k: v for k, v in s.body.items() if k != "claim_next"} for s in seen]
 
 
 def test_completed_with_result(server, make_manager, until):
@@ -366,3 +368,78 @@ def test_idle_worker_heartbeats_when_claims_stall(server, make_manager, until):
     )
     until(lambda: len(server.seen("PATCH", r"/v1/joblib/workers/.*")) >= 2)
     manager.stop(timeout=5)
+
+
+# -- a server that takes start and claim_next: one request per task ----------------------
+
+CLAIM = "/v1/joblib/tasks/claim"
+
+
+def test_one_request_per_task_in_steady_state(server, make_manager, until):
+    server.lean = True
+    manager = make_manager()
+    manager.register(Greet)
+    ids = [server.add_task(GREET, {"name": str(n)}) for n in range(5)]
+    manager.start(**FAST)
+    for task_id in ids:
+        until(finished(server, task_id))
+    manager.stop(timeout=5)
+    assert [server.tasks[t]["result"]["greeting"] for t in ids] == [
+        f"Hello, {n}!" for n in range(5)
+    ]
+    requests = [(r.method, r.path, r.body) for r in server.requests]
+    last = max(i for i, (m, p, _) in enumerate(requests) if m == "PATCH" and ids[-1] in p)
+    before = requests[: last + 1]
+    # one claim to begin with; every other task came with the previous task's report
+    assert [m for m, p, _ in before if p == CLAIM] == ["POST"]
+    (claim,) = [b for _, p, b in before if p == CLAIM]
+    assert claim["start"] is True  # the first claim also started its task
+    reports = [(p, b) for m, p, b in before if m == "PATCH"]
+    assert [p.rsplit("/", 1)[1] for p, _ in reports] == ids  # no separate start
+    assert all(b["status"] == "completed" and b["claim_next"]["start"] for _, b in reports)
+
+
+def test_free_slots_claim_together_and_reports_carry_claims(server, make_manager, until):
+    server.lean = True
+    manager = make_manager()
+    manager.register(Gate)
+    ids = [server.add_task("@global:analysis:Gate", {}) for _ in range(5)]
+    manager.start(**FAST, concurrency=3)
+    until(lambda: sum(server.tasks[t]["status"] == "running" for t in ids) == 3)
+    first = server.seen("POST", CLAIM)[0].body
+    assert first["max_tasks"] == 3
+    assert first["start"] is True
+    for task_id in ids:
+        gate(task_id).set()
+    for task_id in ids:
+        until(finished(server, task_id))
+    manager.stop(timeout=5)
+    assert all(server.tasks[t]["result"] == "done" for t in ids)
+    patched = [r.body for r in server.requests if r.method == "PATCH"]
+    entries = []
+    for body in patched:
+        entries += body if isinstance(body, list) else body.get("items", [body])
+    assert sorted(e.get("status") for e in entries) == ["completed"] * 5  # no start, no repeat
+
+
+def test_a_server_refusing_start_gets_the_two_step_protocol(server, make_manager, until):
+    server.lean = True
+    refusal = httpx.Response(
+        422,
+        json={"type": "/v1/problems/validation-error", "title": "x", "status": 422},
+        headers={"content-type": "application/problem+json"},
+    )
+    server.fail("POST", CLAIM, refusal)
+    manager = make_manager()
+    manager.register(Greet)
+    task_id = server.add_task(GREET, {"name": "Ada"})
+    manager.start(**FAST)
+    until(finished(server, task_id))
+    manager.stop(timeout=5)
+    assert server.tasks[task_id]["status"] == "completed"
+    claims = server.seen("POST", CLAIM)
+    assert "start" in claims[0].body
+    assert all("start" not in c.body for c in claims[1:])
+    updates = [r.body for r in server.seen("PATCH", f"/v1/joblib/tasks/{task_id}")]
+    assert [u["status"] for u in updates] == ["running", "completed"]
+    assert all("claim_next" not in u for u in updates)

@@ -497,7 +497,8 @@ async def test_batch_update_progress_of_many(as_alice, flow) -> None:
 async def test_batch_update_empty_and_malformed(as_alice, problem) -> None:
     resp = await as_alice.patch(f"{P}/tasks", json=[])
     assert resp.status_code == 200
-    assert resp.json() == {"items": []}
+    assert resp.json()["items"] == []
+    assert resp.json().get("claimed") is None  # asked for no claim
     problem(await as_alice.patch(f"{P}/tasks", json={"task_id": "x"}), 422, "validation-error")
     problem(await as_alice.patch(f"{P}/tasks", json=[{"status": "running"}]), 422)
 

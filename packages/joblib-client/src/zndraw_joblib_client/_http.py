@@ -226,8 +226,8 @@ class HttpSession:
         path: str,
         *,
         json: Any = None,
-        data: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        data: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
@@ -241,8 +241,8 @@ class HttpSession:
             method: The HTTP method.
             path: The path, relative to the client's base URL.
             json: A JSON body.
+            content: A body already encoded (its ``Content-Type`` given in ``headers``).
             data: A form body.
-            content: A raw body.
             params: Query parameters (None values are dropped).
             headers: Extra request headers.
             idempotent: Whether resending is harmless; defaults from the method (and an

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
+from zndraw_joblib_client._exchange import Exchange, Report, answer_of, encode, request_of
 from zndraw_joblib_client._http import HttpSession
 from zndraw_joblib_client._registry import Registration
 from zndraw_joblib_client.errors import UnexpectedResponse
@@ -505,6 +506,53 @@ class TasksApi:
         if self.on_provider_reads is not None:
             body["providers"] = True
         return body
+
+    def exchange(
+        self,
+        reports: Sequence[Report],
+        claim: int = 0,
+        wait: float | None = None,
+        *,
+        start: bool = True,
+    ) -> Exchange:
+        """Send reports and claim up to ``claim`` tasks in one request.
+
+        Sent once (the worker loop handles failures): no reports is a claim; one report is
+        ``PATCH /tasks/{id}``, several ``PATCH /tasks``, each with ``claim_next`` when
+        ``claim`` is above 0. ``wait``: the claim may wait this long for work. ``start``:
+        the claimed tasks come back running (False for a server that predates it).
+
+        Raises:
+            ProblemError: The request was refused (a single report's problem, or the claim's).
+        """
+        worker_id = self._require_worker()
+        claim_body: dict[str, Any] | None = None
+        if claim > 0:
+            claim_body = self._claim_body(worker_id, claim)
+            if start:
+                claim_body["start"] = True
+        method, path, body, headers, timeout = request_of(
+            list(reports), claim_body, wait, API_PREFIX
+        )
+        response = self.http.request(
+            method,
+            path,
+            content=encode(body),
+            headers=headers,
+            timeout=timeout,
+            retry_transient=False,
+        )
+        answer = answer_of(
+            list(reports), response.content, response.headers.get("preference-applied", "")
+        )
+        reads = answer.claim.provider_reads if answer.claim is not None else []
+        if self.on_provider_reads is not None and reads:
+            self.on_provider_reads(reads)
+        return answer
+
+    def claimed_task(self, task: TaskResponse, worker_id: UUID) -> ClaimedTask[Any]:
+        """A claimed task of this client's worker, bound to its registered extension."""
+        return self._claimed(task, worker_id)
 
     def update_task(
         self,

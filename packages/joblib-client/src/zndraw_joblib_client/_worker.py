@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from zndraw_joblib_client._exchange import Exchange, Report
 from zndraw_joblib_client._http import RetryPolicy
 from zndraw_joblib_client.errors import (
     ConnectionFailed,
@@ -31,12 +32,15 @@ from zndraw_joblib_core import (
     MethodNotAllowed,
     NotFound,
     ProblemError,
+    RequestValidationFailed,
     TaskBatchUpdateResponse,
+    TaskClaimResponse,
     TaskResponse,
     TaskStatus,
     Unauthorized,
     WorkerNotFound,
     WorkerResponse,
+    problem_from_body,
 )
 
 __all__ = ["WorkerHost", "WorkerLoop"]
@@ -45,6 +49,13 @@ logger = logging.getLogger("zndraw_joblib_client")
 
 _FATAL = (Unauthorized, Forbidden, LoginFailed)
 _GONE = (LeaseLost, InvalidTaskTransition, NotFound)
+_REPORT_WAIT = 1.0
+"""Longest a request carrying reports waits for the next claim (seconds)."""
+_OLDER_SERVER = (RequestValidationFailed, MethodNotAllowed)
+"""How a server without ``start`` / ``claim_next`` refuses them."""
+
+_Finished = tuple[ClaimedTask[Any], dict[str, Any]]
+"""A finished task and its report's fields."""
 
 
 class WorkerHost(Protocol):
@@ -97,6 +108,21 @@ class WorkerHost(Protocol):
         self, items: Sequence[Mapping[str, Any]], *, minimal: bool = False
     ) -> TaskBatchUpdateResponse:
         """Update several tasks in one request."""
+        ...
+
+    def exchange(
+        self,
+        reports: Sequence[Report],
+        claim: int = 0,
+        wait: float | None = None,
+        *,
+        start: bool = True,
+    ) -> Exchange:
+        """Send reports and a claim in one request (see ``TasksApi.exchange``)."""
+        ...
+
+    def claimed_task(self, task: TaskResponse, worker_id: UUID) -> ClaimedTask[Any]:
+        """A claimed task bound to its registered extension."""
         ...
 
 
@@ -256,6 +282,10 @@ class WorkerLoop:
         self._in_claim = False
         self._error: BaseException | None = None
         self._batch_ok = True
+        self._lean = True  # the server takes start and claim_next (one request per task)
+        self._outbox: list[_Finished] = []  # finished tasks whose reports the loop sends
+        self._direct = True  # finishing tasks report on their own (the loop is waiting)
+        self._starved = False  # the last claim found nothing
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
 
@@ -355,15 +385,30 @@ class WorkerLoop:
         try:
             while True:
                 with self._cond:
-                    while not self._stop.is_set() and len(self._running) >= self.concurrency:
+                    self._direct = False  # finishing tasks leave their reports to the loop
+                    while (
+                        not self._stop.is_set()
+                        and not self._outbox
+                        and len(self._running) >= self.concurrency
+                    ):
                         self._cond.wait(0.5)
                     if self._stop.is_set():
                         break
-                    free = self.concurrency - len(self._running)
+                    reports, self._outbox = self._outbox, []
+                    free = self.concurrency - len(self._running) + len(reports)
+                    busy = len(self._running) > len(reports)
+                    # Wait for work only when nothing else runs, or when a claim just found
+                    # nothing; while the request waits, finishing tasks report on their own.
+                    wait = self.claim_wait if self._starved or not busy else None
+                    if wait is not None and reports:
+                        # A report in flight keeps its task running (a stop waits for it):
+                        # a request carrying reports waits for work only briefly.
+                        wait = min(wait, _REPORT_WAIT)
+                    self._direct = wait is not None
                     self._in_claim = True
                 started = time.monotonic()
                 try:
-                    self._cycle(free)
+                    self._cycle(reports, free, wait)
                 except Exception as exc:
                     if self._stop.is_set():
                         logger.debug("loop ended during shutdown: %s", exc)
@@ -380,6 +425,9 @@ class WorkerLoop:
         finally:
             with self._cond:
                 self._in_claim = False
+                self._direct = True
+                reports, self._outbox = self._outbox, []
+            self._report_each(reports)
             if self._pool is not None:
                 self._pool.shutdown(wait=not self._force.is_set())
             self._done.set()
@@ -387,15 +435,13 @@ class WorkerLoop:
             with self._cond:
                 self._cond.notify_all()
 
-    def _cycle(self, free: int) -> None:
-        """Claim up to ``free`` tasks once and run (or hand out) what was claimed."""
+    def _cycle(self, reports: list[_Finished], free: int, wait: float | None) -> None:
+        """Send the finished tasks' reports with a claim for ``free`` slots; run what came."""
         try:
             worker_id = self.manager.ensure_worker()
             try:
                 self._last_claim = time.monotonic()
-                tasks, waited = self.manager.claim_detailed(
-                    free, wait=self.claim_wait, retry_transient=False
-                )
+                answer = self._round(reports, free, wait)
                 self._outage.ended()
                 self._just_recovered = False
             except WorkerNotFound:
@@ -406,22 +452,78 @@ class WorkerLoop:
                 self._just_recovered = True
                 return
         finally:
+            for task, _fields in reports:
+                self._forget(task)
             with self._cond:
                 self._in_claim = False
                 self._cond.notify_all()
+        if answer is not None and answer.claim is not None:
+            self._take(answer.claim, worker_id, answer.waited, wait)
+
+    def _take(
+        self, answer: TaskClaimResponse, worker_id: UUID, waited: bool, wait: float | None
+    ) -> None:
+        """Handle a claim's answer, a claim's or an update's ``claimed``: the one place."""
+        raw = answer.tasks or ([answer.task] if answer.task is not None else [])
+        tasks = [self.manager.claimed_task(task, worker_id) for task in raw]
+        self._starved = not tasks
         if self._stop.is_set():
-            self._release(tasks, "worker stopping")
-        elif tasks:
+            # Stopping: tasks the claim started are running on the server, so they are run
+            # like the others that run; merely claimed ones are handed back.
+            started = [t for t in tasks if t.task.status is TaskStatus.RUNNING]
+            self._release([t for t in tasks if t not in started], "worker stopping")
+            tasks = started
+        if tasks:
             self._dispatch(tasks)
-        elif not waited:
-            self._stop.wait(self.poll_interval)
+        elif wait is not None and not waited and not self._stop.is_set():
+            self._stop.wait(self.poll_interval)  # the server does not long-poll
+
+    def _round(self, reports: list[_Finished], free: int, wait: float | None) -> Exchange | None:
+        """One request: the reports and a claim; None when no claim was made."""
+        answer = self._send_round(reports, free, wait)
+        if answer is None:
+            return None
+        for (task, _fields), outcome in zip(reports, answer.outcomes, strict=False):
+            if not outcome.ok:
+                logger.warning("task %s: update refused (%s)", task.task_id, outcome.problem)
+        problem = getattr(answer.claim, "problem", None)
+        if problem is not None:
+            raise problem_from_body(problem)  # the reports were applied; the claim was not
+        return answer
+
+    def _send_round(
+        self, reports: list[_Finished], free: int, wait: float | None
+    ) -> Exchange | None:
+        if self._lean:
+            lean = [Report(task.task_id, task.worker_id, fields) for task, fields in reports]
+            try:
+                return self.manager.exchange(lean, free, wait)
+            except Exception as exc:
+                older = isinstance(exc, _OLDER_SERVER)
+                if isinstance(exc, _FATAL) or not (reports or older):
+                    raise
+                if not older and not is_transient(exc) and len(reports) == 1:
+                    task = reports[0][0]
+                    logger.warning("task %s: update refused (%s)", task.task_id, exc)
+                    return None  # nothing was claimed either
+                if not older:
+                    self._report_each(reports)  # report the usual way (retrying)
+                    return None
+                logger.info("the server predates claim_next (%s): two requests per task", exc)
+                self._lean = False
+        self._report_each(reports)
+        return self.manager.exchange([], free, wait, start=False)
 
     def _dispatch(self, tasks: list[ClaimedTask[Any]]) -> None:
         with self._cond:
             for task in tasks:
                 self._running[task.task_id] = task
         try:
-            started = self._start_tasks(tasks)
+            # A server that ignores ``start`` hands the tasks out claimed: start them here.
+            started = [t for t in tasks if t.task.status is not TaskStatus.CLAIMED]
+            fresh = [t for t in tasks if t.task.status is TaskStatus.CLAIMED]
+            if fresh:
+                started += self._start_tasks(fresh)
         except BaseException:
             for task in tasks:
                 self._forget(task)
@@ -469,6 +571,7 @@ class WorkerLoop:
         return started
 
     def _run_one(self, task: ClaimedTask[Any]) -> None:
+        queued = False
         try:
             if task.task.cancel_requested:
                 task.request_cancel()
@@ -477,11 +580,26 @@ class WorkerLoop:
             except LeaseLost as exc:
                 logger.warning("task %s: lease lost while running (%s)", task.task_id, exc)
                 return
-            self._send(task, **outcome)
+            queued = self._finish(task, outcome)
         except Exception as exc:
             self._fail(exc)
         finally:
-            self._forget(task)
+            if not queued:
+                self._forget(task)
+
+    def _finish(self, task: ClaimedTask[Any], fields: dict[str, Any]) -> bool:
+        """Report a finished task: queued for the loop's next request (True), or sent now.
+
+        The loop sends queued reports with its next claim; while its request waits for work
+        (or after it stopped), a task reports on its own so its outcome is not held back.
+        """
+        with self._cond:
+            if self._pool is None or not self._direct:
+                self._outbox.append((task, fields))
+                self._cond.notify_all()
+                return True
+        self._send(task, **fields)
+        return False
 
     def _outcome(self, task: ClaimedTask[Any]) -> dict[str, Any]:
         if task.cancel_requested:
@@ -511,6 +629,10 @@ class WorkerLoop:
         return {"status": TaskStatus.COMPLETED, "result": result}
 
     # -- reporting ------------------------------------------------------------------------
+
+    def _report_each(self, reports: list[_Finished]) -> None:
+        for task, fields in reports:
+            self._send(task, **fields)
 
     def _send(self, task: ClaimedTask[Any], **fields: Any) -> Any:
         """PATCH the task, retrying transient failures; None when the task is no longer ours."""

@@ -157,6 +157,8 @@ class JobManager:
     claim_detailed = _Delegate(TasksApi.claim_detailed)
     update_task = _Delegate(TasksApi.update_task)
     update_tasks = _Delegate(TasksApi.update_tasks)
+    exchange = _Delegate(TasksApi.exchange)
+    claimed_task = _Delegate(TasksApi.claimed_task)
 
     @property
     def idempotent_submits(self) -> bool:

@@ -16,17 +16,22 @@ __all__ = [
     "MAX_CLAIM_BATCH",
     "MAX_PRIORITY",
     "MAX_SUBMIT_BATCH",
+    "MAX_UPDATE_BATCH",
     "MIN_PRIORITY",
+    "ClaimNextResponse",
     "TaskBatchSubmitRequest",
     "TaskBatchSubmitResponse",
     "TaskBatchUpdateItem",
     "TaskBatchUpdateOutcome",
+    "TaskBatchUpdateRequest",
     "TaskBatchUpdateResponse",
     "TaskClaimRequest",
     "TaskClaimResponse",
     "TaskResponse",
     "TaskSubmitRequest",
+    "TaskUpdateClaimRequest",
     "TaskUpdateRequest",
+    "TaskUpdateResponse",
 ]
 
 MIN_PRIORITY = -1_000_000
@@ -40,6 +45,9 @@ MAX_CLAIM_BATCH = 100
 
 MAX_SUBMIT_BATCH = 1000
 """Most tasks one batch submit may create."""
+
+MAX_UPDATE_BATCH = 500
+"""Most entries one batch update may carry."""
 
 
 class TaskSubmitRequest(RequestModel):
@@ -136,11 +144,15 @@ class TaskClaimRequest(RequestModel):
         max_tasks: Claim up to this many tasks at once (default 1).
         providers: The worker serves providers: the answer also lists reads waiting for
             them, and a new read ends a waiting claim (see ``provider_reads``).
+        start: Start the claimed tasks too: they come back ``running`` with their lease
+            and ``started_at`` set, as a ``PATCH`` to ``running`` right after the claim
+            would leave them (default false: ``claimed``).
     """
 
     worker_id: UUID
     max_tasks: int = Field(default=1, ge=1, le=MAX_CLAIM_BATCH)
     providers: bool = False
+    start: bool = False
 
 
 class TaskClaimResponse(ResponseModel):
@@ -181,6 +193,39 @@ class TaskUpdateRequest(RequestModel):
     retry: bool = False
 
 
+class ClaimNextResponse(TaskClaimResponse):
+    """The claim made after an update that asked for one (``claim_next``).
+
+    Attributes:
+        problem: Why the claim was refused (the update itself was applied), e.g.
+            ``worker-not-found``; null when the claim was made (possibly finding nothing).
+    """
+
+    problem: ProblemDetail | None = None
+
+
+class TaskUpdateClaimRequest(TaskUpdateRequest):
+    """Body of ``PATCH /tasks/{task_id}``: an update, optionally with the worker's next claim.
+
+    Attributes:
+        claim_next: Once the update is applied, claim as ``POST /tasks/claim`` with this
+            body would (``Prefer: wait=N`` long-polls for it); the answer carries the
+            claim in ``claimed``. A refused update claims nothing.
+    """
+
+    claim_next: TaskClaimRequest | None = None
+
+
+class TaskUpdateResponse(TaskResponse):
+    """Answer of ``PATCH /tasks/{task_id}``: the task after the update.
+
+    Attributes:
+        claimed: The next claim, when the update asked for one (``claim_next``).
+    """
+
+    claimed: ClaimNextResponse | None = None
+
+
 class TaskBatchUpdateItem(TaskUpdateRequest):
     """One entry of ``PATCH /tasks``: an update of the task ``task_id``.
 
@@ -212,9 +257,25 @@ class TaskBatchUpdateResponse(ResponseModel):
 
     Attributes:
         items: The outcomes.
+        claimed: The next claim, when the request asked for one (``claim_next``).
     """
 
     items: list[TaskBatchUpdateOutcome]
+    claimed: ClaimNextResponse | None = None
+
+
+class TaskBatchUpdateRequest(RequestModel):
+    """Body of ``PATCH /tasks`` in its object form (the plain list of entries is the other).
+
+    Attributes:
+        items: The updates, applied as the list form applies them.
+        claim_next: Once the updates are applied, claim as ``POST /tasks/claim`` with this
+            body would (``Prefer: wait=N`` long-polls for it); the answer carries the claim
+            in ``claimed``.
+    """
+
+    items: list[TaskBatchUpdateItem] = Field(max_length=MAX_UPDATE_BATCH)
+    claim_next: TaskClaimRequest | None = None
 
 
 class TaskBatchSubmitResponse(ResponseModel):

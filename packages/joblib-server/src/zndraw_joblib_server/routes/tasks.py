@@ -6,21 +6,24 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
+from pydantic import Field
 
 from zndraw_joblib_core import (
     API_PREFIX,
+    MAX_UPDATE_BATCH,
     Page,
-    ProviderReadRequest,
     TaskBatchSubmitRequest,
     TaskBatchSubmitResponse,
     TaskBatchUpdateItem,
+    TaskBatchUpdateRequest,
     TaskBatchUpdateResponse,
     TaskClaimRequest,
     TaskClaimResponse,
     TaskResponse,
     TaskStatus,
     TaskSubmitRequest,
-    TaskUpdateRequest,
+    TaskUpdateClaimRequest,
+    TaskUpdateResponse,
 )
 from zndraw_joblib_server.dependencies import (
     ActorDep,
@@ -41,13 +44,13 @@ from zndraw_joblib_server.routes._common import (
     problems,
     wait_seconds,
 )
-from zndraw_joblib_server.services import provider_reads, waiting
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
+from zndraw_joblib_server.services import waiting
+from zndraw_joblib_server.settings import JobLibSettings
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=False)
 
-MAX_BATCH_UPDATE = 500
 
 StatusFilter = Annotated[TaskStatus | None, Query(description="Only tasks in this state.")]
 
@@ -201,24 +204,27 @@ async def claim_tasks(
     """Claim up to `max_tasks` tasks of the jobs the worker serves.
 
     With `Prefer: wait=N` the request waits until a task is available or N seconds pass,
-    without holding a database connection, and answers `Preference-Applied`.
+    without holding a database connection, and answers `Preference-Applied`. With
+    `start: true` the tasks come back `running`; with `providers: true` the answer also lists
+    the reads waiting for the worker's providers (a new read ends the wait).
     """
+    wait = _claim_wait(prefer, settings, response)
+    return await waiting.claim_request(db, sink, actor, body, wait, settings)
+
+
+def _claim_cap(settings: JobLibSettings) -> float:
+    """The longest a claim may wait."""
     # A waiting claim counts as a heartbeat only when it starts: keep it well inside the
     # worker timeout so an idle worker is never swept while it waits.
-    cap = min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
-    wait = wait_seconds(prefer, cap)
-    reads: list[ProviderReadRequest] = []
-    if body.providers:  # see services.provider_reads: reads end the wait too
-        tasks, reads = await provider_reads.claim_with_reads(
-            db, sink, actor, body.worker_id, body.max_tasks, wait, settings
-        )
-    else:
-        tasks = await waiting.claim(
-            db, sink, actor, body.worker_id, body.max_tasks, wait, settings
-        )
+    return min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
+
+
+def _claim_wait(prefer: str | None, settings: JobLibSettings, response: Response) -> float | None:
+    """A claim's ``Prefer: wait=N`` (capped), announced in ``Preference-Applied``."""
+    wait = wait_seconds(prefer, _claim_cap(settings))
     if wait is not None:
         response.headers["Preference-Applied"] = _applied(wait)
-    return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks, provider_reads=reads)
+    return wait
 
 
 @router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))
@@ -264,27 +270,49 @@ def _version_of(if_none_match: str | None) -> int | None:
 
 
 @router.patch(
-    "/tasks/{task_id}", response_model=TaskResponse, responses=problems(403, 404, 409, 413)
+    "/tasks/{task_id}",
+    response_model=TaskUpdateResponse,
+    responses=problems(403, 404, 409, 413),
 )
 async def update_task(
     task_id: uuid.UUID,
-    body: TaskUpdateRequest,
+    body: TaskUpdateClaimRequest,
+    response: Response,
     actor: ActorDep,
     db: DatabaseDep,
     access: RoomAccessDep,
     settings: SettingsDep,
     sink: EventSinkDep,
+    prefer: PreferHeader = None,
 ) -> TaskResponse:
     """Move a task forward, report progress, a result or a failure.
 
     With `worker_id`, a worker that no longer holds the task's lease gets 409 `lease-lost`.
+    With `claim_next`, the worker's next claim is made once the update is applied (with
+    `Prefer: wait=N` it waits for work as a claim does) and answered in `claimed`.
     """
-    return await update_service.update_one(db, sink, actor, access, task_id, body, settings)
+    request = body.claim_next
+    if request is None or db.is_postgres:
+        task = await update_service.update_one(db, sink, actor, access, task_id, body, settings)
+        claimed = None
+    else:  # SQLite: the update and the claim commit together
+        async with db.write(sink) as uow:
+            task = await update_service.update_task(uow, actor, access, task_id, body, settings)
+            claimed = await waiting.claim_within(uow, actor, request, settings)
+    if request is None:
+        return task
+    wait = _claim_wait(prefer, settings, response)
+    claimed = await waiting.claim_after(db, sink, actor, request, wait, settings, claimed)
+    return TaskUpdateResponse.model_construct(**dict(task), claimed=claimed)
 
 
 @router.patch("/tasks", response_model=TaskBatchUpdateResponse, responses=problems(413))
 async def update_tasks(
-    items: Annotated[list[TaskBatchUpdateItem], Body(max_length=MAX_BATCH_UPDATE)],
+    body: Annotated[
+        Annotated[list[TaskBatchUpdateItem], Field(max_length=MAX_UPDATE_BATCH)]
+        | TaskBatchUpdateRequest,
+        Body(),
+    ],
     response: Response,
     actor: ActorDep,
     db: DatabaseDep,
@@ -295,19 +323,32 @@ async def update_tasks(
         str | None,
         Header(
             description="`return=minimal` (RFC 7240): applied entries answer without the "
-            "task (`task: null`); cheaper when the caller only needs to know what applied."
+            "task (`task: null`); cheaper when the caller only needs to know what applied. "
+            "`wait=N`: with `claim_next`, wait for work as a claim does."
         ),
     ] = None,
 ) -> TaskBatchUpdateResponse:
-    """Apply several task updates in one request; each entry succeeds or fails on its own."""
+    """Apply several task updates in one request; each entry succeeds or fails on its own.
+
+    The body is the list of entries, or an object with the entries in `items` and the
+    worker's next claim in `claim_next`: made once the updates are applied, answered in
+    `claimed`.
+    """
+    items, claim = (body, None) if isinstance(body, list) else (body.items, body.claim_next)
     minimal = prefers_minimal(prefer)
     async with db.write(sink) as uow:
         outcomes = await update_service.update_tasks(
             uow, actor, access, items, settings, minimal=minimal
         )
-    if minimal:
-        response.headers["Preference-Applied"] = "return=minimal"
-    return TaskBatchUpdateResponse(items=outcomes)
+        claimed = await waiting.claim_within(uow, actor, claim, settings)
+    applied = ["return=minimal"] if minimal else []
+    if claim is not None:
+        wait = wait_seconds(prefer, _claim_cap(settings))
+        claimed = await waiting.claim_after(db, sink, actor, claim, wait, settings, claimed)
+        applied += [] if wait is None else [_applied(wait)]
+    if applied:
+        response.headers["Preference-Applied"] = ", ".join(applied)
+    return TaskBatchUpdateResponse(items=outcomes, claimed=claimed)
 
 
 @router.post(

@@ -21,7 +21,7 @@ from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFou
 from zndraw_joblib_server.domain.rules import claim_key, lease_until
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
-from zndraw_joblib_server.services.common import announce, to_response
+from zndraw_joblib_server.services.common import announce, start_task, to_response
 from zndraw_joblib_server.services.records import (
     TASKS,
     StaleRecord,
@@ -134,8 +134,10 @@ def _only_job() -> Any:
     )
 
 
-@lru_cache(maxsize=8)
-def _claim_statement(several_jobs: bool, guarded: bool, dialect: str, alone: bool = False) -> Any:
+@lru_cache(maxsize=16)
+def _claim_statement(
+    several_jobs: bool, guarded: bool, dialect: str, alone: bool = False, start: bool = False
+) -> Any:
     """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
 
     One job (the usual case) is an equality, so both databases walk the claim index in
@@ -151,6 +153,9 @@ def _claim_statement(several_jobs: bool, guarded: bool, dialect: str, alone: boo
     ``alone`` (with ``guarded``): the statement looks the worker's job up itself and claims
     only when the worker serves exactly one (no ``b_job_id``): a whole claim in one round
     trip. Claiming nothing then does not say why; the caller asks again the general way.
+
+    ``start``: the claimed tasks are also started (``running``, ``started_at`` the claim's
+    time); the caller sets the deadline of tasks with a timeout.
     """
     if alone:
         served = TASKS.c.job_id == _only_job()
@@ -190,16 +195,17 @@ def _claim_statement(several_jobs: bool, guarded: bool, dialect: str, alone: boo
             .cte("beat")
         )
         stmt = stmt.where(select(beat.c.id).exists())
-    return prebuilt(
-        stmt.values(
-            status=TaskStatus.CLAIMED,
-            worker_id=task_param("b_worker", "worker_id"),
-            attempt=TASKS.c.attempt + 1,
-            claimed_at=task_param("b_claimed_at", "claimed_at"),
-            lease_expires_at=task_param("b_lease_until", "lease_expires_at"),
-            version=TASKS.c.version + 1,
-        ).returning(*TASKS.c)
-    )
+    values: dict[str, Any] = {
+        "status": TaskStatus.RUNNING if start else TaskStatus.CLAIMED,
+        "worker_id": task_param("b_worker", "worker_id"),
+        "attempt": TASKS.c.attempt + 1,
+        "claimed_at": task_param("b_claimed_at", "claimed_at"),
+        "lease_expires_at": task_param("b_lease_until", "lease_expires_at"),
+        "version": TASKS.c.version + 1,
+    }
+    if start:
+        values["started_at"] = task_param("b_claimed_at", "started_at")
+    return prebuilt(stmt.values(values).returning(*TASKS.c))
 
 
 async def claim_tasks(
@@ -210,12 +216,14 @@ async def claim_tasks(
     settings: JobLibSettings,
     *,
     likely: bool = False,
+    start: bool = False,
 ) -> tuple[list[TaskResponse], list[uuid.UUID]]:
     """Claim up to ``max_tasks`` due pending tasks of the jobs the caller's worker serves.
 
     Order: highest priority first, then earliest ``run_after``, then oldest. ``likely``:
     a task probably waits (the claim was woken by a submit), which makes a claim in one
-    statement worth trying first.
+    statement worth trying first. ``start``: the tasks are started as they are claimed
+    (``running``, as a ``PATCH`` to ``running`` right after the claim would leave them).
 
     Returns:
         The claimed tasks, and the ids of the jobs the worker serves.
@@ -245,7 +253,9 @@ async def claim_tasks(
     hints = caches_of(session).claim_hints
     hint = hints.get(worker_id) if uow.autocommit else None
     if hint is not None and hint[0] and (hint[1] or likely):
-        tasks = await fetch(session, _claim_statement(False, True, uow.dialect, True), params)
+        tasks = await fetch(
+            session, _claim_statement(False, True, uow.dialect, True, start), params
+        )
         job_ids = [tasks[0].job_id] if tasks else []
         hints.put(worker_id, (True, bool(tasks)))
     if not tasks:  # the general way: the worker's jobs first
@@ -256,16 +266,21 @@ async def claim_tasks(
             params["b_job_id"] = job_ids[0]
         else:
             params["b_job_ids"] = job_ids
-        stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect)
+        stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect, False, start)
         tasks = await fetch(session, stmt, params)
         if uow.autocommit:
             hints.put(worker_id, (len(job_ids) == 1, bool(tasks)))
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
-    own_lease = [t for t in tasks if t.lease_seconds]  # else the statement's default
+    # The statement set the default lease; tasks with their own lease (or, started, a
+    # timeout) are finished here.
+    own_lease = [t for t in tasks if t.lease_seconds or (start and t.timeout_seconds is not None)]
     for task in own_lease:
-        task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
+        if start:
+            start_task(task, now, settings)
+        else:
+            task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
     if uow.autocommit:
         for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
             with contextlib.suppress(StaleRecord):
@@ -303,7 +318,7 @@ async def hand_off(
         offer = sub.offer
         try:
             tasks, _ = await claim_tasks(
-                uow, offer.actor, offer.worker_id, offer.max_tasks, settings
+                uow, offer.actor, offer.worker_id, offer.max_tasks, settings, start=offer.start
             )
         except (WorkerNotFound, Forbidden):
             continue

@@ -25,7 +25,7 @@ from zndraw_joblib_core import (
     build_job_name,
     is_valid_room_id,
 )
-from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_seconds
+from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_seconds, lease_until
 from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import UNLOADED, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
@@ -40,6 +40,7 @@ __all__ = [
     "release",
     "release_all",
     "requeue",
+    "start_task",
     "status_event",
     "to_response",
     "validate_room",
@@ -349,3 +350,11 @@ def release(task: TaskLike, now: datetime, settings: JobLibSettings, reason: str
     task.completed_at = now
     task.error = f"{reason} (attempt {task.attempt} of {task.max_attempts})."
     return False
+
+
+def start_task(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
+    """Start ``task`` at ``now``: a fresh lease, and the deadline of a task with a timeout."""
+    task.started_at = now
+    task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
+    if task.timeout_seconds is not None:
+        task.deadline_at = now + timedelta(seconds=task.timeout_seconds)

@@ -23,17 +23,14 @@ from zndraw_joblib_core import (
     ProblemDetail,
     ProviderNotFound,
     ProviderReadFailed,
-    ProviderReadRequest,
     ProviderResultReady,
     ProviderTimeout,
     RequestValidationFailed,
-    TaskResponse,
     TooManyRequests,
     decoded_params,
     request_hash,
 )
-from zndraw_joblib_server.models import Provider, Worker
-from zndraw_joblib_server.services import waiting
+from zndraw_joblib_server.models import Provider
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import check_size
 from zndraw_joblib_server.services.internal_providers import InternalProviders
@@ -47,17 +44,13 @@ from zndraw_joblib_server.storage.provider_cache import (
     PendingRead,
     internal_cache_of,
     provider_cache_of,
+    reads_key,
 )
 
-__all__ = ["claim_with_reads", "read_provider", "reads_key", "result_key", "upload_result"]
+__all__ = ["read_provider", "result_key", "upload_result"]
 
 PROBLEM_JSON = "application/problem+json"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-
-
-def reads_key(worker_id: uuid.UUID) -> str:
-    """Wake-up key of a worker's claim long-poll when a read for it arrives."""
-    return f"provider-reads:{worker_id}"
 
 
 def result_key(provider_id: uuid.UUID, rhash: str) -> str:
@@ -296,53 +289,3 @@ async def upload_result(
             room_id=provider.room_id, provider_name=provider.full_name, request_hash=rhash
         )
         await deliver(sink, [event])
-
-
-async def claim_with_reads(
-    db: Database,
-    sink: EventSink | None,
-    actor: Actor,
-    worker_id: uuid.UUID,
-    max_tasks: int,
-    wait: float | None,
-    settings: JobLibSettings,
-) -> tuple[list[TaskResponse], list[ProviderReadRequest]]:
-    """A claim of a worker that serves providers: tasks, and reads waiting for it.
-
-    A read arriving while the claim waits ends the wait (the answer lists it).
-
-    Raises:
-        WorkerNotFound: No such worker.
-        Forbidden: The worker is not the caller's.
-    """
-    async with db.read() as session:
-        owner = await session.get(Worker, worker_id)
-    if owner is not None and owner.user_id != actor.id:
-        raise Forbidden("This worker belongs to a different user.")
-    cache = provider_cache_of(db)
-    key = reads_key(worker_id)
-    since = db.notifier.seq
-    reads = await cache.take(worker_id) if owner is not None else []
-    tasks = await waiting.claim(
-        db,
-        sink,
-        actor,
-        worker_id,
-        max_tasks,
-        None if reads else wait,
-        settings,
-        interrupt=[key],
-        since=since,
-    )
-    if not reads:
-        reads = await cache.take(worker_id)
-    return tasks, [_read_request(r) for r in reads]
-
-
-def _read_request(read: PendingRead) -> ProviderReadRequest:
-    return ProviderReadRequest(
-        provider_id=read.provider_id,
-        provider_name=read.provider_name,
-        request_hash=read.request_hash,
-        params=read.params,
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -38,6 +38,7 @@ from zndraw_joblib_server.services.common import (
     announce,
     check_size,
     requeue,
+    start_task,
 )
 from zndraw_joblib_server.services.records import (
     LIGHT_FIELDS,
@@ -207,10 +208,7 @@ def _apply(
         task.lease_expires_at = now + lease_for(task, settings)
     elif effect == Effect.START:
         task.status = TaskStatus.RUNNING
-        task.started_at = now
-        task.lease_expires_at = now + lease_for(task, settings)
-        if task.timeout_seconds is not None:
-            task.deadline_at = now + timedelta(seconds=task.timeout_seconds)
+        start_task(task, now, settings)
     elif effect == Effect.FAIL and body.retry:
         after = after_lost_attempt(task.cancel_requested, task.attempt, task.max_attempts)
         if after == TaskStatus.PENDING:

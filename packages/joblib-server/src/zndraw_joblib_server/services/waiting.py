@@ -10,19 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from zndraw_joblib_core import TaskResponse
-from zndraw_joblib_server.models import utcnow
+from zndraw_joblib_core import (
+    ClaimNextResponse,
+    Forbidden,
+    ProblemError,
+    ProviderReadRequest,
+    TaskClaimRequest,
+    TaskClaimResponse,
+    TaskResponse,
+)
+from zndraw_joblib_server.models import Worker, utcnow
 from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import ClaimOffer, Database, EventSink, Subscription
+from zndraw_joblib_server.storage import (
+    ClaimOffer,
+    Database,
+    EventSink,
+    Subscription,
+    UnitOfWork,
+)
+from zndraw_joblib_server.storage.provider_cache import provider_cache_of, reads_key
 
-__all__ = ["claim", "read_task"]
+__all__ = ["claim", "claim_after", "claim_next", "claim_request", "claim_within", "read_task"]
 
 
 async def claim(
@@ -34,13 +49,15 @@ async def claim(
     wait: float | None,
     settings: JobLibSettings,
     *,
+    start: bool = False,
     interrupt: Sequence[str] = (),
     since: int | None = None,
 ) -> list[TaskResponse]:
     """``POST /tasks/claim``: claim at once; with ``wait`` (seconds), wait for work first.
 
-    A notification of one of the ``interrupt`` keys after the notifier's count was
-    ``since`` (default: now) ends the wait with what was claimed (e.g. a provider read).
+    ``start``: the tasks are started as they are claimed. A notification of one of the
+    ``interrupt`` keys after the notifier's count was ``since`` (default: now) ends the wait
+    with what was claimed (e.g. a provider read).
 
     Raises:
         WorkerNotFound: No such worker.
@@ -50,15 +67,147 @@ async def claim(
     seq = db.notifier.seq if since is None else since
     async with db.write(sink, autocommit=True) as uow:
         tasks, job_ids = await claim_service.claim_tasks(
-            uow, actor, worker_id, max_tasks, settings
+            uow, actor, worker_id, max_tasks, settings, start=start
         )
         if not tasks and wait is not None:
             due = await claim_service.next_due(uow.session, job_ids)
     if tasks or wait is None:
         return tasks
-    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids)
+    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids, start)
     claim_.interrupt = list(interrupt)
     return await claim_.wait(due, seq, wait)
+
+
+async def claim_request(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    request: TaskClaimRequest,
+    wait: float | None,
+    settings: JobLibSettings,
+) -> TaskClaimResponse:
+    """A claim as its body asks: tasks, and the reads waiting for the worker's providers.
+
+    ``start`` starts the tasks; with ``providers`` the reads waiting for the worker's
+    providers are listed too, and a read arriving while the claim waits ends the wait.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker is not the caller's.
+    """
+    worker_id = request.worker_id
+    if not request.providers:
+        tasks = await claim(
+            db, sink, actor, worker_id, request.max_tasks, wait, settings, start=request.start
+        )
+        return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks)
+    since = db.notifier.seq
+    reads = await _reads(db, actor, worker_id)
+    tasks = await claim(
+        db,
+        sink,
+        actor,
+        worker_id,
+        request.max_tasks,
+        None if reads else wait,
+        settings,
+        start=request.start,
+        interrupt=[reads_key(worker_id)],
+        since=since,
+    )
+    if not reads:
+        reads = await _reads(db, actor, worker_id)
+    return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks, provider_reads=reads)
+
+
+async def _reads(db: Database, actor: Actor, worker_id: uuid.UUID) -> list[ProviderReadRequest]:
+    """The reads waiting for the caller's worker's providers, each handed out once."""
+    async with db.read() as session:
+        owner = await session.get(Worker, worker_id)
+    if owner is None:
+        return []  # the claim answers the missing worker
+    if owner.user_id != actor.id:
+        raise Forbidden("This worker belongs to a different user.")
+    return [
+        ProviderReadRequest(
+            provider_id=read.provider_id,
+            provider_name=read.provider_name,
+            request_hash=read.request_hash,
+            params=read.params,
+        )
+        for read in await provider_cache_of(db).take(worker_id)
+    ]
+
+
+async def claim_next(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    request: TaskClaimRequest,
+    wait: float | None,
+    settings: JobLibSettings,
+) -> ClaimNextResponse:
+    """The claim an update asked for (``claim_next``), made once the update is applied.
+
+    A refused claim (no such worker, another user's) does not undo the update: the answer
+    carries the problem instead of raising it.
+    """
+    try:
+        answer = await claim_request(db, sink, actor, request, wait, settings)
+    except ProblemError as exc:
+        return ClaimNextResponse(problem=exc.to_problem())
+    return ClaimNextResponse(**dict(answer))
+
+
+async def _answer(claiming: Awaitable[list[TaskResponse]]) -> ClaimNextResponse:
+    """The answer of a claim made for an update; a refusal becomes the answer's problem."""
+    try:
+        tasks = await claiming
+    except ProblemError as exc:
+        return ClaimNextResponse(problem=exc.to_problem())
+    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
+
+
+async def claim_within(
+    uow: UnitOfWork, actor: Actor, request: TaskClaimRequest | None, settings: JobLibSettings
+) -> ClaimNextResponse | None:
+    """On SQLite, the claim of ``claim_next`` in the update's own transaction (one commit).
+
+    None on PostgreSQL (or without ``claim_next``): there the update and the claim each run
+    as their own statements outside a transaction, which costs fewer round trips. A refused
+    claim has written nothing (it fails on the worker's lookup), so the update still commits.
+    """
+    if request is None or uow.dialect == "postgresql":
+        return None
+
+    async def claiming() -> list[TaskResponse]:
+        tasks, _ = await claim_service.claim_tasks(
+            uow, actor, request.worker_id, request.max_tasks, settings, start=request.start
+        )
+        return tasks
+
+    return await _answer(claiming())
+
+
+async def claim_after(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    request: TaskClaimRequest,
+    wait: float | None,
+    settings: JobLibSettings,
+    claimed: ClaimNextResponse | None,
+) -> ClaimNextResponse:
+    """The claim an update answers with.
+
+    What the update's transaction claimed (:func:`claim_within`), else a claim of its own,
+    which waits for work with ``wait``.
+    """
+    if claimed is not None and (claimed.tasks or claimed.problem is not None or wait is None):
+        if request.providers and claimed.problem is None:  # the claim checked the worker
+            claimed.provider_reads = await _reads(db, actor, request.worker_id)
+        return claimed
+    return await claim_next(db, sink, actor, request, wait, settings)
 
 
 class _Claim:
@@ -73,6 +222,7 @@ class _Claim:
         max_tasks: int,
         settings: JobLibSettings,
         job_ids: list[uuid.UUID],
+        start: bool,
     ) -> None:
         self.db = db
         self.sink = sink
@@ -81,6 +231,7 @@ class _Claim:
         self.max_tasks = max_tasks
         self.settings = settings
         self.job_ids = job_ids
+        self.start = start
         self.interrupt: list[str] = []
         """Keys whose notification ends the wait early (see :func:`claim`)."""
 
@@ -100,7 +251,7 @@ class _Claim:
         worker_key = f"worker:{self.worker_id}"
         job_keys = [f"job:{j}" for j in self.job_ids]
         offer = (
-            ClaimOffer(self.actor, self.worker_id, self.max_tasks)
+            ClaimOffer(self.actor, self.worker_id, self.max_tasks, self.start)
             if settings.claim_handoff
             else None
         )
@@ -144,7 +295,13 @@ class _Claim:
         due = None
         async with self.db.write(self.sink, autocommit=True) as uow:
             tasks, served = await claim_service.claim_tasks(
-                uow, self.actor, self.worker_id, self.max_tasks, self.settings, likely=woken
+                uow,
+                self.actor,
+                self.worker_id,
+                self.max_tasks,
+                self.settings,
+                likely=woken,
+                start=self.start,
             )
             if not tasks:
                 due = await claim_service.next_due(uow.session, self.job_ids)

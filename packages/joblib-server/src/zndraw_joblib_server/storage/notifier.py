@@ -30,11 +30,13 @@ class ClaimOffer:
         actor: The caller of the waiting claim.
         worker_id: The worker it claims for.
         max_tasks: How many tasks it takes at most.
+        start: Whether the tasks are started as they are claimed.
     """
 
     actor: Any
     worker_id: Any
     max_tasks: int
+    start: bool = False
 
 
 class Subscription:

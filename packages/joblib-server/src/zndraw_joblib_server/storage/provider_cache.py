@@ -31,8 +31,15 @@ __all__ = [
     "ProviderCache",
     "internal_cache_of",
     "provider_cache_of",
+    "reads_key",
     "use_provider_cache",
 ]
+
+
+def reads_key(worker_id: uuid.UUID) -> str:
+    """Wake-up key of a worker's claim long-poll when a read for it arrives."""
+    return f"provider-reads:{worker_id}"
+
 
 Begun = Literal["dispatch", "waiting", "full"]
 """What :meth:`ProviderCache.begin` did: marked a new read (dispatch it), found the read
