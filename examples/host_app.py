@@ -7,12 +7,17 @@
 * Socket.IO (python-socketio) wrapping the FastAPI app: frontends ``join`` a room and get the
   queue's ``task_status_event`` and ``jobs_invalidate`` there; with ``HOST_REDIS_URL`` set,
   emits reach clients of every process through Redis;
+* an ``@internal`` job, ``AddFrames``, that the queue runs inside this server: it edits the
+  room's frames (the host's own table) through a host route that accepts only its per-task
+  token (``task_credential``);
+* an ``@internal`` provider, ``@internal:frames:listing``, answering from that table;
 * the predecessor's models (zndraw-joblib 0.1.x) imported beside the queue's, when installed.
 
 Serve it (the ASGI app is ``app``; ``api`` is the FastAPI app inside)::
 
     export ZNDRAW_JOBLIB_DATABASE_URL=sqlite+aiosqlite:///./host.db
     export ZNDRAW_AUTH_SECRET_KEY=change-me-to-a-long-random-secret-0123456789
+    export HOST_URL=http://127.0.0.1:8000   # where AddFrames calls this host back
     uvicorn examples.host_app:app
 
 Locks live in this process's memory, to keep the example short; a real host keeps them in
@@ -25,17 +30,28 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
 import socketio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from zndraw_auth import AuthSettings, UserCreate, UserRead, auth_backend, fastapi_users
 
 from zndraw_joblib_core import ProblemError
-from zndraw_joblib_server import Actor, JobLibSettings, JobQueue, create_engine, get_room_access
+from zndraw_joblib_server import (
+    Actor,
+    InternalProvider,
+    JobLibSettings,
+    JobQueue,
+    create_engine,
+    get_room_access,
+)
+from zndraw_joblib_server.internal import InternalTask, TaskCredentialDep
 from zndraw_joblib_server.socketio_events import SocketIOEvents, room_of, socketio_server
 
 with contextlib.suppress(ImportError):  # the predecessor's models load beside ours
@@ -70,12 +86,72 @@ async def join(sid: str, data: dict[str, Any]) -> bool:
     return True
 
 
+# --- the host's own table: the frames of each room ----------------------------------------
+host_tables = MetaData()
+frames = Table(
+    "host_frame",
+    host_tables,
+    Column("id", Integer, primary_key=True),
+    Column("room_id", String(64), nullable=False, index=True),
+)
+HOST_URL = os.environ.get("HOST_URL", "http://127.0.0.1:8000")
+
+
+async def frame_count(room_id: str) -> int:
+    """How many frames the room has."""
+    async with locked_sessions() as session:
+        query = select(func.count()).select_from(frames).where(frames.c.room_id == room_id)
+        return int((await session.execute(query)).scalar_one())
+
+
+# --- an @internal job and an @internal provider, run by the queue in this process ---------
+class AddFrames(BaseModel):
+    """Append frames to the room (``@internal:modifiers:AddFrames``)."""
+
+    category: ClassVar[str] = "modifiers"
+    count: int = Field(1, ge=1, le=100)
+
+    def run(self, task: InternalTask, **kwargs: Any) -> dict[str, Any]:
+        # Back into the host's own API, with a token good only while this task runs.
+        answer = httpx.post(
+            f"{HOST_URL}/rooms/{task.room_id}/frames",
+            params={"count": self.count},
+            headers={"Authorization": f"Bearer {task.token()}"},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return dict(answer.json())
+
+
+async def list_frames(params: dict[str, str]) -> dict[str, Any]:
+    """The room's frames, read as ``@internal:frames:listing?room=...``."""
+    return {"room": params["room"], "frames": await frame_count(params["room"])}
+
+
+listing = InternalProvider(
+    "frames",
+    "listing",
+    list_frames,
+    schema={"type": "object", "properties": {"room": {"type": "string"}}, "required": ["room"]},
+)
+
 queue = JobQueue(
     settings,
     engine=engine,
     session_maker=locked_sessions,
     event_sink=SocketIOEvents(sio),
+    internal=[AddFrames],
+    internal_providers=[listing],
 )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The host's table first (before the executor writes), then the queue's start-up."""
+    async with engine.begin() as connection:
+        await connection.run_sync(host_tables.create_all)
+    async with queue.lifespan():
+        yield
 
 
 # --- room locks, refused with the host's own problem --------------------------------------
@@ -103,7 +179,7 @@ class RoomLocks:
 
 
 # --- the host's FastAPI app, with its own error format ------------------------------------
-api = FastAPI(lifespan=queue.lifespan, title="host")
+api = FastAPI(lifespan=lifespan, title="host")
 api.state.auth_settings = AuthSettings()
 queue.include_in(api)  # the queue's routes answer problem+json; the host's handlers stay
 api.dependency_overrides[get_room_access] = RoomLocks
@@ -139,6 +215,23 @@ async def unlock(room_id: str) -> dict[str, Any]:
 async def size(room_id: str, frames: int) -> dict[str, Any]:
     """A host route with a typed query parameter (its 422 is the host's)."""
     return {"ok": True, "frames": frames}
+
+
+@api.post("/rooms/{room_id}/frames")
+async def add_frames(room_id: str, count: int, credential: TaskCredentialDep) -> dict[str, Any]:
+    """Append frames: only for a running task of this room (its per-task token)."""
+    if credential.room_id != room_id:
+        raise HTTPException(403, "The task belongs to another room.")
+    async with locked_sessions() as session:
+        await session.execute(insert(frames), [{"room_id": room_id}] * count)
+        await session.commit()
+    return {"room": room_id, "frames": await frame_count(room_id)}
+
+
+@api.get("/rooms/{room_id}/frames")
+async def room_frames(room_id: str) -> dict[str, Any]:
+    """The room's frame count (no auth, to keep the example short)."""
+    return {"room": room_id, "frames": await frame_count(room_id)}
 
 
 @api.get("/crash")

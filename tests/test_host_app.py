@@ -5,7 +5,8 @@ job, REST calls submit tasks, and a python-socketio client that joined the room 
 queue's events. On PostgreSQL two processes serve one database and Redis carries the emits:
 the Socket.IO client is connected to the other process than the one that changed the task.
 The host's own 422 and 500 answers, its 423 room lock and its wrapped session maker are
-exercised on the way.
+exercised on the way, as are its ``@internal`` job (run inside the server, calling the host
+back with its per-task token), its ``@internal`` provider and a provider of the SDK's worker.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from conftest import SECRET, database_url, free_port  # type: ignore[import-not-
 socketio = pytest.importorskip("socketio")
 pytest.importorskip("aiohttp")
 
-from zndraw_joblib_client import Extension, JobManager  # noqa: E402
+from zndraw_joblib_client import Extension, JobManager, Provider  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REDIS_URL = os.environ.get("ZNDRAW_JOBLIB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -43,6 +44,16 @@ class Scale(Extension):
 
     def run(self, task: Any = None, **kwargs: Any) -> dict[str, float]:
         return {"scaled": 2 * self.factor}
+
+
+class Listing(Provider):
+    """The entries of a directory of the worker's machine (a dict here)."""
+
+    category = "filesystem"
+    path: str = "."
+
+    def read(self, handler: Any) -> Any:
+        return {"path": self.path, "entries": handler[self.path]}
 
 
 def _redis_up() -> bool:
@@ -67,6 +78,7 @@ class Host:
             "ZNDRAW_AUTH_SECRET_KEY": SECRET,
             "HOST_REDIS_URL": REDIS_URL,
             "HOST_REDIS_CHANNEL": channel,
+            "HOST_URL": self.url,  # where the example's @internal job calls it back
         }
         self.process = subprocess.Popen(
             [
@@ -181,10 +193,23 @@ async def test_the_example_host_with_a_worker_rest_and_socketio(
             assert bad.headers["content-type"].startswith(PROBLEM_JSON)
             assert bad.json()["type"].endswith("/validation-error")
 
-            # A worker serves the job: the room's job list changed.
+            # A worker serves the job and a provider: the room's lists changed.
             await asyncio.to_thread(manager.register, Scale, room="lab")
-            await asyncio.to_thread(manager.start, concurrency=1)
+            files = await asyncio.to_thread(
+                manager.register_provider,
+                Listing,
+                name="files",
+                handler={"docs": ["index.md", "sdk.md"]},
+                room="lab",
+            )
+            await asyncio.to_thread(manager.start, concurrency=2)  # a spare slot for reads
             await wait_for(lambda e, d: e == "jobs_invalidate", "jobs_invalidate")
+            await wait_for(lambda e, d: e == "providers_invalidate", "providers_invalidate")
+            read = await http.get(
+                f"/v1/joblib/rooms/lab/providers/{files.full_name}", params={"path": "docs"}
+            )
+            assert read.status_code == 200, read.text
+            assert read.json() == {"path": "docs", "entries": ["index.md", "sdk.md"]}
 
             submit = await http.post(
                 "/v1/joblib/rooms/lab/tasks/lab:modifiers:Scale", json={"payload": {"factor": 3}}
@@ -216,6 +241,8 @@ async def test_the_example_host_with_a_worker_rest_and_socketio(
             result = await http.get(f"/v1/joblib/tasks/{task_id}")
             assert result.json()["result"] == {"scaled": 6.0}
 
+            await _internal_job_and_provider(http, wait_for, received)
+
             # The host locks the room: writes answer the host's 423 problem, as is.
             assert (await http.put("/rooms/lab/lock")).status_code == 200
             locked = await http.post(
@@ -232,3 +259,52 @@ async def test_the_example_host_with_a_worker_rest_and_socketio(
     finally:
         await asyncio.to_thread(manager.__exit__, None, None, None)
         await client.disconnect()
+
+
+async def _internal_job_and_provider(
+    http: httpx.AsyncClient, wait_for: Any, received: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """AddFrames edits the host's table through its per-task token; the listing reads it."""
+    job = "@internal:modifiers:AddFrames"
+    jobs = (await http.get("/v1/joblib/rooms/lab/jobs")).json()["items"]
+    assert job in [j["full_name"] for j in jobs]
+    # The host route takes only a running task's token, not a login token.
+    refused = await http.post("/rooms/lab/frames", params={"count": 1})
+    assert refused.status_code == 401, refused.text
+
+    async def add(count: int) -> None:
+        submit = await http.post(
+            f"/v1/joblib/rooms/lab/tasks/{job}", json={"payload": {"count": count}}
+        )
+        assert submit.status_code == 202, submit.text
+        task_id = submit.json()["id"]
+        done = await http.get(f"/v1/joblib/tasks/{task_id}", headers={"Prefer": "wait=20"})
+        assert done.json()["status"] == "completed", done.text
+        _, event = await wait_for(
+            lambda e, d: (
+                e == "task_status_event" and d["id"] == task_id and d["status"] == "completed"
+            ),
+            "completed task_status_event of the internal task",
+        )
+        assert (event["name"], event["room_id"]) == (job, "lab")
+        seen = [
+            d["status"] for e, d in received if e == "task_status_event" and d["id"] == task_id
+        ]
+        lifecycle = ["pending", "claimed", "running", "completed"]
+        assert seen == sorted(set(seen), key=lifecycle.index), seen
+
+    await add(3)
+    assert (await http.get("/rooms/lab/frames")).json() == {"room": "lab", "frames": 3}
+    assert (await http.get("/rooms/other/frames")).json() == {"room": "other", "frames": 0}
+
+    listing = "/v1/joblib/rooms/lab/providers/@internal:frames:listing"
+    first = await http.get(listing, params={"room": "lab"})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"room": "lab", "frames": 3}
+    # More frames: the host's table shows them, the provider's cached answer does not yet.
+    await add(2)
+    assert (await http.get("/rooms/lab/frames")).json()["frames"] == 5
+    assert (await http.get(listing, params={"room": "lab"})).json() == first.json()
+    bad = await http.get(listing)  # the schema requires `room`
+    assert bad.status_code == 422, bad.text
+    assert bad.headers["content-type"].startswith(PROBLEM_JSON)
