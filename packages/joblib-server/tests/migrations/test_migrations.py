@@ -151,10 +151,12 @@ async def main_async(argv: list[str]) -> None:
 
 @pytest.fixture(autouse=True)
 def _cli_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
-    """The CLI exports the URL it uses, and ``serve`` wants a secret: keep both per test."""
+    """The CLI exports what it uses (the URL, migrating, ``serve``'s demo internal job) and
+    ``serve`` wants a secret: keep them all per test."""
     monkeypatch.setenv("ZNDRAW_JOBLIB_DATABASE_URL", database_url)
     monkeypatch.setenv("ZNDRAW_AUTH_SECRET_KEY", "x" * 40)
     monkeypatch.delenv("ZNDRAW_JOBLIB_MIGRATE", raising=False)
+    monkeypatch.setenv("ZNDRAW_JOBLIB_INTERNAL_EXTENSIONS", "[]")
 
 
 @pytest.fixture
