@@ -20,6 +20,7 @@ from zndraw_joblib_core import (
     MAX_PRIORITY,
     MAX_SUBMIT_BATCH,
     MIN_PRIORITY,
+    ClaimNextResponse,
     JobRegisterRequest,
     JobResponse,
     JobSummary,
@@ -34,6 +35,7 @@ from zndraw_joblib_core import (
     TaskBatchSubmitResponse,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
+    TaskBatchUpdateRequest,
     TaskBatchUpdateResponse,
     TaskClaimRequest,
     TaskClaimResponse,
@@ -42,7 +44,9 @@ from zndraw_joblib_core import (
     TaskSubmitRequest,
     TaskTokenRequest,
     TaskTokenResponse,
+    TaskUpdateClaimRequest,
     TaskUpdateRequest,
+    TaskUpdateResponse,
     UTCDateTime,
     WorkerResponse,
     WorkerSummary,
@@ -119,6 +123,17 @@ REQUEST_SAMPLES: list[RequestModel] = [
         worker_id=W1,
     ),
     ProviderRegisterRequest(category="filesystem", name="Bare"),
+    TaskClaimRequest(worker_id=W1, max_tasks=2, start=True),
+    TaskUpdateClaimRequest(
+        status=TaskStatus.COMPLETED,
+        worker_id=W1,
+        result={"ok": True},
+        claim_next=TaskClaimRequest(worker_id=W1, max_tasks=3, start=True),
+    ),
+    TaskBatchUpdateRequest(
+        items=[TaskBatchUpdateItem(task_id=W2, status=TaskStatus.COMPLETED, worker_id=W1)],
+        claim_next=TaskClaimRequest(worker_id=W1, providers=True),
+    ),
 ]
 
 RESPONSE_SAMPLES: list[ResponseModel] = [
@@ -168,6 +183,17 @@ RESPONSE_SAMPLES: list[ResponseModel] = [
         created_at=T0,
     ),
     TaskClaimResponse(task=_task(id=W1), tasks=[_task(id=W1), _task(id=W2)]),
+    ClaimNextResponse(task=_task(id=W2), tasks=[_task(id=W2)]),
+    ClaimNextResponse(
+        problem=ProblemDetail(
+            type="/v1/problems/worker-not-found", title="Worker not found", status=404
+        )
+    ),
+    TaskUpdateResponse(**dict(_task(id=W1, status=TaskStatus.COMPLETED)), claimed=None),
+    TaskUpdateResponse(
+        **dict(_task(id=W1, status=TaskStatus.COMPLETED)),
+        claimed=ClaimNextResponse(task=None, tasks=[]),
+    ),
     TaskBatchSubmitResponse(items=[_task(id=W1, status=TaskStatus.PENDING), _task(id=W2)]),
     TaskBatchUpdateOutcome(task_id=W1, ok=True, task=_task(id=W1)),
     TaskBatchUpdateResponse(
@@ -236,6 +262,8 @@ def test_request_and_response_models_are_the_expected_split() -> None:
         TaskBatchSubmitRequest,
         TaskTokenRequest,
         ProviderRegisterRequest,
+        TaskUpdateClaimRequest,
+        TaskBatchUpdateRequest,
     }
 
 
