@@ -146,7 +146,8 @@ async def test_database_errors_are_counted(settings, anonymous, as_alice) -> Non
 
     other = create_async_engine(settings.database_url)
     async with other.begin() as conn:
-        await conn.execute(text("DROP TABLE joblib_worker_job_link"))
+        for table in ("provider_read", "provider_result", "provider", "worker_job_link"):
+            await conn.execute(text(f"DROP TABLE joblib_{table}"))  # those naming a worker
         await conn.execute(text("DROP TABLE joblib_worker"))
     await other.dispose()
     for _ in range(2):

@@ -12,7 +12,7 @@ from contextlib import closing
 from fastapi import FastAPI
 from sqlalchemy import inspect, make_url, text
 
-from zndraw_joblib_server.migrations import current, ensure_schema
+from zndraw_joblib_server.migrations import current, ensure_schema, head_revision
 
 P = "/v1/joblib"
 BODY = {"category": "modifiers", "name": "Rotate", "schema": {}}
@@ -44,6 +44,9 @@ def _downgrade_sqlite(path: str) -> None:
 async def _downgrade(app: FastAPI, backend: str, url: str) -> None:
     async with app.state.engine.begin() as conn:  # made before migrations: no revision
         await conn.run_sync(lambda sync: sync.execute(text("DROP TABLE joblib_alembic_version")))
+        for table in ("provider_read", "provider_result", "provider"):  # came with 0002
+            drop = text(f"DROP TABLE joblib_{table}")
+            await conn.run_sync(lambda sync, drop=drop: sync.execute(drop))
     if backend == "sqlite":
         _downgrade_sqlite(str(make_url(url).database))
         return
@@ -73,8 +76,9 @@ async def test_an_older_database_is_upgraded(
     assert not set(NEW_INDEXES) & indexes
 
     assert await current(app.state.engine) is None
-    assert await ensure_schema(app.state.engine) == "current"  # as the next start does
-    assert await current(app.state.engine) == "0001"
+    # adopted as revision 0001 (the schema migrations started from), then migrated on
+    assert await ensure_schema(app.state.engine, migrate=True) == "upgraded"
+    assert await current(app.state.engine) == head_revision()
     columns, indexes = await _shape(app)
     assert "owner_id" in columns
     assert set(NEW_INDEXES) <= indexes
