@@ -105,7 +105,13 @@ def test_cli_submit_wait_inspect_and_errors(server: Any, worker_procs: Any) -> N
 
     table = _cli(server, token, "jobs", "--room", "lab")
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines()[0].split() == ["FULL_NAME", "CATEGORY", "NAME", "WORKERS"]
+    assert table.stdout.splitlines()[0].split() == [
+        "FULL_NAME",
+        "CATEGORY",
+        "NAME",
+        "WORKERS",
+        "LIVE_WORKERS",
+    ]
     assert "lab:modifiers:Double" in table.stdout
 
     # problems answered by the server: exit code 1 and a message on stderr
@@ -152,7 +158,7 @@ def test_cli_jobs_show_prints_workers_and_schema(server: Any, worker_procs: Any)
     shown = _cli(server, token, "jobs", "show", "lab:modifiers:Double", "--room", "lab")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[:3] == ["job      lab:modifiers:Double", "workers  1", "schema"]
+    assert lines[:3] == ["job      lab:modifiers:Double", "workers  1 (1 live)", "schema"]
     schema = json.loads("\n".join(lines[3:]))
     assert schema["properties"]["value"]["type"] == "integer"
     assert schema["additionalProperties"] is False
