@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -159,15 +159,6 @@ async def claim_next(
     return ClaimNextResponse(**dict(answer))
 
 
-async def _answer(claiming: Awaitable[list[TaskResponse]]) -> ClaimNextResponse:
-    """The answer of a claim made for an update; a refusal becomes the answer's problem."""
-    try:
-        tasks = await claiming
-    except ProblemError as exc:
-        return ClaimNextResponse(problem=exc.to_problem())
-    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
-
-
 async def claim_within(
     uow: UnitOfWork, actor: Actor, request: TaskClaimRequest | None, settings: JobLibSettings
 ) -> ClaimNextResponse | None:
@@ -179,14 +170,13 @@ async def claim_within(
     """
     if request is None or uow.dialect == "postgresql":
         return None
-
-    async def claiming() -> list[TaskResponse]:
+    try:
         tasks, _ = await claim_service.claim_tasks(
             uow, actor, request.worker_id, request.max_tasks, settings, start=request.start
         )
-        return tasks
-
-    return await _answer(claiming())
+    except ProblemError as exc:
+        return ClaimNextResponse(problem=exc.to_problem())
+    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
 
 
 async def claim_after(
