@@ -1,12 +1,14 @@
-"""SQLite through aiosqlite's thread (``sqlite_inline=false``), and the inline runner itself."""
+"""SQLite through aiosqlite's thread (``sqlite_inline=false``), and the inline driver itself."""
 
 from __future__ import annotations
 
-import asyncio
+import sqlite3
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_server.storage.sqlite_inline import run_now
+from zndraw_joblib_server.storage.sqlite_inline import INLINE_DRIVER
 
 P = "/v1/joblib"
 
@@ -37,36 +39,28 @@ async def test_a_task_lifecycle_without_the_inline_driver(app, as_alice, flow) -
     assert app.state.joblib_settings.sqlite_inline is False
 
 
-def test_run_now_finishes_what_does_not_suspend() -> None:
-    async def answer() -> int:
-        return 42
-
-    assert run_now(answer()) == 42
-
-
-def test_run_now_refuses_what_suspends() -> None:
-    async def sleeps() -> None:
-        await asyncio.sleep(0)
-
-    with pytest.raises(RuntimeError, match="suspended"):
-        run_now(sleeps())
-
-
-def test_run_now_reads_a_resolved_future() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        future = loop.create_future()
-        future.set_result("done")
-        assert run_now(future) == "done"
-    finally:
-        loop.close()
+async def test_inline_connections_serve_the_async_api_and_plain_sqlite3(app) -> None:
+    """The inline engine's connections are ``sqlite3``'s own, usable through SQLAlchemy's
+    asyncio API (results, transactions) and reachable as the documented driver connection."""
+    engine = app.state.engine
+    assert engine.dialect.driver == INLINE_DRIVER
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.driver_connection, sqlite3.Connection)
+        assert (await conn.execute(text("SELECT 41 + 1"))).scalar_one() == 42
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        await conn.rollback()
+        names = await conn.execute(text("SELECT name FROM sqlite_master WHERE name = 't'"))
+        assert names.all() == []
+    async with AsyncSession(engine) as session:
+        assert (await session.execute(text("SELECT 'ok'"))).scalar_one() == "ok"
 
 
 async def test_a_write_opens_a_new_inline_connection_when_none_is_pooled(
     app, as_alice, flow
 ) -> None:
     """Writes check pooled inline connections out without greenlets; when the pool has none
-    idle, opening one needs the greenlet bridge, and the write still succeeds."""
+    idle, a new one is opened, and the write succeeds."""
     job = await flow.job(as_alice)
     await flow.submit(as_alice, job["full_name"])  # the app now knows its engine is inline
     engine = app.state.engine

@@ -247,6 +247,7 @@ async def test_a_cursor_listener_sees_every_statement(
     full_name = (await flow.job(as_alice, name="Traced"))["full_name"]
     event.listen(target, name, trace)
     try:
+        assert db.direct.counter(db.engine.sync_engine) is None  # through SQLAlchemy
         async with db.write() as uow:
             result = await records.execute(uow.session, stmt, {"job_id": job_id})
             assert not isinstance(result, DirectResult)
@@ -256,6 +257,7 @@ async def test_a_cursor_listener_sees_every_statement(
         assert any(sql.startswith("INSERT INTO joblib_task ") for sql in seen), seen
     finally:
         event.remove(target, name, trace)
+    assert db.direct.counter(db.engine.sync_engine) is not None  # direct again
     async with db.write() as uow:
         result = await records.execute(uow.session, stmt, {"job_id": job_id})
         assert isinstance(result, DirectResult)

@@ -95,7 +95,7 @@ async def test_claim_and_positions_use_the_claim_index_in_generic_plans(
         "position": (positions._AHEAD_OF_ONE, place),
         "position of a new task": (positions._POSITION_OF_NEW["postgresql"], place),
         "insert with its position": (
-            positions._INSERT_ONE[False, "kept"],
+            positions._INSERT_ONE["postgresql", False, "kept"],
             {**new, **{f"r_{k}": v for k, v in place.items()}},
         ),
     }

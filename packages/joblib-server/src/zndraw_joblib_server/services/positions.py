@@ -13,10 +13,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ClauseElement
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.models import status_is
@@ -99,30 +98,15 @@ async def new_position(session: AsyncSession, task: TaskLike, dialect: str) -> i
     return (await queue_positions(session, [task]))[task.id]
 
 
-class _SkipTakenKey(ClauseElement):
-    """``ON CONFLICT (job_id, room_id, idempotency_key) DO NOTHING``, as a cacheable clause.
-
-    SQLAlchemy's own ``on_conflict_do_nothing()`` (2.0) opts out of its compiled-statement
-    cache, so every submit would compile its insert anew. This constant clause caches; it is
-    attached through the insert's ``_post_values_clause`` (where ``on_conflict_do_nothing``
-    puts its own), a private attribute stable in 2.0 (the workspace pins ``sqlalchemy<2.1``).
-    Both databases accept the syntax, against the tasks table's unique key constraint.
-    """
-
-    __visit_name__ = "zndraw_joblib_skip_taken_key"
-    _traverse_internals: list[Any] = []  # nothing but the class: its key is constant
-    inherit_cache = True
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+"""Each database's ``INSERT`` with ``ON CONFLICT`` (both write the same SQL)."""
 
 
-@compiles(_SkipTakenKey)
-def _render_skip_taken_key(_element: _SkipTakenKey, _compiler: Any, **_kw: Any) -> str:
-    return "ON CONFLICT (job_id, room_id, idempotency_key) DO NOTHING"
-
-
-def _insert_one(keyed: bool, counting: str | None) -> Any:
-    stmt: Any = insert(TASKS)
-    if keyed:
-        stmt._post_values_clause = _SkipTakenKey()
+def _insert_one(dialect: str, keyed: bool, counting: str | None) -> Any:
+    stmt: Any = _INSERTS[dialect](TASKS)
+    if keyed:  # the tasks table's unique key: a concurrent insert is waited for, then skipped
+        c = TASKS.c
+        stmt = stmt.on_conflict_do_nothing(index_elements=[c.job_id, c.room_id, c.idempotency_key])
     if counting == "ahead":  # the pending tasks ahead of the new one
         stmt = stmt.returning(_counts_ahead_of("r_"))
     elif counting == "kept":  # the same, from the kept count (before the insert's trigger)
@@ -131,7 +115,14 @@ def _insert_one(keyed: bool, counting: str | None) -> Any:
     return prebuilt(stmt)
 
 
-_INSERT_ONE = {(k, c): _insert_one(k, c) for k in (False, True) for c in (None, "ahead", "kept")}
+_INSERT_ONE = {
+    (d, k, c): _insert_one(d, k, c)
+    for d in _INSERTS
+    for k in (False, True)
+    for c in (None, "ahead", "kept")
+}
+"""Prebuilt (compiled once per database, see ``storage.prebuilt``): SQLAlchemy's own
+``on_conflict_do_nothing`` opts out of its compiled-statement cache."""
 
 
 async def insert_one(
@@ -156,12 +147,12 @@ async def insert_one(
     """
     params = row
     mode = None
+    dialect = session.sync_session.get_bind().dialect.name
     if counting:
         params = {**row, **{f"r_{name}": row[name] for name in _AHEAD_FIELDS}}
-        postgres = session.sync_session.get_bind().dialect.name == "postgresql"
-        kept = postgres and await counts_kept(session)
+        kept = dialect == "postgresql" and await counts_kept(session)
         mode = "kept" if kept else "ahead"
-    result = await execute(session, _INSERT_ONE[keyed, mode], params)
+    result = await execute(session, _INSERT_ONE[dialect, keyed, mode], params)
     if mode is None:
         return result.rowcount == 1, None
     ahead = result.scalar_one_or_none()

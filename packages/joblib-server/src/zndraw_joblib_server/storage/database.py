@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from zndraw_joblib_core import Event, ServiceUnavailable
 from zndraw_joblib_server.sessions import queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import direct
 from zndraw_joblib_server.storage.caches import QueueCaches
+from zndraw_joblib_server.storage.direct import DirectStatements
 from zndraw_joblib_server.storage.file_watch import FileWatch, sqlite_file_of
 from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
@@ -69,8 +69,8 @@ async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
     if found is None:
         sync = None
         if session.info.get(_INLINE):
-            # The pool may have to open a new connection, and opening one awaits even when
-            # the connection is inline; then nothing was checked out: go through the bridge.
+            # The pool may have to wait for a connection to be returned, which awaits; then
+            # nothing was checked out: go through the bridge.
             with contextlib.suppress(exc.MissingGreenlet):
                 sync = session.sync_session.connection()
         if sync is not None:
@@ -162,7 +162,8 @@ class Database:
         """Statements sent to the database through this engine (for health and benchmarks)."""
         if bind is not None:
             event.listen(bind.sync_engine, "before_cursor_execute", self._count)
-            direct.enable(bind.sync_engine, self._count)
+        self.direct = DirectStatements(self._count)
+        """Runs this database's prebuilt statements on the driver (see ``storage.direct``)."""
         self._autocommit_engine: AsyncEngine | None = (
             bind.execution_options(isolation_level="AUTOCOMMIT")
             if bind is not None and self.dialect == "postgresql"
@@ -170,7 +171,6 @@ class Database:
         )
         self._kept: KeptConnections | None = None
         if self._autocommit_engine is not None:  # its listeners are the engine's
-            direct.enable(self._autocommit_engine.sync_engine, self._count)
             self._kept = KeptConnections(self._autocommit_engine, settings.db_ping_idle_seconds)
         self.upkeep = ClaimUpkeep(
             bind if self.dialect == "postgresql" else None, settings.vacuum_after_claims
@@ -228,6 +228,7 @@ class Database:
         """A short read-only session (no gate)."""
         async with self.session_maker() as session:
             self.caches.attach(session)
+            self.direct.attach(session)
             yield session
 
     @asynccontextmanager
@@ -286,6 +287,7 @@ class Database:
                 session = self.session_maker()
             session.info[_INLINE] = self.inline
             self.caches.attach(session)
+            self.direct.attach(session)
             uow = UnitOfWork(
                 session,
                 record_events=sink is not None or keep_events,

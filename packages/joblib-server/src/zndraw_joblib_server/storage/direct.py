@@ -1,22 +1,24 @@
-"""Prebuilt statements run straight on an inline SQLite session's ``sqlite3`` connection.
+"""Prebuilt statements run from SQL compiled once: on the driver itself where possible.
 
 Executing a Core statement through SQLAlchemy does work per statement before the driver
-sees it (cache lookup, execution context, parameter processing, result metadata) that
-costs several times what the queue's short index lookups cost SQLite itself. For the
-statements of the hot paths, built once with
-:func:`~zndraw_joblib_server.storage.prebuilt.prebuilt`, that work is
-the same every time, so :func:`direct_plan` does it once: SQLAlchemy compiles the statement
-for the connection's dialect, and the plan keeps the SQL, the order of its parameters, and
-the type processors SQLAlchemy itself would apply to each parameter and result column (so
-values are stored and read exactly as through SQLAlchemy). Running it is then one
-``sqlite3`` call and a loop over the values.
+sees it (cache key, cache lookup, execution context, parameter processing, result
+metadata) that costs several times what the queue's short index lookups cost SQLite
+itself. For the statements of the hot paths, built once with
+:func:`~zndraw_joblib_server.storage.prebuilt.prebuilt`, that work is the same every time,
+so :func:`direct_plan` does it once: SQLAlchemy compiles the statement for the
+connection's dialect (``stmt.compile(dialect=...)``), and the plan keeps the SQL, the order
+of its parameters, and the type processors SQLAlchemy itself would apply to each parameter
+and result column (so values are stored and read exactly as through SQLAlchemy).
 
-The statement runs on the session's own connection, inside its transaction (an inline
-connection opens it on SQLAlchemy's ``begin``). Driver errors are wrapped in SQLAlchemy's
-exception classes, as SQLAlchemy would (``IntegrityError`` stays ``IntegrityError``).
-Statements this does not handle (not prebuilt, parameters SQLAlchemy renders at
-execution), and every statement of an engine with execution listeners other than the
-statement counter (see :func:`enable`), run through SQLAlchemy as before.
+Running a plan is then one call on the driver's public API (``sqlite3.Connection.execute``
+on an inline SQLite connection, asyncpg's ``Connection.fetch`` outside a transaction, see
+:mod:`.direct_pg`) and a loop over the values; elsewhere (in a PostgreSQL transaction,
+aiosqlite's thread, an engine with listeners such as a host's tracing) the plan's SQL runs
+through SQLAlchemy's ``exec_driver_sql``, which every listener sees. The statement runs on
+the session's own connection, inside its transaction (an inline connection opens it on
+SQLAlchemy's ``begin``). Driver errors are wrapped in SQLAlchemy's exception classes
+(``IntegrityError`` stays ``IntegrityError``). Statements a plan does not cover (not
+prebuilt, parameters SQLAlchemy renders at execution) run through SQLAlchemy as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import collections
 import re
 import sqlite3
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,15 +34,17 @@ from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.types import TupleType
 
 from zndraw_joblib_server.storage.direct_result import DirectResult
-from zndraw_joblib_server.storage.prebuilt import is_prebuilt
+from zndraw_joblib_server.storage.prebuilt import prebuilt_mark
 
-__all__ = ["DirectResult", "Plan", "counter_for", "direct_plan", "enable", "run_direct"]
+__all__ = ["Bound", "DirectResult", "DirectStatements", "Plan", "direct_of", "direct_plan"]
 
-_PLANS = "_zndraw_joblib_direct"
+_KEY = "zndraw_joblib.direct"
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 _MISSING: Any = object()
 
 Processor = Callable[[Any], Any] | None
+Bound = tuple[str, Any, bool]
+"""A statement bound to its parameters: SQL, the driver's values, whether executemany."""
 
 
 class Plan:
@@ -164,7 +167,7 @@ class Plan:
                 values.append(process(value) if process else value)
         return values
 
-    def bind(self, params: Any) -> tuple[str, Any, bool] | None:
+    def bind(self, params: Any) -> Bound | None:
         """The SQL and the driver's values for ``params``, and whether it is executemany.
 
         ``params`` is a mapping (the values: one list), or a list of them (the values: a
@@ -178,14 +181,11 @@ class Plan:
             return None
         return sql, [self.values(p) for p in params] if many else self.values(first), many
 
-    def run(self, conn: sqlite3.Connection, params: Any) -> DirectResult | None:
-        """Execute on the ``sqlite3`` connection ``conn`` with ``params`` (see :meth:`bind`).
+    def run_sqlite(self, conn: sqlite3.Connection, bound: Bound, params: Any) -> DirectResult:
+        """Execute ``bound`` (see :meth:`bind`) on the ``sqlite3`` connection ``conn``.
 
-        None, having done nothing, for what only SQLAlchemy renders.
+        Driver errors are raised as SQLAlchemy raises them (``params``: for the message).
         """
-        bound = self.bind(params)
-        if bound is None:
-            return None
         sql, values, many = bound
         try:
             cursor = conn.executemany(sql, values) if many else conn.execute(sql, values)
@@ -197,6 +197,18 @@ class Plan:
         if not self.learned:
             self.learn([(d[0], d[1]) for d in cursor.description])
         return self.result(raw, cursor.rowcount)
+
+    def adopt(self, result: Any) -> DirectResult:
+        """The rows of ``result`` (SQLAlchemy's, of :meth:`bind`'s SQL run as driver SQL).
+
+        SQLAlchemy processes no values of SQL it did not compile: they are processed here,
+        as for a statement run on the driver.
+        """
+        if not result.returns_rows:
+            return self.empty(result.rowcount)
+        if not self.learned:
+            self.learn([(d[0], d[1]) for d in result.cursor.description])
+        return self.result(result.fetchall(), result.rowcount)
 
     @property
     def learned(self) -> bool:
@@ -245,37 +257,54 @@ class Plan:
 def direct_plan(stmt: Any, dialect: Any) -> Plan | None:
     """The plan of a prebuilt statement for ``dialect`` (made on first use), else None.
 
-    Plans are kept on the statement itself. A statement derived from it later copies its
-    attributes, plans included, but is not prebuilt itself, so it never gets here.
+    Plans are kept by the statement's mark (see :mod:`.prebuilt`), by dialect. None for
+    a statement that is not prebuilt, or whose parameters SQLAlchemy renders at execution.
     """
-    if not is_prebuilt(stmt):
+    mark = prebuilt_mark(stmt)
+    if mark is None:
         return None
-    plans: dict[str, Plan | None] = stmt.__dict__.setdefault(_PLANS, {})
+    plans = mark.plans
     key = f"{dialect.name}+{dialect.driver}"
     if key not in plans:
         plan = Plan(stmt, dialect)
         plans[key] = plan if plan.usable else None
-    return plans[key]
+    return plans[key]  # type: ignore[no-any-return]
 
 
-_COUNTERS: weakref.WeakKeyDictionary[Any, Callable[[], None]] = weakref.WeakKeyDictionary()
-
-
-def enable(engine: Any, count: Callable[[], None]) -> None:
-    """Run prebuilt statements directly on ``engine``'s connections where possible.
+class DirectStatements:
+    """Runs prebuilt statements of one database straight on its driver, where it may.
 
     That is: inline SQLite connections, and asyncpg connections outside a transaction (see
-    :mod:`.direct_pg`).
+    :mod:`.direct_pg`). Owned by the database handle, which hands it to its sessions
+    (:meth:`attach`); sessions without one run every statement through SQLAlchemy.
 
     Args:
-        engine: The synchronous engine (``AsyncEngine.sync_engine``).
         count: Called for every statement run directly; it must also be the engine's one
             ``before_cursor_execute`` listener (counting the statements SQLAlchemy runs).
             With any other execution listener on the engine (cursor, statement or error
             events: a host's tracing, say) every statement goes through SQLAlchemy, so
             the listener sees it.
     """
-    _COUNTERS[engine] = count
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: Callable[[], None]) -> None:
+        self.count = count
+        """The statement counter."""
+
+    def attach(self, session: Any) -> None:
+        """Let :func:`~zndraw_joblib_server.storage.execute.execute` find this for ``session``."""
+        session.info[_KEY] = self
+
+    def counter(self, engine: Any) -> Callable[[], None] | None:
+        """The statement counter when statements on ``engine`` may run directly, else None."""
+        return None if _observed(engine) else self.count
+
+
+def direct_of(session: Any) -> DirectStatements | None:
+    """The :class:`DirectStatements` attached to ``session``, if any."""
+    found: DirectStatements | None = session.info.get(_KEY)
+    return found
 
 
 def _observed(engine: Any) -> bool:
@@ -288,30 +317,3 @@ def _observed(engine: Any) -> bool:
         or dispatch.after_execute
         or engine.dialect.dispatch.handle_error
     )
-
-
-def counter_for(engine: Any) -> Callable[[], None] | None:
-    """The statement counter of an engine whose statements may run directly, else None."""
-    count = _COUNTERS.get(engine)
-    if count is None or _observed(engine):
-        return None
-    return count
-
-
-def run_direct(sync: Any, stmt: Any, params: Any) -> DirectResult | None:
-    """Run ``stmt`` directly on the inline SQLAlchemy connection ``sync``.
-
-    None, having done nothing, when it must go through SQLAlchemy instead (see
-    :func:`enable`).
-    """
-    count = counter_for(sync.engine)
-    if count is None:
-        return None
-    plan = direct_plan(stmt, sync.dialect)
-    if plan is None:
-        return None
-    # The sqlite3 connection under SQLAlchemy's adapter of the inline connection.
-    result = plan.run(sync.connection.dbapi_connection._connection._conn, params)
-    if result is not None:
-        count()
-    return result

@@ -2,13 +2,13 @@
 
 The PostgreSQL counterpart of :mod:`.direct`: a write that runs without a transaction
 (``Database.write(autocommit=True)``) sends its prebuilt statements on the asyncpg
-connection itself, with the plan SQLAlchemy compiled once (SQL, parameter order, type
-processors), skipping SQLAlchemy's execution and result layers, which cost more CPU per
-statement there than asyncpg itself. Values are sent and read as SQLAlchemy
-would (its own processors, on a connection set up by its dialect); asyncpg keeps the
-prepared statement. Driver errors are translated as SQLAlchemy's asyncpg adapter translates
-them and raised as SQLAlchemy's exception classes; a connection found broken is
-invalidated, as SQLAlchemy would.
+connection itself (asyncpg's public ``fetch``, ``execute``, ``executemany``), with the plan
+compiled once (SQL, parameter order, type processors), skipping SQLAlchemy's execution and
+result layers, which cost more CPU per statement there than asyncpg itself. Values are sent
+and read as SQLAlchemy would (its own processors, on a connection set up by its dialect);
+asyncpg keeps the prepared statement. asyncpg's errors are raised as SQLAlchemy's exception
+classes by :func:`translate` (the classes the DBAPI specifies for each SQLSTATE class, as
+psycopg maps them), and a connection the error closed is invalidated, as SQLAlchemy would.
 
 Only a connection outside a transaction qualifies: inside one, SQLAlchemy's adapter opens
 the transaction on its first statement, which a statement sent past it would miss.
@@ -21,54 +21,46 @@ from typing import Any
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zndraw_joblib_server.storage.direct import counter_for, direct_plan
+from zndraw_joblib_server.storage.direct import Bound, Plan
 from zndraw_joblib_server.storage.direct_result import DirectResult
 
-__all__ = ["run_direct_pg"]
+__all__ = ["run_direct_pg", "translate"]
 
 
-async def run_direct_pg(conn: AsyncConnection, stmt: Any, params: Any) -> DirectResult | None:
-    """Run ``stmt`` directly on the asyncpg connection under ``conn`` (outside a transaction).
+async def run_direct_pg(
+    conn: AsyncConnection, plan: Plan, bound: Bound, params: Any
+) -> DirectResult | None:
+    """Run ``bound`` (see :meth:`Plan.bind`) on the asyncpg connection under ``conn``.
 
-    None, having done nothing, when it must go through SQLAlchemy instead: not prebuilt,
-    parameters SQLAlchemy renders at execution, an engine with execution listeners other
-    than the statement counter, not asyncpg, or a connection in a transaction.
+    ``conn`` must be outside a transaction (an autocommit connection); None, having done
+    nothing, when its asyncpg connection is in one after all, or is not asyncpg's.
     """
     sync = conn.sync_connection
     if sync is None or sync.dialect.driver != "asyncpg":
         return None
-    count = counter_for(sync.engine)
-    if count is None:
-        return None
-    adapter: Any = sync.connection.dbapi_connection
-    if not getattr(adapter, "autocommit", False):
-        return None
-    plan = direct_plan(stmt, sync.dialect)
-    if plan is None:
-        return None
-    bound = plan.bind(params)
-    if bound is None:
+    driver: Any = sync.connection.driver_connection
+    if driver.is_in_transaction():
         return None
     sql, values, many = bound
-    driver: Any = sync.connection.driver_connection
     try:
         if many:
             await driver.executemany(sql, values)
-            result = plan.empty(-1)
-        elif plan.returns_rows:
+            return plan.empty(-1)
+        if plan.returns_rows:
             if not plan.learned:  # once per plan: the result's columns and their types
                 found = (await driver.prepare(sql)).get_attributes()
                 plan.learn([(column.name, column.type.oid) for column in found])
             records = await driver.fetch(sql, *values)
-            result = plan.result(records, len(records))
-        else:
-            status = await driver.execute(sql, *values)
-            result = plan.empty(_rowcount(status))
+            return plan.result(records, len(records))
+        return plan.empty(_rowcount(await driver.execute(sql, *values)))
     except Exception as error:
-        await _raise_translated(conn, adapter, sql, params, error)
-        raise  # pragma: no cover - _raise_translated always raises
-    count()
-    return result
+        broken = driver.is_closed()
+        if broken:
+            await conn.invalidate()
+        translated = translate(error, sql, params, broken=broken)
+        if translated is error:
+            raise
+        raise translated from error
 
 
 def _rowcount(status: str) -> int:
@@ -77,21 +69,60 @@ def _rowcount(status: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
-async def _raise_translated(
-    conn: AsyncConnection, adapter: Any, sql: str, params: Any, error: Exception
-) -> None:
-    """Raise ``error`` as SQLAlchemy raises a driver error.
+_BY_SQLSTATE_CLASS: dict[str, type[exc.DBAPIError]] = {
+    "08": exc.OperationalError,  # connection exception
+    "0A": exc.NotSupportedError,
+    "22": exc.DataError,
+    "23": exc.IntegrityError,
+    "25": exc.InternalError,  # invalid transaction state
+    "26": exc.InternalError,
+    "27": exc.OperationalError,
+    "28": exc.OperationalError,  # invalid authorization
+    "2B": exc.InternalError,
+    "2D": exc.InternalError,
+    "2F": exc.InternalError,
+    "34": exc.OperationalError,
+    "3D": exc.ProgrammingError,
+    "3F": exc.ProgrammingError,
+    "40": exc.OperationalError,  # serialization failure, deadlock
+    "42": exc.ProgrammingError,
+    "44": exc.ProgrammingError,
+    "53": exc.OperationalError,  # insufficient resources
+    "54": exc.OperationalError,
+    "55": exc.OperationalError,  # lock not available
+    "57": exc.OperationalError,  # operator intervention (shutdown, cancel)
+    "58": exc.OperationalError,
+    "F0": exc.InternalError,
+    "HV": exc.OperationalError,
+    "P0": exc.InternalError,
+    "XX": exc.InternalError,
+}
+"""SQLAlchemy's exception class by SQLSTATE class (the first two characters)."""
 
-    Translated by its adapter, wrapped in its exception classes, the connection
-    invalidated when it is broken.
+
+def translate(error: Exception, sql: str, params: Any, *, broken: bool = False) -> Exception:
+    """``error`` raised by asyncpg as the SQLAlchemy exception callers handle.
+
+    A server error (``asyncpg.PostgresError``) by its SQLSTATE class (see
+    :data:`_BY_SQLSTATE_CLASS`; others ``DatabaseError``); a client-side one
+    (``asyncpg.InterfaceError``, such as a closed connection) ``InterfaceError``. The
+    original is the new exception's ``orig`` (its ``sqlstate`` stays readable). Any other
+    exception is returned as it is.
+
+    Args:
+        error: What asyncpg raised.
+        sql: The statement.
+        params: Its parameters (for the message).
+        broken: The connection is broken (and was invalidated).
     """
-    dbapi_error = adapter.dbapi.Error
-    try:
-        adapter._handle_exception(error)
-    except dbapi_error as translated:
-        broken = conn.dialect.is_disconnect(translated, adapter, None)
-        if broken:
-            await conn.invalidate()
-        raise exc.DBAPIError.instance(
-            sql, params, translated, dbapi_error, connection_invalidated=broken
-        ) from error
+    import asyncpg  # only PostgreSQL servers need it
+
+    cls: type[exc.DBAPIError]
+    if isinstance(error, asyncpg.PostgresError):
+        state = str(getattr(error, "sqlstate", "") or "")
+        cls = _BY_SQLSTATE_CLASS.get(state[:2], exc.DatabaseError)
+    elif isinstance(error, asyncpg.InterfaceError):
+        cls = exc.InterfaceError
+    else:
+        return error
+    return cls(sql, params, error, connection_invalidated=broken)

@@ -9,16 +9,17 @@ checked before reuse only after sitting idle (see :func:`create_engine`).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from typing import Any
 
-from sqlalchemy import event, exc, make_url
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from zndraw_joblib_server.storage.sqlite_inline import InlineConnection, adopt, inline_creator
+from zndraw_joblib_server.storage.sqlite_inline import inline_url
 
 __all__ = ["create_engine", "is_memory_sqlite", "with_async_driver"]
 
@@ -86,11 +87,9 @@ def create_engine(
     if url.startswith("sqlite"):
         if is_memory_sqlite(url):
             kwargs.setdefault("poolclass", StaticPool)
-        elif sqlite_inline:
-            database = make_url(url).database or ""
-            kwargs.setdefault("async_creator", inline_creator(database))
         kwargs.setdefault("connect_args", {"check_same_thread": False})
-        engine = create_async_engine(url, **kwargs)
+        inline = sqlite_inline and not is_memory_sqlite(url)
+        engine = create_async_engine(inline_url(url) if inline else url, **kwargs)
         if sqlite_synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
         _install_sqlite_pragmas(
@@ -144,14 +143,13 @@ def _install_sqlite_pragmas(
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         driver = conn.connection.driver_connection
-        if isinstance(driver, InlineConnection):
-            driver.begin()  # straight to sqlite3, not a statement through SQLAlchemy
+        if isinstance(driver, sqlite3.Connection):  # inline: straight to sqlite3
+            driver.execute("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN")
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        adopt(dbapi_connection)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not memory:

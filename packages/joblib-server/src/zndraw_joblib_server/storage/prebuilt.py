@@ -1,65 +1,62 @@
-"""Statements built once whose SQL cache key is computed once too.
+"""Statements built once, whose SQL this package compiles once per dialect.
 
 SQLAlchemy finds a statement's compiled SQL in its cache by a key it derives from the
 statement's whole structure, on every execution: for the hot paths' statements (the claim,
-the queue position, the locked load) that costs more than running them on SQLite.
-SQLAlchemy statements are immutable (their generative methods return new statements), so one
-built once at import always derives the same key: :func:`prebuilt` derives it once.
+the queue position, the locked load) that costs more than running them on SQLite. A
+statement marked with :func:`prebuilt` is instead compiled by :mod:`.direct` once per
+dialect into a plan (SQL text, parameter order, type processors) kept by the mark itself,
+and run from that plan on every execution.
 
-This leans on SQLAlchemy's ``_generate_cache_key`` (a private method, stable through 2.0;
-the workspace pins ``sqlalchemy<2.1``). The tests run every prebuilt statement on both
-databases.
+The mark rides on the statement as a user-defined execution option (SQLAlchemy's public
+way to carry data on a statement). Statements derived from a prebuilt one (``.where()``,
+``.limit()``...) copy their options, so the mark names the very statement it was made
+for: a derived statement is not prebuilt and runs through SQLAlchemy as usual.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-__all__ = ["is_prebuilt", "prebuilt"]
+__all__ = ["Prebuilt", "is_prebuilt", "prebuilt", "prebuilt_mark"]
 
 S = TypeVar("S")
 
-_MEMO = "_zndraw_joblib_cache_key"
-_FROZEN: dict[type, type] = {}
+_OPTION = "zndraw_joblib_prebuilt"
 
 
-class _KeyedOnce:
-    """Mixin: answer the cache key computed by :func:`prebuilt` (for that very object)."""
+class Prebuilt:
+    """The mark of one prebuilt statement: the statement, and its plans by dialect."""
 
-    def _generate_cache_key(self) -> Any:
-        if is_prebuilt(self):
-            return self.__dict__[_MEMO][1]
-        # A statement derived from a prebuilt one (generative methods copy the attributes)
-        # has structure of its own: derive its key as usual.
-        return super()._generate_cache_key()  # type: ignore[misc]
+    __slots__ = ("plans", "statement")
+
+    def __init__(self) -> None:
+        self.statement: Any = None
+        """The statement this mark was made for (set once, by :func:`prebuilt`)."""
+        self.plans: dict[str, Any] = {}
+        """Plans by ``dialect+driver`` (made by :mod:`.direct` on first use; None: unusable)."""
 
 
 def prebuilt(stmt: S) -> S:
-    """A copy of ``stmt`` that computes its SQL cache key once, not on every execution.
+    """``stmt`` marked to be compiled once per dialect, not looked up on every execution.
 
-    Statements derived from the copy later (``.where()``, ``.limit()``...) compute their own
-    key as usual.
-
-    Raises:
-        ValueError: ``stmt`` cannot be cached by SQLAlchemy at all (some construct in it
-            opts out), so it would be compiled on every execution.
+    Returns a new statement (``stmt`` itself is left as it was). Statements derived from it
+    later (``.where()``, ``.limit()``...) are not prebuilt.
     """
-    original: Any = stmt
-    cls = type(original)
-    keyed = _FROZEN.get(cls)
-    if keyed is None:
-        keyed = type(cls.__name__, (_KeyedOnce, cls), {"inherit_cache": True})
-        _FROZEN[cls] = keyed
-    copy: Any = object.__new__(keyed)
-    copy.__dict__ = dict(original.__dict__)
-    key = super(_KeyedOnce, copy)._generate_cache_key()
-    if key is None:  # SQLAlchemy would compile it on every execution: a hot-path bug
-        raise ValueError(f"{type(original).__name__} opts out of SQLAlchemy's SQL cache")
-    copy.__dict__[_MEMO] = (id(copy), key)
-    return copy  # type: ignore[no-any-return]
+    mark = Prebuilt()
+    marked: Any = stmt.execution_options(**{_OPTION: mark})  # type: ignore[attr-defined]
+    mark.statement = marked
+    return marked  # type: ignore[no-any-return]
+
+
+def prebuilt_mark(stmt: Any) -> Prebuilt | None:
+    """The mark of ``stmt`` when it is the very statement :func:`prebuilt` returned."""
+    options = getattr(stmt, "get_execution_options", None)
+    if options is None:
+        return None
+    mark = options().get(_OPTION)
+    return mark if mark is not None and mark.statement is stmt else None
 
 
 def is_prebuilt(stmt: Any) -> bool:
-    """Whether ``stmt`` is the very object :func:`prebuilt` returned (not one derived from it)."""
-    memo = stmt.__dict__.get(_MEMO)
-    return memo is not None and memo[0] == id(stmt)
+    """Whether ``stmt`` is the very statement :func:`prebuilt` returned (not one derived)."""
+    return prebuilt_mark(stmt) is not None

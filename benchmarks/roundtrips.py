@@ -1,0 +1,85 @@
+"""CPU per task of the server's hot paths, in-process: submit, claim, start, complete.
+
+Runs the reference app in this process (httpx's ASGI transport, no network) and measures
+the process's CPU time (``time.process_time``) over ``--tasks`` tasks, each submitted,
+claimed, started and completed one request at a time. CPU time, unlike wall time, holds up
+on a machine shared with other work; the client's share is in it too, equally before and
+after a change. One JSON line on stdout.
+
+    uv run python benchmarks/roundtrips.py                      # SQLite file
+    uv run python benchmarks/roundtrips.py --database-url postgresql+asyncpg://...  # WIPES it
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from zndraw_joblib_server import JobLibSettings, create_app
+from zndraw_joblib_server.testing import (
+    api_client,
+    create_user,
+    reset_postgres,
+    running,
+    test_auth_settings,
+)
+
+P = "/v1/joblib"
+
+
+async def _round_trips(client: object, job: str, worker: str, count: int) -> None:
+    """``count`` tasks, each submitted, claimed, started and completed."""
+    c: any = client  # type: ignore[valid-type]
+    for _ in range(count):
+        resp = await c.post(f"{P}/rooms/lab/tasks/{job}", json={"payload": {"n": 1}})
+        assert resp.status_code == 202, resp.text
+        resp = await c.post(f"{P}/tasks/claim", json={"worker_id": worker})
+        task = resp.json()["task"]
+        assert task is not None, resp.text
+        for status in ("running", "completed"):
+            body = {"status": status, "worker_id": worker}
+            resp = await c.patch(f"{P}/tasks/{task['id']}", json=body)
+            assert resp.status_code == 200, resp.text
+
+
+async def _main(url: str | None, tasks: int, warmup: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if url is None:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'joblib.db'}"
+        else:
+            await reset_postgres(url)
+        app = create_app(JobLibSettings(database_url=url), test_auth_settings(), sweeper=False)
+        async with running(app):
+            admin = await create_user(app, "root@example.com", superuser=True)
+            async with api_client(app, admin) as client:
+                body = {"category": "modifiers", "name": "Bench", "schema": {}}
+                resp = await client.put(f"{P}/rooms/lab/jobs", json=body)
+                job, worker = resp.json()["full_name"], str(resp.json()["worker_id"])
+                await _round_trips(client, job, worker, warmup)
+                cpu, wall = time.process_time(), time.perf_counter()
+                await _round_trips(client, job, worker, tasks)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "database": url.partition(":")[0],
+        "tasks": tasks,
+        "cpu_us_per_task": round(cpu / tasks * 1e6),
+        "wall_us_per_task": round(wall / tasks * 1e6),
+    }
+
+
+def main() -> None:
+    """Parse the options, run, print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="postgresql+asyncpg://... to use and WIPE")
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(_main(args.database_url, args.tasks, args.warmup))))
+
+
+if __name__ == "__main__":
+    main()
