@@ -41,19 +41,21 @@ async def test_a_task_lifecycle_without_the_inline_driver(app, as_alice, flow) -
 
 async def test_inline_connections_serve_the_async_api_and_plain_sqlite3(app) -> None:
     """The inline engine's connections are ``sqlite3``'s own, usable through SQLAlchemy's
-    asyncio API (results, transactions) and reachable as the documented driver connection."""
+    asyncio session (results, transactions) and reachable as the documented driver
+    connection."""
     engine = app.state.engine
     assert engine.dialect.driver == INLINE_DRIVER
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         assert isinstance(raw.driver_connection, sqlite3.Connection)
-        assert (await conn.execute(text("SELECT 41 + 1"))).scalar_one() == 42
-        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
-        await conn.rollback()
-        names = await conn.execute(text("SELECT name FROM sqlite_master WHERE name = 't'"))
-        assert names.all() == []
+        answer = await conn.run_sync(lambda sync: sync.execute(text("SELECT 41 + 1")).scalar())
+        assert answer == 42
     async with AsyncSession(engine) as session:
         assert (await session.execute(text("SELECT 'ok'"))).scalar_one() == "ok"
+        await session.execute(text("CREATE TABLE t (x INTEGER)"))
+        await session.rollback()
+        names = await session.execute(text("SELECT name FROM sqlite_master WHERE name = 't'"))
+        assert names.all() == []
 
 
 async def test_a_write_opens_a_new_inline_connection_when_none_is_pooled(

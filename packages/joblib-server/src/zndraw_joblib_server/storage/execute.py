@@ -30,12 +30,13 @@ async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
     Prebuilt statements run from their plan (see :mod:`.direct`).
     """
     conn, sync = await session_connection(session)
+    line = sync if sync is not None else conn.sync_connection
     direct = direct_of(session)
-    plan = direct_plan(stmt, (sync or conn).dialect) if direct is not None else None
+    plan = direct_plan(stmt, line.dialect) if direct is not None else None
     bound = plan.bind(params) if plan is not None else None
     # With a listener other than the statement counter (a host's tracing), SQLAlchemy
     # runs every statement, so the listener sees it as usual.
-    count = direct.counter((sync or conn).engine) if bound is not None else None  # type: ignore[union-attr]
+    count = direct.counter(line.engine) if direct is not None and bound is not None else None
     if plan is None or bound is None or count is None:  # SQLAlchemy compiles (or renders) it
         return sync.execute(stmt, params) if sync is not None else await conn.execute(stmt, params)
     if sync is not None:
