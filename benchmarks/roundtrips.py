@@ -46,7 +46,25 @@ async def _round_trips(client: object, job: str, worker: str, count: int) -> Non
             assert resp.status_code == 200, resp.text
 
 
-async def _main(url: str | None, tasks: int, warmup: int) -> dict[str, object]:
+async def _statements(app: object, count: int) -> None:
+    """``count`` writes, each loading one task and counting its queue position (the hot
+    paths' prebuilt statements), in a transaction and (PostgreSQL) outside one."""
+    from zndraw_joblib_core import TaskStatus
+    from zndraw_joblib_server.services import positions, records
+    from zndraw_joblib_server.storage import get_database
+
+    state: any = app.state  # type: ignore[attr-defined, valid-type]
+    db = get_database(state.session_maker, state.joblib_settings)
+    async with db.read() as session:
+        pending = records.TASKS.select().where(records.TASKS.c.status == TaskStatus.PENDING)
+        ids = [row[0] for row in (await session.execute(pending)).all()[:1]]
+    for n in range(count):
+        async with db.write(autocommit=n % 2 == 1) as uow:
+            task = (await records.load(uow.session, ids))[ids[0]]
+            await positions.queue_positions(uow.session, [task])
+
+
+async def _main(url: str | None, tasks: int, warmup: int, db_only: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         if url is None:
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'joblib.db'}"
@@ -60,11 +78,18 @@ async def _main(url: str | None, tasks: int, warmup: int) -> dict[str, object]:
                 resp = await client.put(f"{P}/rooms/lab/jobs", json=body)
                 job, worker = resp.json()["full_name"], str(resp.json()["worker_id"])
                 await _round_trips(client, job, worker, warmup)
+                if db_only:  # one pending task, then its load and position
+                    await client.post(f"{P}/rooms/lab/tasks/{job}", json={"payload": {}})
+                    await _statements(app, warmup)
                 cpu, wall = time.process_time(), time.perf_counter()
-                await _round_trips(client, job, worker, tasks)
+                if db_only:
+                    await _statements(app, tasks)
+                else:
+                    await _round_trips(client, job, worker, tasks)
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return {
         "database": url.partition(":")[0],
+        "mode": "statements" if db_only else "round trips",
         "tasks": tasks,
         "cpu_us_per_task": round(cpu / tasks * 1e6),
         "wall_us_per_task": round(wall / tasks * 1e6),
@@ -77,8 +102,14 @@ def main() -> None:
     parser.add_argument("--database-url", help="postgresql+asyncpg://... to use and WIPE")
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="measure writes of prebuilt statements only (load + position), not requests",
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_main(args.database_url, args.tasks, args.warmup))))
+    result = _main(args.database_url, args.tasks, args.warmup, args.statements)
+    print(json.dumps(asyncio.run(result)))
 
 
 if __name__ == "__main__":
