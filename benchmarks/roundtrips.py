@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+from fastapi import FastAPI
+
 from zndraw_joblib_server import JobLibSettings, create_app
 from zndraw_joblib_server.testing import (
     api_client,
@@ -31,9 +34,8 @@ from zndraw_joblib_server.testing import (
 P = "/v1/joblib"
 
 
-async def _round_trips(client: object, job: str, worker: str, count: int) -> None:
+async def _round_trips(c: httpx.AsyncClient, job: str, worker: str, count: int) -> None:
     """``count`` tasks, each submitted, claimed, started and completed."""
-    c: any = client  # type: ignore[valid-type]
     for _ in range(count):
         resp = await c.post(f"{P}/rooms/lab/tasks/{job}", json={"payload": {"n": 1}})
         assert resp.status_code == 202, resp.text
@@ -46,15 +48,14 @@ async def _round_trips(client: object, job: str, worker: str, count: int) -> Non
             assert resp.status_code == 200, resp.text
 
 
-async def _statements(app: object, count: int) -> None:
+async def _statements(app: FastAPI, count: int) -> None:
     """``count`` writes, each loading one task and counting its queue position (the hot
     paths' prebuilt statements), in a transaction and (PostgreSQL) outside one."""
     from zndraw_joblib_core import TaskStatus
     from zndraw_joblib_server.services import positions, records
     from zndraw_joblib_server.storage import get_database
 
-    state: any = app.state  # type: ignore[attr-defined, valid-type]
-    db = get_database(state.session_maker, state.joblib_settings)
+    db = get_database(app.state.session_maker, app.state.joblib_settings)
     async with db.read() as session:
         pending = records.TASKS.select().where(records.TASKS.c.status == TaskStatus.PENDING)
         ids = [row[0] for row in (await session.execute(pending)).all()[:1]]
