@@ -54,13 +54,24 @@ async def run_direct_pg(
             return plan.result(records, len(records))
         return plan.empty(_rowcount(await driver.execute(sql, *values)))
     except Exception as error:
-        broken = driver.is_closed()
+        broken = driver.is_closed() or _confused(error)
         if broken:
             await conn.invalidate()
         translated = translate(error, sql, params, broken=broken)
         if translated is error:
             raise
         raise translated from error
+
+
+def _confused(error: Exception) -> bool:
+    """Whether asyncpg lost track of its connection's protocol state (it cannot be reused).
+
+    asyncpg raises this when, say, the server ended the connection while a statement was
+    being sent, before asyncpg itself noticed the connection closing.
+    """
+    import asyncpg  # only PostgreSQL servers need it
+
+    return isinstance(error, asyncpg.exceptions.InternalClientError)
 
 
 def _rowcount(status: str) -> int:
@@ -105,7 +116,8 @@ def translate(error: Exception, sql: str, params: Any, *, broken: bool = False) 
 
     A server error (``asyncpg.PostgresError``) by its SQLSTATE class (see
     :data:`_BY_SQLSTATE_CLASS`; others ``DatabaseError``); a client-side one
-    (``asyncpg.InterfaceError``, such as a closed connection) ``InterfaceError``. The
+    (``asyncpg.InterfaceError``, such as a closed connection, or asyncpg's internal client
+    error) ``InterfaceError``, which callers answer 503. The
     original is the new exception's ``orig`` (its ``sqlstate`` stays readable). Any other
     exception is returned as it is.
 
@@ -121,7 +133,7 @@ def translate(error: Exception, sql: str, params: Any, *, broken: bool = False) 
     if isinstance(error, asyncpg.PostgresError):
         state = str(getattr(error, "sqlstate", "") or "")
         cls = _BY_SQLSTATE_CLASS.get(state[:2], exc.DatabaseError)
-    elif isinstance(error, asyncpg.InterfaceError):
+    elif isinstance(error, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
         cls = exc.InterfaceError
     else:
         return error
