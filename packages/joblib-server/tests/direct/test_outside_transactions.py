@@ -26,6 +26,7 @@ from zndraw_joblib_server.services.records import TASKS, task_param
 from zndraw_joblib_server.storage import Database
 from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.direct import Plan
+from zndraw_joblib_server.storage.direct_pg import translate
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
@@ -247,3 +248,30 @@ async def test_a_submit_wakes_a_claim_waiting_in_this_process(
     claimed = await asyncio.wait_for(waiter, 10)
     assert claimed.status_code == 200
     assert claimed.json()["task"]["id"] == submitted["id"]
+
+
+def test_asyncpg_errors_become_the_exceptions_callers_handle() -> None:
+    """By SQLSTATE class: a taken key ``IntegrityError``, a shutdown or a deadlock
+    ``OperationalError`` (503), a closed connection ``InterfaceError``; others as they are."""
+    import asyncpg
+
+    errors = asyncpg.exceptions
+    cases = {
+        errors.UniqueViolationError: exc.IntegrityError,
+        errors.AdminShutdownError: exc.OperationalError,
+        errors.DeadlockDetectedError: exc.OperationalError,
+        errors.ConnectionDoesNotExistError: exc.OperationalError,
+        errors.UndefinedTableError: exc.ProgrammingError,
+        errors.InvalidTextRepresentationError: exc.DataError,
+        errors.InternalServerError: exc.InternalError,
+        errors.InterfaceError: exc.InterfaceError,
+    }
+    for raised, expected in cases.items():
+        error = raised("boom")
+        translated = translate(error, "SELECT 1", {}, broken=True)
+        assert type(translated) is expected, raised
+        assert isinstance(translated, exc.DBAPIError)
+        assert translated.orig is error
+        assert translated.connection_invalidated
+    other = ValueError("not asyncpg's")
+    assert translate(other, "SELECT 1", {}) is other
