@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -30,6 +31,7 @@ from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.store import Store
 
 __all__ = ["insert_one", "new_position", "queue_positions"]
 
@@ -75,25 +77,24 @@ def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
 _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
 """The count ahead of one task, built once (no statement construction per request)."""
 
-_POSITION_OF_NEW = {
-    dialect: prebuilt(
-        select(kept_count(dialect, task_param("job_id")) - _counts_ahead_of("", behind=True))
-    )
-    for dialect in ("sqlite", "postgresql")
-}
-"""A pending task's position from its job's pending count (see ``storage.pending``)."""
+
+@lru_cache(maxsize=8)
+def _position_of_new(store: Store) -> Any:
+    """A pending task's position from its job's pending count (see ``storage.pending``)."""
+    kept = store.kept_count(task_param("job_id"))
+    return prebuilt(select(kept - _counts_ahead_of("", behind=True)))
 
 
-async def new_position(session: AsyncSession, task: TaskLike, dialect: str) -> int:
+async def new_position(session: AsyncSession, task: TaskLike, store: Store) -> int:
     """The 1-based queue position of a task just inserted as pending.
 
     Where the database keeps the counts: the job's pending count minus the tasks queued
     behind the new one (usually none), so the cost does not grow with the queue; elsewhere
     as :func:`queue_positions`.
     """
-    if dialect in _POSITION_OF_NEW and await counts_kept(session):
+    if await counts_kept(session):
         params = {name: getattr(task, name) for name in _AHEAD_FIELDS}
-        position = (await execute(session, _POSITION_OF_NEW[dialect], params)).scalar_one()
+        position = (await execute(session, _position_of_new(store), params)).scalar_one()
         if position is not None and position >= 1:  # None: the job's count was removed
             return int(position)
     return (await queue_positions(session, [task]))[task.id]
@@ -144,7 +145,8 @@ async def insert_one(
         row: Every column of the task.
         keyed: Insert nothing when the row's idempotency key is taken (no error, no
             savepoint: a concurrent insert of the same key is waited for, then skipped).
-        counting: PostgreSQL: also return the new task's position. ``RETURNING`` is
+        counting: Also return the new task's position (PostgreSQL: only where the store
+            answers positions on insert). ``RETURNING`` is
             evaluated on the statement's snapshot, which holds neither the new row nor the
             change its trigger makes to the counts: with the counts kept, the job's count
             minus the pending tasks queued behind the new one are those ahead of it;
@@ -158,9 +160,7 @@ async def insert_one(
     mode = None
     if counting:
         params = {**row, **{f"r_{name}": row[name] for name in _AHEAD_FIELDS}}
-        postgres = session.sync_session.get_bind().dialect.name == "postgresql"
-        kept = postgres and await counts_kept(session)
-        mode = "kept" if kept else "ahead"
+        mode = "kept" if await counts_kept(session) else "ahead"
     result = await execute(session, _INSERT_ONE[keyed, mode], params)
     if mode is None:
         return result.rowcount == 1, None
