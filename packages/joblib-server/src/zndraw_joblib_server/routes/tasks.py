@@ -47,6 +47,7 @@ from zndraw_joblib_server.routes._common import (
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
 from zndraw_joblib_server.services import waiting
+from zndraw_joblib_server.services.common import written
 from zndraw_joblib_server.settings import JobLibSettings
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=False)
@@ -334,5 +335,4 @@ async def cancel_task(
     sink: EventSinkDep,
 ) -> TaskResponse:
     """Cancel a pending task now; ask the worker to stop a claimed or running one."""
-    async with db.write(sink) as uow:
-        return await task_service.cancel_task(uow, actor, access, task_id)
+    return await written(db, sink, task_service.cancel_task, actor, access, task_id)

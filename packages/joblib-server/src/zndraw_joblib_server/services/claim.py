@@ -37,19 +37,12 @@ from zndraw_joblib_server.storage import Store, UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
-from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER
 
-__all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]
+__all__ = ["claim_tasks", "hand_off", "next_due"]
 
 
 LINKS = WorkerJobLink.__table__
 WORKERS = Worker.__table__
-
-
-async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
-    """The ids of the jobs the worker serves."""
-    rows = await execute(session, JOBS_OF_WORKER, {"worker_id": worker_id})
-    return list(rows.scalars())
 
 
 async def _touch_worker(

@@ -9,8 +9,8 @@ from zndraw_joblib_server.storage.database import (
 )
 from zndraw_joblib_server.storage.engine import create_engine, is_memory_sqlite
 from zndraw_joblib_server.storage.notifier import ClaimOffer, Notifier, Subscription
-from zndraw_joblib_server.storage.store import Store
-from zndraw_joblib_server.storage.stores import register_all
+from zndraw_joblib_server.storage.store import STORES, Store
+from zndraw_joblib_server.storage.stores import PostgresStore, SqliteStore
 
 __all__ = [
     "ClaimOffer",
@@ -26,4 +26,4 @@ __all__ = [
     "is_memory_sqlite",
 ]
 
-register_all()
+STORES.update(sqlite=SqliteStore(), postgresql=PostgresStore())

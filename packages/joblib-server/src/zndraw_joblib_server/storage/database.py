@@ -31,7 +31,7 @@ from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
-from zndraw_joblib_server.storage.store import Store, store_for
+from zndraw_joblib_server.storage.store import STORES, Store
 from zndraw_joblib_server.storage.upkeep import ClaimUpkeep
 
 __all__ = [
@@ -143,7 +143,7 @@ class Database:
         self.engine: AsyncEngine | None = bind
         self._writer_conn: AsyncConnection | None = None
         self.dialect: str = bind.dialect.name if bind is not None else "sqlite"
-        self.store: Store = store_for(self.dialect)
+        self.store: Store = STORES[self.dialect]
         """The database's store (services ask it, never the dialect)."""
         self._standalone = self.store.standalone()
         use_gate = settings.enable_db_lock

@@ -2,7 +2,7 @@
 
 Services never ask which database they run on, nor whether their work runs in a
 transaction: they ask the unit of work's store (``uow.store``). A :class:`Database` picks
-its store once, by its dialect (see :func:`store_for`); work it runs outside a transaction
+its store once, by its dialect (see :data:`STORES`); work it runs outside a transaction
 (``Database.write(standalone=True)`` on PostgreSQL) gets the store's
 :meth:`Store.standalone` variant. The concrete stores live in ``storage.stores``.
 """
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 Write = Callable[[], AbstractAsyncContextManager[Any]]
 """Opens a write transaction yielding a unit of work (``Database.write``)."""
 
-__all__ = ["Store", "Write", "register_store", "store_for"]
+__all__ = ["STORES", "Store", "Write"]
 
 
 @runtime_checkable
@@ -85,21 +85,5 @@ class Store(Hashable, Protocol):
         ...
 
 
-_STORES: dict[str, Store] = {}
-
-
-def register_store(dialect: str, store: Store) -> None:
-    """Make ``store`` the one of databases of ``dialect`` (each store module registers)."""
-    _STORES[dialect] = store
-
-
-def store_for(dialect: str) -> Store:
-    """The store of a database of ``dialect`` (``sqlite`` or ``postgresql``).
-
-    Raises:
-        ValueError: No store for that database.
-    """
-    try:
-        return _STORES[dialect]
-    except KeyError:
-        raise ValueError(f"No store for {dialect!r} databases.") from None
+STORES: dict[str, Store] = {}
+"""The store of each dialect's databases (``storage`` fills it from ``storage.stores``)."""
