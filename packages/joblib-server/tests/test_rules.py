@@ -303,7 +303,7 @@ async def _through(
     await scene.insert(row)
     refusal: type[ProblemError] | None = None
     try:
-        async with scene.db.write(autocommit=autocommit) as uow:
+        async with scene.db.write(standalone=autocommit) as uow:
             access = await get_room_access()
             await update_task(uow, actor, access, row["id"], body, scene.settings)
     except ProblemError as exc:
@@ -373,7 +373,7 @@ async def _one_statement(
         return 0
     row = row | {"id": uuid.uuid4()}
     await scene.insert(row)
-    async with scene.db.write(autocommit=True) as uow:
+    async with scene.db.write(standalone=True) as uow:
         answer = await report(uow, actor, row["id"], body, scene.settings)
     got = _columns(SimpleNamespace(**await scene.load(row["id"])))
     if answer is None:
@@ -412,7 +412,7 @@ async def test_claims_come_out_in_the_claim_order(scene, backend) -> None:
         claimed: list[tuple[Any, ...]] = []
         batch = len(rows) % 3 + 1  # 1, 2 or 3 at a time
         while True:
-            async with scene.db.write(autocommit=len(claimed) % 2 == 0) as uow:
+            async with scene.db.write(standalone=len(claimed) % 2 == 0) as uow:
                 got, _ = await claim_tasks(uow, actor, worker, batch, scene.settings)
             if not got:
                 break

@@ -32,8 +32,6 @@ from zndraw_joblib_server.services.rules_sql import lease_expired_sql
 from zndraw_joblib_server.services.workers import remove_workers
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
-from zndraw_joblib_server.storage.pending import counts_kept
-from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.provider_cache import internal_cache_of, provider_cache_of
 
 __all__ = ["SweepReport", "run_sweeper", "sweep_once"]
@@ -180,16 +178,6 @@ async def _purge_finished(uow: UnitOfWork, settings: JobLibSettings) -> int:
     return len(ids)
 
 
-async def _fold_counts(uow: UnitOfWork) -> None:
-    """PostgreSQL: fold the per-backend pending counts into their jobs' base rows.
-
-    One call per pass keeps the counts table at a few rows per job as connections (and so
-    backend pids) come and go; it never waits for a row a transaction holds.
-    """
-    if await counts_kept(uow.session):
-        await uow.session.execute(FOLD)
-
-
 async def sweep_once(
     session_maker: async_sessionmaker[AsyncSession],
     settings: JobLibSettings,
@@ -220,9 +208,7 @@ async def sweep_once(
             report.tasks_purged += purged
             if purged < RETENTION_BATCH:
                 break
-    if db.is_postgres:  # SQLite keeps one row per job: nothing to fold
-        async with db.write() as uow:
-            await _fold_counts(uow)
+    await db.store.fold_counts(db.write)
     return report
 
 

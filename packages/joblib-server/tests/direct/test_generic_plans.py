@@ -82,20 +82,19 @@ async def test_claim_and_positions_use_the_claim_index_in_generic_plans(
         "b_beat": now,
         "b_user": uuid.uuid4(),
     }
+    alone = db.store.standalone()
+    assert alone is not None
     statements = {
-        "claim": (claim._claim_statement(False, False, "postgresql"), claim_params),
-        "claim outside a transaction": (
-            claim._claim_statement(False, True, "postgresql"),
-            claim_params,
-        ),
+        "claim": (claim._claim_statement(False, db.store), claim_params),
+        "claim outside a transaction": (claim._claim_statement(False, alone), claim_params),
         "claim of a worker's only job": (
-            claim._claim_statement(False, True, "postgresql", True),
+            claim._claim_statement(False, alone, True),
             claim_params,
         ),
         "position": (positions._AHEAD_OF_ONE, place),
-        "position of a new task": (positions._POSITION_OF_NEW["postgresql"], place),
+        "position of a new task": (positions._position_of_new(db.store), place),
         "insert with its position": (
-            positions._INSERT_ONE["postgresql", False, "kept"],
+            positions._insert_one(db.store, False, "kept"),
             {**new, **{f"r_{k}": v for k, v in place.items()}},
         ),
     }

@@ -38,7 +38,7 @@ def settings_overrides() -> dict[str, object]:
 
 async def _backend_pid(db: Database) -> int:
     """The backend of the connection the next write outside a transaction runs on."""
-    async with db.write(autocommit=True) as uow:
+    async with db.write(standalone=True) as uow:
         await records.execute(uow.session, BY_ID, {"id": uuid.uuid4()})
         conn, _ = await session_connection(uow.session)
         driver = (await conn.get_raw_connection()).driver_connection  # no transaction begun
@@ -50,7 +50,7 @@ async def test_the_next_write_reuses_the_connection(db: Database) -> None:
     assert await _backend_pid(db) == first
     sessions = []
     for _ in range(2):
-        async with db.write(autocommit=True) as uow:
+        async with db.write(standalone=True) as uow:
             sessions.append(uow.session)
             assert not uow.session.sync_session.identity_map  # closed in between: empty
     assert sessions[0] is sessions[1]  # kept along with its connection
@@ -62,7 +62,7 @@ async def test_concurrent_writes_keep_at_most_keep_connections(db: Database) -> 
     started = asyncio.Event()
 
     async def write() -> None:
-        async with db.write(autocommit=True) as uow:
+        async with db.write(standalone=True) as uow:
             await records.execute(uow.session, BY_ID, {"id": uuid.uuid4()})
             await started.wait()
 

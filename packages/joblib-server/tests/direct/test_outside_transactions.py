@@ -1,6 +1,6 @@
 """PostgreSQL: hot writes outside a transaction, their statements run straight on asyncpg.
 
-Submits, claims and single updates run with ``Database.write(autocommit=True)``: each
+Submits, claims and single updates run with ``Database.write(standalone=True)``: each
 statement commits on its own, a claim beats and checks its worker in the claim statement,
 an update applies only to the version it read (and is retried in a transaction when the
 task changed meanwhile). Their prebuilt statements run on asyncpg directly
@@ -63,8 +63,8 @@ async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, ta
     ]
     load = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     ids = {"ids": [row["id"] for row in rows]}
-    async with db.write(autocommit=True) as uow:
-        assert uow.autocommit
+    async with db.write(standalone=True) as uow:
+        assert uow.store.guards_writes()
         session = uow.session
         inserted = await records.execute(session, prebuilt(insert(TASKS)), rows)
         assert isinstance(inserted, DirectResult)
@@ -96,7 +96,7 @@ async def test_direct_update_counts_rows_and_empty_results_have_keys(
         TASKS.update().where(TASKS.c.id == task_param("b_id", "id")).values(version=5)
     )
     by_id = prebuilt(select(TASKS.c.id, TASKS.c.version).where(TASKS.c.id == task_param("id")))
-    async with db.write(autocommit=True) as uow:
+    async with db.write(standalone=True) as uow:
         await records.insert_tasks(uow.session, [row])
         assert (await records.execute(uow.session, touch, {"b_id": row["id"]})).rowcount == 1
         assert (await records.execute(uow.session, touch, {"b_id": uuid.uuid4()})).rowcount == 0
@@ -140,7 +140,7 @@ async def test_driver_errors_are_sqlalchemys_and_the_connection_goes_on(
 ) -> None:
     """A constraint violation raises SQLAlchemy's IntegrityError; later statements still run."""
     orphan = task_row(uuid.uuid4(), 1)  # no such job: foreign key violation
-    async with db.write(autocommit=True) as uow:
+    async with db.write(standalone=True) as uow:
         with pytest.raises(exc.IntegrityError):
             await records.insert_tasks(uow.session, [orphan])
         await records.insert_tasks(uow.session, [task_row(job_id, 2)])
@@ -154,7 +154,7 @@ async def test_a_broken_connection_is_invalidated(db: Database, job_id: uuid.UUI
     by_id = prebuilt(select(TASKS.c.id).where(TASKS.c.id == task_param("id")))
 
     async def query_after_kill() -> None:
-        async with db.write(autocommit=True) as uow:
+        async with db.write(standalone=True) as uow:
             ran = await records.execute(uow.session, by_id, {"id": uuid.uuid4()})
             assert isinstance(ran, DirectResult)
             conn, _ = await session_connection(uow.session)
@@ -168,7 +168,7 @@ async def test_a_broken_connection_is_invalidated(db: Database, job_id: uuid.UUI
     with pytest.raises(exc.DBAPIError) as raised:
         await query_after_kill()
     assert raised.value.connection_invalidated
-    async with db.write(autocommit=True) as uow:
+    async with db.write(standalone=True) as uow:
         result = await records.execute(uow.session, by_id, {"id": uuid.uuid4()})
         assert isinstance(result, DirectResult)
 

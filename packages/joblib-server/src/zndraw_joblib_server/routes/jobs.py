@@ -19,6 +19,7 @@ from zndraw_joblib_server.dependencies import (
 from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
 from zndraw_joblib_server.services import jobs as job_service
 from zndraw_joblib_server.services import workers as worker_service
+from zndraw_joblib_server.services.common import written
 
 router = APIRouter(route_class=JobLibRoute, tags=["jobs"], redirect_slashes=False)
 
@@ -58,10 +59,9 @@ async def register_job(
     """
     # Checked first, so a costly schema never holds the write transaction.
     await job_service.check_registration(actor, room_id, body, settings, db.caches.schemas)
-    async with db.write(sink) as uow:
-        job, created = await job_service.register_job(
-            uow, actor, room_id, body, settings, job_access
-        )
+    job, created = await written(
+        db, sink, job_service.register_job, actor, room_id, body, settings, job_access
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return job

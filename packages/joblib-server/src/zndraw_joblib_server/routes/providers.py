@@ -28,6 +28,7 @@ from zndraw_joblib_server.routes._common import (
 )
 from zndraw_joblib_server.services import provider_reads
 from zndraw_joblib_server.services import providers as provider_service
+from zndraw_joblib_server.services.common import written
 from zndraw_joblib_server.services.internal_providers import InternalProviders
 
 __all__ = ["internal_providers_of", "router"]
@@ -66,10 +67,9 @@ async def register_provider(
     (or a superuser) may update a provider. Without `worker_id` a worker is created.
     """
     await provider_service.check_registration(actor, room_id, body, settings, db.caches.schemas)
-    async with db.write(sink) as uow:
-        provider, created = await provider_service.register_provider(
-            uow, actor, room_id, body, settings
-        )
+    provider, created = await written(
+        db, sink, provider_service.register_provider, actor, room_id, body, settings
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return provider
@@ -163,8 +163,7 @@ async def delete_provider(
     provider_id: uuid.UUID, actor: ActorDep, db: DatabaseDep, sink: EventSinkDep
 ) -> Response:
     """Remove a provider (owner or superuser); readers waiting on it are answered 404."""
-    async with db.write(sink) as uow:
-        await provider_service.delete_provider(uow, actor, provider_id)
+    await written(db, sink, provider_service.delete_provider, actor, provider_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

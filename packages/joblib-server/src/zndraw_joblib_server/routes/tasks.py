@@ -47,6 +47,7 @@ from zndraw_joblib_server.routes._common import (
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services import updates as update_service
 from zndraw_joblib_server.services import waiting
+from zndraw_joblib_server.services.common import written
 from zndraw_joblib_server.settings import JobLibSettings
 
 router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=False)
@@ -92,17 +93,9 @@ async def submit_task(
     `internal-job-not-configured`: an `@internal` job no executor serves now.
     """
     key = task_service.idempotency_key_of(idempotency_key)
-    # PostgreSQL: its one insert needs no transaction. A claim waiting in this process is
-    # woken after the insert and claims for itself: fewer round trips before its answer
-    # than handing it the task inside a submit transaction (SQLite still hands it over).
-
-    async def attempt(checked: str | None) -> tuple[TaskResponse, bool]:
-        async with db.write(sink, autocommit=True) as uow:
-            return await task_service.submit_task(
-                uow, actor, room_id, job_name, body, key, settings, checked
-            )
-
-    task, created = await task_service.with_checks(attempt, settings)
+    task, created = await task_service.submit_one(
+        db, sink, actor, room_id, job_name, body, key, settings
+    )
     if created:
         response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
         response.headers["Retry-After"] = "1"
@@ -134,23 +127,9 @@ async def submit_tasks(
     Each entry is the body of a single submit. A refused entry (payload against the job's
     schema, sizes) refuses the batch; the problem's `item` member is the entry's index.
     """
-    keys = task_service.batch_keys(idempotency_key, len(body.items))
-
-    async def attempt(checked: str | None) -> tuple[list[TaskResponse], bool]:
-        async with db.write(sink) as uow:
-            return await task_service.submit_tasks(
-                uow,
-                actor,
-                room_id,
-                job_name,
-                body.items,
-                None if keys is None else keys[:-1],
-                settings,
-                checked,
-                probe=None if keys is None else keys[-1],
-            )
-
-    tasks, created = await task_service.with_checks(attempt, settings)
+    tasks, created = await task_service.submit_batch(
+        db, sink, actor, room_id, job_name, body.items, idempotency_key, settings
+    )
     if created:
         response.headers["Retry-After"] = "1"
     else:
@@ -292,13 +271,9 @@ async def update_task(
     `Prefer: wait=N` it waits for work as a claim does) and answered in `claimed`.
     """
     request = body.claim_next
-    if request is None or db.is_postgres:
-        task = await update_service.update_one(db, sink, actor, access, task_id, body, settings)
-        claimed = None
-    else:  # SQLite: the update and the claim commit together
-        async with db.write(sink) as uow:
-            task = await update_service.update_task(uow, actor, access, task_id, body, settings)
-            claimed = await waiting.claim_within(uow, actor, request, settings)
+    task, claimed = await update_service.update_claiming(
+        db, sink, actor, access, task_id, body, settings
+    )
     if request is None:
         return task
     wait = _claim_wait(prefer, settings, response)
@@ -336,11 +311,9 @@ async def update_tasks(
     """
     items, claim = (body, None) if isinstance(body, list) else (body.items, body.claim_next)
     minimal = prefers_minimal(prefer)
-    async with db.write(sink) as uow:
-        outcomes = await update_service.update_tasks(
-            uow, actor, access, items, settings, minimal=minimal
-        )
-        claimed = await waiting.claim_within(uow, actor, claim, settings)
+    outcomes, claimed = await update_service.update_batch(
+        db, sink, actor, access, items, claim, settings, minimal=minimal
+    )
     applied = ["return=minimal"] if minimal else []
     if claim is not None:
         wait = wait_seconds(prefer, _claim_cap(settings))
@@ -362,5 +335,4 @@ async def cancel_task(
     sink: EventSinkDep,
 ) -> TaskResponse:
     """Cancel a pending task now; ask the worker to stop a claimed or running one."""
-    async with db.write(sink) as uow:
-        return await task_service.cancel_task(uow, actor, access, task_id)
+    return await written(db, sink, task_service.cancel_task, actor, access, task_id)

@@ -10,6 +10,7 @@ from zndraw_joblib_core import Page, WorkerResponse, WorkerSummary
 from zndraw_joblib_server.dependencies import ActorDep, DatabaseDep, EventSinkDep, SettingsDep
 from zndraw_joblib_server.routes._common import DEFAULT_LIMIT, JobLibRoute, Limit, Offset, problems
 from zndraw_joblib_server.services import workers as worker_service
+from zndraw_joblib_server.services.common import written
 
 router = APIRouter(route_class=JobLibRoute, tags=["workers"], redirect_slashes=False)
 
@@ -24,8 +25,7 @@ async def create_worker(
     actor: ActorDep, db: DatabaseDep, settings: SettingsDep, sink: EventSinkDep
 ) -> WorkerResponse:
     """Create a worker owned by the caller (429 `quota-exceeded` past the per-user cap)."""
-    async with db.write(sink) as uow:
-        return await worker_service.create_worker(uow, actor, settings)
+    return await written(db, sink, worker_service.create_worker, actor, settings)
 
 
 @router.get("/workers", response_model=Page[WorkerSummary], responses=problems())
@@ -53,8 +53,7 @@ async def heartbeat(
 
     The answer lists in `cancel_requested` the worker's tasks that should stop.
     """
-    async with db.write(sink) as uow:
-        return await worker_service.heartbeat(uow, actor, worker_id, settings)
+    return await written(db, sink, worker_service.heartbeat, actor, worker_id, settings)
 
 
 @router.delete(
@@ -71,6 +70,5 @@ async def delete_worker(
     sink: EventSinkDep,
 ) -> Response:
     """Remove a worker (owner or superuser); its in-flight tasks are released."""
-    async with db.write(sink) as uow:
-        await worker_service.remove_worker(uow, actor, worker_id, settings)
+    await written(db, sink, worker_service.remove_worker, actor, worker_id, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

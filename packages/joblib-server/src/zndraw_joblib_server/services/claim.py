@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, any_, bindparam, func, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
@@ -33,53 +33,16 @@ from zndraw_joblib_server.services.records import (
 from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage import Store, UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-__all__ = ["claim_tasks", "claimable_jobs", "hand_off", "next_due"]
+__all__ = ["claim_tasks", "hand_off", "next_due"]
 
 
-WORKERS = Worker.__table__
 LINKS = WorkerJobLink.__table__
-
-_JOBS_OF_WORKER = prebuilt(
-    select(LINKS.c.job_id).where(
-        LINKS.c.worker_id == bindparam("worker_id", type_=LINKS.c.worker_id.type)
-    )
-)
-_TOUCH = prebuilt(
-    update(WORKERS)
-    .where(
-        WORKERS.c.id == bindparam("b_worker_id", type_=WORKERS.c.id.type),
-        WORKERS.c.user_id == bindparam("b_user_id", type_=WORKERS.c.user_id.type),
-    )
-    .values(last_heartbeat=bindparam("b_now", type_=WORKERS.c.last_heartbeat.type))
-    .returning(WORKERS.c.id)
-)
-
-
-_TOUCHED = _TOUCH.cte("touched")
-_TOUCH_AND_JOBS = prebuilt(
-    select(_TOUCHED.c.id, LINKS.c.job_id).select_from(
-        _TOUCHED.outerjoin(LINKS, LINKS.c.worker_id == _TOUCHED.c.id)
-    )
-)
-"""PostgreSQL: the heartbeat and the jobs of the worker in one statement (one round trip)."""
-
-_OWNER_AND_JOBS = prebuilt(
-    select(WORKERS.c.user_id, LINKS.c.job_id)
-    .select_from(WORKERS.outerjoin(LINKS, LINKS.c.worker_id == WORKERS.c.id))
-    .where(WORKERS.c.id == bindparam("b_worker_id", type_=WORKERS.c.id.type))
-)
-"""A worker's owner and jobs (read only: outside a transaction the claim itself beats)."""
-
-
-async def claimable_jobs(session: AsyncSession, worker_id: uuid.UUID) -> list[uuid.UUID]:
-    """The ids of the jobs the worker serves."""
-    rows = await execute(session, _JOBS_OF_WORKER, {"worker_id": worker_id})
-    return list(rows.scalars())
+WORKERS = Worker.__table__
 
 
 async def _touch_worker(
@@ -88,31 +51,16 @@ async def _touch_worker(
     """Refresh the caller's worker's heartbeat (claiming is a sign of life); its jobs' ids.
 
     The row lock also makes a concurrent ``DELETE /workers`` wait for this claim to commit
-    (PostgreSQL), so it then sees and releases what was claimed. On PostgreSQL the update and
-    the read of the worker's jobs are one statement.
+    (PostgreSQL), so it then sees and releases what was claimed (see
+    ``Store.touch_worker``).
 
     Raises:
         WorkerNotFound: No such worker.
         Forbidden: The worker belongs to somebody else.
     """
-    session = uow.session
-    params = {"b_worker_id": worker_id, "b_user_id": actor.id, "b_now": now}
-    if uow.autocommit:
-        # A read: the claim statement refreshes the heartbeat (one commit, not two).
-        rows = (await execute(session, _OWNER_AND_JOBS, params)).all()
-        touched = bool(rows) and rows[0][0] == actor.id
-        job_ids = [job_id for _owner, job_id in rows if job_id is not None]
-        if touched and not job_ids:
-            await execute(session, _TOUCH, params)  # nothing to claim: beat on its own
-    elif uow.dialect == "postgresql":
-        rows = (await execute(session, _TOUCH_AND_JOBS, params)).all()
-        touched = bool(rows)
-        job_ids = [job_id for _id, job_id in rows if job_id is not None]
-    else:
-        touched = (await execute(session, _TOUCH, params)).scalar_one_or_none() is not None
-        job_ids = await claimable_jobs(session, worker_id) if touched else []
+    touched, job_ids = await uow.store.touch_worker(uow.session, worker_id, actor.id, now)
     if not touched:
-        await owned_worker(session, actor, worker_id, allow_superuser=False)
+        await owned_worker(uow.session, actor, worker_id, allow_superuser=False)
         raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
     return job_ids
 
@@ -136,21 +84,21 @@ def _only_job() -> Any:
 
 @lru_cache(maxsize=16)
 def _claim_statement(
-    several_jobs: bool, guarded: bool, dialect: str, alone: bool = False, start: bool = False
+    several_jobs: bool, store: Store, alone: bool = False, start: bool = False
 ) -> Any:
     """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
 
     One job (the usual case) is an equality, so both databases walk the claim index in
     claim order and stop after ``limit`` rows, however long the queue.
 
-    ``guarded`` (a claim outside a transaction, PostgreSQL): the statement also refreshes
-    the heartbeat of the worker (parameter ``b_beat``) if it belongs to the caller
+    Guarded (a claim outside a transaction: ``store.guards_writes()``): the statement also
+    refreshes the heartbeat of the worker (parameter ``b_beat``) if it belongs to the caller
     (``b_user``), and claims only if that found the worker. The update locks the worker's
     row until the statement commits, so a concurrent ``DELETE /workers`` (which locks that
     row first) either makes it claim nothing or waits for it and then releases what it
     claimed.
 
-    ``alone`` (with ``guarded``): the statement looks the worker's job up itself and claims
+    ``alone`` (guarded): the statement looks the worker's job up itself and claims
     only when the worker serves exactly one (no ``b_job_id``): a whole claim in one round
     trip. Claiming nothing then does not say why; the caller asks again the general way.
 
@@ -175,15 +123,9 @@ def _claim_statement(
         .with_for_update(skip_locked=True)
         .cte("claimable")
     )
-    if dialect == "postgresql":
-        # An array of the claimed ids, matched through the primary key. With ``IN
-        # (SELECT ...)`` a generic plan (which takes the limit for a tenth of the queue)
-        # may hash-join the whole tasks table instead.
-        chosen = TASKS.c.id == any_(func.array(select(claimable.c.id).scalar_subquery()))
-    else:
-        chosen = TASKS.c.id.in_(select(claimable.c.id))
-    stmt = update(TASKS).where(chosen)
-    if guarded:
+    ids = select(claimable.c.id)
+    stmt = update(TASKS).where(store.pick_ids(TASKS.c.id, ids))
+    if store.guards_writes():
         beat = (
             update(WORKERS)
             .where(
@@ -241,7 +183,8 @@ async def claim_tasks(
         "b_lease_until": lease_until(now, None, settings.lease_seconds),
         "b_limit": max_tasks,
     }
-    if uow.autocommit:
+    guarded = uow.store.guards_writes()
+    if guarded:
         params["b_beat"] = now
         params["b_user"] = actor.id
     tasks: list[TaskRecord] = []
@@ -251,11 +194,9 @@ async def claim_tasks(
     # (a waiting claim woken by a submit). Claiming nothing there means asking again the
     # general way; an idle worker's empty claims go the general way at once.
     hints = caches_of(session).claim_hints
-    hint = hints.get(worker_id) if uow.autocommit else None
+    hint = hints.get(worker_id) if guarded else None
     if hint is not None and hint[0] and (hint[1] or likely):
-        tasks = await fetch(
-            session, _claim_statement(False, True, uow.dialect, True, start), params
-        )
+        tasks = await fetch(session, _claim_statement(False, uow.store, True, start), params)
         job_ids = [tasks[0].job_id] if tasks else []
         hints.put(worker_id, (True, bool(tasks)))
     if not tasks:  # the general way: the worker's jobs first
@@ -266,9 +207,9 @@ async def claim_tasks(
             params["b_job_id"] = job_ids[0]
         else:
             params["b_job_ids"] = job_ids
-        stmt = _claim_statement(len(job_ids) > 1, uow.autocommit, uow.dialect, False, start)
+        stmt = _claim_statement(len(job_ids) > 1, uow.store, False, start)
         tasks = await fetch(session, stmt, params)
-        if uow.autocommit:
+        if guarded:
             hints.put(worker_id, (len(job_ids) == 1, bool(tasks)))
         if not tasks:
             return [], job_ids
@@ -281,7 +222,7 @@ async def claim_tasks(
             start_task(task, now, settings)
         else:
             task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
-    if uow.autocommit:
+    if guarded:
         for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
             with contextlib.suppress(StaleRecord):
                 await save(session, [task], guarded=True)
@@ -306,7 +247,7 @@ async def hand_off(
     its caller's is left to find that out itself. Waiting claims in other processes are
     woken as before for what is left.
     """
-    if uow.parked is None or uow.autocommit or not new_ids:
+    if uow.parked is None or not uow.store.hands_off() or not new_ids:
         return  # (outside a transaction, the waiting claims are woken instead)
     key = f"job:{job_id}"
     handed = 0

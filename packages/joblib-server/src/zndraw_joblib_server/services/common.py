@@ -6,10 +6,10 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import accumulate
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pydantic_core
 from sqlalchemy import select
@@ -29,7 +29,7 @@ from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_second
 from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.services.records import UNLOADED, TaskLike
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.caches import Bounded, caches_of
 
 __all__ = [
@@ -44,7 +44,23 @@ __all__ = [
     "status_event",
     "to_response",
     "validate_room",
+    "written",
 ]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def written(
+    db: Database,
+    sink: EventSink | None,
+    work: Callable[Concatenate[UnitOfWork, P], Awaitable[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``work(uow, *args, **kwargs)`` in a write transaction of its own (routes open none)."""
+    async with db.write(sink) as uow:
+        return await work(uow, *args, **kwargs)
 
 
 def validate_room(room_id: str) -> None:

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,12 +135,6 @@ async def require_executor(session: AsyncSession, job_id: uuid.UUID, full_name: 
         )
 
 
-async def _lock(uow: UnitOfWork) -> None:
-    # SQLite's write transaction already excludes every other writer.
-    if uow.dialect == "postgresql":
-        await uow.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-
-
 async def ensure_internal_jobs(uow: UnitOfWork, specs: list[InternalJobSpec]) -> list[Job]:
     """Create or update the ``@internal`` jobs, under a lock; idempotent.
 
@@ -150,7 +144,7 @@ async def ensure_internal_jobs(uow: UnitOfWork, specs: list[InternalJobSpec]) ->
     Returns:
         The jobs, in the order of ``specs``.
     """
-    await _lock(uow)
+    await uow.store.lock_exclusive(uow.session, _LOCK_KEY)
     session = uow.session
     jobs: list[Job] = []
     changed = False

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
@@ -27,8 +27,9 @@ from zndraw_joblib_server.services.records import (
 )
 from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.execute import execute
-from zndraw_joblib_server.storage.pending import counts_kept, kept_count
+from zndraw_joblib_server.storage.pending import counts_kept
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.store import Store
 
 __all__ = ["insert_one", "new_position", "queue_positions"]
 
@@ -74,68 +75,61 @@ def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
 _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
 """The count ahead of one task, built once (no statement construction per request)."""
 
-_POSITION_OF_NEW = {
-    dialect: prebuilt(
-        select(kept_count(dialect, task_param("job_id")) - _counts_ahead_of("", behind=True))
-    )
-    for dialect in ("sqlite", "postgresql")
-}
-"""A pending task's position from its job's pending count (see ``storage.pending``)."""
+
+@lru_cache(maxsize=8)
+def _position_of_new(store: Store) -> Any:
+    """A pending task's position from its job's pending count (see ``storage.pending``)."""
+    kept = store.kept_count(task_param("job_id"))
+    return prebuilt(select(kept - _counts_ahead_of("", behind=True)))
 
 
-async def new_position(session: AsyncSession, task: TaskLike, dialect: str) -> int:
+async def new_position(session: AsyncSession, task: TaskLike, store: Store) -> int:
     """The 1-based queue position of a task just inserted as pending.
 
     Where the database keeps the counts: the job's pending count minus the tasks queued
     behind the new one (usually none), so the cost does not grow with the queue; elsewhere
     as :func:`queue_positions`.
     """
-    if dialect in _POSITION_OF_NEW and await counts_kept(session):
+    if await counts_kept(session):
         params = {name: getattr(task, name) for name in _AHEAD_FIELDS}
-        position = (await execute(session, _POSITION_OF_NEW[dialect], params)).scalar_one()
+        position = (await execute(session, _position_of_new(store), params)).scalar_one()
         if position is not None and position >= 1:  # None: the job's count was removed
             return int(position)
     return (await queue_positions(session, [task]))[task.id]
 
 
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-"""Each database's ``INSERT`` with ``ON CONFLICT`` (both write the same SQL)."""
+@lru_cache(maxsize=32)
+def _insert_one(store: Store, keyed: bool, counting: str | None) -> Any:
+    """One task's ``INSERT``, built once per store and shape.
 
-
-def _insert_one(dialect: str, keyed: bool, counting: str | None) -> Any:
-    stmt: Any = _INSERTS[dialect](TASKS)
+    Prebuilt (see ``storage.prebuilt``): SQLAlchemy's own ``on_conflict_do_nothing`` opts
+    out of its compiled-statement cache.
+    """
+    stmt: Any = store.insert(TASKS)
     if keyed:  # the tasks table's unique key: a concurrent insert is waited for, then skipped
         c = TASKS.c
         stmt = stmt.on_conflict_do_nothing(index_elements=[c.job_id, c.room_id, c.idempotency_key])
     if counting == "ahead":  # the pending tasks ahead of the new one
         stmt = stmt.returning(_counts_ahead_of("r_"))
     elif counting == "kept":  # the same, from the kept count (before the insert's trigger)
-        kept = kept_count("postgresql", task_param("r_job_id", "job_id"))
+        kept = store.kept_count(task_param("r_job_id", "job_id"))
         stmt = stmt.returning(kept - _counts_ahead_of("r_", behind=True))
     return prebuilt(stmt)
 
 
-_INSERT_ONE = {
-    (d, k, c): _insert_one(d, k, c)
-    for d in _INSERTS
-    for k in (False, True)
-    for c in (None, "ahead", "kept")
-}
-"""Prebuilt (compiled once per database, see ``storage.prebuilt``): SQLAlchemy's own
-``on_conflict_do_nothing`` opts out of its compiled-statement cache."""
-
-
 async def insert_one(
-    session: AsyncSession, row: dict[str, Any], *, keyed: bool, counting: bool
+    session: AsyncSession, store: Store, row: dict[str, Any], *, keyed: bool, counting: bool
 ) -> tuple[bool, int | None]:
     """Insert one complete task row in one statement.
 
     Args:
         session: The transaction's session.
+        store: The database's store (its ``INSERT`` and kept counts).
         row: Every column of the task.
         keyed: Insert nothing when the row's idempotency key is taken (no error, no
             savepoint: a concurrent insert of the same key is waited for, then skipped).
-        counting: PostgreSQL: also return the new task's position. ``RETURNING`` is
+        counting: Also return the new task's position (PostgreSQL: only where the store
+            answers positions on insert). ``RETURNING`` is
             evaluated on the statement's snapshot, which holds neither the new row nor the
             change its trigger makes to the counts: with the counts kept, the job's count
             minus the pending tasks queued behind the new one are those ahead of it;
@@ -147,12 +141,10 @@ async def insert_one(
     """
     params = row
     mode = None
-    dialect = session.sync_session.get_bind().dialect.name
     if counting:
         params = {**row, **{f"r_{name}": row[name] for name in _AHEAD_FIELDS}}
-        kept = dialect == "postgresql" and await counts_kept(session)
-        mode = "kept" if kept else "ahead"
-    result = await execute(session, _INSERT_ONE[dialect, keyed, mode], params)
+        mode = "kept" if await counts_kept(session) else "ahead"
+    result = await execute(session, _insert_one(store, keyed, mode), params)
     if mode is None:
         return result.rowcount == 1, None
     ahead = result.scalar_one_or_none()

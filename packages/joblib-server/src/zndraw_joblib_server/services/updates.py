@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
     ACTIVE_STATUSES,
+    ClaimNextResponse,
     Forbidden,
     InvalidTaskTransition,
     LeaseLost,
@@ -20,9 +21,11 @@ from zndraw_joblib_core import (
     RequestValidationFailed,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
+    TaskClaimRequest,
     TaskNotFound,
     TaskResponse,
     TaskStatus,
+    TaskUpdateClaimRequest,
     TaskUpdateRequest,
 )
 from zndraw_joblib_server.domain.rules import (
@@ -33,6 +36,7 @@ from zndraw_joblib_server.domain.rules import (
     lease_expired,
 )
 from zndraw_joblib_server.models import Worker, utcnow
+from zndraw_joblib_server.services import waiting
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
@@ -60,7 +64,7 @@ from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-__all__ = ["update_one", "update_task", "update_tasks"]
+__all__ = ["update_batch", "update_claiming", "update_one", "update_task", "update_tasks"]
 
 
 _WORKERS = Worker.__table__
@@ -282,9 +286,9 @@ async def _update_all(
     the problem that refused it.
     """
     session = uow.session
-    tasks, owners = await _load_for_update(
-        session, [task_id for task_id, _ in items], light=not snapshots, locked=not uow.autocommit
-    )
+    guarded = uow.store.guards_writes()  # outside a transaction: no row locks, guarded saves
+    ids = [task_id for task_id, _ in items]
+    tasks, owners = await _load_for_update(session, ids, light=not snapshots, locked=not guarded)
     # Workers named by an update that holds none of the tasks (their lease is lost anyway,
     # but a stranger's worker answers 403, not 409) need a lookup of their own.
     named = {body.worker_id for _, body in items if body.worker_id is not None}
@@ -308,7 +312,7 @@ async def _update_all(
         if requeued:
             claimable[task_id] = task
         outcomes.append((task_id, task.copy() if snapshots else None))
-    await save(session, changed.values(), guarded=uow.autocommit)
+    await save(session, changed.values(), guarded=guarded)
     await announce(uow, list(changed.values()), now, claimable.values())
     return outcomes
 
@@ -338,12 +342,52 @@ async def update_one(
     again in a transaction. Raises as :func:`update_task`.
     """
     try:
-        async with db.write(sink, autocommit=True) as uow:
+        async with db.write(sink, standalone=True) as uow:
             return await update_task(uow, actor, access, task_id, body, settings)
     except StaleRecord:
         pass  # changed meanwhile: nothing was written; again, in a transaction
     async with db.write(sink) as uow:
         return await update_task(uow, actor, access, task_id, body, settings)
+
+
+async def update_claiming(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    access: RoomAccess,
+    task_id: uuid.UUID,
+    body: TaskUpdateClaimRequest,
+    settings: JobLibSettings,
+) -> tuple[TaskResponse, ClaimNextResponse | None]:
+    """``PATCH /tasks/{id}``: the update, and what its own write claimed for ``claim_next``.
+
+    Where the store claims with the update (SQLite) the update and the claim commit
+    together; elsewhere the update runs as :func:`update_one` and the claim (None here) is
+    left to :func:`~.waiting.claim_after`. Raises as :func:`update_task`.
+    """
+    request = body.claim_next
+    if request is None or not db.store.claims_with_update():
+        return await update_one(db, sink, actor, access, task_id, body, settings), None
+    async with db.write(sink) as uow:
+        task = await update_task(uow, actor, access, task_id, body, settings)
+        return task, await waiting.claim_within(uow, actor, request, settings)
+
+
+async def update_batch(
+    db: Database,
+    sink: EventSink | None,
+    actor: Actor,
+    access: RoomAccess,
+    items: list[TaskBatchUpdateItem],
+    claim: TaskClaimRequest | None,
+    settings: JobLibSettings,
+    *,
+    minimal: bool = False,
+) -> tuple[list[TaskBatchUpdateOutcome], ClaimNextResponse | None]:
+    """``PATCH /tasks`` in one write: :func:`update_tasks`, then :func:`~.waiting.claim_within`."""
+    async with db.write(sink) as uow:
+        outcomes = await update_tasks(uow, actor, access, items, settings, minimal=minimal)
+        return outcomes, await waiting.claim_within(uow, actor, claim, settings)
 
 
 async def update_task(
@@ -362,7 +406,8 @@ async def update_task(
         LeaseLost: ``worker_id`` was given and that worker no longer holds the task.
         InvalidTaskTransition: The transition table refuses the change.
     """
-    if uow.autocommit and body.worker_id is not None and body.status in REPORTED:
+    one_statement = uow.store.reports_in_one_statement()
+    if one_statement and body.worker_id is not None and body.status in REPORTED:
         try:
             _check_limits(body, settings)
         except ProblemError:

@@ -65,7 +65,7 @@ async def claim(
     """
     due = None
     seq = db.notifier.seq if since is None else since
-    async with db.write(sink, autocommit=True) as uow:
+    async with db.write(sink, standalone=True) as uow:
         tasks, job_ids = await claim_service.claim_tasks(
             uow, actor, worker_id, max_tasks, settings, start=start
         )
@@ -162,13 +162,14 @@ async def claim_next(
 async def claim_within(
     uow: UnitOfWork, actor: Actor, request: TaskClaimRequest | None, settings: JobLibSettings
 ) -> ClaimNextResponse | None:
-    """On SQLite, the claim of ``claim_next`` in the update's own transaction (one commit).
+    """Where the store claims with the update (SQLite), the claim of ``claim_next`` in it.
 
-    None on PostgreSQL (or without ``claim_next``): there the update and the claim each run
-    as their own statements outside a transaction, which costs fewer round trips. A refused
-    claim has written nothing (it fails on the worker's lookup), so the update still commits.
+    The update's own transaction then commits both (one commit). None elsewhere (or without
+    ``claim_next``): on PostgreSQL the update and the claim each run as their own statements
+    outside a transaction, which costs fewer round trips. A refused claim has written
+    nothing (it fails on the worker's lookup), so the update still commits.
     """
-    if request is None or uow.dialect == "postgresql":
+    if request is None or not uow.store.claims_with_update():
         return None
     try:
         tasks, _ = await claim_service.claim_tasks(
@@ -283,7 +284,7 @@ class _Claim:
         self, woken: bool
     ) -> tuple[list[TaskResponse], list[uuid.UUID], datetime | None]:
         due = None
-        async with self.db.write(self.sink, autocommit=True) as uow:
+        async with self.db.write(self.sink, standalone=True) as uow:
             tasks, served = await claim_service.claim_tasks(
                 uow,
                 self.actor,

@@ -9,12 +9,15 @@ from zndraw_joblib_server.storage.database import (
 )
 from zndraw_joblib_server.storage.engine import create_engine, is_memory_sqlite
 from zndraw_joblib_server.storage.notifier import ClaimOffer, Notifier, Subscription
+from zndraw_joblib_server.storage.store import STORES, Store
+from zndraw_joblib_server.storage.stores import PostgresStore, SqliteStore
 
 __all__ = [
     "ClaimOffer",
     "Database",
     "EventSink",
     "Notifier",
+    "Store",
     "Subscription",
     "UnitOfWork",
     "create_engine",
@@ -22,3 +25,5 @@ __all__ = [
     "get_database",
     "is_memory_sqlite",
 ]
+
+STORES.update(sqlite=SqliteStore(), postgresql=PostgresStore())

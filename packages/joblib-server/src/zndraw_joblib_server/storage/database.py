@@ -31,6 +31,7 @@ from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.pubsub import PostgresPubSub
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
+from zndraw_joblib_server.storage.store import STORES, Store
 from zndraw_joblib_server.storage.upkeep import ClaimUpkeep
 
 __all__ = [
@@ -94,6 +95,8 @@ class UnitOfWork:
     """
 
     session: AsyncSession
+    store: Store
+    """What this database, written this way, does its own way (see ``storage.store``)."""
     events: list[Event] = field(default_factory=list)
     wake: dict[str, int | None] = field(default_factory=dict)
     record_events: bool = True
@@ -103,14 +106,8 @@ class UnitOfWork:
     handoffs: dict[Subscription, list[Any]] = field(default_factory=dict)
     """Reserved waiting claims and what this transaction claimed for each; settled after
     commit (with nothing after a rollback)."""
-    dialect: str = "sqlite"
-    """The database's dialect name (``sqlite`` or ``postgresql``)."""
     claimed: int = 0
     """How many tasks this work claimed (counted for :class:`~.upkeep.ClaimUpkeep`)."""
-    autocommit: bool = False
-    """PostgreSQL: every statement commits on its own (no ``BEGIN``/``COMMIT`` round trips).
-
-    Only for work whose statements are each safe alone (see :meth:`Database.write`)."""
 
     def wake_all(self, key: str) -> None:
         """Wake every long-poll waiting on ``key`` after commit."""
@@ -146,6 +143,9 @@ class Database:
         self.engine: AsyncEngine | None = bind
         self._writer_conn: AsyncConnection | None = None
         self.dialect: str = bind.dialect.name if bind is not None else "sqlite"
+        self.store: Store = STORES[self.dialect]
+        """The database's store (services ask it, never the dialect)."""
+        self._standalone = self.store.standalone()
         use_gate = settings.enable_db_lock
         if use_gate is None:
             use_gate = self.dialect == "sqlite"
@@ -166,7 +166,7 @@ class Database:
         """Runs this database's prebuilt statements on the driver (see ``storage.direct``)."""
         self._autocommit_engine: AsyncEngine | None = (
             bind.execution_options(isolation_level="AUTOCOMMIT")
-            if bind is not None and self.dialect == "postgresql"
+            if bind is not None and self._standalone is not None
             else None
         )
         self._kept: KeptConnections | None = None
@@ -183,11 +183,6 @@ class Database:
 
     def _count(self, *_args: object) -> None:
         self.statements += 1
-
-    @property
-    def is_postgres(self) -> bool:
-        """Whether the database is PostgreSQL."""
-        return self.dialect == "postgresql"
 
     async def start(self) -> None:
         """Start cross-process wake-ups (PostgreSQL LISTEN); on SQLite note the file."""
@@ -248,7 +243,7 @@ class Database:
         sink: EventSink | None = None,
         *,
         keep_events: bool = False,
-        autocommit: bool = False,
+        standalone: bool = False,
     ) -> AsyncIterator[UnitOfWork]:
         """A write transaction: commit on success, roll back on error, then announce.
 
@@ -256,14 +251,16 @@ class Database:
             sink: Receives the collected events after commit (errors are logged, not raised).
             keep_events: Collect events even without a sink (the caller reads
                 ``uow.events``).
-            autocommit: On PostgreSQL, run without a transaction: each statement commits on
-                its own, which saves the ``BEGIN`` and ``COMMIT`` round trips. For work
+            standalone: Where the store can (PostgreSQL), run without a transaction: each
+                statement commits on its own, which saves the ``BEGIN`` and ``COMMIT`` round
+                trips. For work
                 whose every statement is safe alone: the services then guard their writes
                 (a claim checks its worker in the claim statement, an update only applies to
                 the version it read). What such work collected is announced even when it
-                fails later, as its writes stand. Ignored on other databases.
+                fails later, as its writes stand. The unit of work's store is then the
+                store's :meth:`~.store.Store.standalone` one. Ignored on other databases.
         """
-        single = autocommit and self._autocommit_engine is not None
+        single = standalone and self._autocommit_engine is not None
         async with self._gate():
             if self.file_watch is not None:
                 self.file_watch.check()  # a write into a deleted file would be lost
@@ -290,10 +287,9 @@ class Database:
             self.direct.attach(session)
             uow = UnitOfWork(
                 session,
+                self._standalone if single and self._standalone else self.store,
                 record_events=sink is not None or keep_events,
                 parked=self.notifier if self.settings.claim_handoff else None,
-                dialect=self.dialect,
-                autocommit=single,
             )
             committed = False
             try:

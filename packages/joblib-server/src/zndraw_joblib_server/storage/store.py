@@ -1,0 +1,93 @@
+"""The :class:`Store` protocol: what one database, written one way, does its own way.
+
+Services never ask which database they run on, nor whether their work runs in a
+transaction: they ask the unit of work's store (``uow.store``). A :class:`Database` picks
+its store once, by its dialect (see :data:`STORES`); work it runs outside a transaction
+(``Database.write(standalone=True)`` on PostgreSQL) gets the store's
+:meth:`Store.standalone` variant. The concrete stores live in ``storage.stores``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Hashable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+Write = Callable[[], AbstractAsyncContextManager[Any]]
+"""Opens a write transaction yielding a unit of work (``Database.write``)."""
+
+__all__ = ["STORES", "Store", "Write"]
+
+
+@runtime_checkable
+class Store(Hashable, Protocol):
+    """One database's (and one way of writing's) strategies and SQL pieces.
+
+    Hashable: statements built for a store are cached by it.
+    """
+
+    def standalone(self) -> Store | None:
+        """The store of work whose statements each commit alone (None: always a transaction)."""
+        ...
+
+    def guards_writes(self) -> bool:
+        """Whether work runs outside a transaction, so it guards its writes itself.
+
+        Then reads take no row locks, a save applies only to the version it read, a claim
+        beats and checks its worker in the claim statement (and may claim in one statement).
+        """
+        ...
+
+    def hands_off(self) -> bool:
+        """Whether a submit may claim its tasks for waiting claims in its own transaction."""
+        ...
+
+    def reports_in_one_statement(self) -> bool:
+        """Whether a worker's usual report is tried as one ``UPDATE`` first."""
+        ...
+
+    def claims_with_update(self) -> bool:
+        """Whether an update's ``claim_next`` claims in the update's own transaction."""
+        ...
+
+    def positions_on_insert(self) -> bool:
+        """Whether inserting one task answers its queue position in the same statement."""
+        ...
+
+    def pick_ids(self, column: Any, ids: Any) -> Any:
+        """SQL: ``column`` is one of the ids the select ``ids`` (of one column) returns."""
+        ...
+
+    def kept_count(self, job_id: Any) -> Any:
+        """SQL: the kept pending count of the job ``job_id`` (see ``storage.pending``)."""
+        ...
+
+    def insert(self, table: Any) -> Any:
+        """The database's ``INSERT`` into ``table``, with ``on_conflict_do_nothing``."""
+        ...
+
+    async def touch_worker(
+        self, session: AsyncSession, worker_id: uuid.UUID, user_id: Any, now: datetime
+    ) -> tuple[bool, list[uuid.UUID]]:
+        """Beat the caller's worker (claiming is a sign of life); whether found, its jobs.
+
+        False when the worker does not exist or is not ``user_id``'s. Work that
+        :meth:`guards_writes` may leave the beat to the claim statement.
+        """
+        ...
+
+    async def lock_exclusive(self, session: AsyncSession, key: int) -> None:
+        """Hold the lock ``key`` until the transaction ends (writers take turns)."""
+        ...
+
+    async def fold_counts(self, write: Write) -> None:
+        """Compact the kept pending counts in a ``write`` (nothing where one row per job)."""
+        ...
+
+
+STORES: dict[str, Store] = {}
+"""The store of each dialect's databases (``storage`` fills it from ``storage.stores``)."""

@@ -1,0 +1,74 @@
+"""SQLite's store: every write is one transaction, serialised by the process's write gate."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zndraw_joblib_server.storage.execute import execute
+from zndraw_joblib_server.storage.pending import kept_count
+from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER, TOUCH
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore:
+    """SQLite: one transaction per write (no statement-alone mode), one count row per job."""
+
+    def standalone(self) -> Store | None:
+        """None: work always runs in a transaction (the write gate makes it cheap)."""
+        return None
+
+    def guards_writes(self) -> bool:
+        """False: a transaction under the write gate sees no concurrent writer."""
+        return False
+
+    def hands_off(self) -> bool:
+        """True: a submit claims for claims waiting in this process before it commits."""
+        return True
+
+    def reports_in_one_statement(self) -> bool:
+        """False: the general path is already one local transaction."""
+        return False
+
+    def claims_with_update(self) -> bool:
+        """True: an update and its ``claim_next`` commit together (one commit, not two)."""
+        return True
+
+    def positions_on_insert(self) -> bool:
+        """False: positions are read after the insert (inline, no round trip to save)."""
+        return False
+
+    def pick_ids(self, column: Any, ids: Any) -> Any:
+        """SQL: ``column IN (ids)``."""
+        return column.in_(ids)
+
+    def insert(self, table: Any) -> Any:
+        """``INSERT`` in sqlite's dialect (its ``ON CONFLICT`` clause)."""
+        return sqlite.insert(table)
+
+    def kept_count(self, job_id: Any) -> Any:
+        """SQL: the job's count row; ``NULL`` without one (only a hand edit removes it)."""
+        return kept_count("sqlite", job_id)
+
+    async def touch_worker(
+        self, session: AsyncSession, worker_id: uuid.UUID, user_id: Any, now: datetime
+    ) -> tuple[bool, list[uuid.UUID]]:
+        """Beat the worker, then read its jobs (two local statements)."""
+        params = {"b_worker_id": worker_id, "b_user_id": user_id, "b_now": now}
+        touched = (await execute(session, TOUCH, params)).scalar_one_or_none() is not None
+        if not touched:
+            return False, []
+        rows = await execute(session, JOBS_OF_WORKER, {"worker_id": worker_id})
+        return True, list(rows.scalars())
+
+    async def lock_exclusive(self, session: AsyncSession, key: int) -> None:
+        """Nothing: SQLite's write transaction already excludes every other writer."""
+
+    async def fold_counts(self, write: Write) -> None:
+        """Nothing: SQLite keeps one count row per job."""
