@@ -162,8 +162,8 @@ LIGHT_FIELDS: tuple[str, ...] = (
 )
 """What the update rules read; the rest (payload, result, timestamps) they only write."""
 
-TaskLike = Task | TaskRecord
-"""A task as an ORM object or as a record: the rules in the services accept either."""
+TaskLike = TaskRecord
+"""The one in-memory form of a task row the services work on (the ORM class is for the schema)."""
 
 
 async def fetch(

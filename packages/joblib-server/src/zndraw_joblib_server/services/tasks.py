@@ -538,18 +538,15 @@ async def _list(
     if status is not None:
         where = [*where, Task.status == status]
     total = (await session.execute(select(func.count()).select_from(Task).where(*where))).scalar()
-    tasks: list[Task] = []
+    tasks: list[TaskRecord] = []
     if limit:
-        tasks = list(
-            (
-                await session.execute(
-                    select(Task)
-                    .where(*where)
-                    .order_by(Task.created_at.desc(), Task.id.desc())
-                    .limit(limit)
-                    .offset(offset)
-                )
-            ).scalars()
+        tasks = await fetch(
+            session,
+            select(TASKS)
+            .where(*where)
+            .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
+            .limit(limit)
+            .offset(offset),
         )
     items = await respond_all(session, tasks)
     return Page[TaskResponse](items=items, total=total or 0, limit=limit, offset=offset)
