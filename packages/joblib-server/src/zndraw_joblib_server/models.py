@@ -51,6 +51,7 @@ __all__ = [
     "UTCDateTime",
     "Worker",
     "WorkerJobLink",
+    "new_task_row",
     "status_is",
     "utcnow",
 ]
@@ -247,6 +248,28 @@ class Task(JoblibBase):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def new_task_row(**values: Any) -> dict[str, Any]:
+    """Every column of a new task row: the table's defaults, then ``values``.
+
+    Columns without a default are None. Writers of new rows name only what they decide, so
+    a new column needs no edit in each of them.
+    """
+    row: dict[str, Any] = {}
+    for column in Task.__table__.columns:
+        default = column.default
+        if column.key in values or default is None:
+            row[column.key] = None
+        else:
+            # ColumnDefault.arg: the value, or the callable SQLAlchemy calls with its context.
+            arg = default.arg  # type: ignore[attr-defined]
+            row[column.key] = arg(None) if callable(arg) else arg
+    unknown = values.keys() - row.keys()
+    if unknown:
+        raise TypeError(f"not columns of joblib_task: {sorted(unknown)}")
+    row.update(values)
+    return row
 
 
 class Provider(JoblibBase):

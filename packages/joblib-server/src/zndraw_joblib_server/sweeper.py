@@ -28,6 +28,7 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
 from zndraw_joblib_server.services.liveness import stale_cutoff
+from zndraw_joblib_server.services.records import TASKS, TaskRecord, fetch, save
 from zndraw_joblib_server.services.rules_sql import lease_expired_sql
 from zndraw_joblib_server.services.workers import remove_workers
 from zndraw_joblib_server.settings import JobLibSettings
@@ -104,27 +105,24 @@ async def _stale_workers(uow: UnitOfWork, settings: JobLibSettings, report: Swee
 async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
     now = utcnow()
     grace = timedelta(seconds=settings.cancel_grace_seconds)
-    tasks = list(
-        (
-            await uow.session.execute(
-                select(Task)
-                .where(
-                    status_is(*ACTIVE_STATUSES),
-                    or_(
-                        lease_expired_sql(Task.lease_expires_at, now),
-                        Task.deadline_at < now,
-                        and_(
-                            Task.cancel_requested.is_(True),
-                            Task.cancel_requested_at < now - grace,
-                        ),
-                    ),
-                )
-                .limit(_BATCH)
-                .with_for_update(skip_locked=True)
-            )
-        ).scalars()
+    tasks = await fetch(
+        uow.session,
+        select(TASKS)
+        .where(
+            status_is(*ACTIVE_STATUSES),
+            or_(
+                lease_expired_sql(TASKS.c.lease_expires_at, now),
+                TASKS.c.deadline_at < now,
+                and_(
+                    TASKS.c.cancel_requested.is_(True),
+                    TASKS.c.cancel_requested_at < now - grace,
+                ),
+            ),
+        )
+        .limit(_BATCH)
+        .with_for_update(skip_locked=True),
     )
-    reasons: list[tuple[Task, str]] = []
+    reasons: list[tuple[TaskRecord, str]] = []
     for task in tasks:
         if task.cancel_requested:
             reasons.append((task, "the worker did not acknowledge the cancellation"))
@@ -135,7 +133,9 @@ async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: Swee
         else:
             reasons.append((task, "lease expired"))
             report.tasks_released += 1
-    await announce(uow, tasks, now, release_all(reasons, now, settings))
+    requeued = release_all(reasons, now, settings)
+    await save(uow.session, tasks)
+    await announce(uow, tasks, now, requeued)
 
 
 async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:

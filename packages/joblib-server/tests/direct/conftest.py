@@ -10,8 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import records
+from zndraw_joblib_server.models import new_task_row
 from zndraw_joblib_server.storage import Database, get_database
 
 
@@ -23,20 +22,14 @@ class TaskRows:
 
     def __call__(self, job_id: uuid.UUID, n: int, **changes: Any) -> dict[str, Any]:
         """Every column of a task row (a pending one unless ``changes`` say otherwise)."""
-        row: dict[str, Any] = dict.fromkeys(records.FIELDS)
-        row.update(
-            id=uuid.uuid4(),
+        row = new_task_row(
             job_id=job_id,
             room_id="lab",
-            status=TaskStatus.PENDING,
             payload={"n": n, "text": "ünïcode", "list": [1, 2.5, None, {"a": True}]},
             priority=n % 3,
             run_after=self.t0,
             created_at=self.t0 + timedelta(microseconds=n),
-            attempt=0,
             max_attempts=3,
-            cancel_requested=False,
-            version=0,
         )
         row.update(changes)
         return row

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from zndraw_auth import User
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, new_task_row
 
 __all__ = ["ImportReport", "PredecessorMissing", "import_predecessor"]
 
@@ -338,35 +338,20 @@ def _task_row(task: Any, job_id: Any, users: set[Any]) -> tuple[dict[str, Any], 
     old = TaskStatus(str(task.status).lower())
     created = _utc(task.created_at) or datetime.now(UTC)
     started, completed = _utc(task.started_at), _utc(task.completed_at)
-    row: dict[str, Any] = {
-        "id": task.id,
-        "job_id": job_id,
-        "room_id": task.room_id,
-        "created_by_id": task.created_by_id if task.created_by_id in users else None,
-        "worker_id": task.worker_id,
-        "status": old,
-        "payload": task.payload if task.payload is not None else {},
-        "result": None,
-        "error": task.error,
-        "message": None,
-        "progress": None,
-        "priority": 0,
-        "run_after": created,
-        "created_at": created,
-        "claimed_at": None,
-        "started_at": started,
-        "completed_at": completed,
-        "lease_expires_at": None,
-        "deadline_at": None,
-        "attempt": 0,
-        "max_attempts": 1,
-        "timeout_seconds": None,
-        "lease_seconds": None,
-        "cancel_requested": False,
-        "cancel_requested_at": None,
-        "idempotency_key": None,
-        "version": 0,
-    }
+    row = new_task_row(
+        id=task.id,
+        job_id=job_id,
+        room_id=task.room_id,
+        created_by_id=task.created_by_id if task.created_by_id in users else None,
+        worker_id=task.worker_id,
+        status=old,
+        payload=task.payload if task.payload is not None else {},
+        error=task.error,
+        run_after=created,
+        created_at=created,
+        started_at=started,
+        completed_at=completed,
+    )
     if old in (TaskStatus.CLAIMED, TaskStatus.RUNNING):
         # Its worker is gone with the old server: queue it again, the lost try counted.
         row.update(

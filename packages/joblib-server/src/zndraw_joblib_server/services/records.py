@@ -64,6 +64,9 @@ class _Unloaded:
         raise TypeError("this column was not loaded into the task record")
 
 
+FIELDS: tuple[str, ...] = tuple(column.key for column in TASKS.columns)
+"""The tasks table's columns: a record's attributes."""
+
 UNLOADED: Any = _Unloaded()
 """Stands for a column that was not read; assigning a value marks it changed."""
 
@@ -75,36 +78,7 @@ class TaskRecord:
     has been assigned since.
     """
 
-    __slots__ = (
-        "_saved",
-        "attempt",
-        "cancel_requested",
-        "cancel_requested_at",
-        "claimed_at",
-        "completed_at",
-        "created_at",
-        "created_by_id",
-        "deadline_at",
-        "error",
-        "id",
-        "idempotency_key",
-        "job_id",
-        "lease_expires_at",
-        "lease_seconds",
-        "max_attempts",
-        "message",
-        "payload",
-        "priority",
-        "progress",
-        "result",
-        "room_id",
-        "run_after",
-        "started_at",
-        "status",
-        "timeout_seconds",
-        "version",
-        "worker_id",
-    )
+    __slots__ = ("_saved", *FIELDS)
 
     id: uuid.UUID
     job_id: uuid.UUID
@@ -168,10 +142,6 @@ class TaskRecord:
         return TaskRecord({name: getattr(self, name) for name in FIELDS})
 
 
-FIELDS: tuple[str, ...] = tuple(column.key for column in TASKS.columns)
-if set(FIELDS) != set(TaskRecord.__slots__) - {"_saved"}:  # pragma: no cover
-    raise RuntimeError("TaskRecord is out of step with the joblib_task table")
-
 LIGHT_FIELDS: tuple[str, ...] = (
     "id",
     "job_id",
@@ -192,8 +162,8 @@ LIGHT_FIELDS: tuple[str, ...] = (
 )
 """What the update rules read; the rest (payload, result, timestamps) they only write."""
 
-TaskLike = Task | TaskRecord
-"""A task as an ORM object or as a record: the rules in the services accept either."""
+TaskLike = TaskRecord
+"""The one in-memory form of a task row the services work on (the ORM class is for the schema)."""
 
 
 async def fetch(

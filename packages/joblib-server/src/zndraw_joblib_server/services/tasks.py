@@ -28,7 +28,7 @@ from zndraw_joblib_core import (
     TaskSubmitRequest,
 )
 from zndraw_joblib_server.domain.rules import By, Effect, effect_of, lease_seconds
-from zndraw_joblib_server.models import Task, utcnow
+from zndraw_joblib_server.models import Task, new_task_row, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess, may_read
 from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
@@ -209,35 +209,20 @@ def _row(
     Entries of one batch are created a microsecond apart, so they keep their order in the
     queue and their positions stay distinct.
     """
-    return {
-        "id": uuid.uuid4(),
-        "job_id": job_id,
-        "room_id": room_id,
-        "created_by_id": actor.id,
-        "worker_id": None,
-        "status": TaskStatus.PENDING,
-        "payload": body.payload,
-        "result": None,
-        "error": None,
-        "message": None,
-        "progress": None,
-        "priority": body.priority,
-        "run_after": max(body.run_after, now) if body.run_after else now,
-        "created_at": now + timedelta(microseconds=order),
-        "claimed_at": None,
-        "started_at": None,
-        "completed_at": None,
-        "lease_expires_at": None,
-        "deadline_at": None,
-        "attempt": 0,
-        "max_attempts": body.max_attempts or settings.default_max_attempts,
-        "timeout_seconds": body.timeout_seconds,
-        "lease_seconds": body.lease_seconds,
-        "cancel_requested": False,
-        "cancel_requested_at": None,
-        "idempotency_key": key,
-        "version": 0,
-    }
+    return new_task_row(
+        id=uuid.uuid4(),
+        job_id=job_id,
+        room_id=room_id,
+        created_by_id=actor.id,
+        payload=body.payload,
+        priority=body.priority,
+        run_after=max(body.run_after, now) if body.run_after else now,
+        created_at=now + timedelta(microseconds=order),
+        max_attempts=body.max_attempts or settings.default_max_attempts,
+        timeout_seconds=body.timeout_seconds,
+        lease_seconds=body.lease_seconds,
+        idempotency_key=key,
+    )
 
 
 async def _new_positions(
@@ -615,18 +600,15 @@ async def _list(
     if status is not None:
         where = [*where, Task.status == status]
     total = (await session.execute(select(func.count()).select_from(Task).where(*where))).scalar()
-    tasks: list[Task] = []
+    tasks: list[TaskRecord] = []
     if limit:
-        tasks = list(
-            (
-                await session.execute(
-                    select(Task)
-                    .where(*where)
-                    .order_by(Task.created_at.desc(), Task.id.desc())
-                    .limit(limit)
-                    .offset(offset)
-                )
-            ).scalars()
+        tasks = await fetch(
+            session,
+            select(TASKS)
+            .where(*where)
+            .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
+            .limit(limit)
+            .offset(offset),
         )
     items = await respond_all(session, tasks)
     return Page[TaskResponse](items=items, total=total or 0, limit=limit, offset=offset)

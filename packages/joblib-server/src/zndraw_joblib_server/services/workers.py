@@ -25,6 +25,7 @@ from zndraw_joblib_server.services.common import announce, release_all, validate
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
 from zndraw_joblib_server.services.providers import drop_worker_providers
 from zndraw_joblib_server.services.quotas import check_worker_quota
+from zndraw_joblib_server.services.records import TASKS, fetch, save
 from zndraw_joblib_server.services.rules_sql import lease_held_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
@@ -122,16 +123,14 @@ async def remove_workers(
     # it to commit and then sees (and releases) what it claimed (PostgreSQL).
     await session.execute(select(Worker.id).where(Worker.id.in_(ids)).with_for_update())
     now = utcnow()
-    tasks = list(
-        (
-            await session.execute(
-                select(Task)
-                .where(Task.worker_id.in_(ids), status_is(*ACTIVE_STATUSES))
-                .with_for_update()
-            )
-        ).scalars()
+    tasks = await fetch(
+        session,
+        select(TASKS)
+        .where(TASKS.c.worker_id.in_(ids), status_is(*ACTIVE_STATUSES))
+        .with_for_update(),
     )
     requeued = release_all([(task, reason) for task in tasks], now, settings)
+    await save(session, tasks)
     await announce(uow, tasks, now, requeued)
     await drop_worker_providers(uow, ids)  # before the workers: readers are answered at once
     job_ids: set[uuid.UUID] = set()
