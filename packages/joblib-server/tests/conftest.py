@@ -112,6 +112,9 @@ def modes_for(backend: str, which: str, vary: tuple[str, ...] = ()) -> list[Mode
     marked ``vary("fast_lane")`` runs with the lane on and off in every run).
     """
     axes = AXES[backend]
+    known = {a.setting for all_axes in AXES.values() for a in all_axes}
+    if set(vary) - known:
+        raise pytest.UsageError(f"vary{vary}: the axes are {sorted(known)}")
     if which == "all":
         rows = list(itertools.product(*((a.default, not a.default) for a in axes)))
     elif which == "pairwise":
