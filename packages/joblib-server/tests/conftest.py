@@ -153,8 +153,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse ``--skip-default-mode`` without a mode set that has other modes."""
-    if config.getoption("--skip-default-mode") and _mode_set(config) == "default":
+    """Refuse an unknown mode set, and ``--skip-default-mode`` without other modes."""
+    if _mode_set(config) == "default" and config.getoption("--skip-default-mode"):
         raise pytest.UsageError("--skip-default-mode needs --modes=pairwise or --modes=all")
 
 
