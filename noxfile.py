@@ -9,15 +9,20 @@ Run everything with ``uv run nox`` (what CI runs); one session with ``uv run nox
   proves the forbidden stack is absent and that every module of the package imports without it.
 * ``wheels`` builds the three wheels, checks their metadata with ``scripts/check_wheels.py``
   and installs only the core and client wheels into a fresh venv to import the client.
+* ``conformance`` runs the server's conformance suite (tests marked ``conformance``) in the
+  modes of ``--modes=pairwise`` other than today's defaults (``server`` runs those), on both
+  databases: fast lane, claim hand-off, inline SQLite / write gate on and off (see
+  docs/development.md, "Testing").
 * ``bench`` runs ``benchmarks/bench.py --quick`` as a smoke test (it must work; the figures
   are not judged).
 
 Third-party versions in the isolated sessions are constrained to ``uv.lock``. pytest always
 runs from the repository root with the root ``pyproject.toml`` as its configuration.
 
-PostgreSQL: with ``ZNDRAW_JOBLIB_TEST_POSTGRES_URL`` unset, the ``server`` and ``contract``
-sessions look for a server on 127.0.0.1:5432 (user ``postgres``, no password) and, when one
-answers, run their tests on a throwaway database they create and drop (``_local_postgres``).
+PostgreSQL: with ``ZNDRAW_JOBLIB_TEST_POSTGRES_URL`` unset, the ``server``, ``conformance``
+and ``contract`` sessions look for a server on 127.0.0.1:5432 (user ``postgres``, no
+password) and, when one answers, run their tests on a throwaway database they create and
+drop (``_local_postgres``).
 A URL that is set (``.ci/run`` sets one) is used as it is.
 
 The output is kept short: installs are silent unless they fail, pytest runs with ``-q`` and
@@ -50,6 +55,7 @@ nox.options.sessions = [
     "client",
     "server",
     "contract",
+    "conformance",
     "wheels",
     "bench",
 ]
@@ -172,14 +178,16 @@ def _has_tests(directory: str) -> bool:
     )
 
 
-def _pytest(session: nox.Session, directory: str) -> None:
-    """Run pytest on ``directory``; skip the session while the directory has no tests yet."""
+def _pytest(session: nox.Session, directory: str, *args: str) -> None:
+    """Run pytest on ``directory`` (with ``args``); skip the session while it has no tests."""
     if not _has_tests(directory):
         session.skip(f"no test files in {directory} yet")
     junit = Path(session.create_tmp()) / "junit.xml"
     junit.unlink(missing_ok=True)
     try:
-        session.run("pytest", *PYTEST_ARGS, f"--junitxml={junit}", directory, *session.posargs)
+        session.run(
+            "pytest", *PYTEST_ARGS, f"--junitxml={junit}", directory, *args, *session.posargs
+        )
     finally:
         session.log(f"tests: {_counts(junit)}")
 
@@ -235,9 +243,8 @@ def client(session: nox.Session) -> None:
     _pytest(session, f"{CLIENT}/tests")
 
 
-@nox.session(reuse_venv=False)
-def server(session: nox.Session) -> None:
-    """Core and server (with the PostgreSQL extra), never the client."""
+def _server_install(session: nox.Session) -> None:
+    """Core and server (with the PostgreSQL extra) and the server tests' needs, no client."""
     # Test dependencies only: httpx drives the ASGI app in the server's HTTP tests, and the
     # predecessor (zndraw-joblib 0.1.7) fills a database for the import test.
     _isolated_install(
@@ -252,8 +259,29 @@ def server(session: nox.Session) -> None:
         *PYTEST_DEPS,
     )
     _check_isolation(session, "zndraw_joblib_server", ["zndraw_joblib_client"])
+
+
+@nox.session(reuse_venv=False)
+def server(session: nox.Session) -> None:
+    """Core and server (with the PostgreSQL extra), never the client."""
+    _server_install(session)
     with _local_postgres(session):
         _pytest(session, f"{SERVER}/tests")
+
+
+@nox.session(reuse_venv=False)
+def conformance(session: nox.Session) -> None:
+    """The server's conformance suite in every mode but the defaults, on both databases."""
+    _server_install(session)
+    with _local_postgres(session):
+        _pytest(
+            session,
+            f"{SERVER}/tests",
+            "-m",
+            "conformance",
+            "--modes=pairwise",
+            "--skip-default-mode",
+        )
 
 
 @nox.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -15,12 +16,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-POSTGRES_ENV = "ZNDRAW_JOBLIB_TEST_POSTGRES_URL"
-REQUIRE_POSTGRES_ENV = "ZNDRAW_JOBLIB_REQUIRE_POSTGRES"
-SECRET = "zndraw-joblib-contract-test-secret-0123456789"
-ADMIN_EMAIL = "admin@example.com"
-ADMIN_PASSWORD = "admin-password"
+from zndraw_joblib_server.testing import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    TEST_SECRET,
+    database_url_for,
+    postgres_skip_message,
+    reset_postgres,
+)
 
+SECRET = TEST_SECRET
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -31,35 +36,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _reset_postgres(url: str) -> None:
-    import asyncio
-
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    async def reset() -> None:
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
-
-    asyncio.run(reset())
-
-
 def database_url(backend: str, tmp_path: Path) -> str:
-    """A fresh database of ``backend`` (skips PostgreSQL when it is not configured)."""
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'server.db'}"
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
-            pytest.fail(f"{REQUIRE_POSTGRES_ENV}=1 but {POSTGRES_ENV} is not set")
-        pytest.skip(
-            "PostgreSQL tests skipped: set ZNDRAW_JOBLIB_TEST_POSTGRES_URL="
-            "postgresql+asyncpg://postgres@127.0.0.1:5432/test to run them."
-        )
-    _reset_postgres(url)
+    """A fresh database of ``backend`` (skips PostgreSQL when it is not configured).
+
+    Synchronous (a server process is started on it next): PostgreSQL is wiped in an event
+    loop of its own.
+    """
+    url = database_url_for(backend, tmp_path, filename="server.db")
+    if url is None:
+        pytest.skip(postgres_skip_message())
+    if backend == "postgres":
+        asyncio.run(reset_postgres(url))
     return url
 
 

@@ -1,10 +1,19 @@
-"""Fixtures: the reference app on a real database (SQLite file, and PostgreSQL when set)."""
+"""Fixtures: the reference app on a real database (SQLite file, and PostgreSQL when set).
+
+Every test that uses the app (or ``backend``) runs on both databases; a module limits itself
+with ``pytestmark = pytest.mark.backends("postgres")`` (or ``"sqlite"``). Modules marked
+``conformance`` are the behaviour tests of the hot operations: with ``--modes=pairwise`` or
+``--modes=all`` (or ``ZNDRAW_JOBLIB_TEST_MODES``) they run in every mode of the settings
+that choose another code path (see ``AXES`` and docs/development.md, "Testing").
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +23,203 @@ from fastapi import FastAPI
 
 from zndraw_joblib_server import JobLibSettings, create_app
 from zndraw_joblib_server.testing import (
+    BACKENDS,
     ApiUser,
     api_client,
     create_user,
-    database_url_for,
+    fresh_database_url,
     postgres_skip_message,
-    reset_postgres,
     running,
     test_auth_settings,
 )
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
 _HASHES: dict[str, str] = {}
+
+# --------------------------------------------------------------------------------------
+# Backends and modes
+# --------------------------------------------------------------------------------------
+
+MODES_ENV = "ZNDRAW_JOBLIB_TEST_MODES"
+MODE_SETS = ("default", "pairwise", "all")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A setting whose two values take different code paths (labels name them in test ids)."""
+
+    setting: str
+    on: str
+    off: str
+    default: bool = True
+
+    def label(self, value: bool) -> str:
+        """The id part of ``value``."""
+        return self.on if value else self.off
+
+
+AXES: dict[str, tuple[Axis, ...]] = {
+    "sqlite": (
+        Axis("fast_lane", "lane", "no-lane"),
+        Axis("claim_handoff", "handoff", "no-handoff"),
+        Axis("sqlite_inline", "inline", "aiosqlite"),
+    ),
+    # PostgreSQL: claims run outside a transaction (autocommit), except those a batch submit
+    # hands over inside its own (claim_handoff); the write gate is off unless asked for.
+    "postgres": (
+        Axis("fast_lane", "lane", "no-lane"),
+        Axis("claim_handoff", "handoff", "no-handoff"),
+        Axis("enable_db_lock", "lock", "no-lock", default=False),
+    ),
+}
+"""Per database, the settings the conformance suite covers (today's defaults first)."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Values of a backend's axes (unset: the setting's default), and the mode's id."""
+
+    values: dict[str, bool] = field(default_factory=dict)
+    id: str = "default"
+
+    def settings(self) -> dict[str, bool]:
+        """The settings the app under test is built with."""
+        return dict(self.values)
+
+
+DEFAULT_MODE = Mode()
+
+
+def _mode(axes: tuple[Axis, ...], values: tuple[bool, ...], shown: tuple[Axis, ...]) -> Mode:
+    chosen = dict(zip((a.setting for a in axes), values, strict=True))
+    label = "-".join(a.label(chosen[a.setting]) for a in shown)
+    return Mode(chosen, label)
+
+
+def _pairwise(axes: tuple[Axis, ...]) -> list[tuple[bool, ...]]:
+    """Four rows in which every pair of the three axes takes all four value pairs."""
+    assert len(axes) == 3, "the pairwise set is written for three axes"
+    rows = []
+    for a, b in itertools.product((False, True), repeat=2):
+        flips = (a, b, a != b)
+        rows.append(tuple(axis.default != flip for axis, flip in zip(axes, flips, strict=True)))
+    return rows
+
+
+def modes_for(backend: str, which: str, vary: tuple[str, ...] = ()) -> list[Mode]:
+    """The modes of ``backend`` in mode set ``which`` (``default``, ``pairwise``, ``all``).
+
+    ``default`` is today's defaults alone, plus each value of the axes in ``vary`` (a module
+    marked ``vary("fast_lane")`` runs with the lane on and off in every run).
+    """
+    axes = AXES[backend]
+    known = {a.setting for all_axes in AXES.values() for a in all_axes}
+    if set(vary) - known:
+        raise pytest.UsageError(f"vary{vary}: the axes are {sorted(known)}")
+    if which == "all":
+        rows = list(itertools.product(*((a.default, not a.default) for a in axes)))
+    elif which == "pairwise":
+        rows = _pairwise(axes)
+    else:
+        varied = [a for a in axes if a.setting in vary]
+        shown = tuple(varied)
+        rows = []
+        for values in itertools.product(*((a.default, not a.default) for a in varied)):
+            by_name = dict(zip((a.setting for a in varied), values, strict=True))
+            rows.append(tuple(by_name.get(a.setting, a.default) for a in axes))
+        return [_mode(axes, row, shown) for row in rows]
+    return [_mode(axes, row, axes) for row in rows]
+
+
+def _is_default(backend: str, mode: Mode) -> bool:
+    return all(mode.values.get(a.setting, a.default) == a.default for a in AXES[backend])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--modes`` and ``--skip-default-mode`` (the conformance suite's modes)."""
+    group = parser.getgroup("zndraw-joblib modes")
+    group.addoption(
+        "--modes",
+        choices=MODE_SETS,
+        default=None,
+        help=f"modes of the tests marked conformance: default (today's defaults), pairwise "
+        f"(every pair of settings values), all (every combination); default: ${MODES_ENV} "
+        f"or 'default'",
+    )
+    group.addoption(
+        "--skip-default-mode",
+        action="store_true",
+        help="leave out the conformance tests' default mode (a plain run covers it)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse an unknown mode set, and ``--skip-default-mode`` without other modes."""
+    if _mode_set(config) == "default" and config.getoption("--skip-default-mode"):
+        raise pytest.UsageError("--skip-default-mode needs --modes=pairwise or --modes=all")
+
+
+def _mode_set(config: pytest.Config) -> str:
+    which = config.getoption("--modes") or os.environ.get(MODES_ENV) or "default"
+    if which not in MODE_SETS:
+        raise pytest.UsageError(f"{MODES_ENV}={which!r}: one of {', '.join(MODE_SETS)}")
+    return str(which)
+
+
+def _backend_param(name: str, *values: Any, id: str | None = None) -> Any:
+    marks = [pytest.mark.postgres] if name == "postgres" else []
+    return pytest.param(name, *values, id=id or name, marks=marks)
+
+
+@pytest.hookimpl(tryfirst=True)  # first, so the ids start with the database as before
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``backend`` (and, for the conformance suite, ``mode``) from the markers.
+
+    ``backends("postgres")`` limits a test to the databases named. Tests marked
+    ``conformance`` also get the modes of the mode set chosen (without a mode, and with
+    today's ids, when that is just the default).
+    """
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = list(marker.args) if marker else list(BACKENDS)
+    unknown = set(names) - set(BACKENDS)
+    if unknown or not names:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: backends{tuple(names)}")
+    conformance = metafunc.definition.get_closest_marker("conformance") is not None
+    vary = metafunc.definition.get_closest_marker("vary")
+    which = _mode_set(metafunc.config) if conformance else "default"
+    per_backend = {n: modes_for(n, which, tuple(vary.args) if vary else ()) for n in names}
+    if conformance and metafunc.config.getoption("--skip-default-mode"):
+        per_backend = {
+            n: [m for m in ms if not _is_default(n, m)] for n, ms in per_backend.items()
+        }
+    plain = all(ms == [modes_for(n, "default")[0]] for n, ms in per_backend.items())
+    if plain or "mode" not in metafunc.fixturenames:
+        metafunc.parametrize("backend", [_backend_param(n) for n in names], indirect=True)
+        return
+    params = [_backend_param(n, m, id=f"{n}-{m.id}") for n, ms in per_backend.items() for m in ms]
+    metafunc.parametrize(("backend", "mode"), params, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``backends("postgres")`` marks every test under it ``postgres`` (those without a
+    ``backend`` too), so ``-m postgres`` selects them."""
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        if marker is not None and tuple(marker.args) == ("postgres",):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database of the test: both, or those its ``backends`` marker names."""
+    return str(request.param)
+
+
+@pytest.fixture
+def mode(request: pytest.FixtureRequest) -> Mode:
+    """The settings mode of the test (today's defaults unless the conformance run says)."""
+    return getattr(request, "param", DEFAULT_MODE)
 
 
 @pytest.fixture(autouse=True)
@@ -67,20 +260,12 @@ def xfail_on(backend: str, request: pytest.FixtureRequest) -> Callable[[str, str
     return mark
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """The database backend of the test (every server test runs on both)."""
-    return str(request.param)
-
-
 @pytest.fixture
 async def database_url(backend: str, tmp_path: Path) -> str:
     """A fresh, empty database for the test."""
-    url = database_url_for(backend, tmp_path)
+    url = await fresh_database_url(backend, tmp_path)
     if url is None:
         pytest.skip(postgres_skip_message())
-    if backend == "postgres":
-        await reset_postgres(url)
     return url
 
 
@@ -91,19 +276,42 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(database_url: str, settings_overrides: dict[str, Any]) -> JobLibSettings:
-    """Settings for the app under test (no background sweeper unless asked)."""
+def settings(database_url: str, settings_overrides: dict[str, Any], mode: Mode) -> JobLibSettings:
+    """Settings for the app under test (no background sweeper unless asked), in its mode."""
     values: dict[str, Any] = {"database_url": database_url, "long_poll_max_wait_seconds": 10}
+    values.update(mode.settings())
+    clash = {k for k, v in mode.settings().items() if settings_overrides.get(k, v) != v}
+    if clash:  # the test would not run in the mode its id names
+        pytest.fail(f"settings_overrides change {sorted(clash)}, which mode {mode.id} sets")
     values.update(settings_overrides)
     return JobLibSettings(**values)
 
 
+def check_mode(app: FastAPI, settings: JobLibSettings) -> None:
+    """Assert the app took the paths its settings choose (a mode must not fall back).
+
+    The fast lane is installed or not, the write gate is on or off, and on SQLite the
+    connections the app used are inline or aiosqlite's, as set.
+    """
+    lane = any(m.cls.__name__ == "FastLane" for m in app.user_middleware)
+    assert lane is settings.fast_lane, f"fast lane installed: {lane}"
+    db = app.state.joblib_queue.database
+    gate = settings.enable_db_lock
+    if gate is None:
+        gate = db.dialect == "sqlite"
+    assert (db.gate is not None) is gate, f"write gate: {db.gate}"
+    if db.dialect == "sqlite" and db.inline is not None:
+        assert db.inline is settings.sqlite_inline, f"inline SQLite: {db.inline}"
+
+
 @pytest.fixture
-async def app(settings: JobLibSettings) -> AsyncIterator[FastAPI]:
+async def app(settings: JobLibSettings, mode: Mode) -> AsyncIterator[FastAPI]:
     """The reference app with its lifespan running (tables created, no sweeper loop)."""
     application = create_app(settings, test_auth_settings(), sweeper=False)
     async with running(application):
         yield application
+        if mode is not DEFAULT_MODE:
+            check_mode(application, settings)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import pytest
 
 from zndraw_joblib_core import TaskAvailable
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 SCHEMA = {
     "type": "object",

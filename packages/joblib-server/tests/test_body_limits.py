@@ -10,10 +10,7 @@ import pytest
 P = "/v1/joblib"
 
 
-@pytest.fixture
-def backend() -> str:
-    """The database plays no part in these limits."""
-    return "sqlite"
+pytestmark = pytest.mark.backends("sqlite")  # the database plays no part in these limits
 
 
 @pytest.fixture(params=[True, False], ids=["lane", "no-lane"])

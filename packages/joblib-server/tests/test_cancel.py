@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 
 

@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 
+# The lane on and off in every run (in every mode with the conformance session).
+pytestmark = [pytest.mark.conformance, pytest.mark.vary("fast_lane")]
+
 P = "/v1/joblib"
-
-
-@pytest.fixture(params=[True, False], ids=["lane", "no-lane"])
-def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return {"fast_lane": request.param}
 
 
 def ts(value: str) -> datetime:

@@ -106,9 +106,6 @@ def test_postgres_down() -> None:
     assert "is it running" in line
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
 def test_url_without_driver_is_served_with_the_async_driver(backend: str, tmp_path: Path) -> None:
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'plain.db'}"

@@ -6,6 +6,8 @@ import pytest
 
 from zndraw_joblib_core import JobsChanged, TaskAvailable, TaskStatusChanged
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 
 

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 # Upper bound only used to detect a long-poll that was never woken (the fixture caps waits at
 # 10 s): a woken request returns long before it.

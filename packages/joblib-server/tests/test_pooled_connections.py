@@ -19,19 +19,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from zndraw_joblib_server.dependencies import get_async_session_maker
 from zndraw_joblib_server.storage import create_engine
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.backends("postgres")
 
 P = "/v1/joblib"
 _KILL_OTHERS = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
 
 
 async def _kill_other_connections(app: FastAPI) -> None:

@@ -12,13 +12,7 @@ from sqlalchemy import text
 from zndraw_joblib_server import JobLibSettings, sweep_once
 from zndraw_joblib_server.storage import get_database
 
-pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
+pytestmark = pytest.mark.backends("postgres")
 
 
 @pytest.fixture

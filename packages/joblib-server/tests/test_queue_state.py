@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from zndraw_joblib_server import JobLibSettings, create_app
 from zndraw_joblib_server.testing import api_client, running
 from zndraw_joblib_server.testing import test_auth_settings as auth_settings
+
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
 
 P = "/v1/joblib"
 

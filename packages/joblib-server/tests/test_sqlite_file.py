@@ -12,10 +12,7 @@ from sqlalchemy import make_url, text
 P = "/v1/joblib"
 
 
-@pytest.fixture
-def backend() -> str:
-    """SQLite only: PostgreSQL has neither a file nor this pragma."""
-    return "sqlite"
+pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL has neither a file nor this pragma
 
 
 @pytest.fixture(

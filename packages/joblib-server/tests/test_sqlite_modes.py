@@ -13,10 +13,7 @@ from zndraw_joblib_server.storage.sqlite_inline import INLINE_DRIVER
 P = "/v1/joblib"
 
 
-@pytest.fixture
-def backend() -> str:
-    """SQLite only: these are its two drivers."""
-    return "sqlite"
+pytestmark = pytest.mark.backends("sqlite")  # these are its two drivers
 
 
 @pytest.mark.parametrize("settings_overrides", [{"sqlite_inline": False}])

@@ -9,6 +9,8 @@ import pytest
 from zndraw_joblib_core import JobsChanged, TaskStatusChanged
 from zndraw_joblib_server import SweepReport
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 
 

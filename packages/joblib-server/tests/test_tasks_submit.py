@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 SCHEMA = {
     "type": "object",

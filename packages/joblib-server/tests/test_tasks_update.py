@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+pytestmark = pytest.mark.conformance  # run in every mode by the conformance session
+
 P = "/v1/joblib"
 STATUSES = ["pending", "claimed", "running", "completed", "failed", "cancelled"]
 VALID = {

@@ -14,10 +14,7 @@ from zndraw_joblib_server.storage import get_database
 P = "/v1/joblib"
 
 
-@pytest.fixture
-def backend() -> str:
-    """The gate is on for SQLite only."""
-    return "sqlite"
+pytestmark = pytest.mark.backends("sqlite")  # the gate is on for SQLite only
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Used by the project's own tests; hosts may use them too::
 
-    url = database_url_for("sqlite", tmp_path)      # or "postgres"
+    url = await fresh_database_url("sqlite", tmp_path)   # or "postgres" (None: not set up)
     app = create_app(JobLibSettings(database_url=url), test_auth_settings(), sweeper=False)
     async with running(app):
         alice = await create_user(app, "alice@example.com")
@@ -31,17 +31,26 @@ from sqlalchemy import text
 from zndraw_auth import AuthSettings, User
 
 __all__ = [
+    "ADMIN_EMAIL",
+    "ADMIN_PASSWORD",
+    "BACKENDS",
     "POSTGRES_ENV",
     "REQUIRE_POSTGRES_ENV",
+    "TEST_SECRET",
     "ApiUser",
     "api_client",
     "create_user",
     "database_url_for",
+    "fresh_database_url",
+    "postgres_skip_message",
     "postgres_url",
     "reset_postgres",
     "running",
     "test_auth_settings",
 ]
+
+BACKENDS = ("sqlite", "postgres")
+"""The databases the helpers know (the ``backend`` argument of :func:`database_url_for`)."""
 
 POSTGRES_ENV = "ZNDRAW_JOBLIB_TEST_POSTGRES_URL"
 """Environment variable naming the PostgreSQL database tests may use (and wipe)."""
@@ -50,6 +59,14 @@ REQUIRE_POSTGRES_ENV = "ZNDRAW_JOBLIB_REQUIRE_POSTGRES"
 """Set to 1 to make missing PostgreSQL an error instead of a skip."""
 
 TEST_SECRET = "zndraw-joblib-test-secret-0123456789abcdef"
+"""The token secret of :func:`test_auth_settings` (long enough for production mode)."""
+
+ADMIN_EMAIL = "admin@example.com"
+"""The default superuser of :func:`test_auth_settings` (give it to a served app as
+``ZNDRAW_AUTH_DEFAULT_ADMIN_EMAIL`` to log in as it over HTTP)."""
+
+ADMIN_PASSWORD = "admin-password"
+"""That superuser's password (``ZNDRAW_AUTH_DEFAULT_ADMIN_PASSWORD``)."""
 
 _SKIP_MESSAGE = (
     "PostgreSQL tests skipped: set ZNDRAW_JOBLIB_TEST_POSTGRES_URL="
@@ -73,19 +90,39 @@ def postgres_skip_message() -> str:
     return _SKIP_MESSAGE
 
 
-def database_url_for(backend: str, tmp_path: Path) -> str | None:
-    """A database URL for ``backend`` (``sqlite``: a fresh file; ``postgres``: the test URL)."""
+def database_url_for(backend: str, tmp_path: Path, *, filename: str = "joblib.db") -> str | None:
+    """A database URL for ``backend``.
+
+    ``sqlite``: file ``filename`` in ``tmp_path``; ``postgres``: the test URL, or None without
+    one.
+    """
     if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'joblib.db'}"
+        return f"sqlite+aiosqlite:///{tmp_path / filename}"
     return postgres_url()
+
+
+async def fresh_database_url(
+    backend: str, tmp_path: Path, *, filename: str = "joblib.db"
+) -> str | None:
+    """An empty database for one test: :func:`database_url_for`, PostgreSQL's wiped first.
+
+    None when PostgreSQL is asked for and not configured (skip the test with
+    :func:`postgres_skip_message`); a RuntimeError when it is required and not configured.
+    From synchronous code (a fixture starting a server process, say) run it with
+    ``asyncio.run``.
+    """
+    url = database_url_for(backend, tmp_path, filename=filename)
+    if url is not None and backend == "postgres":
+        await reset_postgres(url)
+    return url
 
 
 def test_auth_settings(**overrides: object) -> AuthSettings:
     """zndraw-auth settings for tests: a long secret, production mode (no auto-superusers)."""
     values: dict[str, object] = {
         "secret_key": SecretStr(TEST_SECRET),
-        "default_admin_email": "admin@example.com",
-        "default_admin_password": SecretStr("admin-password"),
+        "default_admin_email": ADMIN_EMAIL,
+        "default_admin_password": SecretStr(ADMIN_PASSWORD),
     }
     values.update(overrides)
     return AuthSettings(**values)

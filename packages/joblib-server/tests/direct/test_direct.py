@@ -30,10 +30,9 @@ PATHS: list[Any] = [
 ]
 
 
-@pytest.fixture
-def backend() -> str:
-    """SQLite only: statements run directly on inline SQLite connections alone."""
-    return "sqlite"
+pytestmark = pytest.mark.backends(
+    "sqlite"
+)  # statements run directly on inline SQLite connections alone
 
 
 def busy_row(task_row: Any, job_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, Any]:

@@ -22,13 +22,7 @@ from zndraw_joblib_server.services.records import TASKS
 from zndraw_joblib_server.storage import Database
 from zndraw_joblib_server.storage.direct import Plan
 
-pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
+pytestmark = pytest.mark.backends("postgres")
 
 
 def _literal(value: Any) -> str:

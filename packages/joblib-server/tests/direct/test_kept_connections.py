@@ -20,15 +20,9 @@ from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.kept import KEEP, KeptConnections
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.backends("postgres")
 
 BY_ID = prebuilt(select(TASKS.c.id).where(TASKS.c.id == task_param("id")))
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
 
 
 @pytest.fixture

@@ -12,15 +12,9 @@ import asyncio
 import httpx
 import pytest
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.backends("postgres")
 
 P = "/v1/joblib"
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
 
 
 async def _claim(client: httpx.AsyncClient, worker: str) -> httpx.Response:

@@ -30,15 +30,9 @@ from zndraw_joblib_server.storage.direct_pg import translate
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.backends("postgres")
 
 P = "/v1/joblib"
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
 
 
 async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, task_row) -> None:

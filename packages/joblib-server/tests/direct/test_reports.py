@@ -14,13 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
+pytestmark = pytest.mark.backends("postgres")
 
 
 @pytest.fixture

@@ -13,15 +13,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from zndraw_joblib_server import create_tables
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.backends("postgres")
 
 P = "/v1/joblib"
-
-
-@pytest.fixture
-def backend() -> str:
-    """These tests run on PostgreSQL only."""
-    return "postgres"
 
 
 async def test_rows_per_backend_are_folded(app, as_alice, flow, sweep, db, queue) -> None:
