@@ -32,6 +32,7 @@ from zndraw_joblib_client import (
     ServiceUnavailable,
     Unauthorized,
     WorkerNotFound,
+    _lean,
 )
 from zndraw_joblib_client._http import HttpSession
 from zndraw_joblib_client._lean import LeanSession
@@ -180,6 +181,18 @@ def test_a_connection_the_server_closed_is_replaced(scripted: Scripted) -> None:
 
     assert answer.json() == {"again": True}
     assert [s.connection for s in scripted.seen] == [1, 2]
+
+
+def test_a_connection_idle_too_long_is_replaced_before_the_server_drops_it(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_lean, "_IDLE_EXPIRY", 0.05)
+    session = lean(scripted.url)
+    session.request("GET", "/a")
+    session.request("GET", "/b")  # at once: reused
+    time.sleep(0.1)
+    session.request("GET", "/c")  # after the expiry: a new connection
+    assert [s.connection for s in scripted.seen] == [1, 1, 2]
 
 
 def test_the_base_url_path_prefixes_every_request(scripted: Scripted) -> None:

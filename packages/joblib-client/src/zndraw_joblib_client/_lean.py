@@ -37,6 +37,9 @@ TRANSPORT_ENV = "ZNDRAW_JOBLIB_TRANSPORT"
 
 _CHOICES = ("lean", "httpx")
 _CONNECT_CAP = 10.0  # longest connect timeout of a request with its own timeout (as httpx)
+_IDLE_EXPIRY = 4.0
+"""Seconds after which an idle connection is replaced rather than reused: servers close idle
+keep-alive connections (uvicorn after 5 s), and a request sent just as they do would fail."""
 
 
 class ConnectError(OSError):
@@ -248,6 +251,7 @@ class LeanSession(RetryingSender):
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             content = response.read()
+            self._local.used = time.monotonic()
         except BaseException:
             conn.close()  # its state is unknown: the next request opens a new one
             raise
@@ -258,7 +262,7 @@ class LeanSession(RetryingSender):
         return LeanResponse(response.status, response.reason, merged, content)
 
     def _connection(self) -> http.client.HTTPConnection:
-        """This thread's connection; a fresh one when the server closed the idle one."""
+        """This thread's connection; a fresh one when the idle one expired or was closed."""
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.new_connection()
@@ -270,6 +274,8 @@ class LeanSession(RetryingSender):
                     if not thread.is_alive():
                         old.close()
                 self._open = [*alive, (threading.current_thread(), conn)]
-        elif conn.sock is not None and _stale(conn.sock):
-            conn.close()
+        elif conn.sock is not None:
+            idle = time.monotonic() - getattr(self._local, "used", 0.0)
+            if idle > _IDLE_EXPIRY or _stale(conn.sock):
+                conn.close()
         return conn
