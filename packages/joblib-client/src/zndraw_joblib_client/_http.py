@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import email.utils
+import json as jsonlib
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -29,7 +30,7 @@ from zndraw_joblib_core import (
     problem_from_body,
 )
 
-__all__ = ["HeadersHook", "RetryPolicy"]
+__all__ = ["Answer", "HeadersHook", "RetryPolicy", "Sender"]
 
 logger = logging.getLogger("zndraw_joblib_client")
 
@@ -128,22 +129,70 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def problem_from_response(response: httpx.Response) -> ProblemError:
+class Answer(Protocol):
+    """What a transport answered: an ``httpx.Response`` is one, the lean transport's too."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+        ...
+
+    @property
+    def reason_phrase(self) -> str:
+        """The status line's reason."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (looked up by lowercase name)."""
+        ...
+
+    @property
+    def content(self) -> bytes:
+        """The whole body."""
+        ...
+
+
+class Sender(Protocol):
+    """What the worker loop's requests need from a transport (see ``_lean``)."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+        retry_transient: bool = True,
+    ) -> Answer:
+        """Send a request and return its successful answer (see ``HttpSession.request``)."""
+        ...
+
+
+A = TypeVar("A", bound=Answer)
+
+
+def problem_from_response(response: Answer) -> ProblemError:
     """Turn an error response into the core exception the server meant.
 
     A problem body (``application/problem+json`` or any JSON object with ``type`` and
     ``status``) becomes its class via :func:`zndraw_joblib_core.problem_from_body`; anything
     else (e.g. FastAPI's ``{"detail": "Unauthorized"}``) becomes the class of its status.
+    Both transports (httpx and the lean one) map their errors here.
 
     Args:
         response: An answer with a 4xx or 5xx status.
 
     Returns:
-        The exception to raise, with ``headers`` set to the response headers.
+        The exception to raise, with ``headers`` set to the response headers (lowercase
+        names).
     """
-    headers = dict(response.headers)
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    content = response.content
     try:
-        body: Any = response.json()
+        body: Any = jsonlib.loads(content) if content else None
     except ValueError:
         body = None
     if isinstance(body, dict) and "type" in body and "status" in body:
@@ -165,8 +214,8 @@ def problem_from_response(response: httpx.Response) -> ProblemError:
         else:
             extras["errors"] = raw
             detail = "request validation failed"
-    elif response.text and body is None:
-        detail = response.text[:500]
+    elif content and body is None:
+        detail = content.decode("utf-8", errors="replace")[:500]
     cls = _BY_STATUS.get(response.status_code)
     if cls is None:
         problem = problem_from_body(
@@ -188,8 +237,136 @@ def _is_transient_status(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-class HttpSession:
-    """Sends requests to the joblib server with auth, retries and error mapping.
+class RetryingSender:
+    """Auth header, retries and problem+json mapping around one transport's ``send``.
+
+    :class:`HttpSession` (httpx) and the worker loop's lean transport both send through
+    :meth:`_retrying`, so they authenticate, retry and fail alike.
+
+    Args:
+        token: A callable returning the bearer token to send, or None for none.
+        on_unauthorized: Called once after a 401 when set; returns True when the request
+            should be retried (e.g. after logging in again).
+        retry: The retry policy.
+        sleep: The function used to wait between attempts (tests pass a fake).
+        headers: Extra headers sent with every request: a mapping, or a callable called
+            before every attempt (e.g. for a lock token that changes). Headers given to
+            a request win; ``Authorization`` is the token's when a token is set.
+    """
+
+    transport_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    """What the transport raises when a request failed before an answer came back."""
+
+    def __init__(
+        self,
+        *,
+        token: Callable[[], str | None],
+        on_unauthorized: Callable[[], bool] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        headers: HeadersHook | None = None,
+    ) -> None:
+        self.headers = headers
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self._token = token
+        self._on_unauthorized = on_unauthorized
+
+    def not_sent(self, exc: Exception) -> bool:
+        """Whether ``exc`` was raised before any byte of the request left the client."""
+        return False
+
+    def _retrying(
+        self,
+        method: str,
+        path: str,
+        given: Mapping[str, str],
+        send: Callable[[dict[str, str]], A],
+        *,
+        idempotent: bool | None,
+        authenticate: bool,
+        retry_transient: bool,
+    ) -> A:
+        """Call ``send(headers)`` until it answers below 400, an error or attempts run out.
+
+        Raises:
+            ProblemError: The server answered an error (the matching core subclass).
+            ConnectionFailed: The server could not be reached after all attempts.
+        """
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT_METHODS or any(
+                k.lower() == "idempotency-key" for k in given
+            )
+        attempts = max(1, self.retry.attempts) if retry_transient else 1
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            hdrs = self._extra_headers()
+            hdrs.update(given)
+            if authenticate:
+                token = self._token()
+                if token:
+                    # one Authorization header, whatever the case of a hook's key
+                    hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
+                    hdrs["Authorization"] = f"Bearer {token}"
+            try:
+                response = send(hdrs)
+            except self.transport_errors as exc:
+                retryable = self.not_sent(exc) or idempotent
+                if not retryable or attempt >= attempts:
+                    raise ConnectionFailed(
+                        f"{method} {path} failed: {type(exc).__name__}: {exc}",
+                        method=method,
+                        url=path,
+                    ) from exc
+                wait = self.retry.delay(attempt)
+                logger.warning(
+                    "%s %s failed (%s); retry %d/%d in %.1fs",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
+                self.sleep(wait)
+                continue
+            status = response.status_code
+            if status < 400:
+                return response
+            if status == 401 and authenticate and not relogged and self._on_unauthorized:
+                relogged = True
+                if self._on_unauthorized():
+                    attempt -= 1
+                    continue
+            retryable = _is_transient_status(status) and (idempotent or status == 429)
+            if retryable and attempt < attempts:
+                wait = self.retry.delay(
+                    attempt, parse_retry_after(response.headers.get("retry-after"))
+                )
+                logger.warning(
+                    "%s %s answered %d; retry %d/%d in %.1fs",
+                    method,
+                    path,
+                    status,
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
+                self.sleep(wait)
+                continue
+            raise problem_from_response(response)
+
+    def _extra_headers(self) -> dict[str, str]:
+        hook = self.headers
+        if hook is None:
+            return {}
+        return dict(hook() if callable(hook) else hook)
+
+
+class HttpSession(RetryingSender):
+    """Sends requests to the joblib server with auth, retries and error mapping (httpx).
 
     Args:
         client: The httpx client (its ``base_url`` points at the server).
@@ -203,6 +380,8 @@ class HttpSession:
             :meth:`request` win; ``Authorization`` is the token's when a token is set.
     """
 
+    transport_errors: ClassVar[tuple[type[Exception], ...]] = (httpx.TransportError,)
+
     def __init__(
         self,
         client: httpx.Client,
@@ -213,12 +392,14 @@ class HttpSession:
         sleep: Callable[[float], None] = time.sleep,
         headers: HeadersHook | None = None,
     ) -> None:
+        super().__init__(
+            token=token, on_unauthorized=on_unauthorized, retry=retry, sleep=sleep, headers=headers
+        )
         self.client = client
-        self.headers = headers
-        self.retry = retry or RetryPolicy()
-        self.sleep = sleep
-        self._token = token
-        self._on_unauthorized = on_unauthorized
+
+    def not_sent(self, exc: Exception) -> bool:
+        """Whether ``exc`` was raised before any byte of the request left the client."""
+        return isinstance(exc, _NOT_SENT)
 
     def request(
         self,
@@ -260,80 +441,22 @@ class HttpSession:
             ConnectionFailed: The server could not be reached after all attempts.
         """
         method = method.upper()
-        given = dict(headers or {})
-        if idempotent is None:
-            idempotent = method in _IDEMPOTENT_METHODS or any(
-                k.lower() == "idempotency-key" for k in given
-            )
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        attempts = max(1, self.retry.attempts) if retry_transient else 1
-        relogged = False
-        attempt = 0
-        while True:
-            attempt += 1
-            hdrs = self._extra_headers()
-            hdrs.update(given)
-            if authenticate:
-                token = self._token()
-                if token:
-                    # one Authorization header, whatever the case of a hook's key
-                    hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
-                    hdrs["Authorization"] = f"Bearer {token}"
-            kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
-            if content is not None:
-                kwargs["content"] = content
-            if timeout is not None:
-                kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-            try:
-                response = self.client.request(method, path, headers=hdrs, **kwargs)
-            except httpx.TransportError as exc:
-                retryable = isinstance(exc, _NOT_SENT) or idempotent
-                if not retryable or attempt >= attempts:
-                    raise ConnectionFailed(
-                        f"{method} {path} failed: {type(exc).__name__}: {exc}",
-                        method=method,
-                        url=path,
-                    ) from exc
-                wait = self.retry.delay(attempt)
-                logger.warning(
-                    "%s %s failed (%s); retry %d/%d in %.1fs",
-                    method,
-                    path,
-                    type(exc).__name__,
-                    attempt,
-                    attempts - 1,
-                    wait,
-                )
-                self.sleep(wait)
-                continue
-            status = response.status_code
-            if status < 400:
-                return response
-            if status == 401 and authenticate and not relogged and self._on_unauthorized:
-                relogged = True
-                if self._on_unauthorized():
-                    attempt -= 1
-                    continue
-            retryable = _is_transient_status(status) and (idempotent or status == 429)
-            if retryable and attempt < attempts:
-                wait = self.retry.delay(
-                    attempt, parse_retry_after(response.headers.get("Retry-After"))
-                )
-                logger.warning(
-                    "%s %s answered %d; retry %d/%d in %.1fs",
-                    method,
-                    path,
-                    status,
-                    attempt,
-                    attempts - 1,
-                    wait,
-                )
-                self.sleep(wait)
-                continue
-            raise problem_from_response(response)
+        kwargs: dict[str, Any] = {"json": json, "data": data, "params": query or None}
+        if content is not None:
+            kwargs["content"] = content
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
 
-    def _extra_headers(self) -> dict[str, str]:
-        hook = self.headers
-        if hook is None:
-            return {}
-        return dict(hook() if callable(hook) else hook)
+        def send(hdrs: dict[str, str]) -> httpx.Response:
+            return self.client.request(method, path, headers=hdrs, **kwargs)
+
+        return self._retrying(
+            method,
+            path,
+            dict(headers or {}),
+            send,
+            idempotent=idempotent,
+            authenticate=authenticate,
+            retry_transient=retry_transient,
+        )

@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import JsonValue
 
 from zndraw_joblib_client._exchange import Exchange, Report, answer_of, encode, request_of
-from zndraw_joblib_client._http import HttpSession
+from zndraw_joblib_client._http import HttpSession, Sender
 from zndraw_joblib_client._registry import Registration
 from zndraw_joblib_client.errors import UnexpectedResponse
 from zndraw_joblib_client.extension import Extension, category_value, job_full_name
@@ -72,6 +72,8 @@ class TasksApi:
 
     Args:
         session: Returns the request sender (called per request; it is built lazily).
+        worker_session: Returns the sender of the worker loop's exchanges (default
+            ``session``'s).
         worker_id: Returns the id of the client's worker, or None before there is one.
         lookup: Returns the client's registration of a job's full name, or None.
         sleep: The function used to pause between fallback polls.
@@ -82,12 +84,14 @@ class TasksApi:
         self,
         session: Callable[[], HttpSession],
         *,
+        worker_session: Callable[[], Sender] | None = None,
         worker_id: Callable[[], UUID | None],
         lookup: Callable[[str], Registration | None],
         sleep: Callable[[float], None] = time.sleep,
         idempotent_submits: bool = True,
     ) -> None:
         self._session = session
+        self._worker_session: Callable[[], Sender] = worker_session or session
         self._current_worker = worker_id
         self._lookup = lookup
         self._sleep = sleep
@@ -534,7 +538,7 @@ class TasksApi:
         method, path, body, headers, timeout = request_of(
             list(reports), claim_body, wait, API_PREFIX
         )
-        response = self.http.request(
+        response = self._worker_session().request(
             method,
             path,
             content=encode(body),

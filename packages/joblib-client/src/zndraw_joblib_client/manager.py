@@ -14,7 +14,8 @@ import httpx
 from pydantic import BaseModel
 
 from zndraw_joblib_client._auth import Credentials
-from zndraw_joblib_client._http import HeadersHook, HttpSession, RetryPolicy
+from zndraw_joblib_client._http import HeadersHook, HttpSession, RetryPolicy, Sender
+from zndraw_joblib_client._lean import LeanSession, proxy_applies, transport_choice
 from zndraw_joblib_client._providers import Provider, ProviderReader, ProviderServer
 from zndraw_joblib_client._registry import Registration, Registry
 from zndraw_joblib_client._tasks_api import TasksApi, api_path
@@ -83,6 +84,11 @@ class JobManager:
         headers: Extra headers for every request: a mapping, or a callable called before
             each request that returns them (e.g. a host's per-request lock token).
 
+    The worker loop's claim-and-report requests and heartbeats go over kept-alive standard
+    library connections (less client CPU per task than httpx); every other request goes
+    through httpx. ``ZNDRAW_JOBLIB_TRANSPORT=httpx`` sends the worker loop's through httpx
+    too, as does a manager given its own ``client`` or one whose httpx would use a proxy.
+
     Attributes:
         tasks: The task, job and worker requests (:class:`TasksApi`); the manager's
             ``submit``, ``wait``, ``claim``, ``update_task``, ... are its methods.
@@ -128,12 +134,14 @@ class JobManager:
         self._sleep = sleep
         self._headers = headers
         self._session: HttpSession | None = None
+        self._worker_session: Sender | None = None
         self._lock = threading.RLock()
         self._worker_id: UUID | None = None
         self._registry = Registry()
         self._loop: WorkerLoop | None = None
         self.tasks = TasksApi(
             lambda: self.http,
+            worker_session=lambda: self.worker_http,
             worker_id=lambda: self._worker_id,
             lookup=self._registry.get,
             sleep=sleep,
@@ -198,6 +206,37 @@ class JobManager:
                     self._credentials.http = self._session
         return self._session
 
+    @property
+    def worker_http(self) -> Sender:
+        """The worker loop's request sender: the lean transport, or :attr:`http` (see above).
+
+        Raises:
+            ValueError: ``ZNDRAW_JOBLIB_TRANSPORT`` is neither ``lean`` nor ``httpx``.
+        """
+        if self._worker_session is None:
+            http = self.http
+            with self._lock:
+                if self._worker_session is None:
+                    self._worker_session = self._lean_session() or http
+        return self._worker_session
+
+    def _lean_session(self) -> LeanSession | None:
+        if transport_choice() != "lean" or not self._owns_client or self._url is None:
+            return None
+        assert self._client is not None
+        if proxy_applies(self._client, self._url):
+            logger.debug("a proxy applies to %s: the worker loop uses httpx", self._url)
+            return None
+        return LeanSession(
+            self._url,
+            timeout=self._timeout,
+            token=self._credentials.current,
+            on_unauthorized=self._credentials.refresh,
+            retry=self._retry,
+            sleep=self._sleep,
+            headers=self._headers,
+        )
+
     def login(self) -> str:
         """Log in with the configured e-mail and password and return the access token.
 
@@ -212,7 +251,10 @@ class JobManager:
         return self._credentials.token
 
     def close(self) -> None:
-        """Close the HTTP client if the manager created it."""
+        """Close the HTTP client (and the worker loop's connections) if the manager made them."""
+        worker, self._worker_session = self._worker_session, None
+        if isinstance(worker, LeanSession):
+            worker.close()
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
@@ -329,8 +371,10 @@ class JobManager:
             WorkerNotFound: The server no longer knows the worker.
         """
         worker_id = self._require_worker()
-        response = self.http.request("PATCH", api_path("workers", str(worker_id)), idempotent=True)
-        return WorkerResponse.model_validate(response.json())
+        response = self.worker_http.request(
+            "PATCH", api_path("workers", str(worker_id)), idempotent=True
+        )
+        return WorkerResponse.model_validate_json(response.content)
 
     def disconnect(self, *, retry_transient: bool = True) -> None:
         """Delete this client's worker (``DELETE /workers/{id}``) and forget registrations.
