@@ -27,7 +27,7 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_seconds, lease_until
 from zndraw_joblib_server.models import Job
-from zndraw_joblib_server.services.records import UNLOADED, TaskLike
+from zndraw_joblib_server.services.records import UNLOADED, TaskRecord
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.caches import Bounded, caches_of
@@ -171,7 +171,7 @@ async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict
 
 
 def to_response(
-    task: TaskLike,
+    task: TaskRecord,
     job_name: str,
     queue_position: int | None = None,
     *,
@@ -249,7 +249,7 @@ def _unrenderable(
 
 
 def status_event(
-    task: TaskLike, job_name: str, at: datetime, queue_position: int | None = None
+    task: TaskRecord, job_name: str, at: datetime, queue_position: int | None = None
 ) -> TaskStatusChanged:
     """The event announcing a task's new state (with its queue position when known)."""
     return TaskStatusChanged(
@@ -278,9 +278,9 @@ def _known(value: datetime | None) -> datetime | None:
 
 async def announce(
     uow: UnitOfWork,
-    changed: Sequence[TaskLike],
+    changed: Sequence[TaskRecord],
     now: datetime,
-    claimable: Iterable[TaskLike] = (),
+    claimable: Iterable[TaskRecord] = (),
     *,
     watched: bool = True,
     positions: Mapping[uuid.UUID, int] | None = None,
@@ -313,8 +313,8 @@ async def announce(
 
 
 def release_all(
-    pairs: Sequence[tuple[TaskLike, str]], now: datetime, settings: JobLibSettings
-) -> list[TaskLike]:
+    pairs: Sequence[tuple[TaskRecord, str]], now: datetime, settings: JobLibSettings
+) -> list[TaskRecord]:
     """Apply the lost-lease rule to each ``(task, reason)``; return those requeued."""
     return [task for task, reason in pairs if release(task, now, settings, reason)]
 
@@ -328,7 +328,7 @@ def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
     )
 
 
-def requeue(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
+def requeue(task: TaskRecord, now: datetime, settings: JobLibSettings) -> None:
     """Put an in-flight task back to pending, claimable after the backoff of its attempt."""
     task.status = TaskStatus.PENDING
     task.worker_id = None
@@ -340,7 +340,7 @@ def requeue(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
     task.run_after = now + backoff(settings, task.attempt)
 
 
-def release(task: TaskLike, now: datetime, settings: JobLibSettings, reason: str) -> bool:
+def release(task: TaskRecord, now: datetime, settings: JobLibSettings, reason: str) -> bool:
     """Apply the lost-lease rule to an in-flight task.
 
     With attempts left the task goes back to pending after a backoff; otherwise it fails
@@ -368,7 +368,7 @@ def release(task: TaskLike, now: datetime, settings: JobLibSettings, reason: str
     return False
 
 
-def start_task(task: TaskLike, now: datetime, settings: JobLibSettings) -> None:
+def start_task(task: TaskRecord, now: datetime, settings: JobLibSettings) -> None:
     """Start ``task`` at ``now``: a fresh lease, and the deadline of a task with a timeout."""
     task.started_at = now
     task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)

@@ -21,7 +21,6 @@ from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.models import status_is
 from zndraw_joblib_server.services.records import (
     TASKS,
-    TaskLike,
     TaskRecord,
     task_param,
 )
@@ -83,7 +82,7 @@ def _position_of_new(store: Store) -> Any:
     return prebuilt(select(kept - _counts_ahead_of("", behind=True)))
 
 
-async def new_position(session: AsyncSession, task: TaskLike, store: Store) -> int:
+async def new_position(session: AsyncSession, task: TaskRecord, store: Store) -> int:
     """The 1-based queue position of a task just inserted as pending.
 
     Where the database keeps the counts: the job's pending count minus the tasks queued
@@ -156,7 +155,7 @@ async def insert_one(
 
 
 async def queue_positions(
-    session: AsyncSession, tasks: Iterable[TaskLike]
+    session: AsyncSession, tasks: Iterable[TaskRecord]
 ) -> dict[uuid.UUID, int]:
     """1-based queue positions of the pending tasks among ``tasks``.
 

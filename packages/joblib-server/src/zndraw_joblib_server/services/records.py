@@ -28,7 +28,6 @@ __all__ = [
     "TASKS",
     "UNLOADED",
     "StaleRecord",
-    "TaskLike",
     "TaskRecord",
     "execute",
     "fetch",
@@ -161,9 +160,6 @@ LIGHT_FIELDS: tuple[str, ...] = (
     "version",
 )
 """What the update rules read; the rest (payload, result, timestamps) they only write."""
-
-TaskLike = TaskRecord
-"""The one in-memory form of a task row the services work on (the ORM class is for the schema)."""
 
 
 async def fetch(

@@ -45,7 +45,6 @@ from zndraw_joblib_server.services.positions import insert_one, new_position, qu
 from zndraw_joblib_server.services.quotas import check_pending_quota
 from zndraw_joblib_server.services.records import (
     TASKS,
-    TaskLike,
     TaskRecord,
     fetch,
     insert_tasks,
@@ -181,7 +180,7 @@ async def _check_payloads(
             raise _refusal((index, found[0], found[1]), batch)
 
 
-async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[TaskResponse]:
+async def respond_all(session: AsyncSession, tasks: Sequence[TaskRecord]) -> list[TaskResponse]:
     """Serialise tasks with their job names and queue positions (one query each at most)."""
     names = await job_names(session, {t.job_id for t in tasks})
     positions = await queue_positions(session, tasks)
@@ -189,7 +188,7 @@ async def respond_all(session: AsyncSession, tasks: Sequence[TaskLike]) -> list[
     return [to_response(t, names[t.job_id], positions.get(t.id), logged=logged) for t in tasks]
 
 
-async def respond(session: AsyncSession, task: TaskLike) -> TaskResponse:
+async def respond(session: AsyncSession, task: TaskRecord) -> TaskResponse:
     """Serialise one task with its job name and queue position."""
     return (await respond_all(session, [task]))[0]
 
@@ -546,7 +545,7 @@ async def get_task(
     return await respond(session, task), task.version
 
 
-def cancel_record(task: TaskLike, now: datetime) -> bool:
+def cancel_record(task: TaskRecord, now: datetime) -> bool:
     """Cancel a pending task, or ask the worker holding it to stop; False if nothing changed.
 
     Raises:
@@ -568,7 +567,7 @@ def cancel_record(task: TaskLike, now: datetime) -> bool:
     return True
 
 
-async def check_cancel(actor: Actor, access: RoomAccess, task: TaskLike) -> None:
+async def check_cancel(actor: Actor, access: RoomAccess, task: TaskRecord) -> None:
     """Raise unless the caller may cancel ``task`` (404 when it may not even read it)."""
     if not await may_read(access, actor, task.room_id):
         raise TaskNotFound(f"Task {task.id} not found.")
@@ -641,6 +640,6 @@ async def list_job_tasks(
     )
 
 
-def lease_for(task: TaskLike, settings: JobLibSettings) -> timedelta:
+def lease_for(task: TaskRecord, settings: JobLibSettings) -> timedelta:
     """The lease length of a task (its own override, else the setting)."""
     return timedelta(seconds=lease_seconds(task.lease_seconds, settings.lease_seconds))

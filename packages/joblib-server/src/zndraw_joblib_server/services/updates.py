@@ -48,7 +48,6 @@ from zndraw_joblib_server.services.records import (
     LIGHT_FIELDS,
     TASKS,
     StaleRecord,
-    TaskLike,
     TaskRecord,
     save,
 )
@@ -122,13 +121,13 @@ async def _load_for_update(
     return tasks, owners
 
 
-def _may_act(actor: Actor, task: TaskLike, owners: Owners) -> bool:
+def _may_act(actor: Actor, task: TaskRecord, owners: Owners) -> bool:
     if actor.is_superuser:
         return True
     return task.worker_id is not None and owners.get(task.worker_id) == actor.id
 
 
-def _fence(task: TaskLike, body: TaskUpdateRequest, now: datetime) -> bool:
+def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     """Check the caller's worker still holds the lease; True for a harmless repeat."""
     if body.worker_id is None:
         return False
@@ -157,7 +156,7 @@ def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
         check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
-def _effect(task: TaskLike, target: TaskStatus | None, actor: Actor) -> Effect:
+def _effect(task: TaskRecord, target: TaskStatus | None, actor: Actor) -> Effect:
     """The transition table's effect of the update; refuse one it does not allow."""
     by = By.SUPERUSER if actor.is_superuser else By.WORKER
     effect = effect_of(task.status, target, by)
@@ -174,7 +173,7 @@ def _effect(task: TaskLike, target: TaskStatus | None, actor: Actor) -> Effect:
     )
 
 
-def _finish(task: TaskLike, target: TaskStatus, body: TaskUpdateRequest, now: datetime) -> None:
+def _finish(task: TaskRecord, target: TaskStatus, body: TaskUpdateRequest, now: datetime) -> None:
     """A terminal state reported by the worker (or a superuser), or reached by a retry."""
     task.completed_at = now
     task.lease_expires_at = None
@@ -191,7 +190,11 @@ def _finish(task: TaskLike, target: TaskStatus, body: TaskUpdateRequest, now: da
 
 
 def _apply(
-    task: TaskLike, body: TaskUpdateRequest, actor: Actor, now: datetime, settings: JobLibSettings
+    task: TaskRecord,
+    body: TaskUpdateRequest,
+    actor: Actor,
+    now: datetime,
+    settings: JobLibSettings,
 ) -> bool:
     """Change the task as the update asks (the transition table's effect).
 
