@@ -22,6 +22,8 @@ import select
 import ssl
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -86,15 +88,16 @@ def transport_choice() -> str:
 def proxy_applies(client: httpx.Client, url: str) -> bool:
     """Whether ``client`` would send requests for ``url`` through a proxy.
 
-    Asks the client itself (its proxies come from the environment, ``NO_PROXY`` included);
-    if this httpx cannot be asked, any proxy variable counts.
+    The client's proxies come from the environment when it trusts it (httpx reads the same
+    variables, ``NO_PROXY`` included, through the standard library as here).
     """
-    try:
-        chosen = client._transport_for_url(httpx.URL(url))
-        return chosen is not client._transport
-    except AttributeError:  # pragma: no cover - an httpx without these internals
-        names = ("http_proxy", "https_proxy", "all_proxy")
-        return any(os.environ.get(n) or os.environ.get(n.upper()) for n in names)
+    if not client.trust_env:
+        return False
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def _stale(sock: Any) -> bool:
