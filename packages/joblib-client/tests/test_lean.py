@@ -63,6 +63,7 @@ class Scripted:
         self.replies: deque[Reply | Callable[[Seen], Reply]] = deque()
         self.seen: list[Seen] = []
         self.connections = 0
+        self.hung_up = threading.Event()  # set when the server has closed a connection
         self.lock = threading.Lock()
         script = self
 
@@ -107,6 +108,10 @@ class Scripted:
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that timed out and hung up is expected here
+
+            def shutdown_request(self, request: Any) -> None:
+                super().shutdown_request(request)
+                script.hung_up.set()
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -176,6 +181,7 @@ def test_a_connection_the_server_closed_is_replaced(scripted: Scripted) -> None:
     scripted.answer(Reply(close=True), Reply(body=b'{"again": true}'))
 
     session.request("POST", "/claim", content=b"{}", retry_transient=False)
+    assert scripted.hung_up.wait(5)
     # not idempotent and sent once: the new connection is opened before it is sent
     answer = session.request("POST", "/claim", content=b"{}", retry_transient=False)
 
