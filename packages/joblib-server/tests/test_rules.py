@@ -41,11 +41,11 @@ from zndraw_joblib_server.services import updates as updates_module
 from zndraw_joblib_server.services import workers as workers_module
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.claim import claim_tasks
-from zndraw_joblib_server.services.records import TaskRecord
 from zndraw_joblib_server.services.reports import report
 from zndraw_joblib_server.services.rules_sql import claim_order_by, lease_seconds_sql
 from zndraw_joblib_server.services.updates import _check_limits, _update_one, update_task
 from zndraw_joblib_server.services.workers import heartbeat
+from zndraw_joblib_server.storage.records import TaskRecord
 
 T = TypeVar("T")
 

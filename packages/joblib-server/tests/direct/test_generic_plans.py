@@ -18,9 +18,9 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.services import claim, positions
-from zndraw_joblib_server.services.records import TASKS
 from zndraw_joblib_server.storage import Database
 from zndraw_joblib_server.storage.direct import Plan
+from zndraw_joblib_server.storage.records import TASKS
 
 pytestmark = pytest.mark.backends("postgres")
 

@@ -21,14 +21,13 @@ from sqlalchemy import bindparam, event, exc, insert, select, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import records
-from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database
+from zndraw_joblib_server.storage import Database, records
 from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.direct import Plan
 from zndraw_joblib_server.storage.direct_pg import translate
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, task_param
 
 pytestmark = pytest.mark.backends("postgres")
 

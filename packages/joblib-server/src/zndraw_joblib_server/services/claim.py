@@ -8,7 +8,6 @@ process's write gate, which serialises it. Either way no task is handed out twic
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from datetime import datetime
 from functools import lru_cache
@@ -22,14 +21,6 @@ from zndraw_joblib_server.domain.rules import claim_key, lease_until
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, start_task, to_response
-from zndraw_joblib_server.services.records import (
-    TASKS,
-    StaleRecord,
-    TaskRecord,
-    fetch,
-    save,
-    task_param,
-)
 from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
@@ -37,6 +28,12 @@ from zndraw_joblib_server.storage import Store, UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import (
+    TASKS,
+    TaskRecord,
+    fetch,
+    task_param,
+)
 
 __all__ = ["claim_tasks", "hand_off", "next_due"]
 
@@ -222,12 +219,7 @@ async def claim_tasks(
             start_task(task, now, settings)
         else:
             task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
-    if guarded:
-        for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
-            with contextlib.suppress(StaleRecord):
-                await save(session, [task], guarded=True)
-    else:
-        await save(session, own_lease)
+    await uow.store.save(session, own_lease, skip_stale=True)  # a task released meanwhile
     tasks.sort(key=claim_key)
     names = await announce(uow, tasks, now)
     logged = caches_of(session).unrenderable

@@ -30,12 +30,12 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Worker, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, to_response
-from zndraw_joblib_server.services.records import TASKS, fetch, task_param
 from zndraw_joblib_server.services.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, fetch, task_param
 
 __all__ = ["REPORTED", "report"]
 

@@ -10,12 +10,14 @@ its store once, by its dialect (see :data:`STORES`); work it runs outside a tran
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from zndraw_joblib_server.storage.task_record import Owners, TaskRecord
 
 Write = Callable[[], AbstractAsyncContextManager[Any]]
 """Opens a write transaction yielding a unit of work (``Database.write``)."""
@@ -56,6 +58,27 @@ class Store(Hashable, Protocol):
 
     def positions_on_insert(self) -> bool:
         """Whether inserting one task answers its queue position in the same statement."""
+        ...
+
+    async def load_for_update(
+        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    ) -> tuple[dict[uuid.UUID, TaskRecord], Owners]:
+        """The tasks among ``ids`` to change, and the owners of the workers holding them.
+
+        Row-locked in a transaction; outside one nothing is locked and :meth:`save` guards.
+        ``light``: only ``LIGHT_FIELDS`` are read.
+        """
+        ...
+
+    async def save(
+        self, session: AsyncSession, tasks: Iterable[TaskRecord], *, skip_stale: bool = False
+    ) -> None:
+        """Write what changed in ``tasks`` (loaded by :meth:`load_for_update` or claimed).
+
+        Outside a transaction each write applies only to the version read, and the first
+        task changed meanwhile raises ``StaleRecord`` (nothing of it written); with
+        ``skip_stale`` such a task is left as it is instead.
+        """
         ...
 
     def pick_ids(self, column: Any, ids: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy import any_, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.pending_pg import FOLD
@@ -71,6 +73,22 @@ class PostgresStore:
     def positions_on_insert(self) -> bool:
         """True: the insert's ``RETURNING`` answers the position (one round trip)."""
         return True
+
+    async def load_for_update(
+        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    ) -> tuple[dict[uuid.UUID, records.TaskRecord], records.Owners]:
+        """Row-locked in a transaction; alone, unlocked (the save checks versions)."""
+        return await records.load_with_owners(session, ids, light=light, locked=not self._alone)
+
+    async def save(
+        self,
+        session: AsyncSession,
+        tasks: Iterable[records.TaskRecord],
+        *,
+        skip_stale: bool = False,
+    ) -> None:
+        """In a transaction, as SQLite; alone, each task only if its version is unchanged."""
+        await records.save(session, tasks, guarded=self._alone, skip_stale=skip_stale)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column = ANY(ARRAY(ids))``, matched through the primary key.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.store import Store, Write
@@ -43,6 +45,22 @@ class SqliteStore:
     def positions_on_insert(self) -> bool:
         """False: positions are read after the insert (inline, no round trip to save)."""
         return False
+
+    async def load_for_update(
+        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    ) -> tuple[dict[uuid.UUID, records.TaskRecord], records.Owners]:
+        """Row-locked as asked (SQLite locks nothing by row: the write gate excludes)."""
+        return await records.load_with_owners(session, ids, light=light, locked=True)
+
+    async def save(
+        self,
+        session: AsyncSession,
+        tasks: Iterable[records.TaskRecord],
+        *,
+        skip_stale: bool = False,
+    ) -> None:
+        """One ``executemany`` per set of changed columns (no task changes meanwhile)."""
+        await records.save(session, tasks, guarded=False, skip_stale=skip_stale)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column IN (ids)``."""
