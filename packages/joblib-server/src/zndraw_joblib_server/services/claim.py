@@ -21,7 +21,6 @@ from zndraw_joblib_server.domain.rules import claim_key, lease_until
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, start_task, to_response
-from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Store, UnitOfWork
@@ -34,6 +33,7 @@ from zndraw_joblib_server.storage.records import (
     fetch,
     task_param,
 )
+from zndraw_joblib_server.storage.rules_sql import claim_order_by
 
 __all__ = ["claim_tasks", "hand_off", "next_due"]
 

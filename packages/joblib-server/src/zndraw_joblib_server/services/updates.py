@@ -15,7 +15,6 @@ from zndraw_joblib_core import (
     InvalidTaskTransition,
     LeaseLost,
     ProblemError,
-    RequestValidationFailed,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
     TaskClaimRequest,
@@ -37,11 +36,10 @@ from zndraw_joblib_server.services import waiting
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
-    check_size,
     requeue,
     start_task,
 )
-from zndraw_joblib_server.services.reports import REPORTED, report
+from zndraw_joblib_server.services.reports import check_limits, report
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
@@ -96,17 +94,6 @@ def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     if lease_expired(task.lease_expires_at, now):
         raise LeaseLost(f"The lease of worker {body.worker_id} on task {task.id} expired.")
     return False
-
-
-def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
-    if body.result is not None and body.status != TaskStatus.COMPLETED:
-        raise RequestValidationFailed("A result is only accepted with status 'completed'.")
-    if body.error is not None:
-        check_size("error text", body.error, settings.max_error_chars)
-    if body.message is not None:
-        check_size("message", body.message, settings.max_message_chars)
-    if body.result is not None:
-        check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
 def _effect(task: TaskRecord, target: TaskStatus | None, actor: Actor) -> Effect:
@@ -223,7 +210,7 @@ async def _update_one(
             await check_cancel(actor, access, task)
             return cancel_record(task, now), False
         raise Forbidden("Only the owner of the task's worker (or a superuser) may update it.")
-    _check_limits(body, settings)
+    check_limits(body, settings)
     return True, _apply(task, body, actor, now, settings)
 
 
@@ -361,16 +348,9 @@ async def update_task(
         LeaseLost: ``worker_id`` was given and that worker no longer holds the task.
         InvalidTaskTransition: The transition table refuses the change.
     """
-    one_statement = uow.store.reports_in_one_statement()
-    if one_statement and body.worker_id is not None and body.status in REPORTED:
-        try:
-            _check_limits(body, settings)
-        except ProblemError:
-            pass  # the general path answers (its checks come first)
-        else:
-            reported = await report(uow, actor, task_id, body, settings)
-            if reported is not None:
-                return reported
+    reported = await report(uow, actor, task_id, body, settings)
+    if reported is not None:
+        return reported
     outcomes = await _update_all(uow, actor, access, [(task_id, body)], settings)
     (answer,) = await _responses(uow.session, outcomes)
     if isinstance(answer, ProblemError):

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage.task_record import Owners, TaskRecord
 
 Write = Callable[[], AbstractAsyncContextManager[Any]]
@@ -48,8 +49,18 @@ class Store(Hashable, Protocol):
         """Whether a submit may claim its tasks for waiting claims in its own transaction."""
         ...
 
-    def reports_in_one_statement(self) -> bool:
-        """Whether a worker's usual report is tried as one ``UPDATE`` first."""
+    async def report(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], dict[str, Any] | None],
+    ) -> TaskRecord | None:
+        """A worker's usual report to ``status``, as one ``UPDATE``, where this store does so.
+
+        ``params()`` builds the statement's parameters (see ``stores.report_sql``), or None
+        for a report the statement is not for. None: nothing was written (not tried, or
+        not in order): the general path answers.
+        """
         ...
 
     def claims_with_update(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -11,12 +11,14 @@ from sqlalchemy import any_, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS
 from zndraw_joblib_server.storage.stores.statements import LINKS, TOUCH, WORKERS
 
 __all__ = ["PostgresStore"]
@@ -62,9 +64,18 @@ class PostgresStore:
         """In a transaction only (outside one, the waiting claims are woken instead)."""
         return not self._alone
 
-    def reports_in_one_statement(self) -> bool:
-        """Outside a transaction: the report checks and writes in one ``UPDATE``."""
-        return self._alone
+    async def report(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], dict[str, Any] | None],
+    ) -> records.TaskRecord | None:
+        """Alone: the report checks and writes in one ``UPDATE`` (in a transaction: None)."""
+        if not self._alone or status not in STATEMENTS:
+            return None
+        values = params()
+        tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
+        return tasks[0] if tasks else None
 
     def claims_with_update(self) -> bool:
         """False: the update and the claim each run alone, in fewer round trips."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
@@ -34,9 +35,14 @@ class SqliteStore:
         """True: a submit claims for claims waiting in this process before it commits."""
         return True
 
-    def reports_in_one_statement(self) -> bool:
-        """False: the general path is already one local transaction."""
-        return False
+    async def report(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], dict[str, Any] | None],
+    ) -> records.TaskRecord | None:
+        """None: the general path is already one local transaction."""
+        return None
 
     def claims_with_update(self) -> bool:
         """True: an update and its ``claim_next`` commit together (one commit, not two)."""
