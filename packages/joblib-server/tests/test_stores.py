@@ -27,8 +27,6 @@ async def test_a_database_gets_its_dialects_store(app: FastAPI, backend: str) ->
     alone = db.store.standalone()
     assert (alone is None) == (backend == "sqlite")
     if alone is not None:
-        assert alone.guards_writes()
-        assert not db.store.guards_writes()
         assert alone.standalone() is None
 
 
@@ -37,10 +35,8 @@ async def test_a_write_carries_the_store_of_its_mode(app: FastAPI, backend: str)
     db = _db(app)
     async with db.write() as uow:
         assert uow.store is db.store
-        assert not uow.store.guards_writes()
     async with db.write(standalone=True) as uow:
         assert uow.store is (db.store.standalone() or db.store)
-        assert uow.store.guards_writes() == (backend == "postgres")
         assert uow.store.hands_off() == (backend == "sqlite")
 
 

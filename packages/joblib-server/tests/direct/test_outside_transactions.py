@@ -57,7 +57,7 @@ async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, ta
     load = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     ids = {"ids": [row["id"] for row in rows]}
     async with db.write(standalone=True) as uow:
-        assert uow.store.guards_writes()
+        assert uow.store is db.store.standalone()
         session = uow.session
         inserted = await records.execute(session, prebuilt(insert(TASKS)), rows)
         assert isinstance(inserted, DirectResult)

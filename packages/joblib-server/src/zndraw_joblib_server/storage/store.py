@@ -37,16 +37,26 @@ class Store(Hashable, Protocol):
         """The store of work whose statements each commit alone (None: always a transaction)."""
         ...
 
-    def guards_writes(self) -> bool:
-        """Whether work runs outside a transaction, so it guards its writes itself.
-
-        Then reads take no row locks, a save applies only to the version it read, a claim
-        beats and checks its worker in the claim statement (and may claim in one statement).
-        """
-        ...
-
     def hands_off(self) -> bool:
         """Whether a submit may claim its tasks for waiting claims in its own transaction."""
+        ...
+
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+    ) -> list[TaskRecord] | None:
+        """Claim for the worker ``params["b_worker"]`` (see ``stores.claim_sql``).
+
+        ``job_ids``: the jobs it serves; None: the statement finds the worker's only job
+        itself, where this store claims so in one statement (else None at once). Outside a
+        transaction the statement also beats the worker if it is ``user_id``'s, and claims
+        only then.
+        """
         ...
 
     async def report(
@@ -109,8 +119,8 @@ class Store(Hashable, Protocol):
     ) -> tuple[bool, list[uuid.UUID]]:
         """Beat the caller's worker (claiming is a sign of life); whether found, its jobs.
 
-        False when the worker does not exist or is not ``user_id``'s. Work that
-        :meth:`guards_writes` may leave the beat to the claim statement.
+        False when the worker does not exist or is not ``user_id``'s. Work
+        outside a transaction may leave the beat to the claim statement.
         """
         ...
 

@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage import records
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
 from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS
 from zndraw_joblib_server.storage.stores.statements import LINKS, TOUCH, WORKERS
 
@@ -56,13 +58,35 @@ class PostgresStore:
         """The store of work outside a transaction (None: this is it)."""
         return self._standalone
 
-    def guards_writes(self) -> bool:
-        """Whether this is work outside a transaction."""
-        return self._alone
-
     def hands_off(self) -> bool:
         """In a transaction only (outside one, the waiting claims are woken instead)."""
         return not self._alone
+
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+    ) -> list[records.TaskRecord] | None:
+        """Alone: checked and beaten by the statement, which may find the job itself.
+
+        Alone, it also keeps the worker's claim hint (whether it served one job, and
+        whether this claim found tasks) that decides its next claim's first try.
+        """
+        if job_ids is None and not self._alone:
+            return None
+        several = job_ids is not None and job_params(params, job_ids)
+        if self._alone:
+            params |= {"b_beat": params["b_now"], "b_user": user_id}
+        stmt = claim_statement(self, several, self._alone, job_ids is None, start)
+        tasks = await records.fetch(session, stmt, params)
+        if self._alone:  # the hint for the worker's next claim (see ``claim_tasks``)
+            one_job = job_ids is None or len(job_ids) == 1
+            caches_of(session).claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
+        return tasks
 
     async def report(
         self,

@@ -15,6 +15,7 @@ from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
 from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER, TOUCH
 
 __all__ = ["SqliteStore"]
@@ -27,13 +28,24 @@ class SqliteStore:
         """None: work always runs in a transaction (the write gate makes it cheap)."""
         return None
 
-    def guards_writes(self) -> bool:
-        """False: a transaction under the write gate sees no concurrent writer."""
-        return False
-
     def hands_off(self) -> bool:
         """True: a submit claims for claims waiting in this process before it commits."""
         return True
+
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+    ) -> list[records.TaskRecord] | None:
+        """The jobs' claim statement (None without ``job_ids``)."""
+        if job_ids is None:
+            return None
+        stmt = claim_statement(self, job_params(params, job_ids), False, start=start)
+        return await records.fetch(session, stmt, params)
 
     async def report(
         self,
