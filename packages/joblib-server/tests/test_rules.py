@@ -41,11 +41,11 @@ from zndraw_joblib_server.services import updates as updates_module
 from zndraw_joblib_server.services import workers as workers_module
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.claim import claim_tasks
-from zndraw_joblib_server.services.records import TaskRecord
-from zndraw_joblib_server.services.reports import report
-from zndraw_joblib_server.services.rules_sql import claim_order_by, lease_seconds_sql
-from zndraw_joblib_server.services.updates import _check_limits, _update_one, update_task
+from zndraw_joblib_server.services.reports import check_limits, report
+from zndraw_joblib_server.services.updates import _update_one, update_task
 from zndraw_joblib_server.services.workers import heartbeat
+from zndraw_joblib_server.storage.records import TaskRecord
+from zndraw_joblib_server.storage.rules_sql import claim_order_by, lease_seconds_sql
 
 T = TypeVar("T")
 
@@ -368,7 +368,7 @@ async def _one_statement(
     Only for bodies within the limits (its caller checks them first, as ``update_task`` does).
     """
     try:
-        _check_limits(body, scene.settings)
+        check_limits(body, scene.settings)
     except ProblemError:
         return 0
     row = row | {"id": uuid.uuid4()}

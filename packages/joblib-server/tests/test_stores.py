@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage import Database, Store, get_database
 from zndraw_joblib_server.storage.stores import PostgresStore, SqliteStore
 
@@ -26,8 +27,6 @@ async def test_a_database_gets_its_dialects_store(app: FastAPI, backend: str) ->
     alone = db.store.standalone()
     assert (alone is None) == (backend == "sqlite")
     if alone is not None:
-        assert alone.guards_writes()
-        assert not db.store.guards_writes()
         assert alone.standalone() is None
 
 
@@ -36,8 +35,25 @@ async def test_a_write_carries_the_store_of_its_mode(app: FastAPI, backend: str)
     db = _db(app)
     async with db.write() as uow:
         assert uow.store is db.store
-        assert not uow.store.guards_writes()
     async with db.write(standalone=True) as uow:
         assert uow.store is (db.store.standalone() or db.store)
-        assert uow.store.guards_writes() == (backend == "postgres")
         assert uow.store.hands_off() == (backend == "sqlite")
+
+
+async def test_only_work_alone_on_postgresql_reports_in_one_statement(
+    app: FastAPI, backend: str
+) -> None:
+    """Other stores decline a report at once, without building the statement's parameters."""
+    db = _db(app)
+    built: list[TaskStatus] = []
+
+    def params() -> dict[str, object] | None:
+        built.append(TaskStatus.RUNNING)
+        return None  # a report the statement is not for: declined after all
+
+    async with db.write() as uow:
+        assert await uow.store.report(uow.session, TaskStatus.RUNNING, params) is None
+    assert built == []
+    async with db.write(standalone=True) as uow:
+        assert await uow.store.report(uow.session, TaskStatus.RUNNING, params) is None
+    assert built == ([TaskStatus.RUNNING] if backend == "postgres" else [])

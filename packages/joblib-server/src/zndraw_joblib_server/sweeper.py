@@ -28,12 +28,12 @@ from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status
 from zndraw_joblib_server.services.common import announce, release_all
 from zndraw_joblib_server.services.jobs import soft_delete_orphans
 from zndraw_joblib_server.services.liveness import stale_cutoff
-from zndraw_joblib_server.services.records import TASKS, TaskRecord, fetch, save
-from zndraw_joblib_server.services.rules_sql import lease_expired_sql
 from zndraw_joblib_server.services.workers import remove_workers
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import EventSink, UnitOfWork, get_database
 from zndraw_joblib_server.storage.provider_cache import internal_cache_of, provider_cache_of
+from zndraw_joblib_server.storage.records import TASKS, TaskRecord, fetch, save
+from zndraw_joblib_server.storage.rules_sql import lease_expired_sql
 
 __all__ = ["SweepReport", "run_sweeper", "sweep_once"]
 

@@ -17,10 +17,10 @@ from sqlalchemy import bindparam, event, exc, insert, select, text, tuple_, upda
 from sqlalchemy.engine import Engine
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import records
-from zndraw_joblib_server.services.records import TASKS, task_param
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, task_param
 
 P = "/v1/joblib"
 

@@ -12,11 +12,10 @@ import pytest
 from sqlalchemy import bindparam, exc, insert, select
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import records
-from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database
+from zndraw_joblib_server.storage import Database, records
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, task_param
 
 pytestmark = pytest.mark.parametrize("settings_overrides", [{"sqlite_inline": False}])
 

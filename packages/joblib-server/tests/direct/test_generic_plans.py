@@ -17,10 +17,11 @@ from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import claim, positions
-from zndraw_joblib_server.services.records import TASKS
+from zndraw_joblib_server.services import positions
 from zndraw_joblib_server.storage import Database
 from zndraw_joblib_server.storage.direct import Plan
+from zndraw_joblib_server.storage.records import TASKS
+from zndraw_joblib_server.storage.stores.claim_sql import claim_statement
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -79,10 +80,10 @@ async def test_claim_and_positions_use_the_claim_index_in_generic_plans(
     alone = db.store.standalone()
     assert alone is not None
     statements = {
-        "claim": (claim._claim_statement(False, db.store), claim_params),
-        "claim outside a transaction": (claim._claim_statement(False, alone), claim_params),
+        "claim": (claim_statement(db.store, False, False), claim_params),
+        "claim outside a transaction": (claim_statement(alone, False, True), claim_params),
         "claim of a worker's only job": (
-            claim._claim_statement(False, alone, True),
+            claim_statement(alone, False, True, True),
             claim_params,
         ),
         "position": (positions._AHEAD_OF_ONE, place),

@@ -13,12 +13,11 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 
-from zndraw_joblib_server.services import records
-from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database, create_engine
+from zndraw_joblib_server.storage import Database, create_engine, records
 from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.kept import KEEP, KeptConnections
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, task_param
 
 pytestmark = pytest.mark.backends("postgres")
 

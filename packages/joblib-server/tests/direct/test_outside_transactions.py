@@ -21,14 +21,13 @@ from sqlalchemy import bindparam, event, exc, insert, select, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import records
-from zndraw_joblib_server.services.records import TASKS, task_param
-from zndraw_joblib_server.storage import Database
+from zndraw_joblib_server.storage import Database, records
 from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.direct import Plan
 from zndraw_joblib_server.storage.direct_pg import translate
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, task_param
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -58,7 +57,7 @@ async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, ta
     load = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     ids = {"ids": [row["id"] for row in rows]}
     async with db.write(standalone=True) as uow:
-        assert uow.store.guards_writes()
+        assert uow.store is db.store.standalone()
         session = uow.session
         inserted = await records.execute(session, prebuilt(insert(TASKS)), rows)
         assert isinstance(inserted, DirectResult)

@@ -8,13 +8,11 @@ process's write gate, which serialises it. Either way no task is handed out twic
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
@@ -22,21 +20,16 @@ from zndraw_joblib_server.domain.rules import claim_key, lease_until
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, start_task, to_response
-from zndraw_joblib_server.services.records import (
-    TASKS,
-    StaleRecord,
-    TaskRecord,
-    fetch,
-    save,
-    task_param,
-)
-from zndraw_joblib_server.services.rules_sql import claim_order_by
 from zndraw_joblib_server.services.workers import owned_worker
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import Store, UnitOfWork
+from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import (
+    TASKS,
+    TaskRecord,
+)
 
 __all__ = ["claim_tasks", "hand_off", "next_due"]
 
@@ -63,91 +56,6 @@ async def _touch_worker(
         await owned_worker(uow.session, actor, worker_id, allow_superuser=False)
         raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
     return job_ids
-
-
-def _only_job() -> Any:
-    """SQL: the id of the worker's (``b_worker``) job if it serves exactly one, else NULL."""
-    other = LINKS.alias("other")
-    worker = task_param("b_worker", "worker_id")
-    return (
-        select(LINKS.c.job_id)
-        .where(
-            LINKS.c.worker_id == worker,
-            ~select(other.c.job_id)
-            .where(other.c.worker_id == worker, other.c.job_id != LINKS.c.job_id)
-            .exists(),
-        )
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
-@lru_cache(maxsize=16)
-def _claim_statement(
-    several_jobs: bool, store: Store, alone: bool = False, start: bool = False
-) -> Any:
-    """The claim, built once per shape; parameters: job id(s), now, lease end, worker, limit.
-
-    One job (the usual case) is an equality, so both databases walk the claim index in
-    claim order and stop after ``limit`` rows, however long the queue.
-
-    Guarded (a claim outside a transaction: ``store.guards_writes()``): the statement also
-    refreshes the heartbeat of the worker (parameter ``b_beat``) if it belongs to the caller
-    (``b_user``), and claims only if that found the worker. The update locks the worker's
-    row until the statement commits, so a concurrent ``DELETE /workers`` (which locks that
-    row first) either makes it claim nothing or waits for it and then releases what it
-    claimed.
-
-    ``alone`` (guarded): the statement looks the worker's job up itself and claims
-    only when the worker serves exactly one (no ``b_job_id``): a whole claim in one round
-    trip. Claiming nothing then does not say why; the caller asks again the general way.
-
-    ``start``: the claimed tasks are also started (``running``, ``started_at`` the claim's
-    time); the caller sets the deadline of tasks with a timeout.
-    """
-    if alone:
-        served = TASKS.c.job_id == _only_job()
-    elif several_jobs:
-        served = TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
-    else:
-        served = TASKS.c.job_id == task_param("b_job_id", "job_id")
-    claimable = (
-        select(TASKS.c.id)
-        .where(
-            status_is(TaskStatus.PENDING),
-            served,
-            TASKS.c.run_after <= task_param("b_now", "run_after"),
-        )
-        .order_by(*claim_order_by(TASKS.c))
-        .limit(bindparam("b_limit", type_=Integer))
-        .with_for_update(skip_locked=True)
-        .cte("claimable")
-    )
-    ids = select(claimable.c.id)
-    stmt = update(TASKS).where(store.pick_ids(TASKS.c.id, ids))
-    if store.guards_writes():
-        beat = (
-            update(WORKERS)
-            .where(
-                WORKERS.c.id == task_param("b_worker", "worker_id"),
-                WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
-            )
-            .values(last_heartbeat=bindparam("b_beat", type_=WORKERS.c.last_heartbeat.type))
-            .returning(WORKERS.c.id)
-            .cte("beat")
-        )
-        stmt = stmt.where(select(beat.c.id).exists())
-    values: dict[str, Any] = {
-        "status": TaskStatus.RUNNING if start else TaskStatus.CLAIMED,
-        "worker_id": task_param("b_worker", "worker_id"),
-        "attempt": TASKS.c.attempt + 1,
-        "claimed_at": task_param("b_claimed_at", "claimed_at"),
-        "lease_expires_at": task_param("b_lease_until", "lease_expires_at"),
-        "version": TASKS.c.version + 1,
-    }
-    if start:
-        values["started_at"] = task_param("b_claimed_at", "started_at")
-    return prebuilt(stmt.values(values).returning(*TASKS.c))
 
 
 async def claim_tasks(
@@ -183,34 +91,21 @@ async def claim_tasks(
         "b_lease_until": lease_until(now, None, settings.lease_seconds),
         "b_limit": max_tasks,
     }
-    guarded = uow.store.guards_writes()
-    if guarded:
-        params["b_beat"] = now
-        params["b_user"] = actor.id
-    tasks: list[TaskRecord] = []
+    tasks: list[TaskRecord] | None = None
     # The worker's hint (its queue's, see QueueCaches): a worker that served one job tries
     # the one-statement claim (``alone``, which checks everything itself: the hint is a
     # guess, never trusted) when its last claim found tasks, or when a task probably waits
     # (a waiting claim woken by a submit). Claiming nothing there means asking again the
     # general way; an idle worker's empty claims go the general way at once.
-    hints = caches_of(session).claim_hints
-    hint = hints.get(worker_id) if guarded else None
+    hint = caches_of(session).claim_hints.get(worker_id)  # (kept by the store's claims)
     if hint is not None and hint[0] and (hint[1] or likely):
-        tasks = await fetch(session, _claim_statement(False, uow.store, True, start), params)
+        tasks = await uow.store.claim(session, params, actor.id, None, start=start)
         job_ids = [tasks[0].job_id] if tasks else []
-        hints.put(worker_id, (True, bool(tasks)))
     if not tasks:  # the general way: the worker's jobs first
         job_ids = await _touch_worker(uow, actor, worker_id, now)
         if not job_ids:
             return [], []
-        if len(job_ids) == 1:
-            params["b_job_id"] = job_ids[0]
-        else:
-            params["b_job_ids"] = job_ids
-        stmt = _claim_statement(len(job_ids) > 1, uow.store, False, start)
-        tasks = await fetch(session, stmt, params)
-        if guarded:
-            hints.put(worker_id, (len(job_ids) == 1, bool(tasks)))
+        tasks = await uow.store.claim(session, params, actor.id, job_ids, start=start) or []
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
@@ -222,12 +117,7 @@ async def claim_tasks(
             start_task(task, now, settings)
         else:
             task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
-    if guarded:
-        for task in own_lease:  # a task changed meanwhile (released, say) keeps its lease
-            with contextlib.suppress(StaleRecord):
-                await save(session, [task], guarded=True)
-    else:
-        await save(session, own_lease)
+    await uow.store.save(session, own_lease, skip_stale=True)  # a task released meanwhile
     tasks.sort(key=claim_key)
     names = await announce(uow, tasks, now)
     logged = caches_of(session).unrenderable

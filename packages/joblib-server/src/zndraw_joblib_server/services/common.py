@@ -27,10 +27,10 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.domain.rules import after_lost_attempt, backoff_seconds, lease_until
 from zndraw_joblib_server.models import Job
-from zndraw_joblib_server.services.records import UNLOADED, TaskRecord
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.caches import Bounded, caches_of
+from zndraw_joblib_server.storage.records import UNLOADED, TaskRecord
 
 __all__ = [
     "announce",

@@ -19,15 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.models import status_is
-from zndraw_joblib_server.services.records import (
+from zndraw_joblib_server.storage.execute import execute
+from zndraw_joblib_server.storage.pending import counts_kept
+from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import (
     TASKS,
     TaskRecord,
     task_param,
 )
-from zndraw_joblib_server.services.rules_sql import claim_order_by
-from zndraw_joblib_server.storage.execute import execute
-from zndraw_joblib_server.storage.pending import counts_kept
-from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
 
 __all__ = ["insert_one", "new_position", "queue_positions"]

@@ -43,14 +43,6 @@ from zndraw_joblib_server.services.jobs import resolve_job
 from zndraw_joblib_server.services.liveness import check_live_workers
 from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
 from zndraw_joblib_server.services.quotas import check_pending_quota
-from zndraw_joblib_server.services.records import (
-    TASKS,
-    TaskRecord,
-    fetch,
-    insert_tasks,
-    load_one,
-    save,
-)
 from zndraw_joblib_server.services.validation import (
     Compiled,
     Failure,
@@ -61,6 +53,14 @@ from zndraw_joblib_server.services.validation import (
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, Store, UnitOfWork
 from zndraw_joblib_server.storage.caches import SizedCache, caches_of
+from zndraw_joblib_server.storage.records import (
+    TASKS,
+    TaskRecord,
+    fetch,
+    insert_tasks,
+    load_one,
+    save,
+)
 
 __all__ = [
     "PayloadsUnchecked",

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime
-from functools import lru_cache
-from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -18,7 +15,6 @@ from zndraw_joblib_core import (
     InvalidTaskTransition,
     LeaseLost,
     ProblemError,
-    RequestValidationFailed,
     TaskBatchUpdateItem,
     TaskBatchUpdateOutcome,
     TaskClaimRequest,
@@ -40,18 +36,10 @@ from zndraw_joblib_server.services import waiting
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.services.common import (
     announce,
-    check_size,
     requeue,
     start_task,
 )
-from zndraw_joblib_server.services.records import (
-    LIGHT_FIELDS,
-    TASKS,
-    StaleRecord,
-    TaskRecord,
-    save,
-)
-from zndraw_joblib_server.services.reports import REPORTED, report
+from zndraw_joblib_server.services.reports import check_limits, report
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
@@ -62,6 +50,7 @@ from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import Owners, StaleRecord, TaskRecord
 
 __all__ = ["update_batch", "update_claiming", "update_one", "update_task", "update_tasks"]
 
@@ -75,50 +64,12 @@ _OWNERS = prebuilt(
 """Owners of workers, built once (for updates naming a worker that holds none of their tasks)."""
 
 
-Owners = dict[uuid.UUID, uuid.UUID | None]
-"""The owning user of each worker looked up (None: no such worker any more)."""
-
-
 async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> Owners:
     """The owning user of each existing worker among ``worker_ids``."""
     if not worker_ids:
         return {}
     rows = await execute(session, _OWNERS, {"ids": list(worker_ids)})
     return dict(rows.tuples().all())
-
-
-@lru_cache(maxsize=4)
-def _load_with_owners(light: bool, locked: bool = True) -> Select[Any]:
-    """Tasks by id (parameter ``ids``), row-locked, each with its worker's owner (last column).
-
-    The owner comes from the same statement, so the usual update (a worker reporting on its
-    own task) needs no second lookup. Only the task rows are locked (``FOR UPDATE OF``);
-    without ``locked`` nothing is (the writes are then guarded by the version read).
-    """
-    columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else list(TASKS.c)
-    stmt = (
-        select(*columns, _WORKERS.c.user_id.label("worker_owner"))
-        .outerjoin(_WORKERS, _WORKERS.c.id == TASKS.c.worker_id)
-        .where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
-    )
-    return prebuilt(stmt.with_for_update(of=TASKS) if locked else stmt)
-
-
-async def _load_for_update(
-    session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool, locked: bool = True
-) -> tuple[dict[uuid.UUID, TaskRecord], Owners]:
-    """The existing tasks among ``ids`` (locked), and the owners of the workers holding them."""
-    params = {"ids": list(dict.fromkeys(ids))}
-    result = await execute(session, _load_with_owners(light, locked), params)
-    keys = tuple(result.keys())[:-1]
-    tasks: dict[uuid.UUID, TaskRecord] = {}
-    owners: Owners = {}
-    for row in result:
-        task = TaskRecord.from_row(keys, row[:-1])
-        tasks[task.id] = task
-        if task.worker_id is not None:
-            owners[task.worker_id] = row[-1]
-    return tasks, owners
 
 
 def _may_act(actor: Actor, task: TaskRecord, owners: Owners) -> bool:
@@ -143,17 +94,6 @@ def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     if lease_expired(task.lease_expires_at, now):
         raise LeaseLost(f"The lease of worker {body.worker_id} on task {task.id} expired.")
     return False
-
-
-def _check_limits(body: TaskUpdateRequest, settings: JobLibSettings) -> None:
-    if body.result is not None and body.status != TaskStatus.COMPLETED:
-        raise RequestValidationFailed("A result is only accepted with status 'completed'.")
-    if body.error is not None:
-        check_size("error text", body.error, settings.max_error_chars)
-    if body.message is not None:
-        check_size("message", body.message, settings.max_message_chars)
-    if body.result is not None:
-        check_size("result", body.result, settings.max_result_bytes, settings.max_json_depth)
 
 
 def _effect(task: TaskRecord, target: TaskStatus | None, actor: Actor) -> Effect:
@@ -270,7 +210,7 @@ async def _update_one(
             await check_cancel(actor, access, task)
             return cancel_record(task, now), False
         raise Forbidden("Only the owner of the task's worker (or a superuser) may update it.")
-    _check_limits(body, settings)
+    check_limits(body, settings)
     return True, _apply(task, body, actor, now, settings)
 
 
@@ -289,9 +229,8 @@ async def _update_all(
     the problem that refused it.
     """
     session = uow.session
-    guarded = uow.store.guards_writes()  # outside a transaction: no row locks, guarded saves
     ids = [task_id for task_id, _ in items]
-    tasks, owners = await _load_for_update(session, ids, light=not snapshots, locked=not guarded)
+    tasks, owners = await uow.store.load_for_update(session, ids, light=not snapshots)
     # Workers named by an update that holds none of the tasks (their lease is lost anyway,
     # but a stranger's worker answers 403, not 409) need a lookup of their own.
     named = {body.worker_id for _, body in items if body.worker_id is not None}
@@ -315,7 +254,7 @@ async def _update_all(
         if requeued:
             claimable[task_id] = task
         outcomes.append((task_id, task.copy() if snapshots else None))
-    await save(session, changed.values(), guarded=guarded)
+    await uow.store.save(session, changed.values())
     await announce(uow, list(changed.values()), now, claimable.values())
     return outcomes
 
@@ -409,16 +348,9 @@ async def update_task(
         LeaseLost: ``worker_id`` was given and that worker no longer holds the task.
         InvalidTaskTransition: The transition table refuses the change.
     """
-    one_statement = uow.store.reports_in_one_statement()
-    if one_statement and body.worker_id is not None and body.status in REPORTED:
-        try:
-            _check_limits(body, settings)
-        except ProblemError:
-            pass  # the general path answers (its checks come first)
-        else:
-            reported = await report(uow, actor, task_id, body, settings)
-            if reported is not None:
-                return reported
+    reported = await report(uow, actor, task_id, body, settings)
+    if reported is not None:
+        return reported
     outcomes = await _update_all(uow, actor, access, [(task_id, body)], settings)
     (answer,) = await _responses(uow.session, outcomes)
     if isinstance(answer, ProblemError):

@@ -25,10 +25,10 @@ from zndraw_joblib_server.services.common import announce, release_all, validate
 from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
 from zndraw_joblib_server.services.providers import drop_worker_providers
 from zndraw_joblib_server.services.quotas import check_worker_quota
-from zndraw_joblib_server.services.records import TASKS, fetch, save
-from zndraw_joblib_server.services.rules_sql import lease_held_sql
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
+from zndraw_joblib_server.storage.records import TASKS, fetch, save
+from zndraw_joblib_server.storage.rules_sql import lease_held_sql
 
 __all__ = [
     "create_worker",

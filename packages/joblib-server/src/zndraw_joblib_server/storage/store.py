@@ -10,12 +10,15 @@ its store once, by its dialect (see :data:`STORES`); work it runs outside a tran
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.storage.task_record import Owners, TaskRecord
 
 Write = Callable[[], AbstractAsyncContextManager[Any]]
 """Opens a write transaction yielding a unit of work (``Database.write``)."""
@@ -34,20 +37,40 @@ class Store(Hashable, Protocol):
         """The store of work whose statements each commit alone (None: always a transaction)."""
         ...
 
-    def guards_writes(self) -> bool:
-        """Whether work runs outside a transaction, so it guards its writes itself.
-
-        Then reads take no row locks, a save applies only to the version it read, a claim
-        beats and checks its worker in the claim statement (and may claim in one statement).
-        """
-        ...
-
     def hands_off(self) -> bool:
         """Whether a submit may claim its tasks for waiting claims in its own transaction."""
         ...
 
-    def reports_in_one_statement(self) -> bool:
-        """Whether a worker's usual report is tried as one ``UPDATE`` first."""
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+    ) -> list[TaskRecord] | None:
+        """Claim for the worker ``params["b_worker"]`` (see ``stores.claim_sql``).
+
+        ``job_ids``: the jobs it serves; None: the statement finds the worker's only job
+        itself, where this store claims so in one statement (else None at once). Outside a
+        transaction the statement also beats the worker if it is ``user_id``'s, and claims
+        only then.
+        """
+        ...
+
+    async def report(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], dict[str, Any] | None],
+    ) -> TaskRecord | None:
+        """A worker's usual report to ``status``, as one ``UPDATE``, where this store does so.
+
+        ``params()`` builds the statement's parameters (see ``stores.report_sql``), or None
+        for a report the statement is not for. None: nothing was written (not tried, or
+        not in order): the general path answers.
+        """
         ...
 
     def claims_with_update(self) -> bool:
@@ -56,6 +79,27 @@ class Store(Hashable, Protocol):
 
     def positions_on_insert(self) -> bool:
         """Whether inserting one task answers its queue position in the same statement."""
+        ...
+
+    async def load_for_update(
+        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    ) -> tuple[dict[uuid.UUID, TaskRecord], Owners]:
+        """The tasks among ``ids`` to change, and the owners of the workers holding them.
+
+        Row-locked in a transaction; outside one nothing is locked and :meth:`save` guards.
+        ``light``: only ``LIGHT_FIELDS`` are read.
+        """
+        ...
+
+    async def save(
+        self, session: AsyncSession, tasks: Iterable[TaskRecord], *, skip_stale: bool = False
+    ) -> None:
+        """Write what changed in ``tasks`` (loaded by :meth:`load_for_update` or claimed).
+
+        Outside a transaction each write applies only to the version read, and the first
+        task changed meanwhile raises ``StaleRecord`` (nothing of it written); with
+        ``skip_stale`` such a task is left as it is instead.
+        """
         ...
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
@@ -75,8 +119,8 @@ class Store(Hashable, Protocol):
     ) -> tuple[bool, list[uuid.UUID]]:
         """Beat the caller's worker (claiming is a sign of life); whether found, its jobs.
 
-        False when the worker does not exist or is not ``user_id``'s. Work that
-        :meth:`guards_writes` may leave the beat to the claim statement.
+        False when the worker does not exist or is not ``user_id``'s. Work
+        outside a transaction may leave the beat to the claim statement.
         """
         ...
 

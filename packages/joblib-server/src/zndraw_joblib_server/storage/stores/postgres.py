@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +11,16 @@ from sqlalchemy import any_, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.storage import records
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
 from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
+from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS
 from zndraw_joblib_server.storage.stores.statements import LINKS, TOUCH, WORKERS
 
 __all__ = ["PostgresStore"]
@@ -52,17 +58,48 @@ class PostgresStore:
         """The store of work outside a transaction (None: this is it)."""
         return self._standalone
 
-    def guards_writes(self) -> bool:
-        """Whether this is work outside a transaction."""
-        return self._alone
-
     def hands_off(self) -> bool:
         """In a transaction only (outside one, the waiting claims are woken instead)."""
         return not self._alone
 
-    def reports_in_one_statement(self) -> bool:
-        """Outside a transaction: the report checks and writes in one ``UPDATE``."""
-        return self._alone
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+    ) -> list[records.TaskRecord] | None:
+        """Alone: checked and beaten by the statement, which may find the job itself.
+
+        Alone, it also keeps the worker's claim hint (whether it served one job, and
+        whether this claim found tasks) that decides its next claim's first try.
+        """
+        if job_ids is None and not self._alone:
+            return None
+        several = job_ids is not None and job_params(params, job_ids)
+        if self._alone:
+            params |= {"b_beat": params["b_now"], "b_user": user_id}
+        stmt = claim_statement(self, several, self._alone, job_ids is None, start)
+        tasks = await records.fetch(session, stmt, params)
+        if self._alone:  # the hint for the worker's next claim (see ``claim_tasks``)
+            one_job = job_ids is None or len(job_ids) == 1
+            caches_of(session).claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
+        return tasks
+
+    async def report(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], dict[str, Any] | None],
+    ) -> records.TaskRecord | None:
+        """Alone: the report checks and writes in one ``UPDATE`` (in a transaction: None)."""
+        if not self._alone or status not in STATEMENTS:
+            return None
+        values = params()
+        tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
+        return tasks[0] if tasks else None
 
     def claims_with_update(self) -> bool:
         """False: the update and the claim each run alone, in fewer round trips."""
@@ -71,6 +108,22 @@ class PostgresStore:
     def positions_on_insert(self) -> bool:
         """True: the insert's ``RETURNING`` answers the position (one round trip)."""
         return True
+
+    async def load_for_update(
+        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    ) -> tuple[dict[uuid.UUID, records.TaskRecord], records.Owners]:
+        """Row-locked in a transaction; alone, unlocked (the save checks versions)."""
+        return await records.load_with_owners(session, ids, light=light, locked=not self._alone)
+
+    async def save(
+        self,
+        session: AsyncSession,
+        tasks: Iterable[records.TaskRecord],
+        *,
+        skip_stale: bool = False,
+    ) -> None:
+        """In a transaction, as SQLite; alone, each task only if its version is unchanged."""
+        await records.save(session, tasks, guarded=self._alone, skip_stale=skip_stale)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column = ANY(ARRAY(ids))``, matched through the primary key.

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
 from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER, TOUCH
 
 __all__ = ["SqliteStore"]
@@ -24,17 +28,33 @@ class SqliteStore:
         """None: work always runs in a transaction (the write gate makes it cheap)."""
         return None
 
-    def guards_writes(self) -> bool:
-        """False: a transaction under the write gate sees no concurrent writer."""
-        return False
-
     def hands_off(self) -> bool:
         """True: a submit claims for claims waiting in this process before it commits."""
         return True
 
-    def reports_in_one_statement(self) -> bool:
-        """False: the general path is already one local transaction."""
-        return False
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+    ) -> list[records.TaskRecord] | None:
+        """The jobs' claim statement (None without ``job_ids``)."""
+        if job_ids is None:
+            return None
+        stmt = claim_statement(self, job_params(params, job_ids), False, start=start)
+        return await records.fetch(session, stmt, params)
+
+    async def report(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], dict[str, Any] | None],
+    ) -> records.TaskRecord | None:
+        """None: the general path is already one local transaction."""
+        return None
 
     def claims_with_update(self) -> bool:
         """True: an update and its ``claim_next`` commit together (one commit, not two)."""
@@ -43,6 +63,22 @@ class SqliteStore:
     def positions_on_insert(self) -> bool:
         """False: positions are read after the insert (inline, no round trip to save)."""
         return False
+
+    async def load_for_update(
+        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
+    ) -> tuple[dict[uuid.UUID, records.TaskRecord], records.Owners]:
+        """Row-locked as asked (SQLite locks nothing by row: the write gate excludes)."""
+        return await records.load_with_owners(session, ids, light=light, locked=True)
+
+    async def save(
+        self,
+        session: AsyncSession,
+        tasks: Iterable[records.TaskRecord],
+        *,
+        skip_stale: bool = False,
+    ) -> None:
+        """One ``executemany`` per set of changed columns (no task changes meanwhile)."""
+        await records.save(session, tasks, guarded=False, skip_stale=skip_stale)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column IN (ids)``."""

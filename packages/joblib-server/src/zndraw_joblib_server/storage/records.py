@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_core import TaskNotFound, TaskStatus
-from zndraw_joblib_server.models import Task
+from zndraw_joblib_core import TaskNotFound
+from zndraw_joblib_server.models import Worker
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.task_record import (
+    FIELDS,
+    LIGHT_FIELDS,
+    TASKS,
+    UNLOADED,
+    Owners,
+    StaleRecord,
+    TaskRecord,
+)
 
 __all__ = [
+    "FIELDS",
     "LIGHT_FIELDS",
     "TASKS",
     "UNLOADED",
+    "Owners",
     "StaleRecord",
     "TaskRecord",
     "execute",
@@ -34,132 +44,10 @@ __all__ = [
     "insert_tasks",
     "load",
     "load_one",
+    "load_with_owners",
     "save",
     "task_param",
 ]
-
-TASKS = Task.__table__
-"""The tasks table (Core)."""
-
-
-class _Unloaded:
-    """The value of a column a record was read without (see :data:`LIGHT_FIELDS`)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<unloaded>"
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    def __ne__(self, other: object) -> bool:
-        return other is not self
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __bool__(self) -> bool:
-        raise TypeError("this column was not loaded into the task record")
-
-
-FIELDS: tuple[str, ...] = tuple(column.key for column in TASKS.columns)
-"""The tasks table's columns: a record's attributes."""
-
-UNLOADED: Any = _Unloaded()
-"""Stands for a column that was not read; assigning a value marks it changed."""
-
-
-class TaskRecord:
-    """One task row as a mutable object with the attributes of ``Task``.
-
-    It remembers the values it was read (or last saved) with; :meth:`changes` lists what
-    has been assigned since.
-    """
-
-    __slots__ = ("_saved", *FIELDS)
-
-    id: uuid.UUID
-    job_id: uuid.UUID
-    room_id: str
-    created_by_id: uuid.UUID | None
-    worker_id: uuid.UUID | None
-    status: TaskStatus
-    payload: dict[str, Any]
-    result: Any
-    error: str | None
-    message: str | None
-    progress: float | None
-    priority: int
-    run_after: datetime
-    created_at: datetime
-    claimed_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    lease_expires_at: datetime | None
-    deadline_at: datetime | None
-    attempt: int
-    max_attempts: int
-    timeout_seconds: float | None
-    lease_seconds: float | None
-    cancel_requested: bool
-    cancel_requested_at: datetime | None
-    idempotency_key: str | None
-    version: int
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self._load({name: values.get(name, UNLOADED) for name in FIELDS})
-
-    def _load(self, saved: dict[str, Any]) -> None:
-        for name, value in saved.items():
-            setattr(self, name, value)
-        self._saved = saved
-
-    @classmethod
-    def from_row(cls, keys: Sequence[str], row: Sequence[Any]) -> TaskRecord:
-        """A record from a result row and the result's column keys."""
-        record = cls.__new__(cls)
-        if len(keys) == len(FIELDS):
-            record._load(dict(zip(keys, row, strict=True)))
-        else:
-            saved = dict.fromkeys(FIELDS, UNLOADED)
-            saved.update(zip(keys, row, strict=True))
-            record._load(saved)
-        return record
-
-    def changes(self) -> dict[str, Any]:
-        """The columns assigned a different value since the record was read or saved."""
-        saved = self._saved
-        return {
-            name: value
-            for name in FIELDS
-            if (value := getattr(self, name)) is not saved[name] and value != saved[name]
-        }
-
-    def copy(self) -> TaskRecord:
-        """A snapshot of the current values (saved as they are now)."""
-        return TaskRecord({name: getattr(self, name) for name in FIELDS})
-
-
-LIGHT_FIELDS: tuple[str, ...] = (
-    "id",
-    "job_id",
-    "room_id",
-    "created_by_id",
-    "worker_id",
-    "status",
-    "error",
-    "message",
-    "progress",
-    "attempt",
-    "max_attempts",
-    "lease_expires_at",
-    "timeout_seconds",
-    "lease_seconds",
-    "cancel_requested",
-    "version",
-)
-"""What the update rules read; the rest (payload, result, timestamps) they only write."""
 
 
 async def fetch(
@@ -187,6 +75,46 @@ def _load_statement(for_update: bool) -> Select[Any]:
     """Tasks by id, built once per shape (parameter ``ids``, a list)."""
     stmt = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     return prebuilt(stmt.with_for_update() if for_update else stmt)
+
+
+_WORKERS = Worker.__table__
+
+
+@lru_cache(maxsize=4)
+def _load_with_owners(light: bool, locked: bool) -> Select[Any]:
+    """Tasks by id (parameter ``ids``), each with its worker's owner (last column).
+
+    The owner comes from the same statement, so the usual update (a worker reporting on its
+    own task) needs no second lookup. With ``locked`` only the task rows are locked
+    (``FOR UPDATE OF``).
+    """
+    columns = [TASKS.c[name] for name in LIGHT_FIELDS] if light else list(TASKS.c)
+    stmt = (
+        select(*columns, _WORKERS.c.user_id.label("worker_owner"))
+        .outerjoin(_WORKERS, _WORKERS.c.id == TASKS.c.worker_id)
+        .where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+    )
+    return prebuilt(stmt.with_for_update(of=TASKS) if locked else stmt)
+
+
+async def load_with_owners(
+    session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool, locked: bool
+) -> tuple[dict[uuid.UUID, TaskRecord], Owners]:
+    """The existing tasks among ``ids``, and the owners of the workers holding them.
+
+    ``light``: only :data:`LIGHT_FIELDS` are read; ``locked``: the task rows are locked.
+    """
+    params = {"ids": list(dict.fromkeys(ids))}
+    result = await execute(session, _load_with_owners(light, locked), params)
+    keys = tuple(result.keys())[:-1]
+    tasks: dict[uuid.UUID, TaskRecord] = {}
+    owners: Owners = {}
+    for row in result:
+        task = TaskRecord.from_row(keys, row[:-1])
+        tasks[task.id] = task
+        if task.worker_id is not None:
+            owners[task.worker_id] = row[-1]
+    return tasks, owners
 
 
 async def load_one(
@@ -226,18 +154,19 @@ def _update_statement(columns: tuple[str, ...], guarded: bool = False) -> Update
     return prebuilt(stmt.values({name: task_param(f"v_{name}", name) for name in columns}))
 
 
-class StaleRecord(Exception):
-    """A guarded save found the task changed since it was read (nothing was written)."""
-
-
 async def save(
-    session: AsyncSession, records: Iterable[TaskRecord], *, guarded: bool = False
+    session: AsyncSession,
+    records: Iterable[TaskRecord],
+    *,
+    guarded: bool = False,
+    skip_stale: bool = False,
 ) -> None:
     """Write what changed in ``records``: one ``executemany`` per set of changed columns.
 
     With ``guarded``, each record is written by a statement of its own that applies only
     if the row still has the version it was read with (for work outside a transaction,
-    where the row was not locked); the first that does not raises :class:`StaleRecord`.
+    where the row was not locked); the first that does not raises :class:`StaleRecord`
+    (or, with ``skip_stale``, is left as it is while the others are written).
     """
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for record in records:
@@ -250,6 +179,8 @@ async def save(
             params["b_version"] = record._saved["version"]
             stmt = _update_statement(tuple(sorted(changed)), True)
             if (await execute(session, stmt, params)).rowcount != 1:
+                if skip_stale:
+                    continue  # changed meanwhile (released, say): it keeps its new state
                 raise StaleRecord(f"Task {record.id} changed since it was read.")
         else:
             groups.setdefault(tuple(sorted(changed)), []).append(params)
