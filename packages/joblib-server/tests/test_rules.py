@@ -352,7 +352,7 @@ async def test_every_update_path_is_the_transition_rule(scene, monkeypatch, back
         if backend == "postgres":
             reported += await _one_statement(scene, row, body, actor, expected, refusal)
     if backend == "postgres":
-        assert reported >= 5  # the one statement did run (about a quarter of the examples)
+        assert reported > 0  # the one statement did run (3 to 40 times in 80 random examples)
 
 
 async def _one_statement(
