@@ -370,14 +370,8 @@ class HttpSession(RetryingSender):
 
     Args:
         client: The httpx client (its ``base_url`` points at the server).
-        token: A callable returning the bearer token to send, or None for none.
-        on_unauthorized: Called once after a 401 when set; returns True when the request
-            should be retried (e.g. after logging in again).
-        retry: The retry policy.
-        sleep: The function used to wait between attempts (tests pass a fake).
-        headers: Extra headers sent with every request: a mapping, or a callable called
-            before every attempt (e.g. for a lock token that changes). Headers given to
-            :meth:`request` win; ``Authorization`` is the token's when a token is set.
+
+    The other arguments are :class:`RetryingSender`'s.
     """
 
     transport_errors: ClassVar[tuple[type[Exception], ...]] = (httpx.TransportError,)
