@@ -52,15 +52,14 @@ async def _statements(app: FastAPI, count: int) -> None:
     """``count`` writes, each loading one task and counting its queue position (the hot
     paths' prebuilt statements), in a transaction and (PostgreSQL) outside one."""
     from zndraw_joblib_core import TaskStatus
-    from zndraw_joblib_server.services import positions, records
-    from zndraw_joblib_server.storage import get_database
+    from zndraw_joblib_server.storage import get_database, positions, records
 
     db = get_database(app.state.session_maker, app.state.joblib_settings)
     async with db.read() as session:
         pending = records.TASKS.select().where(records.TASKS.c.status == TaskStatus.PENDING)
         ids = [row[0] for row in (await session.execute(pending)).all()[:1]]
     for n in range(count):
-        async with db.write(autocommit=n % 2 == 1) as uow:
+        async with db.write(standalone=n % 2 == 1) as uow:
             task = (await records.load(uow.session, ids))[ids[0]]
             await positions.queue_positions(uow.session, [task])
 

@@ -17,8 +17,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.services import positions
-from zndraw_joblib_server.storage import Database
+from zndraw_joblib_server.storage import Database, positions
 from zndraw_joblib_server.storage.direct import Plan
 from zndraw_joblib_server.storage.records import TASKS
 from zndraw_joblib_server.storage.stores.claim_sql import claim_statement

@@ -41,7 +41,6 @@ from zndraw_joblib_server.services.common import (
 from zndraw_joblib_server.services.internal import require_executor
 from zndraw_joblib_server.services.jobs import resolve_job
 from zndraw_joblib_server.services.liveness import check_live_workers
-from zndraw_joblib_server.services.positions import insert_one, new_position, queue_positions
 from zndraw_joblib_server.services.quotas import check_pending_quota
 from zndraw_joblib_server.services.validation import (
     Compiled,
@@ -53,6 +52,7 @@ from zndraw_joblib_server.services.validation import (
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, Store, UnitOfWork
 from zndraw_joblib_server.storage.caches import SizedCache, caches_of
+from zndraw_joblib_server.storage.positions import new_position, queue_positions
 from zndraw_joblib_server.storage.records import (
     TASKS,
     TaskRecord,
@@ -473,12 +473,8 @@ async def _insert(
     else None. ``positions``: the new task's queue position when the insert answered it.
     """
     session = uow.session
-    counting = uow.store.positions_on_insert()
-    if len(rows) == 1 and (keys is not None or counting):
-        keyed = keys is not None
-        inserted, position = await insert_one(
-            session, uow.store, rows[0], keyed=keyed, counting=counting
-        )
+    if len(rows) == 1:
+        inserted, position = await uow.store.insert_one(session, rows[0], keyed=keys is not None)
         if not inserted and keys is not None:  # an earlier submit holds the key: a repeat
             found = await _by_keys(session, job_id, room_id, keys)
             if not found:  # pragma: no cover - the row holding the key is gone again

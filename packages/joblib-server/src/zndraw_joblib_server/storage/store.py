@@ -77,8 +77,15 @@ class Store(Hashable, Protocol):
         """Whether an update's ``claim_next`` claims in the update's own transaction."""
         ...
 
-    def positions_on_insert(self) -> bool:
-        """Whether inserting one task answers its queue position in the same statement."""
+    async def insert_one(
+        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
+    ) -> tuple[bool, int | None]:
+        """Insert one complete task row in one statement (see ``storage.positions``).
+
+        ``keyed``: insert nothing when the row's idempotency key is taken. Whether the row
+        was inserted, and its queue position where this store answers it in the same
+        statement (None: the caller reads it, if it needs it).
+        """
         ...
 
     async def load_for_update(

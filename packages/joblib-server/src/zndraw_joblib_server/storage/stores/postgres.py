@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.storage import records
+from zndraw_joblib_server.storage import positions, records
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept, kept_count
@@ -105,9 +105,11 @@ class PostgresStore:
         """False: the update and the claim each run alone, in fewer round trips."""
         return False
 
-    def positions_on_insert(self) -> bool:
-        """True: the insert's ``RETURNING`` answers the position (one round trip)."""
-        return True
+    async def insert_one(
+        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
+    ) -> tuple[bool, int | None]:
+        """The insert's ``RETURNING`` answers the position too (one round trip, not two)."""
+        return await positions.insert_one(session, self, row, keyed=keyed, counting=True)
 
     async def load_for_update(
         self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.storage import records
+from zndraw_joblib_server.storage import positions, records
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.store import Store, Write
@@ -60,9 +60,11 @@ class SqliteStore:
         """True: an update and its ``claim_next`` commit together (one commit, not two)."""
         return True
 
-    def positions_on_insert(self) -> bool:
-        """False: positions are read after the insert (inline, no round trip to save)."""
-        return False
+    async def insert_one(
+        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
+    ) -> tuple[bool, int | None]:
+        """The insert alone: a position read afterwards costs no round trip here."""
+        return await positions.insert_one(session, self, row, keyed=keyed, counting=False)
 
     async def load_for_update(
         self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool

@@ -127,8 +127,7 @@ async def insert_one(
         row: Every column of the task.
         keyed: Insert nothing when the row's idempotency key is taken (no error, no
             savepoint: a concurrent insert of the same key is waited for, then skipped).
-        counting: Also return the new task's position (PostgreSQL: only where the store
-            answers positions on insert). ``RETURNING`` is
+        counting: Also return the new task's position (the store decides). ``RETURNING`` is
             evaluated on the statement's snapshot, which holds neither the new row nor the
             change its trigger makes to the counts: with the counts kept, the job's count
             minus the pending tasks queued behind the new one are those ahead of it;
