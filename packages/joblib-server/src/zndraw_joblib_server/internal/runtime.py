@@ -76,9 +76,10 @@ class InternalRuntime:
     ) -> TaskResponse:
         """Report on a task the worker holds (``LeaseLost`` when it no longer does)."""
         body = TaskUpdateRequest(worker_id=worker_id, **fields)
-        return await update_service.update_one(
+        task, _ = await update_service.update_one(
             self._db, self._sink, self.actor, AllowAuthenticated(), task_id, body, self.settings
         )
+        return task
 
     async def remove_worker(self, worker_id: uuid.UUID) -> None:
         """Remove the worker; its in-flight tasks are released (requeued while attempts remain)."""

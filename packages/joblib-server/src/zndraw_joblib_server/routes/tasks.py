@@ -271,8 +271,8 @@ async def update_task(
     `Prefer: wait=N` it waits for work as a claim does) and answered in `claimed`.
     """
     request = body.claim_next
-    task, claimed = await update_service.update_claiming(
-        db, sink, actor, access, task_id, body, settings
+    task, claimed = await update_service.update_one(
+        db, sink, actor, access, task_id, body, settings, request
     )
     if request is None:
         return task

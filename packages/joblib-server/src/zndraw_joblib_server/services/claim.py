@@ -137,7 +137,7 @@ async def hand_off(
     its caller's is left to find that out itself. Waiting claims in other processes are
     woken as before for what is left.
     """
-    if uow.parked is None or not uow.store.hands_off() or not new_ids:
+    if uow.parked is None or not new_ids:
         return  # (outside a transaction, the waiting claims are woken instead)
     key = f"job:{job_id}"
     handed = 0

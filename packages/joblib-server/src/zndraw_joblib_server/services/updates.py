@@ -21,7 +21,6 @@ from zndraw_joblib_core import (
     TaskNotFound,
     TaskResponse,
     TaskStatus,
-    TaskUpdateClaimRequest,
     TaskUpdateRequest,
 )
 from zndraw_joblib_server.domain.rules import (
@@ -52,7 +51,7 @@ from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.records import Owners, StaleRecord, TaskRecord
 
-__all__ = ["update_batch", "update_claiming", "update_one", "update_task", "update_tasks"]
+__all__ = ["update_batch", "update_one", "update_task", "update_tasks"]
 
 
 _WORKERS = Worker.__table__
@@ -276,43 +275,28 @@ async def update_one(
     task_id: uuid.UUID,
     body: TaskUpdateRequest,
     settings: JobLibSettings,
-) -> TaskResponse:
-    """``PATCH /tasks/{id}`` in its own write: outside a transaction first, then inside one.
-
-    On PostgreSQL the update first runs outside a transaction, applied only to the version
-    it read; a task changed meanwhile (:class:`StaleRecord`, nothing written) is updated
-    again in a transaction. Raises as :func:`update_task`.
-    """
-    try:
-        async with db.write(sink, standalone=True) as uow:
-            return await update_task(uow, actor, access, task_id, body, settings)
-    except StaleRecord:
-        pass  # changed meanwhile: nothing was written; again, in a transaction
-    async with db.write(sink) as uow:
-        return await update_task(uow, actor, access, task_id, body, settings)
-
-
-async def update_claiming(
-    db: Database,
-    sink: EventSink | None,
-    actor: Actor,
-    access: RoomAccess,
-    task_id: uuid.UUID,
-    body: TaskUpdateClaimRequest,
-    settings: JobLibSettings,
+    claim: TaskClaimRequest | None = None,
 ) -> tuple[TaskResponse, ClaimNextResponse | None]:
-    """``PATCH /tasks/{id}``: the update, and what its own write claimed for ``claim_next``.
+    """``PATCH /tasks/{id}`` in its own write, with ``claim`` (``claim_next``) claimed in it.
 
-    Where the store claims with the update (SQLite) the update and the claim commit
-    together; elsewhere the update runs as :func:`update_one` and the claim (None here) is
-    left to :func:`~.waiting.claim_after`. Raises as :func:`update_task`.
+    The update runs outside a transaction first where the store can (PostgreSQL), applied
+    only to the version it read; a task changed meanwhile (:class:`StaleRecord`, nothing
+    written) is updated again in a transaction. The claim follows in the same write (in a
+    transaction both commit together); one that found nothing is left to
+    :func:`~.waiting.claim_after` to wait for. Raises as :func:`update_task`.
     """
-    request = body.claim_next
-    if request is None or not db.store.claims_with_update():
-        return await update_one(db, sink, actor, access, task_id, body, settings), None
+    async with db.write(sink, standalone=True) as uow:
+        try:
+            task: TaskResponse | None = await update_task(
+                uow, actor, access, task_id, body, settings
+            )
+        except StaleRecord:
+            task = None  # changed meanwhile: nothing was written; again, in a transaction
+        if task is not None:
+            return task, await waiting.claim_within(uow, actor, claim, settings)
     async with db.write(sink) as uow:
         task = await update_task(uow, actor, access, task_id, body, settings)
-        return task, await waiting.claim_within(uow, actor, request, settings)
+        return task, await waiting.claim_within(uow, actor, claim, settings)
 
 
 async def update_batch(

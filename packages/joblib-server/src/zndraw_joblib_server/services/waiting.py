@@ -162,14 +162,13 @@ async def claim_next(
 async def claim_within(
     uow: UnitOfWork, actor: Actor, request: TaskClaimRequest | None, settings: JobLibSettings
 ) -> ClaimNextResponse | None:
-    """Where the store claims with the update (SQLite), the claim of ``claim_next`` in it.
+    """The claim of ``claim_next`` in the update's unit of work (None without one).
 
-    The update's own transaction then commits both (one commit). None elsewhere (or without
-    ``claim_next``): on PostgreSQL the update and the claim each run as their own statements
-    outside a transaction, which costs fewer round trips. A refused claim has written
-    nothing (it fails on the worker's lookup), so the update still commits.
+    In a transaction both commit together (one commit); outside one (PostgreSQL's hot path)
+    each statement commits alone, as a claim of its own would. A refused claim has written
+    nothing (it fails on the worker's lookup), so the update still stands.
     """
-    if request is None or not uow.store.claims_with_update():
+    if request is None:
         return None
     try:
         tasks, _ = await claim_service.claim_tasks(

@@ -102,7 +102,8 @@ class UnitOfWork:
     record_events: bool = True
     """Whether anybody will receive the events (when not, services skip building them)."""
     parked: Notifier | None = None
-    """Where waiting claims may be reserved for a hand-off (None: hand-offs are off)."""
+    """Where waiting claims may be reserved for a hand-off (None: hand-offs are off, or the
+    work runs outside a transaction, where the waiting claims are woken instead)."""
     handoffs: dict[Subscription, list[Any]] = field(default_factory=dict)
     """Reserved waiting claims and what this transaction claimed for each; settled after
     commit (with nothing after a rollback)."""
@@ -285,11 +286,14 @@ class Database:
             session.info[_INLINE] = self.inline
             self.caches.attach(session)
             self.direct.attach(session)
+            store = self._standalone if single and self._standalone else self.store
+            # A hand-off claims inside the submit's transaction: none without one.
+            handing = self.settings.claim_handoff and store is self.store
             uow = UnitOfWork(
                 session,
-                self._standalone if single and self._standalone else self.store,
+                store,
                 record_events=sink is not None or keep_events,
-                parked=self.notifier if self.settings.claim_handoff else None,
+                parked=self.notifier if handing else None,
             )
             committed = False
             try:

@@ -37,10 +37,6 @@ class Store(Hashable, Protocol):
         """The store of work whose statements each commit alone (None: always a transaction)."""
         ...
 
-    def hands_off(self) -> bool:
-        """Whether a submit may claim its tasks for waiting claims in its own transaction."""
-        ...
-
     async def claim(
         self,
         session: AsyncSession,
@@ -71,10 +67,6 @@ class Store(Hashable, Protocol):
         for a report the statement is not for. None: nothing was written (not tried, or
         not in order): the general path answers.
         """
-        ...
-
-    def claims_with_update(self) -> bool:
-        """Whether an update's ``claim_next`` claims in the update's own transaction."""
         ...
 
     async def insert_one(

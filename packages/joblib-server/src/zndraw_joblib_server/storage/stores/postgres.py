@@ -58,10 +58,6 @@ class PostgresStore:
         """The store of work outside a transaction (None: this is it)."""
         return self._standalone
 
-    def hands_off(self) -> bool:
-        """In a transaction only (outside one, the waiting claims are woken instead)."""
-        return not self._alone
-
     async def claim(
         self,
         session: AsyncSession,
@@ -100,10 +96,6 @@ class PostgresStore:
         values = params()
         tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
         return tasks[0] if tasks else None
-
-    def claims_with_update(self) -> bool:
-        """False: the update and the claim each run alone, in fewer round trips."""
-        return False
 
     async def insert_one(
         self, session: AsyncSession, row: dict[str, Any], *, keyed: bool

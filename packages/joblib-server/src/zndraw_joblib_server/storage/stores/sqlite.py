@@ -28,10 +28,6 @@ class SqliteStore:
         """None: work always runs in a transaction (the write gate makes it cheap)."""
         return None
 
-    def hands_off(self) -> bool:
-        """True: a submit claims for claims waiting in this process before it commits."""
-        return True
-
     async def claim(
         self,
         session: AsyncSession,
@@ -55,10 +51,6 @@ class SqliteStore:
     ) -> records.TaskRecord | None:
         """None: the general path is already one local transaction."""
         return None
-
-    def claims_with_update(self) -> bool:
-        """True: an update and its ``claim_next`` commit together (one commit, not two)."""
-        return True
 
     async def insert_one(
         self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
