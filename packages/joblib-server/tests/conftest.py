@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from zndraw_joblib_core import Event, TaskAvailable, TaskStatus, TaskStatusChanged
 from zndraw_joblib_server import JobLibSettings, create_app
 from zndraw_joblib_server.testing import (
     BACKENDS,
@@ -214,6 +215,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def backend(request: pytest.FixtureRequest) -> str:
     """The database of the test: both, or those its ``backends`` marker names."""
     return str(request.param)
+
+
+def _handed_off(batches: list[list[Event]], task_id: str) -> bool:
+    for batch in batches:
+        if any(isinstance(e, TaskAvailable) and str(e.task_id) == task_id for e in batch):
+            return any(
+                isinstance(e, TaskStatusChanged)
+                and str(e.task_id) == task_id
+                and e.status is TaskStatus.CLAIMED
+                for e in batch
+            )
+    raise AssertionError(f"no TaskAvailable event for {task_id}")
+
+
+@pytest.fixture
+def handed_off() -> Callable[[list[list[Event]], str], bool]:
+    """``handed_off(batches, task_id)``: whether the transaction that created the task (the
+    event sink's batch with its ``TaskAvailable``) also claimed it: a submit's hand-off."""
+    return _handed_off
 
 
 @pytest.fixture

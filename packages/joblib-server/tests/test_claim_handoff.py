@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
-from zndraw_joblib_core import Event, TaskAvailable, TaskStatus, TaskStatusChanged
+from zndraw_joblib_core import Event
 from zndraw_joblib_server.models import Worker, WorkerJobLink
 
 P = "/v1/joblib"
@@ -60,21 +60,8 @@ async def _submit_while_waiting(
     return batches, poll, submitted
 
 
-def _claimed_with_submit(batches: list[list[Event]], task_id: str) -> bool:
-    """Whether the task's claim was announced by the transaction that created it."""
-    for batch in batches:
-        if any(isinstance(e, TaskAvailable) and str(e.task_id) == task_id for e in batch):
-            return any(
-                isinstance(e, TaskStatusChanged)
-                and str(e.task_id) == task_id
-                and e.status is TaskStatus.CLAIMED
-                for e in batch
-            )
-    raise AssertionError(f"no TaskAvailable event for {task_id}")
-
-
 async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
-    app, as_alice: httpx.AsyncClient, as_bob: httpx.AsyncClient, flow, backend: str
+    app, as_alice: httpx.AsyncClient, as_bob: httpx.AsyncClient, flow, backend: str, handed_off
 ) -> None:
     """SQLite: the submit claims the task for the waiting claim in its own transaction.
 
@@ -101,7 +88,7 @@ async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
     assert now["status"] == "claimed"
     assert now["worker_id"] == job["worker_id"]
     assert now["attempt"] == 1
-    assert _claimed_with_submit(batches, submitted["id"]) is (backend == "sqlite")
+    assert handed_off(batches, submitted["id"]) is (backend == "sqlite")
     # the worker goes on as after any claim
     await flow.move(as_alice, submitted["id"], "running", worker_id=job["worker_id"])
     done = await flow.move(as_alice, submitted["id"], "completed", worker_id=job["worker_id"])
@@ -109,7 +96,7 @@ async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
 
 
 async def test_a_batch_submit_serves_every_waiting_claim_and_queues_the_rest(
-    app, as_alice: httpx.AsyncClient, flow
+    app, as_alice: httpx.AsyncClient, flow, handed_off
 ) -> None:
     job = await flow.job(as_alice)
     workers = [job["worker_id"]]
@@ -128,7 +115,7 @@ async def test_a_batch_submit_serves_every_waiting_claim_and_queues_the_rest(
     got = {a.json()["task"]["worker_id"]: a.json()["task"]["id"] for a in answers}
     assert set(got) == set(workers)  # each waiting claim got one task
     assert sorted(got.values()) == sorted(ids[:3])  # the oldest three, in queue order
-    assert all(_claimed_with_submit(batches, i) for i in ids[:3])
+    assert all(handed_off(batches, i) for i in ids[:3])
     pending = await flow.room_tasks(as_alice, status="pending")
     assert sorted(t["id"] for t in pending["items"]) == sorted(ids[3:])
     positions = sorted(t["queue_position"] for t in pending["items"])
@@ -188,10 +175,10 @@ class TestHandoffOff:
         return {"claim_handoff": False}
 
     async def test_the_waiting_claim_claims_for_itself(
-        self, app, as_alice: httpx.AsyncClient, flow
+        self, app, as_alice: httpx.AsyncClient, flow, handed_off
     ) -> None:
         job = await flow.job(as_alice)
         batches, poll, submitted = await _submit_while_waiting(app, as_alice, as_alice, flow, job)
         answer = await asyncio.wait_for(poll, NOT_WOKEN)
         assert answer.json()["task"]["id"] == submitted["id"]
-        assert not _claimed_with_submit(batches, submitted["id"])
+        assert not handed_off(batches, submitted["id"])

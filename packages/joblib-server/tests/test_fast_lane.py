@@ -10,11 +10,11 @@ import httpx
 from fastapi import FastAPI
 
 from zndraw_joblib_server import JobLibSettings, create_app, get_event_sink
-from zndraw_joblib_server.lane import FastLane
 from zndraw_joblib_server.testing import (
     ApiUser,
     api_client,
     create_user,
+    fast_lane_of,
     reset_postgres,
     running,
 )
@@ -32,16 +32,6 @@ SCHEMA = {
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?")
 _HEADERS = ("content-type", "location", "retry-after", "preference-applied", "etag")
-
-
-def lane_of(app: FastAPI) -> FastLane | None:
-    """The app's FastLane middleware instance (the stack is built on the first request)."""
-    node: Any = app.middleware_stack
-    while node is not None:
-        if isinstance(node, FastLane):
-            return node
-        node = getattr(node, "app", None)
-    return None
 
 
 def _normal(text: str) -> str:
@@ -153,7 +143,7 @@ async def _run(settings: JobLibSettings) -> tuple[list[Any], int]:
             "bob": await create_user(app, "bob@example.com"),
         }
         seen = await _scenario(app, users)
-        lane = lane_of(app)
+        lane = fast_lane_of(app)
         return seen, lane.served if lane is not None else -1
 
 
@@ -185,7 +175,7 @@ async def test_an_overridden_dependency_is_honoured(app, alice, flow, client_for
     job = await flow.job()
     async with client_for(alice) as a:
         await flow.submit(a, job["full_name"])
-        lane = lane_of(app)
+        lane = fast_lane_of(app)
         assert lane is not None
         before = lane.served
         app.dependency_overrides[get_event_sink] = lambda: collect

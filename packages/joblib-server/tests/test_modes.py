@@ -11,45 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import httpx
 import pytest
 
-from zndraw_joblib_core import Event, TaskAvailable, TaskStatus, TaskStatusChanged
+from zndraw_joblib_core import Event
 from zndraw_joblib_server import JobLibSettings
-from zndraw_joblib_server.lane import FastLane
+from zndraw_joblib_server.testing import fast_lane_of
 
 pytestmark = pytest.mark.conformance
 
 P = "/v1/joblib"
 
 
-def _lane(app: Any) -> FastLane | None:
-    """The app's fast lane (the middleware stack is built on the first request)."""
-    node: Any = app.middleware_stack
-    while node is not None:
-        if isinstance(node, FastLane):
-            return node
-        node = getattr(node, "app", None)
-    return None
-
-
-def _handed_off(batches: list[list[Event]], task_id: str) -> bool:
-    """Whether the transaction that created the task also claimed it (a hand-off)."""
-    for batch in batches:
-        if any(isinstance(e, TaskAvailable) and str(e.task_id) == task_id for e in batch):
-            return any(
-                isinstance(e, TaskStatusChanged)
-                and str(e.task_id) == task_id
-                and e.status is TaskStatus.CLAIMED
-                for e in batch
-            )
-    raise AssertionError(f"no TaskAvailable event for {task_id}")
-
-
 async def test_the_app_takes_the_paths_of_its_mode(
-    app, settings: JobLibSettings, as_alice: httpx.AsyncClient, flow, backend: str
+    app, settings: JobLibSettings, as_alice: httpx.AsyncClient, flow, backend: str, handed_off
 ) -> None:
     batches: list[list[Event]] = []
 
@@ -58,7 +34,7 @@ async def test_the_app_takes_the_paths_of_its_mode(
 
     app.state.joblib_event_sink = sink
     job = await flow.job(as_alice)
-    served = lane.served if (lane := _lane(app)) is not None else 0
+    served = lane.served if (lane := fast_lane_of(app)) is not None else 0
     poll = asyncio.create_task(
         as_alice.post(
             f"{P}/tasks/claim",
@@ -77,8 +53,8 @@ async def test_the_app_takes_the_paths_of_its_mode(
     assert answer.json()["task"]["id"] == task_id
     assert (await flow.task(as_alice, task_id))["status"] == "claimed"
 
-    assert _handed_off(batches, task_id) is settings.claim_handoff
-    lane = _lane(app)
+    assert handed_off(batches, task_id) is settings.claim_handoff
+    lane = fast_lane_of(app)
     if settings.fast_lane:  # the claim and the task read at least went through the lane
         assert lane is not None
         assert lane.served >= served + 2

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -29,6 +30,8 @@ from fastapi_users.password import PasswordHelper
 from pydantic import SecretStr
 from sqlalchemy import text
 from zndraw_auth import AuthSettings, User
+
+from zndraw_joblib_server.lane import FastLane
 
 __all__ = [
     "ADMIN_EMAIL",
@@ -41,6 +44,7 @@ __all__ = [
     "api_client",
     "create_user",
     "database_url_for",
+    "fast_lane_of",
     "fresh_database_url",
     "postgres_skip_message",
     "postgres_url",
@@ -203,3 +207,16 @@ async def api_client(
         transport=transport, base_url="http://testserver", headers=headers, timeout=30
     ) as client:
         yield client
+
+
+def fast_lane_of(app: FastAPI) -> FastLane | None:
+    """The app's fast lane middleware (its ``served`` counts the answers it gave), or None.
+
+    None also before the first request: Starlette builds the middleware stack then.
+    """
+    node: Any = app.middleware_stack
+    while node is not None:
+        if isinstance(node, FastLane):
+            return node
+        node = getattr(node, "app", None)
+    return None

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.models import new_task_row
 from zndraw_joblib_server.storage import Database, get_database
 
@@ -39,6 +40,28 @@ class TaskRows:
 def task_row() -> TaskRows:
     """``task_row(job_id, n, **changes)``: a complete task row; ``task_row.t0``: its time."""
     return TaskRows()
+
+
+@pytest.fixture
+def sample_rows(job_id: uuid.UUID, task_row: TaskRows) -> list[dict[str, Any]]:
+    """Two rows of ``job_id``: a pending one, and a running one with every column set."""
+    t0 = task_row.t0
+    running = task_row(
+        job_id,
+        2,
+        status=TaskStatus.RUNNING,
+        worker_id=uuid.uuid4(),
+        result={"ok": [1, "two"]},
+        error="boom",
+        progress=0.5,
+        started_at=t0 + timedelta(seconds=1),
+        lease_expires_at=t0 + timedelta(minutes=1),
+        timeout_seconds=1.5,
+        cancel_requested=True,
+        idempotency_key="key-1",
+        version=3,
+    )
+    return [task_row(job_id, 1), running]
 
 
 @pytest.fixture

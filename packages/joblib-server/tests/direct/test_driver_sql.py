@@ -5,13 +5,11 @@ SQLAlchemy's own for the same statement compiled by it."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, exc, insert, select
 
-from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage import Database, records
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt
@@ -20,31 +18,14 @@ from zndraw_joblib_server.storage.records import TASKS, task_param
 pytestmark = pytest.mark.parametrize("settings_overrides", [{"sqlite_inline": False}])
 
 
-async def test_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, task_row: Any) -> None:
+async def test_rows_equal_sqlalchemys(db: Database, sample_rows: list[dict[str, Any]]) -> None:
     """Inserted and read from the plan's SQL, rows keep every value, typed alike."""
-    rows = [
-        task_row(job_id, 1),
-        task_row(
-            job_id,
-            2,
-            status=TaskStatus.RUNNING,
-            worker_id=uuid.uuid4(),
-            result={"ok": [1, "two"]},
-            error="boom",
-            progress=0.5,
-            started_at=task_row.t0 + timedelta(seconds=1),
-            timeout_seconds=1.5,
-            cancel_requested=True,
-            idempotency_key="key-1",
-            version=3,
-        ),
-    ]
     load = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
     by_id = prebuilt(select(TASKS.c.version).where(TASKS.c.id == task_param("id")))
-    ids = {"ids": [row["id"] for row in rows]}
+    ids = {"ids": [row["id"] for row in sample_rows]}
     async with db.write() as uow:
         session = uow.session
-        inserted = await records.execute(session, prebuilt(insert(TASKS)), rows)
+        inserted = await records.execute(session, prebuilt(insert(TASKS)), sample_rows)
         assert isinstance(inserted, DirectResult)
         start = db.statements  # (after the transaction's BEGIN on aiosqlite)
         direct = await records.execute(session, prebuilt(load), ids)
@@ -58,9 +39,11 @@ async def test_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, task_row:
         assert [list(map(type, r)) for r in direct_rows] == [
             list(map(type, r)) for r in plain_rows
         ]
-        assert (await records.execute(session, by_id, {"id": rows[1]["id"]})).scalar_one() == 3
+        assert (
+            await records.execute(session, by_id, {"id": sample_rows[1]["id"]})
+        ).scalar_one() == 3
         assert (await records.execute(session, by_id, {"id": uuid.uuid4()})).first() is None
-    for row in rows:
+    for row in sample_rows:
         assert (await _load(db, row["id"])).status is row["status"]
 
 

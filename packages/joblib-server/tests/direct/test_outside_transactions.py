@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ from fastapi import FastAPI
 from sqlalchemy import bindparam, event, exc, insert, select, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
-from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.storage import Database, records
 from zndraw_joblib_server.storage.database import session_connection
 from zndraw_joblib_server.storage.direct import Plan
@@ -34,32 +32,16 @@ pytestmark = pytest.mark.backends("postgres")
 P = "/v1/joblib"
 
 
-async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, task_row) -> None:
+async def test_direct_rows_equal_sqlalchemys(
+    db: Database, sample_rows: list[dict[str, Any]]
+) -> None:
     """Written and read on asyncpg directly, rows keep every value as SQLAlchemy types it."""
-    rows = [
-        task_row(job_id, 1),
-        task_row(
-            job_id,
-            2,
-            status=TaskStatus.RUNNING,
-            worker_id=uuid.uuid4(),
-            result={"ok": [1, "two"]},
-            error="boom",
-            progress=0.5,
-            started_at=task_row.t0 + timedelta(seconds=1),
-            lease_expires_at=task_row.t0 + timedelta(minutes=1),
-            timeout_seconds=1.5,
-            cancel_requested=True,
-            idempotency_key="key-1",
-            version=3,
-        ),
-    ]
     load = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
-    ids = {"ids": [row["id"] for row in rows]}
+    ids = {"ids": [row["id"] for row in sample_rows]}
     async with db.write(standalone=True) as uow:
         assert uow.store is db.store.standalone()
         session = uow.session
-        inserted = await records.execute(session, prebuilt(insert(TASKS)), rows)
+        inserted = await records.execute(session, prebuilt(insert(TASKS)), sample_rows)
         assert isinstance(inserted, DirectResult)
         direct = await records.execute(session, prebuilt(load), ids)
         plain = await records.execute(session, load, ids)
@@ -73,7 +55,7 @@ async def test_direct_rows_equal_sqlalchemys(db: Database, job_id: uuid.UUID, ta
             list(map(type, r)) for r in plain_rows
         ]
         loaded = await records.load(session, ids["ids"])
-    for row in rows:
+    for row in sample_rows:
         record = loaded[row["id"]]
         assert {f: getattr(record, f) for f in records.FIELDS} == row
         assert record.status is row["status"]
