@@ -69,6 +69,14 @@ TARGETS: list[tuple[str, str, str, str, float | None, float | None]] = [
         50,
     ),
     ("DB queries/s, 100 idle long-polls", "idle_queries", "queries_per_s", "<=", 5, 5),
+    (
+        "/health/live p99 ms while hostile payloads are validated",
+        "hostile",
+        "p99_ms",
+        "<=",
+        50,
+        50,
+    ),
     ("Server memory growth %, 100k tasks", "memory", "growth_pct", "<=", 10, 10),
     (
         "  same, from server start (warm-up included)",

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _compare import compare_celery
 from _context import Context
 from _e2e import e2e_batched, e2e_unbatched, memory, trivial
+from _hostile import hostile
 from _latency import claim_latency, idle_queries, wakeup_latency
 from _server import database_version
 from _summary import summary_rows, summary_table
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "wakeup_latency": wakeup_latency,
     "idle_queries": idle_queries,
     "memory": memory,
+    "hostile": hostile,
     "compare_celery": compare_celery,
 }
 
