@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,6 +227,36 @@ def _handed_off(batches: list[list[Event]], task_id: str) -> bool:
                 for e in batch
             )
     raise AssertionError(f"no TaskAvailable event for {task_id}")
+
+
+@dataclass
+class _Recorded:
+    batches: list[list[Event]] = field(default_factory=list)
+    flat: list[Event] = field(default_factory=list)
+
+
+@pytest.fixture
+def _recorded(app: FastAPI) -> _Recorded:
+    recorded = _Recorded()
+
+    async def sink(events: Sequence[Event]) -> None:
+        recorded.batches.append(list(events))
+        recorded.flat.extend(events)
+
+    app.state.joblib_event_sink = sink
+    return recorded
+
+
+@pytest.fixture
+def deliveries(_recorded: _Recorded) -> list[list[Event]]:
+    """What the app's event sink receives: one list per delivery (committed transaction)."""
+    return _recorded.batches
+
+
+@pytest.fixture
+def events(_recorded: _Recorded) -> list[Event]:
+    """What the app's event sink receives, in order (``clear()`` it to start afresh)."""
+    return _recorded.flat
 
 
 @pytest.fixture

@@ -144,17 +144,11 @@ async def test_batch_wakes_one_waiting_claim_per_task(as_alice, flow) -> None:
     assert {r.json()["task"]["id"] for r in results} == ids
 
 
-async def test_batch_emits_one_available_event_per_task(app, as_alice, flow) -> None:
-    seen: list = []
-
-    async def sink(batch) -> None:
-        seen.extend(batch)
-
+async def test_batch_emits_one_available_event_per_task(as_alice, flow, events) -> None:
     job = await flow.job(as_alice)
-    app.state.joblib_event_sink = sink
     resp = await as_alice.post(_url(job), json={"items": [{"payload": {}}] * 4})
     ids = {t["id"] for t in resp.json()["items"]}
-    available = [e for e in seen if isinstance(e, TaskAvailable)]
+    available = [e for e in events if isinstance(e, TaskAvailable)]
     assert {str(e.task_id) for e in available} == ids
 
 

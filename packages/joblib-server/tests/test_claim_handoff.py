@@ -12,29 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import delete
 
-from zndraw_joblib_core import Event
 from zndraw_joblib_server.models import Worker, WorkerJobLink
 
 P = "/v1/joblib"
 NOT_WOKEN = 7  # the waits below are 10 s; a woken claim answers long before this
-
-
-def _recorder(app: Any) -> list[list[Event]]:
-    """Record each delivery of the event sink (one per committed transaction)."""
-    batches: list[list[Event]] = []
-
-    async def sink(events: Sequence[Event]) -> None:
-        batches.append(list(events))
-
-    app.state.joblib_event_sink = sink
-    return batches
 
 
 def _park(
@@ -50,18 +37,22 @@ def _park(
 
 
 async def _submit_while_waiting(
-    app: Any, waiter: httpx.AsyncClient, submitter: httpx.AsyncClient, flow: Any, job: Any
-) -> tuple[list[list[Event]], asyncio.Task[Any], dict[str, Any]]:
-    """Park a claim of the job's worker, then submit one task: (sink batches, claim, task)."""
-    batches = _recorder(app)
+    waiter: httpx.AsyncClient, submitter: httpx.AsyncClient, flow: Any, job: Any
+) -> tuple[asyncio.Task[Any], dict[str, Any]]:
+    """Park a claim of the job's worker, then submit one task: (the claim, the task)."""
     poll = _park(waiter, job["worker_id"])
     await asyncio.sleep(0.3)
     submitted = await flow.submit(submitter, job["full_name"])
-    return batches, poll, submitted
+    return poll, submitted
 
 
 async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
-    app, as_alice: httpx.AsyncClient, as_bob: httpx.AsyncClient, flow, backend: str, handed_off
+    as_alice: httpx.AsyncClient,
+    as_bob: httpx.AsyncClient,
+    flow,
+    backend: str,
+    handed_off,
+    deliveries,
 ) -> None:
     """SQLite: the submit claims the task for the waiting claim in its own transaction.
 
@@ -69,7 +60,7 @@ async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
     woken and claims for itself (fewer round trips before it answers).
     """
     job = await flow.job(as_alice)
-    batches, poll, submitted = await _submit_while_waiting(app, as_alice, as_bob, flow, job)
+    poll, submitted = await _submit_while_waiting(as_alice, as_bob, flow, job)
     # the submit answers as submitted
     assert submitted["status"] == "pending"
     assert submitted["queue_position"] == 1
@@ -88,7 +79,7 @@ async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
     assert now["status"] == "claimed"
     assert now["worker_id"] == job["worker_id"]
     assert now["attempt"] == 1
-    assert handed_off(batches, submitted["id"]) is (backend == "sqlite")
+    assert handed_off(deliveries, submitted["id"]) is (backend == "sqlite")
     # the worker goes on as after any claim
     await flow.move(as_alice, submitted["id"], "running", worker_id=job["worker_id"])
     done = await flow.move(as_alice, submitted["id"], "completed", worker_id=job["worker_id"])
@@ -96,13 +87,12 @@ async def test_a_waiting_claim_is_handed_the_new_task_by_the_submit(
 
 
 async def test_a_batch_submit_serves_every_waiting_claim_and_queues_the_rest(
-    app, as_alice: httpx.AsyncClient, flow, handed_off
+    as_alice: httpx.AsyncClient, flow, handed_off, deliveries
 ) -> None:
     job = await flow.job(as_alice)
     workers = [job["worker_id"]]
     for _ in range(2):
         workers.append((await flow.job(as_alice))["worker_id"])
-    batches = _recorder(app)
     polls = [_park(as_alice, w) for w in workers]
     await asyncio.sleep(0.3)
     resp = await as_alice.post(
@@ -115,7 +105,7 @@ async def test_a_batch_submit_serves_every_waiting_claim_and_queues_the_rest(
     got = {a.json()["task"]["worker_id"]: a.json()["task"]["id"] for a in answers}
     assert set(got) == set(workers)  # each waiting claim got one task
     assert sorted(got.values()) == sorted(ids[:3])  # the oldest three, in queue order
-    assert all(handed_off(batches, i) for i in ids[:3])
+    assert all(handed_off(deliveries, i) for i in ids[:3])
     pending = await flow.room_tasks(as_alice, status="pending")
     assert sorted(t["id"] for t in pending["items"]) == sorted(ids[3:])
     positions = sorted(t["queue_position"] for t in pending["items"])
@@ -175,10 +165,10 @@ class TestHandoffOff:
         return {"claim_handoff": False}
 
     async def test_the_waiting_claim_claims_for_itself(
-        self, app, as_alice: httpx.AsyncClient, flow, handed_off
+        self, as_alice: httpx.AsyncClient, flow, handed_off, deliveries
     ) -> None:
         job = await flow.job(as_alice)
-        batches, poll, submitted = await _submit_while_waiting(app, as_alice, as_alice, flow, job)
+        poll, submitted = await _submit_while_waiting(as_alice, as_alice, flow, job)
         answer = await asyncio.wait_for(poll, NOT_WOKEN)
         assert answer.json()["task"]["id"] == submitted["id"]
-        assert not handed_off(batches, submitted["id"])
+        assert not handed_off(deliveries, submitted["id"])

@@ -42,16 +42,11 @@ async def test_result_is_refused_without_completed(
 
 
 async def test_removing_a_worker_announces_each_room_once(
-    app, as_alice: httpx.AsyncClient, flow
+    as_alice: httpx.AsyncClient, flow, events
 ) -> None:
-    events: list = []
-
-    async def sink(batch) -> None:
-        events.extend(batch)
-
     job = await flow.job(as_alice, "lab", "A")
     await flow.job(as_alice, "lab", "B", worker_id=job["worker_id"])
-    app.state.joblib_event_sink = sink
+    events.clear()
     resp = await as_alice.delete(f"{P}/workers/{job['worker_id']}")
     assert resp.status_code == 204
     changed = [e for e in events if isinstance(e, JobsChanged)]

@@ -11,17 +11,6 @@ pytestmark = pytest.mark.conformance  # run in every mode by the conformance ses
 P = "/v1/joblib"
 
 
-@pytest.fixture
-def events(app) -> list:
-    seen: list = []
-
-    async def sink(batch) -> None:
-        seen.extend(batch)
-
-    app.state.joblib_event_sink = sink
-    return seen
-
-
 async def test_register_emits_jobs_changed(as_alice, as_admin, flow, events) -> None:
     await flow.job(as_alice, "lab")
     assert events == [JobsChanged(room_id="lab")]

@@ -10,12 +10,10 @@ checks, when its app stops, that the lane, the write gate and the SQLite driver 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import httpx
 import pytest
 
-from zndraw_joblib_core import Event
 from zndraw_joblib_server import JobLibSettings
 from zndraw_joblib_server.testing import fast_lane_of
 
@@ -25,14 +23,14 @@ P = "/v1/joblib"
 
 
 async def test_the_app_takes_the_paths_of_its_mode(
-    app, settings: JobLibSettings, as_alice: httpx.AsyncClient, flow, backend: str, handed_off
+    app,
+    settings: JobLibSettings,
+    as_alice: httpx.AsyncClient,
+    flow,
+    backend: str,
+    handed_off,
+    deliveries,
 ) -> None:
-    batches: list[list[Event]] = []
-
-    async def sink(events: Sequence[Event]) -> None:
-        batches.append(list(events))
-
-    app.state.joblib_event_sink = sink
     job = await flow.job(as_alice)
     served = lane.served if (lane := fast_lane_of(app)) is not None else 0
     poll = asyncio.create_task(
@@ -53,7 +51,7 @@ async def test_the_app_takes_the_paths_of_its_mode(
     assert answer.json()["task"]["id"] == task_id
     assert (await flow.task(as_alice, task_id))["status"] == "claimed"
 
-    assert handed_off(batches, task_id) is settings.claim_handoff
+    assert handed_off(deliveries, task_id) is settings.claim_handoff
     lane = fast_lane_of(app)
     if settings.fast_lane:  # the claim and the task read at least went through the lane
         assert lane is not None

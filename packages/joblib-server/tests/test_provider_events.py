@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from zndraw_joblib_core import ProviderResultReady, ProvidersChanged, request_hash
 from zndraw_joblib_server.socketio_events import (
     PROVIDER_RESULT_READY,
@@ -13,17 +11,6 @@ from zndraw_joblib_server.socketio_events import (
 )
 
 P = "/v1/joblib"
-
-
-@pytest.fixture
-def events(app) -> list:
-    seen: list = []
-
-    async def sink(batch) -> None:
-        seen.extend(batch)
-
-    app.state.joblib_event_sink = sink
-    return seen
 
 
 async def test_register_upload_and_worker_removal_emit(as_alice, events) -> None:

@@ -271,13 +271,12 @@ async def update_task(
     `Prefer: wait=N` it waits for work as a claim does) and answered in `claimed`.
     """
     request = body.claim_next
+    wait = None if request is None else _claim_wait(prefer, settings, response)
     task, claimed = await update_service.update_one(
-        db, sink, actor, access, task_id, body, settings, request
+        db, sink, actor, access, task_id, body, settings, request, wait
     )
     if request is None:
         return task
-    wait = _claim_wait(prefer, settings, response)
-    claimed = await waiting.claim_after(db, sink, actor, request, wait, settings, claimed)
     return TaskUpdateResponse.model_construct(**dict(task), claimed=claimed)
 
 
@@ -311,14 +310,13 @@ async def update_tasks(
     """
     items, claim = (body, None) if isinstance(body, list) else (body.items, body.claim_next)
     minimal = prefers_minimal(prefer)
+    wait = None if claim is None else wait_seconds(prefer, _claim_cap(settings))
     outcomes, claimed = await update_service.update_batch(
-        db, sink, actor, access, items, claim, settings, minimal=minimal
+        db, sink, actor, access, items, claim, settings, wait=wait, minimal=minimal
     )
     applied = ["return=minimal"] if minimal else []
-    if claim is not None:
-        wait = wait_seconds(prefer, _claim_cap(settings))
-        claimed = await waiting.claim_after(db, sink, actor, claim, wait, settings, claimed)
-        applied += [] if wait is None else [_applied(wait)]
+    if wait is not None:
+        applied.append(_applied(wait))
     if applied:
         response.headers["Preference-Applied"] = ", ".join(applied)
     return TaskBatchUpdateResponse(items=outcomes, claimed=claimed)

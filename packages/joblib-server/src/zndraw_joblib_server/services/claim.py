@@ -9,6 +9,7 @@ process's write gate, which serialises it. Either way no task is handed out twic
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +32,24 @@ from zndraw_joblib_server.storage.records import (
     TaskRecord,
 )
 
-__all__ = ["claim_tasks", "hand_off", "next_due"]
+__all__ = ["ClaimOffer", "claim_tasks", "hand_off", "next_due"]
+
+
+@dataclass(frozen=True)
+class ClaimOffer:
+    """What a submit needs to claim tasks on behalf of a waiting claim (:func:`hand_off`).
+
+    Attributes:
+        actor: The caller of the waiting claim.
+        worker_id: The worker it claims for.
+        max_tasks: How many tasks it takes at most.
+        start: Whether the tasks are started as they are claimed.
+    """
+
+    actor: Actor
+    worker_id: uuid.UUID
+    max_tasks: int
+    start: bool = False
 
 
 LINKS = WorkerJobLink.__table__
@@ -143,7 +161,7 @@ async def hand_off(
     handed = 0
     while handed < len(new_ids):
         sub = uow.parked.reserve(key)
-        if sub is None or sub.offer is None:
+        if sub is None or not isinstance(sub.offer, ClaimOffer):
             break
         uow.handoffs[sub] = []
         offer = sub.offer

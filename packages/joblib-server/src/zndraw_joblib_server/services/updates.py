@@ -276,15 +276,17 @@ async def update_one(
     body: TaskUpdateRequest,
     settings: JobLibSettings,
     claim: TaskClaimRequest | None = None,
+    wait: float | None = None,
 ) -> tuple[TaskResponse, ClaimNextResponse | None]:
-    """``PATCH /tasks/{id}`` in its own write, with ``claim`` (``claim_next``) claimed in it.
+    """``PATCH /tasks/{id}`` in its own write, then ``claim`` (``claim_next``) if asked.
 
     The update runs outside a transaction first where the store can (PostgreSQL), applied
     only to the version it read; a task changed meanwhile (:class:`StaleRecord`, nothing
-    written) is updated again in a transaction. The claim follows in the same write (in a
-    transaction both commit together); one that found nothing is left to
-    :func:`~.waiting.claim_after` to wait for. Raises as :func:`update_task`.
+    written) is updated again in a transaction. The claim's first look follows in the same
+    write (in a transaction both commit together); with ``wait`` a claim that found nothing
+    then waits for work (:func:`~.waiting.claim_after`). Raises as :func:`update_task`.
     """
+    seq, waits = db.notifier.seq, wait is not None
     async with db.write(sink, standalone=True) as uow:
         try:
             task: TaskResponse | None = await update_task(
@@ -293,10 +295,12 @@ async def update_one(
         except StaleRecord:
             task = None  # changed meanwhile: nothing was written; again, in a transaction
         if task is not None:
-            return task, await waiting.claim_within(uow, actor, claim, settings)
-    async with db.write(sink) as uow:
-        task = await update_task(uow, actor, access, task_id, body, settings)
-        return task, await waiting.claim_within(uow, actor, claim, settings)
+            first = await waiting.claim_within(uow, actor, claim, settings, seq=seq, waits=waits)
+    if task is None:
+        async with db.write(sink) as uow:
+            task = await update_task(uow, actor, access, task_id, body, settings)
+            first = await waiting.claim_within(uow, actor, claim, settings, seq=seq, waits=waits)
+    return task, await waiting.claim_after(db, sink, actor, claim, wait, settings, first)
 
 
 async def update_batch(
@@ -308,12 +312,17 @@ async def update_batch(
     claim: TaskClaimRequest | None,
     settings: JobLibSettings,
     *,
+    wait: float | None = None,
     minimal: bool = False,
 ) -> tuple[list[TaskBatchUpdateOutcome], ClaimNextResponse | None]:
-    """``PATCH /tasks`` in one write: :func:`update_tasks`, then :func:`~.waiting.claim_within`."""
+    """``PATCH /tasks`` in one write (:func:`update_tasks`); ``claim`` as in :func:`update_one`."""
+    seq = db.notifier.seq
     async with db.write(sink) as uow:
         outcomes = await update_tasks(uow, actor, access, items, settings, minimal=minimal)
-        return outcomes, await waiting.claim_within(uow, actor, claim, settings)
+        first = await waiting.claim_within(
+            uow, actor, claim, settings, seq=seq, waits=wait is not None
+        )
+    return outcomes, await waiting.claim_after(db, sink, actor, claim, wait, settings, first)
 
 
 async def update_task(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -29,7 +30,6 @@ from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import (
-    ClaimOffer,
     Database,
     EventSink,
     Subscription,
@@ -37,7 +37,51 @@ from zndraw_joblib_server.storage import (
 )
 from zndraw_joblib_server.storage.provider_cache import provider_cache_of, reads_key
 
-__all__ = ["claim", "claim_after", "claim_next", "claim_request", "claim_within", "read_task"]
+__all__ = [
+    "FirstClaim",
+    "claim",
+    "claim_after",
+    "claim_request",
+    "claim_within",
+    "read_task",
+]
+
+
+@dataclass
+class FirstClaim:
+    """A claim's first look: what it claimed, and what a wait needs to go on from there."""
+
+    tasks: list[TaskResponse]
+    job_ids: list[uuid.UUID]
+    """The jobs the worker serves (the keys a wait listens to)."""
+    due: datetime | None
+    """When the next delayed task of those jobs falls due (looked up only to wait)."""
+    seq: int
+    """The notifier's count before the look: a later notification may have been missed."""
+
+
+async def _first_claim(
+    uow: UnitOfWork,
+    actor: Actor,
+    worker_id: uuid.UUID,
+    max_tasks: int,
+    settings: JobLibSettings,
+    *,
+    seq: int,
+    waits: bool,
+    start: bool = False,
+) -> FirstClaim:
+    """Claim in ``uow``; with ``waits`` and nothing claimed, also when to look again.
+
+    Raises:
+        WorkerNotFound: No such worker.
+        Forbidden: The worker is not the caller's.
+    """
+    tasks, job_ids = await claim_service.claim_tasks(
+        uow, actor, worker_id, max_tasks, settings, start=start
+    )
+    due = await claim_service.next_due(uow.session, job_ids) if waits and not tasks else None
+    return FirstClaim(tasks, job_ids, due, seq)
 
 
 async def claim(
@@ -52,30 +96,37 @@ async def claim(
     start: bool = False,
     interrupt: Sequence[str] = (),
     since: int | None = None,
+    first: FirstClaim | None = None,
 ) -> list[TaskResponse]:
     """``POST /tasks/claim``: claim at once; with ``wait`` (seconds), wait for work first.
 
     ``start``: the tasks are started as they are claimed. A notification of one of the
     ``interrupt`` keys after the notifier's count was ``since`` (default: now) ends the wait
-    with what was claimed (e.g. a provider read).
+    with what was claimed (e.g. a provider read). ``first``: the first look was made
+    already (in an update's write); the claim goes on from it.
 
     Raises:
         WorkerNotFound: No such worker.
         Forbidden: The worker is not the caller's.
     """
-    due = None
-    seq = db.notifier.seq if since is None else since
-    async with db.write(sink, standalone=True) as uow:
-        tasks, job_ids = await claim_service.claim_tasks(
-            uow, actor, worker_id, max_tasks, settings, start=start
-        )
-        if not tasks and wait is not None:
-            due = await claim_service.next_due(uow.session, job_ids)
-    if tasks or wait is None:
-        return tasks
-    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, job_ids, start)
+    if first is None:
+        seq = db.notifier.seq if since is None else since
+        async with db.write(sink, standalone=True) as uow:
+            first = await _first_claim(
+                uow,
+                actor,
+                worker_id,
+                max_tasks,
+                settings,
+                seq=seq,
+                waits=wait is not None,
+                start=start,
+            )
+    if first.tasks or wait is None:
+        return first.tasks
+    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, first.job_ids, start)
     claim_.interrupt = list(interrupt)
-    return await claim_.wait(due, seq, wait)
+    return await claim_.wait(first.due, first.seq, wait)
 
 
 async def claim_request(
@@ -85,24 +136,21 @@ async def claim_request(
     request: TaskClaimRequest,
     wait: float | None,
     settings: JobLibSettings,
+    first: FirstClaim | None = None,
 ) -> TaskClaimResponse:
     """A claim as its body asks: tasks, and the reads waiting for the worker's providers.
 
     ``start`` starts the tasks; with ``providers`` the reads waiting for the worker's
     providers are listed too, and a read arriving while the claim waits ends the wait.
+    ``first``: as for :func:`claim`.
 
     Raises:
         WorkerNotFound: No such worker.
         Forbidden: The worker is not the caller's.
     """
-    worker_id = request.worker_id
-    if not request.providers:
-        tasks = await claim(
-            db, sink, actor, worker_id, request.max_tasks, wait, settings, start=request.start
-        )
-        return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks)
-    since = db.notifier.seq
-    reads = await _reads(db, actor, worker_id)
+    worker_id, providers = request.worker_id, request.providers
+    since = db.notifier.seq  # before the reads are taken: a read queued after wakes the wait
+    reads = await _reads(db, actor, worker_id) if providers else []
     tasks = await claim(
         db,
         sink,
@@ -112,10 +160,11 @@ async def claim_request(
         None if reads else wait,
         settings,
         start=request.start,
-        interrupt=[reads_key(worker_id)],
+        interrupt=[reads_key(worker_id)] if providers else (),
         since=since,
+        first=first,
     )
-    if not reads:
+    if providers and not reads:
         reads = await _reads(db, actor, worker_id)
     return TaskClaimResponse(task=tasks[0] if tasks else None, tasks=tasks, provider_reads=reads)
 
@@ -139,65 +188,63 @@ async def _reads(db: Database, actor: Actor, worker_id: uuid.UUID) -> list[Provi
     ]
 
 
-async def claim_next(
-    db: Database,
-    sink: EventSink | None,
-    actor: Actor,
-    request: TaskClaimRequest,
-    wait: float | None,
-    settings: JobLibSettings,
-) -> ClaimNextResponse:
-    """The claim an update asked for (``claim_next``), made once the update is applied.
-
-    A refused claim (no such worker, another user's) does not undo the update: the answer
-    carries the problem instead of raising it.
-    """
-    try:
-        answer = await claim_request(db, sink, actor, request, wait, settings)
-    except ProblemError as exc:
-        return ClaimNextResponse(problem=exc.to_problem())
-    return ClaimNextResponse(**dict(answer))
-
-
 async def claim_within(
-    uow: UnitOfWork, actor: Actor, request: TaskClaimRequest | None, settings: JobLibSettings
-) -> ClaimNextResponse | None:
-    """The claim of ``claim_next`` in the update's unit of work (None without one).
+    uow: UnitOfWork,
+    actor: Actor,
+    request: TaskClaimRequest | None,
+    settings: JobLibSettings,
+    *,
+    seq: int,
+    waits: bool,
+) -> FirstClaim | ClaimNextResponse | None:
+    """The first look of ``claim_next`` in the update's unit of work (None without one).
 
-    In a transaction both commit together (one commit); outside one (PostgreSQL's hot path)
-    each statement commits alone, as a claim of its own would. A refused claim has written
-    nothing (it fails on the worker's lookup), so the update still stands.
+    In a transaction the update and the claim commit together (one commit); outside one
+    (PostgreSQL's hot path) each statement commits alone, as a claim of its own would. A
+    refused claim has written nothing (it fails on the worker's lookup), so the update still
+    stands: it is answered with the problem. ``seq``: the notifier's count before the
+    update; ``waits``: the update asked to wait for work.
     """
     if request is None:
         return None
     try:
-        tasks, _ = await claim_service.claim_tasks(
-            uow, actor, request.worker_id, request.max_tasks, settings, start=request.start
+        return await _first_claim(
+            uow,
+            actor,
+            request.worker_id,
+            request.max_tasks,
+            settings,
+            seq=seq,
+            waits=waits,
+            start=request.start,
         )
     except ProblemError as exc:
         return ClaimNextResponse(problem=exc.to_problem())
-    return ClaimNextResponse(task=tasks[0] if tasks else None, tasks=tasks)
 
 
 async def claim_after(
     db: Database,
     sink: EventSink | None,
     actor: Actor,
-    request: TaskClaimRequest,
+    request: TaskClaimRequest | None,
     wait: float | None,
     settings: JobLibSettings,
-    claimed: ClaimNextResponse | None,
-) -> ClaimNextResponse:
-    """The claim an update answers with.
+    first: FirstClaim | ClaimNextResponse | None,
+) -> ClaimNextResponse | None:
+    """The claim an update answers with, going on from :func:`claim_within`'s first look.
 
-    What the update's transaction claimed (:func:`claim_within`), else a claim of its own,
-    which waits for work with ``wait``.
+    Waits for work with ``wait``, and lists provider reads as the request asks. A refused
+    claim does not undo the update: the answer carries the problem instead of raising it.
     """
-    if claimed is not None and (claimed.tasks or claimed.problem is not None or wait is None):
-        if request.providers and claimed.problem is None:  # the claim checked the worker
-            claimed.provider_reads = await _reads(db, actor, request.worker_id)
-        return claimed
-    return await claim_next(db, sink, actor, request, wait, settings)
+    if request is None:
+        return None
+    if isinstance(first, ClaimNextResponse):
+        return first
+    try:
+        answer = await claim_request(db, sink, actor, request, wait, settings, first)
+    except ProblemError as exc:
+        return ClaimNextResponse(problem=exc.to_problem())
+    return ClaimNextResponse(**dict(answer))
 
 
 class _Claim:
@@ -241,7 +288,7 @@ class _Claim:
         worker_key = f"worker:{self.worker_id}"
         job_keys = [f"job:{j}" for j in self.job_ids]
         offer = (
-            ClaimOffer(self.actor, self.worker_id, self.max_tasks, self.start)
+            claim_service.ClaimOffer(self.actor, self.worker_id, self.max_tasks, self.start)
             if settings.claim_handoff
             else None
         )

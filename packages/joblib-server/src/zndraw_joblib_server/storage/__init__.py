@@ -8,12 +8,11 @@ from zndraw_joblib_server.storage.database import (
     get_database,
 )
 from zndraw_joblib_server.storage.engine import create_engine, is_memory_sqlite
-from zndraw_joblib_server.storage.notifier import ClaimOffer, Notifier, Subscription
+from zndraw_joblib_server.storage.notifier import Notifier, Subscription
 from zndraw_joblib_server.storage.store import STORES, Store
 from zndraw_joblib_server.storage.stores import PostgresStore, SqliteStore
 
 __all__ = [
-    "ClaimOffer",
     "Database",
     "EventSink",
     "Notifier",

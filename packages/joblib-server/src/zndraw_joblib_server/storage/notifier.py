@@ -3,10 +3,11 @@
 Waiters subscribe to string keys (``task:{id}``, ``job:{id}``) *before* they read the
 database, so a change committed between their read and their wait still wakes them.
 
-A waiting claim may also subscribe with an *offer* (:class:`ClaimOffer`): a submit in the
-same process then reserves it (:meth:`Notifier.reserve`), claims the new task for it inside
-the submit's own transaction, and hands the claimed tasks over after commit
-(:meth:`Subscription.settle`), so the waiting claim answers without a transaction of its own.
+A waiting claim may also subscribe with an *offer* (what a submit needs to claim for it;
+opaque here): a submit in the same process then reserves it (:meth:`Notifier.reserve`),
+claims the new task for it inside the submit's own transaction, and hands the claimed tasks
+over after commit (:meth:`Subscription.settle`), so the waiting claim answers without a
+transaction of its own.
 """
 
 from __future__ import annotations
@@ -14,35 +15,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 from zndraw_joblib_core import ServiceUnavailable
 
-__all__ = ["ClaimOffer", "Notifier", "Subscription"]
-
-
-@dataclass(frozen=True)
-class ClaimOffer:
-    """What a submit needs to claim tasks on behalf of a waiting claim.
-
-    Attributes:
-        actor: The caller of the waiting claim.
-        worker_id: The worker it claims for.
-        max_tasks: How many tasks it takes at most.
-        start: Whether the tasks are started as they are claimed.
-    """
-
-    actor: Any
-    worker_id: Any
-    max_tasks: int
-    start: bool = False
+__all__ = ["Notifier", "Subscription"]
 
 
 class Subscription:
     """One waiter's interest in a set of keys (and, for a claim, its hand-off state)."""
 
-    def __init__(self, keys: frozenset[str], offer: ClaimOffer | None = None) -> None:
+    def __init__(self, keys: frozenset[str], offer: object | None = None) -> None:
         self.keys = keys
         self.offer = offer
         self.parked = False
@@ -182,7 +165,7 @@ class Notifier:
 
     @asynccontextmanager
     async def subscribe(
-        self, keys: Iterable[str], offer: ClaimOffer | None = None
+        self, keys: Iterable[str], offer: object | None = None
     ) -> AsyncIterator[Subscription]:
         """Register interest in ``keys`` for the duration of the block.
 
