@@ -38,6 +38,7 @@ from _api import PREFIX
 from _celery import CeleryLoad, celery_python, redis_pid_names, redis_up
 from _context import Context, Session
 from _cpu import named_pids, pids_cpu, tree_pids
+from _e2e import measure_trivial
 from _noop import Noop
 from _procs import CTX, Group
 from _workers import lean_worker, submitter
@@ -89,6 +90,8 @@ class JoblibLoad:
         self.stop = CTX.Event()
         self._rounds = 0
         self._before: set[str] = set()
+        self.requests: int | None = None
+        """HTTP requests the lean workers sent in the last round (None for the commands)."""
 
     def _put_job(self, worker_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -196,6 +199,7 @@ class JoblibLoad:
             errors = [e for r in results for e in r["errors"]]
             if errors:
                 raise RuntimeError(f"lean worker failed: {errors[0]}")
+            self.requests = sum(r["requests"] for r in results)
         for proc in self.procs:
             proc.terminate()
         for proc in self.procs:
@@ -210,7 +214,10 @@ class JoblibLoad:
         """Every task of the round completed (the counts come from the server)."""
         resp = self.http.get(f"{PREFIX}/rooms/{self.room}/tasks", params={"limit": 0})
         total = int(resp.json()["total"])
-        return {"ok": total == self.n and self.remaining() == 0, "tasks": total}
+        out = {"ok": total == self.n and self.remaining() == 0, "tasks": total}
+        if self.requests is not None:  # the workers' requests per task (submits not included)
+            out["worker_requests_per_task"] = round(self.requests / self.n, 3)
+        return out
 
     def close(self) -> None:
         """Stop everything."""
@@ -256,8 +263,13 @@ def drain(load: Load, n: int, base_pids: list[int], timeout: float) -> dict[str,
     return {
         "drain_tasks_per_s": round(tasks / (t1 - t0), 1),
         "drain_cpu_ms_per_task": round(cpu / tasks * 1000, 3),
-        **load.verify(),
+        **_prefixed("drain_", load.verify()),
     }
+
+
+def _prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures' keys with ``prefix`` (drain and end to end report the same keys)."""
+    return {prefix + k: v for k, v in figures.items()}
 
 
 def _released(load: Load, procs: Any) -> Any:
@@ -285,7 +297,7 @@ def end_to_end(load: Load, n: int, base_pids: list[int], timeout: float) -> dict
     return {
         "e2e_tasks_per_s": round(n / (t1 - t0), 1),
         "e2e_cpu_ms_per_task": round(cpu / n * 1000, 3),
-        **load.verify(),
+        **_prefixed("e2e_", load.verify()),
     }
 
 
@@ -294,6 +306,8 @@ METRICS = [
     "drain_cpu_ms_per_task",
     "e2e_tasks_per_s",
     "e2e_cpu_ms_per_task",
+    "drain_worker_requests_per_task",
+    "e2e_worker_requests_per_task",
 ]
 
 
@@ -314,7 +328,9 @@ def compare_celery(ctx: Context) -> dict[str, Any]:
             (CeleryLoad(python, ctx.workdir, SLOTS), named_pids(*redis_pid_names)),
         ]
         runs: dict[str, list[dict[str, Any]]] = {load.name: [] for load, _ in loads}
+        trivial: list[float] = []  # the ceiling of the requests ratio, before and after
         try:
+            trivial.append(measure_trivial(s, 1.0 if ctx.quick else 5.0))
             for round_ in range(ctx.runs):
                 k = round_ % len(loads)
                 for load, pids in loads[k:] + loads[:k]:
@@ -322,19 +338,36 @@ def compare_celery(ctx: Context) -> dict[str, Any]:
                         **drain(load, n, pids, timeout),
                         **end_to_end(load, n, pids, timeout),
                     }
+                    figures["ok"] = figures["drain_ok"] and figures["e2e_ok"]
                     runs[load.name].append(figures)
                     print(f"  {load.name} round {round_ + 1}: {figures}", file=sys.stderr)
+            trivial.append(measure_trivial(s, 1.0 if ctx.quick else 5.0))
         finally:
             for load, _ in loads:
                 load.close()
-    return _report(n, runs)
+    return _report(n, runs, statistics.median(trivial))
 
 
-def _report(n: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _requests_ratios(lean: dict[str, float], trivial: float) -> dict[str, float]:
+    """(tasks/s x requests per task) / trivial requests/s of the lean workers.
+
+    Drain counts the workers' requests; end to end also the one submit per task.
+    """
+    drain = lean["drain_tasks_per_s"] * lean["drain_worker_requests_per_task"]
+    e2e = lean["e2e_tasks_per_s"] * (lean["e2e_worker_requests_per_task"] + 1)
+    return {
+        "trivial_requests_per_s": round(trivial, 1),
+        "drain_requests_ratio": round(drain / trivial, 3),
+        "e2e_requests_ratio": round(e2e / trivial, 3),
+    }
+
+
+def _report(n: int, runs: dict[str, list[dict[str, Any]]], trivial: float) -> dict[str, Any]:
     medians = {
-        name: {m: statistics.median(r[m] for r in rs) for m in METRICS}
+        name: {m: statistics.median(r[m] for r in rs) for m in METRICS if m in rs[0]}
         for name, rs in runs.items()
     }
+    requests = _requests_ratios(medians["joblib_lean"], trivial)
     celery = medians["celery"]
     ratios = {
         name: {
@@ -360,6 +393,17 @@ def _report(n: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             f" {m['e2e_tasks_per_s']:>9.1f} {m['e2e_cpu_ms_per_task']:>7.2f}"
             f" {r['drain_ratio']:>8.2f} {r['e2e_ratio']:>6.2f}"
         )
+    lines.append(
+        f"  joblib_lean (tasks/s x requests per task) / trivial {trivial:.0f} req/s:"
+        f" drain {requests['drain_requests_ratio']:.2f}, e2e {requests['e2e_requests_ratio']:.2f}"
+    )
     print("\n".join(lines), file=sys.stderr)
     ok = all(r.get("ok", False) for rs in runs.values() for r in rs)
-    return {"ok": ok, "tasks": n, "medians": medians, "ratios_to_celery": ratios, "runs": runs}
+    return {
+        "ok": ok,
+        "tasks": n,
+        "medians": medians,
+        "ratios_to_celery": ratios,
+        **requests,
+        "runs": runs,
+    }

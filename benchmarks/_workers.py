@@ -126,7 +126,7 @@ def lean_worker(start: Start, base: str, token: str, worker_id: str, stop: Any) 
     A claim that starts its task (``start``), then each completion carries the next claim
     (``claim_next``); both wait for work up to a second (``Prefer: wait=1``).
     """
-    completed = 0
+    completed = requests = 0
     errors: list[str] = []
     wait = {"Prefer": "wait=1"}
     claim = {"worker_id": worker_id, "start": True}
@@ -137,6 +137,7 @@ def lean_worker(start: Start, base: str, token: str, worker_id: str, stop: Any) 
         while not stop.is_set():
             if not tasks:
                 resp = client.post(f"{PREFIX}/tasks/claim", claim, headers=wait)
+                requests += 1
                 if resp.status != 200:
                     errors.append(f"claim -> {resp.status}: {resp.text[:300]}")
                     break
@@ -144,12 +145,13 @@ def lean_worker(start: Start, base: str, token: str, worker_id: str, stop: Any) 
                 continue
             body = {"status": "completed", "worker_id": worker_id, "claim_next": claim}
             resp = client.patch(f"{PREFIX}/tasks/{tasks[0]['id']}", body, headers=wait)
+            requests += 1
             if resp.status != 200:
                 errors.append(f"complete -> {resp.status}: {resp.text[:300]}")
                 break
             completed += 1
             tasks = resp.json()["claimed"]["tasks"]
-    return {"completed": completed, "errors": errors[:MAX_ERRORS_KEPT]}
+    return {"completed": completed, "requests": requests, "errors": errors[:MAX_ERRORS_KEPT]}
 
 
 def drainer(
