@@ -20,39 +20,11 @@ from _api import PREFIX, BenchError
 from _context import Context, Session
 from _stats import latency_summary, median_of_runs
 
+from zndraw_joblib_server.testing import hostile_jobs, many_patterns_schema
+
 __all__ = ["hostile"]
 
 LATENCY = ["p50_ms", "p99_ms", "max_ms"]
-
-_RECURSIVE = {
-    "type": "object",
-    "properties": {"x": {"$ref": "#/$defs/t"}},
-    "$defs": {
-        "t": {
-            "anyOf": [
-                {"type": "array", "items": {"$ref": "#/$defs/t"}},
-                {"type": "array", "items": {"$ref": "#/$defs/t"}},
-                {"type": "integer"},
-            ]
-        }
-    },
-}
-
-
-def _nested(depth: int) -> Any:
-    value: Any = "s"
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
-def _schemas() -> dict[str, dict[str, Any]]:
-    return {
-        "redos": {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}},
-        "recursive": _RECURSIVE,
-        "unique": {"type": "object", "properties": {"u": {"type": "array", "uniqueItems": True}}},
-        "enum": {"type": "object", "properties": {"e": {"enum": [f"v{i}" for i in range(1_000)]}}},
-    }
 
 
 def _register(client: httpx.Client, room: str, name: str, schema: dict[str, Any]) -> str:
@@ -65,24 +37,24 @@ def _register(client: httpx.Client, room: str, name: str, schema: dict[str, Any]
 
 def _requests(client: httpx.Client, room: str) -> list[tuple[str, str, bytes]]:
     """(method, path, body) of one round of hostile requests, serialised up front."""
-    names = {key: _register(client, room, key, schema) for key, schema in _schemas().items()}
+    jobs = hostile_jobs()
+    names = {key: _register(client, room, key, schema) for key, (schema, _) in jobs.items()}
     submit = f"{PREFIX}/rooms/{room}/tasks/"
-    patterns = {f"p{i}": {"type": "string", "pattern": "^[a-z]+$"} for i in range(3_000)}
-    big = {
-        "category": "modifiers",
-        "name": "big",
-        "schema": {"type": "object", "properties": patterns},
-    }
-    bodies = [
-        ("POST", submit + names["redos"], {"payload": {"s": "a" * 40 + "!"}}),
-        ("POST", submit + names["recursive"], {"payload": {"x": _nested(40)}}),
-        ("POST", submit + names["unique"], {"payload": {"u": [{"k": i} for i in range(20_000)]}}),
+    bodies: list[tuple[str, str, Any]] = [
+        ("POST", submit + names[key], {"payload": jobs[key][1]})
+        for key in ("redos", "recursive", "unique")
+    ]
+    bodies += [
         (
             "POST",
             f"{PREFIX}/rooms/{room}/jobs/{names['enum']}/tasks",
-            {"items": [{"payload": {"e": "nope"}}] * 1_000},
+            {"items": [{"payload": jobs["enum"][1]}] * 1_000},
         ),
-        ("PUT", f"{PREFIX}/rooms/{room}/jobs", big),
+        (
+            "PUT",
+            f"{PREFIX}/rooms/{room}/jobs",
+            {"category": "modifiers", "name": "big", "schema": many_patterns_schema()},
+        ),
     ]
     return [(method, path, json.dumps(body).encode()) for method, path, body in bodies]
 

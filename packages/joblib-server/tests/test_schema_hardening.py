@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from zndraw_joblib_server.testing import hostile_jobs, many_patterns_schema
+
 P = "/v1/joblib"
 
 
@@ -134,68 +136,30 @@ async def test_unauthenticated_submit_is_401_before_payload_validation(
     problem(resp, 401)
 
 
-# Recursive: evaluating a failing payload takes time exponential in its nesting.
-_EXPONENTIAL = {
-    "type": "object",
-    "properties": {"x": {"$ref": "#/$defs/t"}},
-    "$defs": {
-        "t": {
-            "anyOf": [
-                {"type": "array", "items": {"$ref": "#/$defs/t"}},
-                {"type": "array", "items": {"$ref": "#/$defs/t"}},
-                {"type": "integer"},
-            ]
-        }
-    },
-}
-
-
-def _deep_list(depth: int) -> Any:
-    value: Any = "s"
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 async def test_hostile_schemas_and_payloads_do_not_stall_other_requests(
     as_alice, client_for, alice, problem
 ) -> None:
     """Hostile submits and registrations run off the event loop: other requests go on.
 
-    The slow payload uses up the whole validation budget (1 s here); had it been
+    The recursive payload uses up the whole validation budget (1 s here); had it been
     validated on the loop, a probe would have waited that long. The bound is half the
     budget, far from scheduling noise; how short the probes stay is measured by
     ``benchmarks/bench.py`` (``hostile``), not asserted here.
     """
-    redos = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}
-    redos_job = (await _register(as_alice, redos, "Redos")).json()
-    slow_job = (await _register(as_alice, _EXPONENTIAL, "Slow")).json()
-    unique = {"type": "object", "properties": {"u": {"type": "array", "uniqueItems": True}}}
-    unique_job = (await _register(as_alice, unique, "Unique")).json()
-    enum = {"type": "object", "properties": {"e": {"enum": [f"v{i}" for i in range(1_000)]}}}
-    enum_job = (await _register(as_alice, enum, "Enum")).json()
-    big_schema = {
-        "type": "object",
-        "properties": {f"p{i}": {"type": "string", "pattern": "^[a-z]+$"} for i in range(3_000)},
-    }
+    inputs = hostile_jobs()
+    jobs = {n: (await _register(as_alice, schema, n)).json() for n, (schema, _) in inputs.items()}
+    payloads = {name: payload for name, (_, payload) in inputs.items()}
     answers: dict[str, httpx.Response] = {}
 
     async def hostile(client: httpx.AsyncClient) -> None:
-        def url(job: dict[str, Any]) -> str:
-            return f"{P}/rooms/lab/tasks/{job['full_name']}"
-
-        answers["redos"] = await client.post(
-            url(redos_job), json={"payload": {"s": "a" * 40 + "!"}}
-        )
-        answers["slow"] = await client.post(url(slow_job), json={"payload": {"x": _deep_list(40)}})
-        answers["unique"] = await client.post(
-            url(unique_job), json={"payload": {"u": [{"k": i} for i in range(20_000)]}}
-        )
-        items = [{"payload": {"e": "nope"}}] * 1_000
+        for name in ("redos", "recursive", "unique"):
+            url = f"{P}/rooms/lab/tasks/{jobs[name]['full_name']}"
+            answers[name] = await client.post(url, json={"payload": payloads[name]})
+        items = [{"payload": payloads["enum"]}] * 1_000
         answers["enum"] = await client.post(
-            f"{P}/rooms/lab/jobs/{enum_job['full_name']}/tasks", json={"items": items}
+            f"{P}/rooms/lab/jobs/{jobs['enum']['full_name']}/tasks", json={"items": items}
         )
-        answers["register"] = await _register(client, big_schema, "Big")
+        answers["register"] = await _register(client, many_patterns_schema(), "Big")
 
     async with client_for(alice) as other, client_for(None) as prober:
         await prober.get("/health/live")
@@ -209,7 +173,7 @@ async def test_hostile_schemas_and_payloads_do_not_stall_other_requests(
         await task
     assert worst < 0.5, f"/health/live took {worst * 1000:.0f} ms during hostile requests"
     problem(answers["redos"], 422, "invalid-payload")
-    detail = problem(answers["slow"], 422, "invalid-payload")["detail"]
+    detail = problem(answers["recursive"], 422, "invalid-payload")["detail"]
     assert "longer than" in detail
     assert answers["unique"].status_code == 202, answers["unique"].text
     enum_answer = problem(answers["enum"], 422, "invalid-payload")

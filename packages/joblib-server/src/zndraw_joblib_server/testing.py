@@ -46,6 +46,8 @@ __all__ = [
     "database_url_for",
     "fast_lane_of",
     "fresh_database_url",
+    "hostile_jobs",
+    "many_patterns_schema",
     "postgres_skip_message",
     "postgres_url",
     "reset_postgres",
@@ -220,3 +222,41 @@ def fast_lane_of(app: FastAPI) -> FastLane | None:
             return node
         node = getattr(node, "app", None)
     return None
+
+
+def hostile_jobs() -> dict[str, tuple[dict[str, Any], Any]]:
+    """Job schemas that are costly to validate against, each with a payload that makes it so.
+
+    ``redos``: a backtracking ``pattern`` (the payload is refused); ``recursive``: a
+    recursive ``anyOf`` that takes time exponential in the payload's nesting to refuse it;
+    ``unique``: ``uniqueItems`` over 20,000 objects (valid); ``enum``: 1,000 values (the
+    payload is refused; meant to be sent many times in one batch). Used by the server's
+    tests and ``benchmarks/bench.py --scenario hostile``.
+    """
+    branch = {"type": "array", "items": {"$ref": "#/$defs/t"}}
+    recursive = {
+        "type": "object",
+        "properties": {"x": {"$ref": "#/$defs/t"}},
+        "$defs": {"t": {"anyOf": [branch, dict(branch), {"type": "integer"}]}},
+    }
+    nested: Any = "s"
+    for _ in range(40):
+        nested = [nested]
+    return {
+        "redos": (_props(s={"type": "string", "pattern": "^(a+)+$"}), {"s": "a" * 40 + "!"}),
+        "recursive": (recursive, {"x": nested}),
+        "unique": (
+            _props(u={"type": "array", "uniqueItems": True}),
+            {"u": [{"k": i} for i in range(20_000)]},
+        ),
+        "enum": (_props(e={"enum": [f"v{i}" for i in range(1_000)]}), {"e": "nope"}),
+    }
+
+
+def many_patterns_schema(count: int = 3_000) -> dict[str, Any]:
+    """A valid schema of ``count`` string properties with a ``pattern`` each (costly to check)."""
+    return _props(**{f"p{i}": {"type": "string", "pattern": "^[a-z]+$"} for i in range(count)})
+
+
+def _props(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
