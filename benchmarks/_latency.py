@@ -222,7 +222,9 @@ def _idle_run(ctx: Context, s: Session, workers: int, seconds: float) -> dict[st
             time.sleep(STATS_FLUSH_S)
         cpu0 = s.server.cpu_seconds()
         t0 = time.monotonic()
-        per_probe = -_server_statements(s) + _server_statements(s)  # the probe's own share
+        # The probe's own share: the least of three back-to-back pairs (a statement of the
+        # server's own between the two reads of one pair would inflate it).
+        per_probe = min(-_server_statements(s) + _server_statements(s) for _ in range(3))
         statements0 = _server_statements(s)
         if ctx.kind == "postgresql":
             xacts: int | None = asyncio.run(_pg_transactions(s.server.database_url, seconds))

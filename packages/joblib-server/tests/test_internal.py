@@ -69,11 +69,13 @@ EXTENSIONS = [Double, Flaky, Forever, Hold]
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     # a requeued task is due after its backoff; the parked claim looks again this often
-    # (and the executor heartbeats, which delivers cancel requests, every lease / 3)
+    # (and the executor heartbeats, which delivers cancel requests, every lease / 3). The
+    # lease is long enough that a stall of the machine does not lose it: these apps run no
+    # sweeper, so a lost lease would leave its task running for good.
     return {
         "retry_backoff_seconds": 0.05,
         "claim_poll_interval_seconds": 0.2,
-        "lease_seconds": 1.5,
+        "lease_seconds": 6.0,
     }
 
 
