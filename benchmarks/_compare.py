@@ -328,9 +328,10 @@ def compare_celery(ctx: Context) -> dict[str, Any]:
             (CeleryLoad(python, ctx.workdir, SLOTS), named_pids(*redis_pid_names)),
         ]
         runs: dict[str, list[dict[str, Any]]] = {load.name: [] for load, _ in loads}
+        trivial_s = 1.0 if ctx.quick else 5.0
         trivial: list[float] = []  # the ceiling of the requests ratio, before and after
         try:
-            trivial.append(measure_trivial(s, 1.0 if ctx.quick else 5.0))
+            trivial.append(measure_trivial(s, trivial_s))
             for round_ in range(ctx.runs):
                 k = round_ % len(loads)
                 for load, pids in loads[k:] + loads[:k]:
@@ -341,7 +342,7 @@ def compare_celery(ctx: Context) -> dict[str, Any]:
                     figures["ok"] = figures["drain_ok"] and figures["e2e_ok"]
                     runs[load.name].append(figures)
                     print(f"  {load.name} round {round_ + 1}: {figures}", file=sys.stderr)
-            trivial.append(measure_trivial(s, 1.0 if ctx.quick else 5.0))
+            trivial.append(measure_trivial(s, trivial_s))
         finally:
             for load, _ in loads:
                 load.close()
