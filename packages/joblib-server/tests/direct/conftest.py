@@ -64,11 +64,29 @@ def sample_rows(job_id: uuid.UUID, task_row: TaskRows) -> list[dict[str, Any]]:
     return [task_row(job_id, 1), running]
 
 
+BEAT = "UPDATE joblib_worker SET last_heartbeat"
+"""How a worker's heartbeat written on its own begins."""
+
+
+class Statements(list[str]):
+    """SQL statements seen, in order."""
+
+    def on(
+        self, tables: tuple[str, ...] = ("joblib_task", "joblib_worker"), beats: bool = True
+    ) -> list[str]:
+        """The first words of those naming ``tables`` (``beats``: with beats on their own)."""
+        return [
+            s.split(" ", 1)[0]
+            for s in self
+            if any(t in s for t in tables) and (beats or not s.startswith(BEAT))
+        ]
+
+
 @pytest.fixture
 def statements(app: FastAPI):
     """The SQL statements the app runs (through SQLAlchemy: a listener turns the direct
     path off) while the fixture's list is being filled."""
-    seen: list[str] = []
+    seen = Statements()
 
     def trace(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)

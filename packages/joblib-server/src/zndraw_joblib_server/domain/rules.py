@@ -22,6 +22,7 @@ __all__ = [
     "Transition",
     "after_lost_attempt",
     "backoff_seconds",
+    "beat_due",
     "claim_key",
     "effect_of",
     "lease_expired",
@@ -71,6 +72,21 @@ def lease_expired(expires_at: datetime | None, now: datetime) -> bool:
     held at ``now`` and lost a microsecond later.
     """
     return expires_at is not None and expires_at < now
+
+
+BEAT_RESOLUTION_S = 1.0
+"""The most a claim may leave a worker's ``last_heartbeat`` behind (see :func:`beat_due`)."""
+
+
+def beat_due(last_beat: float | None, now: float, worker_timeout: float) -> bool:
+    """Whether a claim at ``now`` (monotonic seconds) must write the worker's heartbeat.
+
+    Claiming is a sign of life. A claim that comes soon after the worker's last written beat
+    (``last_beat``; None: none known) may leave it: within a tenth of the worker timeout
+    (at most :data:`BEAT_RESOLUTION_S`), so a worker that keeps claiming never comes near
+    its timeout, and a busy worker's claims do not each rewrite its row.
+    """
+    return last_beat is None or now - last_beat >= min(BEAT_RESOLUTION_S, worker_timeout / 10)
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:

@@ -110,6 +110,7 @@ async def claim_tasks(
         "b_limit": max_tasks,
     }
     tasks: list[TaskRecord] | None = None
+    timeout = settings.worker_timeout_seconds
     # The worker's hint (its queue's, see QueueCaches): a worker that served one job tries
     # the one-statement claim (``alone``, which checks everything itself: the hint is a
     # guess, never trusted) when its last claim found tasks, or when a task probably waits
@@ -117,13 +118,18 @@ async def claim_tasks(
     # general way; an idle worker's empty claims go the general way at once.
     hint = caches_of(session).claim_hints.get(worker_id)  # (kept by the store's claims)
     if hint is not None and hint[0] and (hint[1] or likely):
-        tasks = await uow.store.claim(session, params, actor.id, None, start=start)
+        tasks = await uow.store.claim(
+            session, params, actor.id, None, start=start, worker_timeout=timeout
+        )
         job_ids = [tasks[0].job_id] if tasks else []
     if not tasks:  # the general way: the worker's jobs first
         job_ids = await _touch_worker(uow, actor, worker_id, now)
         if not job_ids:
             return [], []
-        tasks = await uow.store.claim(session, params, actor.id, job_ids, start=start) or []
+        tasks = await uow.store.claim(
+            session, params, actor.id, job_ids, start=start, worker_timeout=timeout
+        )
+        tasks = tasks or []
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)
@@ -167,7 +173,13 @@ async def hand_off(
         offer = sub.offer
         try:
             tasks, _ = await claim_tasks(
-                uow, offer.actor, offer.worker_id, offer.max_tasks, settings, start=offer.start
+                uow,
+                offer.actor,
+                offer.worker_id,
+                offer.max_tasks,
+                settings,
+                likely=True,  # the submit's tasks were just inserted
+                start=offer.start,
             )
         except (WorkerNotFound, Forbidden):
             continue

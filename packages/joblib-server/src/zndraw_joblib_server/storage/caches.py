@@ -81,9 +81,11 @@ class QueueCaches:
     """What one queue remembers between requests.
 
     Attributes:
-        claim_hints: Per worker, from its last claim outside a transaction: whether it
-            served one job, and whether that claim found tasks (see
+        claim_hints: Per worker, from its last claim where the store claims in one
+            statement: whether it served one job, and whether that claim found tasks (see
             ``services.claim.claim_tasks``).
+        beats: Per worker, when (monotonic seconds) a claim last wrote its heartbeat, where
+            the store's one-statement claim leaves the beat until due (SQLite).
         job_names: Full names of jobs by id (a job's name never changes).
         schemas: Compiled job schemas by their JSON text (``services.validation``), within
             ``schema_cache_bytes``.
@@ -93,6 +95,7 @@ class QueueCaches:
 
     def __init__(self) -> None:
         self.claim_hints: Bounded[uuid.UUID, tuple[bool, bool]] = Bounded(10_000)
+        self.beats: Bounded[uuid.UUID, float] = Bounded(10_000)
         self.job_names: Bounded[uuid.UUID, str] = Bounded(100_000)
         self.schemas = SizedCache()
         self.unrenderable: Bounded[tuple[uuid.UUID, str], bool] = Bounded(100_000)

@@ -18,26 +18,25 @@ from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
 from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
-from zndraw_joblib_server.storage.stores.statements import LINKS, WORKERS
+from zndraw_joblib_server.storage.stores.statements import LINKS, WORKERS, callers_worker
 
 __all__ = ["claim_statement", "job_params"]
 
 
-def _only_job() -> Any:
-    """SQL: the id of the worker's (``b_worker``) job if it serves exactly one, else NULL."""
+def _only_job(owned: bool) -> Any:
+    """SQL: the id of the worker's (``b_worker``) job if it serves exactly one, else NULL.
+
+    ``owned``: and only if the worker is the caller's (where no beat in the statement checks).
+    """
     other = LINKS.alias("other")
     worker = task_param("b_worker", "worker_id")
-    return (
-        select(LINKS.c.job_id)
-        .where(
-            LINKS.c.worker_id == worker,
-            ~select(other.c.job_id)
-            .where(other.c.worker_id == worker, other.c.job_id != LINKS.c.job_id)
-            .exists(),
-        )
-        .limit(1)
-        .scalar_subquery()
+    alone = (
+        ~select(other.c.job_id)
+        .where(other.c.worker_id == worker, other.c.job_id != LINKS.c.job_id)
+        .exists()
     )
+    conditions = [LINKS.c.worker_id == worker, alone, *([callers_worker(worker)] if owned else [])]
+    return select(LINKS.c.job_id).where(*conditions).limit(1).scalar_subquery()
 
 
 @lru_cache(maxsize=32)
@@ -56,15 +55,16 @@ def claim_statement(
     row first) either makes it claim nothing or waits for it and then releases what it
     claimed.
 
-    ``alone`` (guarded): the statement looks the worker's job up itself and claims
-    only when the worker serves exactly one (no ``b_job_id``): a whole claim in one round
-    trip. Claiming nothing then does not say why; the caller asks again the general way.
+    ``alone``: the statement looks the worker's job up itself and claims only when the
+    worker serves exactly one and is the caller's (no ``b_job_id``; ``b_user``): a whole
+    claim in one round trip. Claiming nothing then does not say why; the caller asks
+    again the general way.
 
     ``start``: the claimed tasks are also started (``running``, ``started_at`` the claim's
     time); the caller sets the deadline of tasks with a timeout.
     """
     if alone:
-        served = TASKS.c.job_id == _only_job()
+        served = TASKS.c.job_id == _only_job(owned=not guarded)
     elif several_jobs:
         served = TASKS.c.job_id.in_(bindparam("b_job_ids", expanding=True))
     else:

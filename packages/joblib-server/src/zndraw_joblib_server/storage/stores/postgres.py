@@ -20,7 +20,7 @@ from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
 from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
-from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS
+from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS, run_report
 from zndraw_joblib_server.storage.stores.statements import LINKS, TOUCH, WORKERS
 
 __all__ = ["PostgresStore"]
@@ -66,8 +66,9 @@ class PostgresStore:
         job_ids: list[uuid.UUID] | None,
         *,
         start: bool,
+        worker_timeout: float,
     ) -> list[records.TaskRecord] | None:
-        """Alone: checked and beaten by the statement, which may find the job itself.
+        """Alone: checked and beaten by the statement (every time), which may find the job.
 
         Alone, it also keeps the worker's claim hint (whether it served one job, and
         whether this claim found tasks) that decides its next claim's first try.
@@ -93,9 +94,7 @@ class PostgresStore:
         """Alone: the report checks and writes in one ``UPDATE`` (in a transaction: None)."""
         if not self._alone or status not in STATEMENTS:
             return None
-        values = params()
-        tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
-        return tasks[0] if tasks else None
+        return await run_report(session, status, params)
 
     async def insert_one(
         self, session: AsyncSession, row: dict[str, Any], *, keyed: bool

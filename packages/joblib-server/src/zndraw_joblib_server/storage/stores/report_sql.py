@@ -10,22 +10,24 @@ out. The new values are those the general path sets, written as SQL. Parameters:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Float, Interval, bindparam, exists, func, select, update
+from sqlalchemy import Float, Interval, bindparam, func, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import ACTIVE_STATUSES, TaskStatus, can_transition
-from zndraw_joblib_server.models import Worker, status_is
+from zndraw_joblib_server.models import status_is
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.prebuilt import prebuilt
-from zndraw_joblib_server.storage.records import TASKS, task_param
+from zndraw_joblib_server.storage.records import TASKS, TaskRecord, task_param
 from zndraw_joblib_server.storage.rules_sql import lease_held_sql, lease_seconds_sql
+from zndraw_joblib_server.storage.stores.statements import callers_worker
 
-__all__ = ["REPORTED", "STATEMENTS"]
+__all__ = ["REPORTED", "STATEMENTS", "run_report"]
 
 REPORTED = (TaskStatus.RUNNING, TaskStatus.COMPLETED)
 """The targets reported in one statement."""
-
-_WORKERS = Worker.__table__
 
 
 def _seconds(value: Any) -> Any:
@@ -59,12 +61,7 @@ def _statement(target: TaskStatus) -> Any:
             "error": func.coalesce(task_param("v_error", "error"), c.error),
         }
     worker = task_param("b_worker", "worker_id")
-    owned = exists(
-        select(_WORKERS.c.id).where(
-            _WORKERS.c.id == worker,
-            _WORKERS.c.user_id == bindparam("b_user", type_=_WORKERS.c.user_id.type),
-        )
-    )
+    owned = callers_worker(worker)
     stmt = (
         update(TASKS)
         .where(
@@ -82,3 +79,12 @@ def _statement(target: TaskStatus) -> Any:
 
 STATEMENTS = {target: _statement(target) for target in REPORTED}
 """The one-statement report of each target, built once."""
+
+
+async def run_report(
+    session: AsyncSession, status: TaskStatus, params: Callable[[], dict[str, Any] | None]
+) -> TaskRecord | None:
+    """Run the report to ``status`` (see ``Store.report``): the task, or None if unwritten."""
+    values = params()
+    tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
+    return tasks[0] if tasks else None

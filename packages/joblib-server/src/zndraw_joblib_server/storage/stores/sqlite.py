@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -11,11 +12,14 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_server.domain.rules import beat_due
 from zndraw_joblib_server.storage import positions, records
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.store import Store, Write
 from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
+from zndraw_joblib_server.storage.stores.report_sql import run_report
 from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER, TOUCH
 
 __all__ = ["SqliteStore"]
@@ -36,12 +40,27 @@ class SqliteStore:
         job_ids: list[uuid.UUID] | None,
         *,
         start: bool,
+        worker_timeout: float,
     ) -> list[records.TaskRecord] | None:
-        """The jobs' claim statement (None without ``job_ids``)."""
+        """The jobs' claim statement, or without ``job_ids`` the worker's only job's.
+
+        The latter checks the worker's owner in the statement and beats the worker after
+        it only when due (a busy worker's claims need not each rewrite its row).
+        """
+        worker = params["b_worker"]
+        caches = caches_of(session)
         if job_ids is None:
-            return None
-        stmt = claim_statement(self, job_params(params, job_ids), False, start=start)
-        return await records.fetch(session, stmt, params)
+            params["b_user"] = user_id
+            tasks = await records.fetch(
+                session, claim_statement(self, False, False, True, start), params
+            )
+            if tasks and beat_due(caches.beats.get(worker), time.monotonic(), worker_timeout):
+                await self.touch_worker(session, worker, user_id, params["b_now"], jobs=False)
+        else:
+            stmt = claim_statement(self, job_params(params, job_ids), False, start=start)
+            tasks = await records.fetch(session, stmt, params)
+        caches.claim_hints.put(worker, (job_ids is None or len(job_ids) == 1, bool(tasks)))
+        return tasks
 
     async def report(
         self,
@@ -49,8 +68,10 @@ class SqliteStore:
         status: TaskStatus,
         params: Callable[[], dict[str, Any] | None],
     ) -> records.TaskRecord | None:
-        """None: the general path is already one local transaction."""
-        return None
+        """Completions in one ``UPDATE`` (a start's lease needs interval arithmetic: None)."""
+        if status != TaskStatus.COMPLETED:
+            return None
+        return await run_report(session, status, params)
 
     async def insert_one(
         self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
@@ -87,13 +108,21 @@ class SqliteStore:
         return kept_count("sqlite", job_id)
 
     async def touch_worker(
-        self, session: AsyncSession, worker_id: uuid.UUID, user_id: Any, now: datetime
+        self,
+        session: AsyncSession,
+        worker_id: uuid.UUID,
+        user_id: Any,
+        now: datetime,
+        *,
+        jobs: bool = True,
     ) -> tuple[bool, list[uuid.UUID]]:
-        """Beat the worker, then read its jobs (two local statements)."""
+        """Beat the worker, then read its jobs (two local statements; ``jobs``: the read)."""
         params = {"b_worker_id": worker_id, "b_user_id": user_id, "b_now": now}
         touched = (await execute(session, TOUCH, params)).scalar_one_or_none() is not None
-        if not touched:
-            return False, []
+        if touched:
+            caches_of(session).beats.put(worker_id, time.monotonic())
+        if not touched or not jobs:
+            return touched, []
         rows = await execute(session, JOBS_OF_WORKER, {"worker_id": worker_id})
         return True, list(rows.scalars())
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from typing import Any
+
+from sqlalchemy import bindparam, exists, select, update
 
 from zndraw_joblib_server.models import Worker, WorkerJobLink
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-__all__ = ["JOBS_OF_WORKER", "LINKS", "TOUCH", "WORKERS"]
+__all__ = ["JOBS_OF_WORKER", "LINKS", "TOUCH", "WORKERS", "callers_worker"]
 
 WORKERS = Worker.__table__
 LINKS = WorkerJobLink.__table__
@@ -29,3 +31,13 @@ TOUCH = prebuilt(
     .returning(WORKERS.c.id)
 )
 """Beat a worker if it is the caller's (``b_worker_id``, ``b_user_id``, ``b_now``)."""
+
+
+def callers_worker(worker: Any) -> Any:
+    """SQL: the worker ``worker`` exists and is the caller's (parameter ``b_user``)."""
+    return exists(
+        select(WORKERS.c.id).where(
+            WORKERS.c.id == worker,
+            WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
+        )
+    )
