@@ -201,21 +201,24 @@ usual = st.tuples(  # a worker reporting on the task it holds: what the one stat
     st.sampled_from([TaskStatus.RUNNING, TaskStatus.COMPLETED]),
 ).map(lambda t: (t[0] | {"status": t[2]}, t[1] | {"status": t[3]}))
 reports = st.one_of(usual, st.tuples(states, bodies))
+_PENDING = {
+    "status": TaskStatus.PENDING,
+    "attempt": 0,
+    "max_attempts": 1,
+    "lease": None,
+    "holder": None,
+    "cancel_requested": False,
+    "lease_seconds": None,
+    "timeout_seconds": None,
+    "deadline": None,
+    "error": None,
+    "progress": None,
+    "mine": True,
+}
+
+
 IN_ORDER = (
-    {
-        "status": TaskStatus.RUNNING,
-        "attempt": 1,
-        "max_attempts": 1,
-        "lease": None,
-        "holder": "mine",
-        "cancel_requested": False,
-        "lease_seconds": None,
-        "timeout_seconds": None,
-        "deadline": None,
-        "error": None,
-        "progress": None,
-        "mine": True,
-    },
+    _PENDING | {"status": TaskStatus.RUNNING, "attempt": 1, "holder": "mine"},
     {
         "status": TaskStatus.COMPLETED,
         "worker": "mine",
@@ -455,22 +458,6 @@ async def test_claims_come_out_in_the_claim_order(scene, backend) -> None:
                 break
             claimed += [claim_key(_as_row(t)) for t in got]
         assert claimed == expected, rows
-
-
-_PENDING = {
-    "status": TaskStatus.PENDING,
-    "attempt": 0,
-    "max_attempts": 1,
-    "lease": None,
-    "holder": None,
-    "cancel_requested": False,
-    "lease_seconds": None,
-    "timeout_seconds": None,
-    "deadline": None,
-    "error": None,
-    "progress": None,
-    "mine": True,
-}
 
 
 def _as_row(task: Any) -> SimpleNamespace:
