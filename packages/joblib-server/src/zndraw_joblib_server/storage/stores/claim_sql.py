@@ -18,7 +18,12 @@ from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
 from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
-from zndraw_joblib_server.storage.stores.statements import LINKS, WORKERS, callers_worker
+from zndraw_joblib_server.storage.stores.statements import (
+    LINKS,
+    WORKERS,
+    callers,
+    callers_worker,
+)
 
 __all__ = ["claim_statement", "job_params"]
 
@@ -86,10 +91,7 @@ def claim_statement(
     if guarded:
         beat = (
             update(WORKERS)
-            .where(
-                WORKERS.c.id == task_param("b_worker", "worker_id"),
-                WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
-            )
+            .where(*callers(task_param("b_worker", "worker_id")))
             .values(last_heartbeat=bindparam("b_beat", type_=WORKERS.c.last_heartbeat.type))
             .returning(WORKERS.c.id)
             .cte("beat")

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, exists, select, update
 from zndraw_joblib_server.models import Worker, WorkerJobLink
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 
-__all__ = ["JOBS_OF_WORKER", "LINKS", "TOUCH", "WORKERS", "callers_worker"]
+__all__ = ["JOBS_OF_WORKER", "LINKS", "TOUCH", "WORKERS", "callers", "callers_worker"]
 
 WORKERS = Worker.__table__
 LINKS = WorkerJobLink.__table__
@@ -33,11 +33,14 @@ TOUCH = prebuilt(
 """Beat a worker if it is the caller's (``b_worker_id``, ``b_user_id``, ``b_now``)."""
 
 
+def callers(worker: Any) -> tuple[Any, ...]:
+    """SQL conditions on ``joblib_worker``: its row is ``worker``, the caller's (``b_user``)."""
+    return (
+        WORKERS.c.id == worker,
+        WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
+    )
+
+
 def callers_worker(worker: Any) -> Any:
     """SQL: the worker ``worker`` exists and is the caller's (parameter ``b_user``)."""
-    return exists(
-        select(WORKERS.c.id).where(
-            WORKERS.c.id == worker,
-            WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
-        )
-    )
+    return exists(select(WORKERS.c.id).where(*callers(worker)))
