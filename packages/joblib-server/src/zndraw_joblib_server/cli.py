@@ -132,9 +132,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         import uvicorn
 
         json_logs = _log_format() == "json"
-        if json_logs:
-            from zndraw_joblib_server.logging_setup import configure_json_logging
+        from uvicorn.config import LOGGING_CONFIG
 
+        from zndraw_joblib_server.logging_setup import configure_json_logging, uvicorn_config
+
+        if json_logs:
             configure_json_logging(args.log_level)
         else:
             logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
@@ -160,9 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_level=args.log_level,
             # JSON: the app logs each request itself (with its id, without the query string).
             access_log=not args.no_access_log and not json_logs,
-            log_config=_json_log_config(args.log_level)
-            if json_logs
-            else uvicorn.config.LOGGING_CONFIG,
+            log_config=uvicorn_config(args.log_level) if json_logs else LOGGING_CONFIG,
             timeout_graceful_shutdown=args.graceful_timeout,
             http=guarded_protocol(
                 settings.header_timeout_seconds, settings.body_timeout_seconds, _MAX_HEAD_BYTES
@@ -199,10 +199,8 @@ def _run_db(args: argparse.Namespace) -> None:
         work = commands.run_import(url, source, dry_run=args.dry_run)
     try:
         lines = asyncio.run(work)
-    except (SchemaNotCurrent, PredecessorMissing) as error:
-        _fail(str(error))
-    except CommandError as error:  # e.g. an unknown revision
-        _fail(str(error))
+    except (SchemaNotCurrent, PredecessorMissing, CommandError) as error:  # CommandError: e.g.
+        _fail(str(error))  # an unknown revision
     print("\n".join(lines))
 
 
@@ -216,12 +214,6 @@ def _log_format() -> str:
         return JobLibSettings().log_format
     except ValidationError:
         return "text"  # the settings' own check reports the problem later
-
-
-def _json_log_config(level: str) -> dict[str, Any]:
-    from zndraw_joblib_server.logging_setup import uvicorn_config
-
-    return uvicorn_config(level)
 
 
 def _check_database(cli_url: str | None) -> None:

@@ -111,6 +111,11 @@ def _task_status(event: TaskStatusChanged) -> Emission:
     )
 
 
+def _result_ready(room_id: str, provider_name: str, request_hash: str) -> Emission:
+    data = {"provider_name": provider_name, "request_hash": request_hash}
+    return Emission(PROVIDER_RESULT_READY, data, room_of(room_id))
+
+
 def emissions_for(events: Sequence[Event], *, task_available: bool = True) -> list[Emission]:
     """The emits for one commit's events, deduplicated, in the order they first occurred.
 
@@ -136,11 +141,7 @@ def emissions_for(events: Sequence[Event], *, task_available: bool = True) -> li
             )
         elif isinstance(event, ProviderResultReady):
             found[(PROVIDER_RESULT_READY, f"{event.provider_name}\n{event.request_hash}")] = (
-                Emission(
-                    PROVIDER_RESULT_READY,
-                    {"provider_name": event.provider_name, "request_hash": event.request_hash},
-                    room_of(event.room_id),
-                )
+                _result_ready(event.room_id, event.provider_name, event.request_hash)
             )
         elif isinstance(event, TaskAvailable) and task_available:
             found[(TASK_AVAILABLE, str(event.task_id))] = Emission(
@@ -204,13 +205,7 @@ class SocketIOEvents:
         self, room_id: str, provider_name: str, request_hash: str
     ) -> None:
         """Schedule ``provider_result_ready`` ``{provider_name, request_hash}`` to the room."""
-        self.schedule(
-            Emission(
-                PROVIDER_RESULT_READY,
-                {"provider_name": provider_name, "request_hash": request_hash},
-                room_of(room_id),
-            )
-        )
+        self.schedule(_result_ready(room_id, provider_name, request_hash))
 
     def schedule(self, emission: Emission) -> None:
         """Queue one emit for the background task (started on first use in this loop)."""
