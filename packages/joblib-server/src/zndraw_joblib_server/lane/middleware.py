@@ -15,6 +15,7 @@ does not serve, a mounted app (``root_path``), any dependency of the route overr
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -73,20 +74,12 @@ def lane_routes(
         plan = None
         model = route.response_model
         if route.endpoint in hot_set and not route.dependencies and model is not None:
-            try:
+            with contextlib.suppress(Unsupported):
                 plan = compile_plan(route.endpoint, set(convertors))
-            except Unsupported:
-                plan = None
-        out.append(
-            LaneRoute(
-                regex=regex,
-                convertors=convertors,
-                methods=frozenset(route.methods or ()),
-                plan=plan,
-                status_code=route.status_code or 200,
-                adapter=TypeAdapter(model) if plan is not None else None,
-            )
-        )
+        adapter = TypeAdapter(model) if plan is not None else None
+        methods = frozenset(route.methods or ())
+        status = route.status_code or 200
+        out.append(LaneRoute(regex, convertors, methods, plan, status, adapter))
     return out
 
 
@@ -115,39 +108,26 @@ class FastLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a hot route, or hand the request on."""
-        if (
-            scope["type"] != "http"
-            or scope.get("root_path")
-            or not scope["path"].startswith(self.prefix)
-        ):
-            await self.app(scope, receive, send)
-            return
-        found = self._match(scope)
+        found = self._match(scope) if scope["type"] == "http" else None
         if found is None:
             await self.app(scope, receive, send)
-            return
-        route, path_params = found
-        plan = route.plan
-        assert plan is not None
-        overrides = getattr(scope.get("app"), "dependency_overrides", None)
-        if overrides and not plan.calls.isdisjoint(overrides):
-            await self.app(scope, receive, send)
-            return
-        await self._serve(route, plan, path_params, scope, receive, send)
+        else:
+            await self._serve(*found, scope, receive, send)
 
-    def _match(self, scope: Scope) -> tuple[LaneRoute, dict[str, Any]] | None:
-        path = scope["path"]
-        method = scope["method"]
+    def _match(self, scope: Scope) -> tuple[LaneRoute, Plan, dict[str, Any]] | None:
+        """The hot route to serve, its plan and path parameters; None to hand the request on."""
+        path, method = scope["path"], scope["method"]
+        if scope.get("root_path") or not path.startswith(self.prefix):
+            return None
         for route in self.routes:
             match = route.regex.match(path)
-            if match is None:
-                continue
-            if method not in route.methods:
+            if match is None or method not in route.methods:
                 continue  # as Starlette: a later route may match path and method
-            if route.plan is None:
-                return None  # FastAPI's route
+            overrides = getattr(scope.get("app"), "dependency_overrides", None)
+            if route.plan is None or (overrides and not route.plan.calls.isdisjoint(overrides)):
+                return None  # FastAPI's route, or one with an overridden dependency
             params = {k: route.convertors[k].convert(v) for k, v in match.groupdict().items()}
-            return route, params
+            return route, route.plan, params
         return None
 
     async def _serve(
@@ -162,31 +142,31 @@ class FastLane:
         scope["path_params"] = path_params
         request = Request(scope, receive)
         headers = Headers(scope=scope)
+        # The lane serves only the queue's routes: their errors are answered as the route class
+        # answers them, whatever handlers the host installed app-wide.
         try:
             if plan.has_body:
                 require_token(request)
             body = await read_body(request, settings_of(request).max_body_bytes)
         except (ProblemError, HTTPException) as exc:  # no token, too large, cut off
             self.served += 1
-            await _render_error(request, exc, scope, receive, send)
+            response = await route_error_response(request, exc)
+            await response(scope, receive, send)
             return
-        if plan.has_body and not _JSON.match(headers.get("content-type", "")):
+        is_json = not plan.has_body or _JSON.match(headers.get("content-type", ""))
+        query = QueryParams(scope["query_string"])
+        inputs = plan.parse(path_params, query, headers, body) if is_json else None
+        if inputs is None:  # not JSON, or invalid: FastAPI answers (its 422)
             await self.app(scope, _replay(body, receive), send)
-            return
-        inputs = plan.parse(path_params, QueryParams(scope["query_string"]), headers, body)
-        if inputs is None:
-            await self.app(scope, _replay(body, receive), send)  # FastAPI answers 422
             return
         self.served += 1
         sub = Response()
         del sub.headers["content-length"]
         sub.status_code = None  # type: ignore[assignment]
         try:
-            result = await plan.run(request, sub, inputs)
-            response = _render(route, result, sub)
+            response = _render(route, await plan.run(request, sub, inputs), sub)
         except Exception as exc:
-            await _render_error(request, exc, scope, receive, send)
-            return
+            response = await route_error_response(request, exc)
         await response(scope, receive, send)
 
 
@@ -216,12 +196,3 @@ def _render(route: LaneRoute, result: Any, sub: Response) -> Response:
         response.body = b""
     response.headers.raw.extend(sub.headers.raw)
     return response
-
-
-async def _render_error(
-    request: Request, exc: Exception, scope: Scope, receive: Receive, send: Send
-) -> None:
-    # The lane serves only the queue's routes: their errors are answered as the route class
-    # answers them, whatever handlers the host installed app-wide.
-    response = await route_error_response(request, exc)
-    await response(scope, receive, send)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from fastapi import params
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -47,8 +47,7 @@ class _Arg:
     """How one parameter of a call gets its value."""
 
     name: str
-    kind: str  # "request", "response", "input" or "call"
-    ref: Any = None  # an _Input, or a _Call
+    ref: Any  # a _Call, or the key of the value: an _Input, "request" or "response"
 
 
 @dataclass(eq=False)
@@ -90,49 +89,37 @@ class Plan:
         values = Inputs()
         sources = {"path": path_params, "query": query, "header": headers}
         for item in self.inputs:
-            raw: Any
-            if item.where == "body":
-                if not body:
-                    return None
-                try:
-                    raw = json.loads(body)
-                except Exception:  # malformed, too deep: FastAPI answers
-                    return None
-            else:
-                raw = sources[item.where].get(item.alias, _MISSING)
-                if raw is _MISSING:
-                    if item.default is _MISSING:
-                        return None
-                    values[item] = item.default
-                    continue
             try:
-                values[item] = item.adapter.validate_python(raw, from_attributes=True)
-            except (ValidationError, ValueError, RecursionError):
+                if item.where == "body":
+                    raw = json.loads(body) if body else _MISSING
+                else:
+                    raw = sources[item.where].get(item.alias, _MISSING)
+                if raw is not _MISSING:
+                    values[item] = item.adapter.validate_python(raw, from_attributes=True)
+                elif item.default is not _MISSING:
+                    values[item] = item.default
+                else:
+                    return None
+            except Exception:  # malformed or too deep JSON, an invalid value: FastAPI answers
                 return None
         return values
 
     async def run(self, request: Request, response: Response, inputs: Inputs) -> Any:
         """Call the dependencies and the endpoint; the endpoint's return value."""
-        cache: dict[int, Any] = {}
-        return await _invoke(self.endpoint, request, response, inputs, cache)
+        values: dict[Any, Any] = {**inputs, "request": request, "response": response}
+        return await _invoke(self.endpoint, values, {})
 
 
-async def _invoke(
-    node: _Call, request: Request, response: Response, inputs: Inputs, cache: dict[int, Any]
-) -> Any:
+async def _invoke(node: _Call, values: dict[Any, Any], cache: dict[int, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for arg in node.args:
-        if arg.kind == "input":
-            kwargs[arg.name] = inputs[arg.ref]
-        elif arg.kind == "call":
-            key = id(arg.ref.call)
-            if key not in cache:
-                cache[key] = await _invoke(arg.ref, request, response, inputs, cache)
-            kwargs[arg.name] = cache[key]
-        elif arg.kind == "request":
-            kwargs[arg.name] = request
-        else:
-            kwargs[arg.name] = response
+        if not isinstance(arg.ref, _Call):
+            kwargs[arg.name] = values[arg.ref]
+            continue
+        key = id(arg.ref.call)
+        if key not in cache:
+            cache[key] = await _invoke(arg.ref, values, cache)
+        kwargs[arg.name] = cache[key]
     return await node.call(**kwargs)
 
 
@@ -221,9 +208,7 @@ def _argument(
             raise Unsupported(f"parameter {name!r}: security scopes or use_cache=False")
         if marker.dependency is None:
             raise Unsupported(f"parameter {name!r}: Depends() without a callable")
-        return _Arg(
-            name, "call", _compile(marker.dependency, path_names, inputs, calls, depth + 1)
-        )
+        return _Arg(name, _compile(marker.dependency, path_names, inputs, calls, depth + 1))
     where = _location(name, base, marker, path_names)
     alias = _alias(name, marker, where)
     if default is inspect.Parameter.empty:
@@ -235,7 +220,7 @@ def _argument(
         raise Unsupported(f"input {key} read twice")
     item = _Input(where, alias, TypeAdapter(annotation), value_default)
     inputs[key] = item
-    return _Arg(name, "input", item)
+    return _Arg(name, item)
 
 
 def _location(name: str, base: Any, marker: Any, path_names: set[str]) -> str:
