@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zndraw_joblib_core import PayloadTooLarge
-from zndraw_joblib_server.errors import problem_response
+from zndraw_joblib_server.errors import problem_exception_handler
 
 __all__ = ["BodyLimit"]
 
@@ -61,11 +61,9 @@ class BodyLimit:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        problem = PayloadTooLarge(
-            f"The request body exceeds {self.limit} bytes.", limit=self.limit
-        ).to_problem()
-        problem.instance = Request(scope).url.path
-        response = problem_response(problem, {"Connection": "close"})
+        detail = f"The request body exceeds {self.limit} bytes."
+        too_large = PayloadTooLarge(detail, limit=self.limit, headers={"Connection": "close"})
+        response = await problem_exception_handler(Request(scope), too_large)
         await response(scope, receive, send)
 
 

@@ -91,16 +91,23 @@ async def problem_exception_handler(request: Request, exc: Exception) -> Respons
     :func:`route_error_response`).
     """
     assert isinstance(exc, ProblemError)
+    return _answer(request, exc)
+
+
+def _answer(request: Request, exc: ProblemError) -> Response:
     problem = exc.to_problem()
     problem.instance = problem.instance or request.url.path
     return problem_response(problem, exc.headers)
 
 
-async def _on_validation(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    if not _ours(request):
+async def _on_request_error(request: Request, exc: Exception) -> Response:
+    """Validation and HTTP errors: problem+json under the queue's prefix, FastAPI's elsewhere."""
+    if _ours(request):
+        return await route_error_response(request, exc)
+    if isinstance(exc, RequestValidationError):
         return await request_validation_exception_handler(request, exc)
-    return _validation_problem(request, exc)
+    assert isinstance(exc, StarletteHTTPException)
+    return await http_exception_handler(request, exc)
 
 
 def _validation_problem(request: Request, exc: RequestValidationError) -> Response:
@@ -110,31 +117,23 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> Respon
     ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
-    problem = RequestValidationFailed(f"{where}: {first['msg']}", errors=errors).to_problem()
-    problem.instance = request.url.path
-    return problem_response(problem)
-
-
-async def _on_http(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    if not _ours(request):
-        return await http_exception_handler(request, exc)
-    return _http_problem(request, exc)
+    return _answer(request, RequestValidationFailed(f"{where}: {first['msg']}", errors=errors))
 
 
 def _http_problem(request: Request, exc: StarletteHTTPException) -> Response:
     cls = _BY_STATUS.get(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers or {})
     if cls is not None:
-        problem = cls(detail).to_problem()
-    else:
-        try:
-            title = HTTPStatus(exc.status_code).phrase
-        except ValueError:
-            title = "Error"
-        problem = ProblemDetail(title=title, status=exc.status_code, detail=detail)
-    problem.instance = request.url.path
-    return problem_response(problem, dict(exc.headers or {}))
+        return _answer(request, cls(detail, headers=headers))
+    try:
+        title = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        title = "Error"
+    problem = ProblemDetail(
+        title=title, status=exc.status_code, detail=detail, instance=request.url.path
+    )
+    return problem_response(problem, headers)
 
 
 _BUSY_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
@@ -183,15 +182,12 @@ async def _on_database(request: Request, exc: Exception) -> Response:
     for observe in getattr(request.app.state, "joblib_database_error_observers", ()):
         observe(exc)
     if await _user_deleted(request, exc):
-        problem = Unauthorized("The token's user does not exist or is inactive.").to_problem()
-        problem.instance = request.url.path
-        return problem_response(problem)
+        return _answer(request, Unauthorized("The token's user does not exist or is inactive."))
     if not _unavailable(exc):
         return await _on_unexpected(request, exc)
     logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-    problem = ServiceUnavailable("The database is unavailable; retry later.").to_problem()
-    problem.instance = request.url.path
-    return problem_response(problem, {"Retry-After": "1"})
+    detail = "The database is unavailable; retry later."
+    return _answer(request, ServiceUnavailable(detail, headers={"Retry-After": "1"}))
 
 
 _MAX_TRACEBACK_CHARS = 4_000
@@ -273,8 +269,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     format.
     """
     app.add_exception_handler(ProblemError, problem_exception_handler)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(RequestValidationError, _on_request_error)
+    app.add_exception_handler(StarletteHTTPException, _on_request_error)
     for kind in _database_errors():
         app.add_exception_handler(kind, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)
