@@ -75,13 +75,10 @@ def settings_of(request: Request) -> JobLibSettings:
     two apps never share a settings object they did not share on purpose.
     """
     state = request.app.state
-    settings = getattr(state, "joblib_settings", None)
-    if settings is not None:
-        return settings  # type: ignore[no-any-return]
-    settings = getattr(state, "joblib_env_settings", None)
-    if settings is None:
-        settings = state.joblib_env_settings = JobLibSettings()
-    return settings
+    found = getattr(state, "joblib_settings", None) or getattr(state, "joblib_env_settings", None)
+    if found is None:
+        found = state.joblib_env_settings = JobLibSettings()
+    return found
 
 
 SettingsDep = Annotated[JobLibSettings, Depends(get_settings)]

@@ -13,6 +13,7 @@ engine, so every request, long-poll and sweeper pass of the process shares one
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
 from collections.abc import Callable
@@ -64,10 +65,12 @@ def engine_of(source: Any) -> AsyncEngine | None:
     return None
 
 
-def _for_engine(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def _remember(source: Any, engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """The queue's maker for ``engine`` (one per engine), noted as ``source``'s."""
     maker = _by_engine.get(engine)
     if maker is None:
         maker = _by_engine[engine] = async_sessionmaker(engine, expire_on_commit=False)
+    _by_source[source] = maker
     return maker
 
 
@@ -97,8 +100,7 @@ def queue_session_maker(
             "async_sessionmaker bound to an AsyncEngine, or the engine too "
             "(JobQueue(engine=..., session_maker=...))"
         )
-    maker = _by_source[source] = _for_engine(bind)
-    return maker
+    return _remember(source, bind)
 
 
 async def resolve_session_maker(source: SessionSource) -> async_sessionmaker[AsyncSession]:
@@ -110,13 +112,8 @@ async def resolve_session_maker(source: SessionSource) -> async_sessionmaker[Asy
     Raises:
         TypeError: The session made has no ``AsyncEngine`` bind.
     """
-    known = _by_source.get(source)
-    if known is not None:
-        return known
-    try:
-        return queue_session_maker(source)
-    except TypeError:
-        pass
+    with contextlib.suppress(TypeError):
+        return queue_session_maker(source)  # it knows the sources seen before
     made: Any = source()
     if inspect.isawaitable(made) and not hasattr(made, "__aenter__"):
         made = await made
@@ -131,5 +128,4 @@ async def resolve_session_maker(source: SessionSource) -> async_sessionmaker[Asy
             bind = getattr(session, "bind", None)
     if not isinstance(bind, AsyncEngine):
         raise TypeError(f"the sessions of {source!r} are not bound to an AsyncEngine")
-    maker = _by_source[source] = _for_engine(bind)
-    return maker
+    return _remember(source, bind)
