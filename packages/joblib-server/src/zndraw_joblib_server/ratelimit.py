@@ -24,10 +24,6 @@ from zndraw_joblib_server.errors import problem_response
 __all__ = ["RateLimit"]
 
 
-def _async_uri(uri: str) -> str:
-    return uri if uri.startswith("async+") else f"async+{uri}"
-
-
 class RateLimit:
     """ASGI middleware limiting ``POST`` requests to some paths per client address.
 
@@ -42,7 +38,8 @@ class RateLimit:
         self.rates: dict[str, list[RateLimitItem]] = {
             path: parse_many(rate) for path, rate in rates.items()
         }
-        self.limiter = MovingWindowRateLimiter(storage_from_string(_async_uri(storage_uri)))
+        uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
+        self.limiter = MovingWindowRateLimiter(storage_from_string(uri))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse an attempt over its limit; hand everything else on."""

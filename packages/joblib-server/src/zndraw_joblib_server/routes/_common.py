@@ -62,9 +62,7 @@ class JobLibRoute(APIRoute):
 
 def wait_seconds(prefer: str | None, cap: float) -> float | None:
     """The ``wait=N`` preference of a ``Prefer`` header, capped; None when absent or 0."""
-    if not prefer:
-        return None
-    match = _WAIT.search(prefer.strip())
+    match = _WAIT.search(prefer.strip()) if prefer else None
     if match is None:
         return None
     value = min(float(match.group(1)), cap)

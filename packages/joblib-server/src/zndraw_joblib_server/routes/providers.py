@@ -133,17 +133,14 @@ async def read_provider(
     """
     asked = prefer is not None and _ASKS_WAIT.search(prefer) is not None
     cap = settings.provider_long_poll_max_seconds
-    wait = (
-        (wait_seconds(prefer, cap) or 0.0)
-        if asked
-        else settings.provider_long_poll_default_seconds
-    )
+    default = min(settings.provider_long_poll_default_seconds, cap)
+    wait = (wait_seconds(prefer, cap) or 0.0) if asked else default
     result, waited = await provider_reads.read_provider(
         db,
         room_id,
         full_name,
         dict(request.query_params),
-        min(wait, cap),
+        wait,
         settings,
         internal_providers_of(request),
     )

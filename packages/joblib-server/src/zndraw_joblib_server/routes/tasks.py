@@ -65,8 +65,12 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def _applied(wait: float) -> str:
-    return f"wait={int(wait)}" if wait == int(wait) else f"wait={wait:g}"
+def _announce(response: Response, wait: float | None, *applied: str) -> None:
+    """Name the preferences honoured (and the wait applied) in ``Preference-Applied``."""
+    if wait is not None:
+        applied = (*applied, f"wait={int(wait)}" if wait == int(wait) else f"wait={wait:g}")
+    if applied:
+        response.headers["Preference-Applied"] = ", ".join(applied)
 
 
 @router.post(
@@ -187,23 +191,17 @@ async def claim_tasks(
     `start: true` the tasks come back `running`; with `providers: true` the answer also lists
     the reads waiting for the worker's providers (a new read ends the wait).
     """
-    wait = _claim_wait(prefer, settings, response)
+    wait = _claim_wait(prefer, settings)
+    _announce(response, wait)
     return await waiting.claim_request(db, sink, actor, body, wait, settings)
 
 
-def _claim_cap(settings: JobLibSettings) -> float:
-    """The longest a claim may wait."""
+def _claim_wait(prefer: str | None, settings: JobLibSettings) -> float | None:
+    """A claim's ``Prefer: wait=N``, capped to the longest a claim may wait."""
     # A waiting claim counts as a heartbeat only when it starts: keep it well inside the
     # worker timeout so an idle worker is never swept while it waits.
-    return min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
-
-
-def _claim_wait(prefer: str | None, settings: JobLibSettings, response: Response) -> float | None:
-    """A claim's ``Prefer: wait=N`` (capped), announced in ``Preference-Applied``."""
-    wait = wait_seconds(prefer, _claim_cap(settings))
-    if wait is not None:
-        response.headers["Preference-Applied"] = _applied(wait)
-    return wait
+    cap = min(settings.long_poll_max_wait_seconds, settings.worker_timeout_seconds / 2)
+    return wait_seconds(prefer, cap)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))
@@ -237,8 +235,8 @@ async def get_task(
     wait = wait_seconds(prefer, settings.long_poll_max_wait_seconds)
     known = _version_of(if_none_match)
     task, waited = await waiting.read_task(db, actor, access, task_id, wait, wait_for, known)
-    if waited and wait is not None:
-        response.headers["Preference-Applied"] = _applied(wait)
+    if waited:
+        _announce(response, wait)
     response.headers["ETag"] = f'"{task.version}"'
     return task
 
@@ -271,7 +269,8 @@ async def update_task(
     `Prefer: wait=N` it waits for work as a claim does) and answered in `claimed`.
     """
     request = body.claim_next
-    wait = None if request is None else _claim_wait(prefer, settings, response)
+    wait = None if request is None else _claim_wait(prefer, settings)
+    _announce(response, wait)
     task, claimed = await update_service.update_one(
         db, sink, actor, access, task_id, body, settings, request, wait
     )
@@ -310,15 +309,11 @@ async def update_tasks(
     """
     items, claim = (body, None) if isinstance(body, list) else (body.items, body.claim_next)
     minimal = prefers_minimal(prefer)
-    wait = None if claim is None else wait_seconds(prefer, _claim_cap(settings))
+    wait = None if claim is None else _claim_wait(prefer, settings)
     outcomes, claimed = await update_service.update_batch(
         db, sink, actor, access, items, claim, settings, wait=wait, minimal=minimal
     )
-    applied = ["return=minimal"] if minimal else []
-    if wait is not None:
-        applied.append(_applied(wait))
-    if applied:
-        response.headers["Preference-Applied"] = ", ".join(applied)
+    _announce(response, wait, *(["return=minimal"] if minimal else []))
     return TaskBatchUpdateResponse(items=outcomes, claimed=claimed)
 
 
