@@ -141,11 +141,15 @@ def auth_of(state: Any) -> AppAuth:
     return found
 
 
-def check_token(token: str | None, auth: AppAuth) -> uuid.UUID:
+def check_token(token: str | None, auth: AppAuth) -> uuid.UUID | None:
     """The user id of a well-signed, unexpired token, without looking the user up.
 
     Request bodies are read only after this check (see :mod:`zndraw_joblib_server.limits`),
     so a caller without a valid token cannot make the server buffer one.
+
+    Returns:
+        The user id; None for a per-task token, whose task's lease is checked once the
+        request is authenticated (:func:`authenticate`).
 
     Raises:
         Unauthorized: No token, or an invalid one.
@@ -157,8 +161,7 @@ def check_token(token: str | None, auth: AppAuth) -> uuid.UUID:
     except Unauthorized:
         if not is_task_token(token, auth.settings):
             raise
-        # a per-task token: its task's lease is checked once the request is authenticated
-        return uuid.UUID(str(jwt.decode(token, options={"verify_signature": False})["sub"]))
+        return None
 
 
 async def authenticate(token: str | None, auth: AppAuth, cache_seconds: float) -> User:
@@ -172,13 +175,8 @@ async def authenticate(token: str | None, auth: AppAuth, cache_seconds: float) -
     Raises:
         Unauthorized: No token, an invalid one, or the user is unknown or inactive.
     """
-    if not token:
-        raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
-    try:
-        user_id = auth.checker.user_id(token)
-    except Unauthorized:
-        if not is_task_token(token, auth.settings):
-            raise
+    user_id = check_token(token, auth)
+    if user_id is None:  # a per-task token
         user_id = (await verify_task_token(token, auth.settings, auth.session_maker)).user_id
     user = auth.users.get(user_id)
     if user is None:

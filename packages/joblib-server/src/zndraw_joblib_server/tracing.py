@@ -43,11 +43,8 @@ class Tracing:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request, inside a span when it is one of the traced ones."""
-        name = (
-            span_name(scope.get("method", ""), scope.get("path", ""))
-            if scope["type"] == "http"
-            else None
-        )
+        http = scope["type"] == "http"
+        name = span_name(scope["method"], scope["path"]) if http else None
         if name is None:
             await self.app(scope, receive, send)
             return
