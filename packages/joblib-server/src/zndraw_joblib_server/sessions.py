@@ -117,15 +117,8 @@ async def resolve_session_maker(source: SessionSource) -> async_sessionmaker[Asy
     made: Any = source()
     if inspect.isawaitable(made) and not hasattr(made, "__aenter__"):
         made = await made
-    bind: Any
-    if isinstance(made, AsyncSession):
-        try:
-            bind = made.bind
-        finally:
-            await made.close()
-    else:
-        async with made as session:
-            bind = getattr(session, "bind", None)
+    async with made as session:  # a session is its own context manager: closed on exit
+        bind = getattr(session, "bind", None)
     if not isinstance(bind, AsyncEngine):
         raise TypeError(f"the sessions of {source!r} are not bound to an AsyncEngine")
     return _remember(source, bind)
