@@ -75,10 +75,6 @@ def problem_response(
     )
 
 
-def _ours(request: Request) -> bool:
-    return request.url.path.startswith(API_PREFIX)
-
-
 async def problem_exception_handler(request: Request, exc: Exception) -> Response:
     """Answer a :class:`~zndraw_joblib_core.ProblemError` with its problem+json body.
 
@@ -102,7 +98,7 @@ def _answer(request: Request, exc: ProblemError) -> Response:
 
 async def _on_request_error(request: Request, exc: Exception) -> Response:
     """Validation and HTTP errors: problem+json under the queue's prefix, FastAPI's elsewhere."""
-    if _ours(request):
+    if request.url.path.startswith(API_PREFIX):
         return await route_error_response(request, exc)
     if isinstance(exc, RequestValidationError):
         return await request_validation_exception_handler(request, exc)

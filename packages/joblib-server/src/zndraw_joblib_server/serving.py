@@ -15,6 +15,7 @@ so they neither run into the graceful-shutdown timeout nor end in a cancelled re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from types import FrameType
@@ -149,13 +150,9 @@ class Server(uvicorn.Server):
         """Begin the shutdown; waiting long-polls answer 503 with ``Retry-After`` at once."""
         first = not self.should_exit
         super().handle_exit(sig, frame)
-        if not first:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        loop.call_soon_threadsafe(_release)
+        if first:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing waits
+                asyncio.get_running_loop().call_soon_threadsafe(_release)
 
 
 def _release() -> None:

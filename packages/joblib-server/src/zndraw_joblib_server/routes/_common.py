@@ -71,12 +71,8 @@ def wait_seconds(prefer: str | None, cap: float) -> float | None:
 
 def prefers_minimal(prefer: str | None) -> bool:
     """Whether a ``Prefer`` header asks for ``return=minimal`` (RFC 7240)."""
-    if not prefer:
-        return False
-    tokens = (
-        part.strip().lower().replace(" ", "") for part in prefer.replace(";", ",").split(",")
-    )
-    return "return=minimal" in tokens
+    parts = (prefer or "").replace(";", ",").split(",")
+    return "return=minimal" in (part.strip().lower().replace(" ", "") for part in parts)
 
 
 PreferHeader = Annotated[
