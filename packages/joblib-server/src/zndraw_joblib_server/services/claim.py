@@ -37,10 +37,12 @@ __all__ = ["ClaimOffer", "claim_tasks", "hand_off", "next_due"]
 
 @dataclass(frozen=True)
 class ClaimOffer:
-    """What a submit needs to claim tasks on behalf of a waiting claim (:func:`hand_off`).
+    """Who claims what: a waiting claim, and what a submit needs to claim on its behalf.
+
+    (See :func:`hand_off`.)
 
     Attributes:
-        actor: The caller of the waiting claim.
+        actor: The caller of the (waiting) claim.
         worker_id: The worker it claims for.
         max_tasks: How many tasks it takes at most.
         start: Whether the tasks are started as they are claimed.
@@ -129,7 +131,6 @@ async def claim_tasks(
         tasks = await uow.store.claim(
             session, params, actor.id, job_ids, start=start, worker_timeout=timeout
         )
-        tasks = tasks or []
         if not tasks:
             return [], job_ids
     uow.claimed += len(tasks)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,7 @@ from zndraw_joblib_core import (
     TaskStatus,
     TaskSubmitRequest,
 )
-from zndraw_joblib_server.domain.rules import By, Effect, effect_of, lease_seconds
+from zndraw_joblib_server.domain.rules import By, Effect, effect_of
 from zndraw_joblib_server.models import Task, new_task_row, utcnow
 from zndraw_joblib_server.services.access import Actor, RoomAccess, may_read
 from zndraw_joblib_server.services.claim import hand_off
@@ -46,7 +46,7 @@ from zndraw_joblib_server.services.validation import (
     Compiled,
     Failure,
     compiled_for,
-    payload_errors,
+    first_refused,
     validate_isolated,
 )
 from zndraw_joblib_server.settings import JobLibSettings
@@ -68,22 +68,16 @@ __all__ = [
     "cancel_record",
     "cancel_task",
     "check_cancel",
-    "check_isolated",
     "get_task",
     "list_job_tasks",
     "list_room_tasks",
-    "load_task",
     "respond",
     "respond_all",
     "scoped_key",
     "submit_batch",
     "submit_one",
-    "submit_task",
     "submit_tasks",
-    "with_checks",
 ]
-
-T = TypeVar("T")
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -91,8 +85,8 @@ MAX_IDEMPOTENCY_KEY = 255
 class PayloadsUnchecked(Exception):
     """The payloads need the validation process; raised before anything is written.
 
-    The caller runs :func:`check_isolated` outside its transaction (so a slow validation
-    holds no lock) and submits again with the token it returns (see :func:`with_checks`).
+    :func:`_submit` runs the validation process outside its transaction (so a slow
+    validation holds no lock) and submits again with the schema's text as the token.
     """
 
     def __init__(self, compiled: Compiled, payloads: list[Any], batch: bool) -> None:
@@ -115,36 +109,6 @@ def _refusal(failure: Failure, batch: bool) -> InvalidPayload:
         exc.detail = f"items[{index}]: {exc.detail}"
         exc.extras["item"] = index
     return exc
-
-
-async def check_isolated(unchecked: PayloadsUnchecked, settings: JobLibSettings) -> str:
-    """Validate in the validation process; the token telling a retry they were checked.
-
-    Raises:
-        InvalidPayload: A payload does not match, or validating it took too long.
-    """
-    failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
-    if failure is not None:
-        raise _refusal(failure, unchecked.batch)
-    return unchecked.compiled.text
-
-
-async def with_checks(
-    attempt: Callable[[str | None], Awaitable[T]], settings: JobLibSettings
-) -> T:
-    """Run a submit, validating costly payloads between attempts and outside transactions.
-
-    ``attempt`` receives None first, then the token of :func:`check_isolated`.
-    """
-    checked: str | None = None
-    for _ in range(3):
-        try:
-            return await attempt(checked)
-        except PayloadsUnchecked as unchecked:
-            checked = await check_isolated(unchecked, settings)
-    raise ServiceUnavailable(  # pragma: no cover - the job's schema changed twice meanwhile
-        "The job's schema changed during the submit; retry.", headers={"Retry-After": "1"}
-    )
 
 
 async def _check_payloads(
@@ -174,10 +138,9 @@ async def _check_payloads(
     payloads = [body.payload for body in bodies]
     if not compiled.inline(total, settings):
         raise PayloadsUnchecked(compiled, payloads, batch)
-    for index, payload in enumerate(payloads):
-        found = payload_errors(compiled.validator, payload, settings.max_payload_errors)
-        if found is not None:
-            raise _refusal((index, found[0], found[1]), batch)
+    failure = first_refused(compiled.validator, payloads, settings.max_payload_errors)
+    if failure is not None:
+        raise _refusal(failure, batch)
 
 
 async def respond_all(session: AsyncSession, tasks: Sequence[TaskRecord]) -> list[TaskResponse]:
@@ -232,15 +195,15 @@ async def _new_positions(
     Within a group of the same priority and due time they queue in the order given (their
     ``created_at`` grows by a microsecond each), behind the group's first.
     """
-    first: dict[tuple[int, datetime], TaskRecord] = {}
-    for task in tasks:
-        first.setdefault((task.priority, task.run_after), task)
-    ahead = {group: await new_position(session, task, store) - 1 for group, task in first.items()}
+    last: dict[tuple[int, datetime], int] = {}
     positions: dict[uuid.UUID, int] = {}
     for task in tasks:
         group = (task.priority, task.run_after)
-        ahead[group] += 1
-        positions[task.id] = ahead[group]
+        if group in last:
+            last[group] += 1
+        else:
+            last[group] = await new_position(session, task, store)
+        positions[task.id] = last[group]
     return positions
 
 
@@ -264,7 +227,7 @@ async def submit_tasks(
     raise :class:`IdempotencyKeyReused`. ``probe`` (batches): the key an entry past the
     end would have, so a repeat with fewer entries is told apart. Payloads too costly to
     validate here raise :class:`PayloadsUnchecked` before anything is written; run the
-    submit through :func:`with_checks`, which passes ``checked``.
+    submit through :func:`_submit`, which passes ``checked``.
 
     Returns:
         The tasks, and False when they already existed (an idempotent repeat).
@@ -326,21 +289,21 @@ async def submit_one(
     idempotency_key: str | None,
     settings: JobLibSettings,
 ) -> tuple[TaskResponse, bool]:
-    """``POST /rooms/{room}/tasks/{job}``: :func:`submit_task` in a write of its own.
+    """``POST /rooms/{room}/tasks/{job}``: one task, in a write of its own.
 
     Its statements are each safe alone, so the store may run them outside a transaction
     (PostgreSQL: one insert). A claim waiting in this process is then woken after the insert
     and claims for itself, in fewer round trips than a hand-off inside the submit's
     transaction (SQLite still hands it over).
+
+    Returns:
+        The task, and False when an earlier submit with the same idempotency key was found.
     """
-
-    async def attempt(checked: str | None) -> tuple[TaskResponse, bool]:
-        async with db.write(sink, standalone=True) as uow:
-            return await submit_task(
-                uow, actor, room_id, job_name, body, idempotency_key, settings, checked
-            )
-
-    return await with_checks(attempt, settings)
+    keys = None if idempotency_key is None else [idempotency_key]
+    tasks, created = await _submit(
+        db, sink, actor, room_id, job_name, [body], keys, settings, standalone=True
+    )
+    return tasks[0], created
 
 
 async def submit_batch(
@@ -358,44 +321,56 @@ async def submit_batch(
     ``idempotency_key`` is the request's header (see :func:`batch_keys`).
     """
     keys = batch_keys(idempotency_key, len(bodies))
-
-    async def attempt(checked: str | None) -> tuple[list[TaskResponse], bool]:
-        async with db.write(sink) as uow:
-            return await submit_tasks(
-                uow,
-                actor,
-                room_id,
-                job_name,
-                bodies,
-                None if keys is None else keys[:-1],
-                settings,
-                checked,
-                probe=None if keys is None else keys[-1],
-            )
-
-    return await with_checks(attempt, settings)
+    return await _submit(
+        db,
+        sink,
+        actor,
+        room_id,
+        job_name,
+        bodies,
+        None if keys is None else keys[:-1],
+        settings,
+        probe=None if keys is None else keys[-1],
+    )
 
 
-async def submit_task(
-    uow: UnitOfWork,
+async def _submit(
+    db: Database,
+    sink: EventSink | None,
     actor: Actor,
     room_id: str,
     job_name: str,
-    body: TaskSubmitRequest,
-    idempotency_key: str | None,
+    bodies: Sequence[TaskSubmitRequest],
+    keys: Sequence[str] | None,
     settings: JobLibSettings,
-    checked: str | None = None,
-) -> tuple[TaskResponse, bool]:
-    """Create one pending task (see :func:`submit_tasks`).
+    *,
+    standalone: bool = False,
+    probe: str | None = None,
+) -> tuple[list[TaskResponse], bool]:
+    """:func:`submit_tasks` in a write, validating costly payloads between attempts.
 
-    Returns:
-        The task, and False when an earlier submit with the same idempotency key was found.
+    The first attempt raises :class:`PayloadsUnchecked` for payloads too costly to check
+    inline; they are validated in the validation process outside any transaction, and the
+    submit runs again with the schema's text telling it they were checked.
+
+    Raises:
+        InvalidPayload: A payload does not match, or validating it took too long.
     """
-    keys = None if idempotency_key is None else [idempotency_key]
-    tasks, created = await submit_tasks(
-        uow, actor, room_id, job_name, [body], keys, settings, checked
+    checked: str | None = None
+    for _ in range(3):
+        try:
+            async with db.write(sink, standalone=standalone) as uow:
+                return await submit_tasks(
+                    uow, actor, room_id, job_name, bodies, keys, settings, checked, probe=probe
+                )
+        except PayloadsUnchecked as unchecked:
+            failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
+            if failure is not None:
+                raise _refusal(failure, unchecked.batch) from None
+            checked = unchecked.compiled.text
+    raise ServiceUnavailable(  # pragma: no cover - the job's schema changed twice meanwhile
+        "The job's schema changed during the submit; retry.", headers={"Retry-After": "1"}
     )
-    return tasks[0], created
 
 
 def scoped_key(actor: Actor, key: str) -> str:
@@ -404,10 +379,7 @@ def scoped_key(actor: Actor, key: str) -> str:
     Two users sending the same key never see each other's tasks. Keys too long for the
     column with the user's id in front are hashed.
     """
-    scoped = f"{actor.id.hex}:{key}"
-    if len(scoped) > MAX_IDEMPOTENCY_KEY:
-        return "sha256:" + hashlib.sha256(scoped.encode()).hexdigest()
-    return scoped
+    return _fitted(f"{actor.id.hex}:{key}")
 
 
 def _same_request(task: TaskRecord, body: TaskSubmitRequest, settings: JobLibSettings) -> bool:
@@ -457,7 +429,7 @@ def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
     """
     if not idempotency_key:
         return None
-    return [idempotency_key_of(f"{idempotency_key}#{i}") or "" for i in range(count + 1)]
+    return [_fitted(f"{idempotency_key}#{i}") for i in range(count + 1)]
 
 
 async def _insert(
@@ -517,25 +489,21 @@ async def _by_keys(
 
 def idempotency_key_of(raw: str | None) -> str | None:
     """Normalise an ``Idempotency-Key`` header (long keys are hashed to fit the column)."""
-    if raw is None or raw == "":
-        return None
-    if len(raw) > MAX_IDEMPOTENCY_KEY:
-        return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
-    return raw
+    return _fitted(raw) if raw else None
 
 
-async def load_task(
-    session: AsyncSession, task_id: uuid.UUID, *, for_update: bool = False
-) -> TaskRecord:
-    """Load a task or raise :class:`TaskNotFound`."""
-    return await load_one(session, task_id, for_update=for_update)
+def _fitted(key: str) -> str:
+    """``key``, or its hash when it is too long for the column."""
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
 
 
 async def get_task(
     session: AsyncSession, actor: Actor, access: RoomAccess, task_id: uuid.UUID
 ) -> tuple[TaskResponse, int]:
     """A task the caller may read, and its version (for change long-polls)."""
-    task = await load_task(session, task_id)
+    task = await load_one(session, task_id)
     if not await may_read(access, actor, task.room_id):
         raise TaskNotFound(f"Task {task_id} not found.")
     return await respond(session, task), task.version
@@ -576,7 +544,7 @@ async def cancel_task(
 ) -> TaskResponse:
     """Cancel a pending task now, or ask the worker holding it to stop."""
     session = uow.session
-    task = await load_task(session, task_id, for_update=True)
+    task = await load_one(session, task_id, for_update=True)
     await check_cancel(actor, access, task)
     now = utcnow()
     if cancel_record(task, now):
@@ -634,8 +602,3 @@ async def list_job_tasks(
     return await _list(
         session, [Task.job_id == job.id, Task.room_id == room_id], status, limit, offset
     )
-
-
-def lease_for(task: TaskRecord, settings: JobLibSettings) -> timedelta:
-    """The lease length of a task (its own override, else the setting)."""
-    return timedelta(seconds=lease_seconds(task.lease_seconds, settings.lease_seconds))

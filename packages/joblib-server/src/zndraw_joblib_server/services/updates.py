@@ -29,6 +29,7 @@ from zndraw_joblib_server.domain.rules import (
     after_lost_attempt,
     effect_of,
     lease_expired,
+    lease_until,
 )
 from zndraw_joblib_server.models import Worker, utcnow
 from zndraw_joblib_server.services import waiting
@@ -42,7 +43,6 @@ from zndraw_joblib_server.services.reports import check_limits, report
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
-    lease_for,
     respond_all,
 )
 from zndraw_joblib_server.settings import JobLibSettings
@@ -151,7 +151,7 @@ def _apply(
         task.status = TaskStatus.CLAIMED
         task.attempt += 1
         task.claimed_at = now
-        task.lease_expires_at = now + lease_for(task, settings)
+        task.lease_expires_at = lease_until(now, task.lease_seconds, settings.lease_seconds)
     elif effect == Effect.START:
         task.status = TaskStatus.RUNNING
         start_task(task, now, settings)

@@ -45,6 +45,7 @@ __all__ = [
     "cached_bytes",
     "check_schema",
     "compiled_for",
+    "first_refused",
     "payload_errors",
     "validate_isolated",
 ]
@@ -164,14 +165,18 @@ def _worker_validator(text: str) -> Any:
     return compile_schema(json.loads(text))
 
 
-def _validate_in_worker(text: str, payloads: list[Any], max_errors: int) -> Failure | None:
-    """Run in the validation process: the first refused payload, or None."""
-    validator = _worker_validator(text)
+def first_refused(validator: Any, payloads: Sequence[Any], max_errors: int) -> Failure | None:
+    """The first payload ``validator`` refuses (index, errors listed, count), or None."""
     for index, payload in enumerate(payloads):
         found = payload_errors(validator, payload, max_errors)
         if found is not None:
-            return index, found[0], found[1]
+            return index, *found
     return None
+
+
+def _validate_in_worker(text: str, payloads: list[Any], max_errors: int) -> Failure | None:
+    """Run in the validation process: the first refused payload, or None."""
+    return first_refused(_worker_validator(text), payloads, max_errors)
 
 
 def _ready() -> None:

@@ -29,12 +29,7 @@ from zndraw_joblib_server.services import claim as claim_service
 from zndraw_joblib_server.services import tasks as task_service
 from zndraw_joblib_server.services.access import Actor, RoomAccess
 from zndraw_joblib_server.settings import JobLibSettings
-from zndraw_joblib_server.storage import (
-    Database,
-    EventSink,
-    Subscription,
-    UnitOfWork,
-)
+from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.provider_cache import provider_cache_of, reads_key
 
 __all__ = [
@@ -62,23 +57,21 @@ class FirstClaim:
 
 async def _first_claim(
     uow: UnitOfWork,
-    actor: Actor,
-    worker_id: uuid.UUID,
-    max_tasks: int,
+    who: claim_service.ClaimOffer,
     settings: JobLibSettings,
     *,
     seq: int,
     waits: bool,
-    start: bool = False,
+    likely: bool = False,
 ) -> FirstClaim:
-    """Claim in ``uow``; with ``waits`` and nothing claimed, also when to look again.
+    """Claim for ``who`` in ``uow``; with ``waits`` and nothing claimed, also when to look again.
 
     Raises:
         WorkerNotFound: No such worker.
         Forbidden: The worker is not the caller's.
     """
     tasks, job_ids = await claim_service.claim_tasks(
-        uow, actor, worker_id, max_tasks, settings, start=start
+        uow, who.actor, who.worker_id, who.max_tasks, settings, likely=likely, start=who.start
     )
     due = await claim_service.next_due(uow.session, job_ids) if waits and not tasks else None
     return FirstClaim(tasks, job_ids, due, seq)
@@ -109,24 +102,14 @@ async def claim(
         WorkerNotFound: No such worker.
         Forbidden: The worker is not the caller's.
     """
+    who = claim_service.ClaimOffer(actor, worker_id, max_tasks, start)
     if first is None:
         seq = db.notifier.seq if since is None else since
         async with db.write(sink, standalone=True) as uow:
-            first = await _first_claim(
-                uow,
-                actor,
-                worker_id,
-                max_tasks,
-                settings,
-                seq=seq,
-                waits=wait is not None,
-                start=start,
-            )
+            first = await _first_claim(uow, who, settings, seq=seq, waits=wait is not None)
     if first.tasks or wait is None:
         return first.tasks
-    claim_ = _Claim(db, sink, actor, worker_id, max_tasks, settings, first.job_ids, start)
-    claim_.interrupt = list(interrupt)
-    return await claim_.wait(first.due, first.seq, wait)
+    return await _wait_for_work(db, sink, who, settings, first, wait, list(interrupt))
 
 
 async def claim_request(
@@ -208,16 +191,8 @@ async def claim_within(
     if request is None:
         return None
     try:
-        return await _first_claim(
-            uow,
-            actor,
-            request.worker_id,
-            request.max_tasks,
-            settings,
-            seq=seq,
-            waits=waits,
-            start=request.start,
-        )
+        who = claim_service.ClaimOffer(actor, request.worker_id, request.max_tasks, request.start)
+        return await _first_claim(uow, who, settings, seq=seq, waits=waits)
     except ProblemError as exc:
         return ClaimNextResponse(problem=exc.to_problem())
 
@@ -247,102 +222,60 @@ async def claim_after(
     return ClaimNextResponse(**dict(answer))
 
 
-class _Claim:
-    """One waiting claim: who claims, for which jobs, and through which database."""
+async def _wait_for_work(
+    db: Database,
+    sink: EventSink | None,
+    who: claim_service.ClaimOffer,
+    settings: JobLibSettings,
+    first: FirstClaim,
+    wait: float,
+    interrupt: list[str],
+) -> list[TaskResponse]:
+    """Hold a claim that found nothing until a task of its jobs arrives or ``wait`` s pass.
 
-    def __init__(
-        self,
-        db: Database,
-        sink: EventSink | None,
-        actor: Actor,
-        worker_id: uuid.UUID,
-        max_tasks: int,
-        settings: JobLibSettings,
-        job_ids: list[uuid.UUID],
-        start: bool,
-    ) -> None:
-        self.db = db
-        self.sink = sink
-        self.actor = actor
-        self.worker_id = worker_id
-        self.max_tasks = max_tasks
-        self.settings = settings
-        self.job_ids = job_ids
-        self.start = start
-        self.interrupt: list[str] = []
-        """Keys whose notification ends the wait early (see :func:`claim`)."""
-
-    async def wait(self, due: datetime | None, seq: int, wait: float) -> list[TaskResponse]:
-        """Hold the claim until a task of its jobs arrives or ``wait`` seconds pass.
-
-        While a woken claim is running, the subscription stays fired, so the next submit
-        wakes another waiter rather than this busy one; a submit this claim may have missed
-        makes it look again at once. With ``claim_handoff`` a submit in this process claims
-        for the waiting request inside its own transaction (``services.claim.hand_off``),
-        and the request answers with what it was handed.
-        """
-        db, settings = self.db, self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        tasks: list[TaskResponse] = []
-        worker_key = f"worker:{self.worker_id}"
-        job_keys = [f"job:{j}" for j in self.job_ids]
-        offer = (
-            claim_service.ClaimOffer(self.actor, self.worker_id, self.max_tasks, self.start)
-            if settings.claim_handoff
-            else None
-        )
-        watched = [worker_key, *job_keys, *self.interrupt]
-        async with db.notifier.subscribe(watched, offer) as sub:
-            # A submit may have committed between the empty claim and the subscription.
-            woken = db.notifier.notified_since(watched, seq)
-            while not tasks:
-                if self.interrupt and db.notifier.notified_since(self.interrupt, seq):
+    While a woken claim is running, the subscription stays fired, so the next submit
+    wakes another waiter rather than this busy one; a submit this claim may have missed
+    makes it look again at once. With ``claim_handoff`` a submit in this process claims
+    for the waiting request inside its own transaction (``services.claim.hand_off``),
+    and the request answers with what it was handed. A notification of an ``interrupt``
+    key (see :func:`claim`) ends the wait early.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    tasks: list[TaskResponse] = []
+    due, seq = first.due, first.seq
+    job_keys = [f"job:{j}" for j in first.job_ids]
+    watched = [f"worker:{who.worker_id}", *job_keys, *interrupt]
+    async with db.notifier.subscribe(watched, who if settings.claim_handoff else None) as sub:
+        # A submit may have committed between the empty claim and the subscription.
+        woken = db.notifier.notified_since(watched, seq)
+        while not tasks:
+            if interrupt and db.notifier.notified_since(interrupt, seq):
+                break
+            remaining = deadline - loop.time()
+            if not woken:
+                if remaining <= 0:
                     break
-                remaining = deadline - loop.time()
-                if not woken:
-                    if remaining <= 0:
-                        break
-                    pause = self._pause(remaining, due)
-                    woken = await sub.wait(pause, consume=False)
-                    tasks = await sub.take_handed()  # a submit in this process claimed for us
-                    if tasks:
-                        break
-                    if not woken and due is None and pause >= remaining:
-                        break  # nothing arrived and nothing fell due: no need to look
-                mark = db.notifier.seq
-                tasks, served, due = await self._again(woken)
-                sub.clear()
-                # Not merely "the worker's key was notified": on PostgreSQL this process
-                # also hears its own notifications again (LISTEN echoes them), possibly late.
-                if not tasks and set(served) != set(self.job_ids):
-                    break  # the worker now serves other jobs: let the client ask again
-                woken = not tasks and db.notifier.notified_since(job_keys, mark)
-        return tasks
-
-    def _pause(self, remaining: float, due: datetime | None) -> float:
-        pause = min(remaining, self.settings.claim_poll_interval_seconds)
-        if due is not None:
-            pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
-        return pause
-
-    async def _again(
-        self, woken: bool
-    ) -> tuple[list[TaskResponse], list[uuid.UUID], datetime | None]:
-        due = None
-        async with self.db.write(self.sink, standalone=True) as uow:
-            tasks, served = await claim_service.claim_tasks(
-                uow,
-                self.actor,
-                self.worker_id,
-                self.max_tasks,
-                self.settings,
-                likely=woken,
-                start=self.start,
-            )
-            if not tasks:
-                due = await claim_service.next_due(uow.session, self.job_ids)
-        return tasks, served, due
+                pause = min(remaining, settings.claim_poll_interval_seconds)
+                if due is not None:
+                    pause = min(pause, max((due - utcnow()).total_seconds(), 0) + 0.001)
+                woken = await sub.wait(pause, consume=False)
+                tasks = await sub.take_handed()  # a submit in this process claimed for us
+                if tasks:
+                    break
+                if not woken and due is None and pause >= remaining:
+                    break  # nothing arrived and nothing fell due: no need to look
+            mark = db.notifier.seq
+            async with db.write(sink, standalone=True) as uow:
+                again = await _first_claim(uow, who, settings, seq=mark, waits=True, likely=woken)
+            tasks, due = again.tasks, again.due
+            sub.clear()
+            # Not merely "the worker's key was notified": on PostgreSQL this process
+            # also hears its own notifications again (LISTEN echoes them), possibly late.
+            if not tasks and set(again.job_ids) != set(first.job_ids):
+                break  # the worker now serves other jobs: let the client ask again
+            woken = not tasks and db.notifier.notified_since(job_keys, mark)
+    return tasks
 
 
 async def read_task(
@@ -378,27 +311,13 @@ async def read_task(
         changed = wait_for == "change" and known is not None and known != version
         if wait is None or task.status.is_terminal or changed:
             return task, False
-        task = await _wait_for_task(db, sub, actor, access, task, version, wait, wait_for)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (remaining := deadline - loop.time()) > 0:
+            if not await sub.wait(remaining):
+                break
+            async with db.read() as session:
+                task, now_version = await task_service.get_task(session, actor, access, task_id)
+            if task.status.is_terminal or (wait_for == "change" and now_version != version):
+                break
     return task, True
-
-
-async def _wait_for_task(
-    db: Database,
-    sub: Subscription,
-    actor: Actor,
-    access: RoomAccess,
-    task: TaskResponse,
-    version: int,
-    wait: float,
-    wait_for: str,
-) -> TaskResponse:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while (remaining := deadline - loop.time()) > 0:
-        if not await sub.wait(remaining):
-            break
-        async with db.read() as session:
-            task, now_version = await task_service.get_task(session, actor, access, task.id)
-        if task.status.is_terminal or (wait_for == "change" and now_version != version):
-            break
-    return task
