@@ -12,7 +12,7 @@ from itertools import accumulate
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pydantic_core
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -35,8 +35,11 @@ from zndraw_joblib_server.storage.records import UNLOADED, TaskRecord
 __all__ = [
     "announce",
     "check_size",
+    "count_rows",
+    "job_named",
     "job_names",
     "json_measure",
+    "page_of",
     "release",
     "release_all",
     "requeue",
@@ -147,6 +150,22 @@ def _surrogate_detail(what: str) -> str:
     )
 
 
+def job_named(room_id: str, category: str, name: str) -> Select[tuple[Job]]:
+    """SQL: the job of a name, deleted or not (names are unique)."""
+    return select(Job).where(Job.room_id == room_id, Job.category == category, Job.name == name)
+
+
+async def count_rows(session: AsyncSession, entity: Any, where: Sequence[Any]) -> int:
+    """How many rows of ``entity`` match ``where`` (a page's total)."""
+    stmt = select(func.count()).select_from(entity).where(*where)
+    return (await session.execute(stmt)).scalar() or 0
+
+
+def page_of(stmt: Select[Any], entity: Any, limit: int, offset: int) -> Select[Any]:
+    """One page of ``stmt``: newest first (then by id), ``limit`` rows from ``offset``."""
+    return stmt.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit).offset(offset)
+
+
 def remember_name(
     session: AsyncSession, job_id: uuid.UUID, room_id: str, category: str, name: str
 ) -> str:
@@ -185,15 +204,14 @@ def to_response(
     ``QueueCaches.unrenderable``), else every time.
     """
     payload, result = task.payload or {}, task.result
-    error, message = task.error, task.message
     if payload and not _renders(payload):
         payload = _unrenderable(task.id, "payload", logged)
     if result is not None and not _renders(result):
         result = _unrenderable(task.id, "result", logged)
-    if error and _SURROGATE.search(error) is not None:
-        error = _SURROGATE.sub("\ufffd", error)
-    if message and _SURROGATE.search(message) is not None:
-        message = _SURROGATE.sub("\ufffd", message)
+    # Unpaired surrogates cannot be encoded in the answer: replaced.
+    error, message = (
+        text and _SURROGATE.sub("\ufffd", text) for text in (task.error, task.message)
+    )
     return TaskResponse.model_construct(
         id=task.id,
         job_name=job_name,
@@ -319,15 +337,6 @@ def release_all(
     return [task for task, reason in pairs if release(task, now, settings, reason)]
 
 
-def backoff(settings: JobLibSettings, attempt: int) -> timedelta:
-    """Delay before the next attempt after ``attempt`` failed (the rule's backoff)."""
-    return timedelta(
-        seconds=backoff_seconds(
-            attempt, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
-        )
-    )
-
-
 def requeue(task: TaskRecord, now: datetime, settings: JobLibSettings) -> None:
     """Put an in-flight task back to pending, claimable after the backoff of its attempt."""
     task.status = TaskStatus.PENDING
@@ -337,7 +346,11 @@ def requeue(task: TaskRecord, now: datetime, settings: JobLibSettings) -> None:
     task.lease_expires_at = None
     task.deadline_at = None
     task.progress = None
-    task.run_after = now + backoff(settings, task.attempt)
+    task.run_after = now + timedelta(
+        seconds=backoff_seconds(
+            task.attempt, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+        )
+    )
 
 
 def release(task: TaskRecord, now: datetime, settings: JobLibSettings, reason: str) -> bool:
@@ -353,18 +366,16 @@ def release(task: TaskRecord, now: datetime, settings: JobLibSettings, reason: s
     task.deadline_at = None
     task.version += 1
     after = after_lost_attempt(task.cancel_requested, task.attempt, task.max_attempts)
-    if after == TaskStatus.CANCELLED:
-        task.status = TaskStatus.CANCELLED
-        task.completed_at = now
-        task.error = task.error or f"Cancelled ({reason})."
-        return False
     if after == TaskStatus.PENDING:
         requeue(task, now, settings)
         task.error = f"Attempt {task.attempt} lost: {reason}"
         return True
-    task.status = TaskStatus.FAILED
+    task.status = after
     task.completed_at = now
-    task.error = f"{reason} (attempt {task.attempt} of {task.max_attempts})."
+    if after == TaskStatus.CANCELLED:
+        task.error = task.error or f"Cancelled ({reason})."
+    else:
+        task.error = f"{reason} (attempt {task.attempt} of {task.max_attempts})."
     return False
 
 

@@ -30,12 +30,14 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.models import Job, Worker, WorkerJobLink
 from zndraw_joblib_server.services.access import Actor
+from zndraw_joblib_server.services.common import job_named
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 
 __all__ = [
     "InternalJobSpec",
     "check_internal_link",
+    "check_serves_internal",
     "create_internal_worker",
     "ensure_internal_jobs",
     "may_serve_internal",
@@ -73,6 +75,15 @@ def may_serve_internal(actor: Actor, settings: JobLibSettings) -> bool:
     return isinstance(email, str) and email.lower() in allowed
 
 
+def check_serves_internal(actor: Actor, settings: JobLibSettings) -> None:
+    """Raise :class:`Forbidden` unless ``actor`` may serve ``@internal`` jobs."""
+    if not may_serve_internal(actor, settings):
+        raise Forbidden(
+            "@internal jobs are registered by the host; only a superuser or an internal "
+            "worker account (internal_worker_emails) may serve them."
+        )
+
+
 async def check_internal_link(
     session: AsyncSession, actor: Actor, body: JobRegisterRequest, settings: JobLibSettings
 ) -> Job:
@@ -83,23 +94,10 @@ async def check_internal_link(
             job (nobody registers ``@internal`` jobs over HTTP).
         SchemaConflict: The worker's class has another schema than the host's.
     """
-    if not may_serve_internal(actor, settings):
-        raise Forbidden(
-            "@internal jobs are registered by the host; only a superuser or an internal "
-            "worker account (internal_worker_emails) may serve them."
-        )
-    job = (
-        await session.execute(
-            select(Job)
-            .where(
-                Job.room_id == INTERNAL_ROOM,
-                Job.category == body.category,
-                Job.name == body.name,
-                Job.deleted.is_(False),
-            )
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    check_serves_internal(actor, settings)
+    named = job_named(INTERNAL_ROOM, body.category, body.name)
+    stmt = named.where(Job.deleted.is_(False)).with_for_update()
+    job = (await session.execute(stmt)).scalar_one_or_none()
     if job is None:
         raise Forbidden(
             f"The host registered no job '{INTERNAL_ROOM}:{body.category}:{body.name}': "
@@ -149,18 +147,12 @@ async def ensure_internal_jobs(uow: UnitOfWork, specs: list[InternalJobSpec]) ->
     jobs: list[Job] = []
     changed = False
     for spec in specs:
-        job = (
-            await session.execute(
-                select(Job).where(
-                    Job.room_id == INTERNAL_ROOM,
-                    Job.category == spec.category,
-                    Job.name == spec.name,
-                )
-            )
-        ).scalar_one_or_none()
+        named = job_named(INTERNAL_ROOM, spec.category, spec.name)
+        job = (await session.execute(named)).scalar_one_or_none()
         if job is None:
-            job = Job(room_id=INTERNAL_ROOM, category=spec.category, name=spec.name)
-            job.schema_ = spec.schema
+            job = Job(
+                room_id=INTERNAL_ROOM, category=spec.category, name=spec.name, schema_=spec.schema
+            )
             try:
                 async with session.begin_nested():
                     session.add(job)
@@ -192,16 +184,8 @@ async def create_internal_worker(
     session.add(worker)
     await session.flush()
     for category, name in full_names:
-        job_id = (
-            await session.execute(
-                select(Job.id).where(
-                    Job.room_id == INTERNAL_ROOM,
-                    Job.category == category,
-                    Job.name == name,
-                    Job.deleted.is_(False),
-                )
-            )
-        ).scalar()
+        named = job_named(INTERNAL_ROOM, category, name).where(Job.deleted.is_(False))
+        job_id = (await session.execute(named.with_only_columns(Job.id))).scalar()
         if job_id is not None:
             session.add(WorkerJobLink(worker_id=worker.id, job_id=job_id))
     await session.flush()

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,8 +34,15 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
-from zndraw_joblib_server.services.common import check_size, remember_name, validate_room
-from zndraw_joblib_server.services.internal import check_internal_link, may_serve_internal
+from zndraw_joblib_server.services.common import (
+    check_size,
+    count_rows,
+    job_named,
+    page_of,
+    remember_name,
+    validate_room,
+)
+from zndraw_joblib_server.services.internal import check_internal_link, check_serves_internal
 from zndraw_joblib_server.services.liveness import has_live_worker, worker_is_live
 from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.services.validation import check_schema
@@ -61,52 +68,8 @@ __all__ = [
 
 
 async def _find_job(session: AsyncSession, room_id: str, category: str, name: str) -> Job | None:
-    stmt = (
-        select(Job)
-        .where(Job.room_id == room_id, Job.category == category, Job.name == name)
-        .with_for_update()
-    )
+    stmt = job_named(room_id, category, name).with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-def _reuse(job: Job, body: JobRegisterRequest) -> bool:
-    """Reactivate a deleted job or accept a same-schema one; True when reactivated."""
-    if job.deleted:
-        job.deleted = False
-        job.schema_ = body.schema_
-        return True
-    if job.schema_ != body.schema_:
-        raise SchemaConflict(
-            f"Job '{job.full_name}' is registered with a different schema; unregister its "
-            "workers first or use another name."
-        )
-    return False
-
-
-def _check_registration(
-    actor: Actor, room_id: str, body: JobRegisterRequest, settings: JobLibSettings
-) -> None:
-    validate_room(room_id)
-    if room_id == GLOBAL_ROOM and not actor.is_superuser:
-        raise Forbidden("Only a superuser may register @global jobs.")
-    if room_id == INTERNAL_ROOM and not may_serve_internal(actor, settings):
-        raise Forbidden(
-            "@internal jobs are registered by the host; only a superuser or an internal "
-            "worker account (internal_worker_emails) may serve them."
-        )
-    if room_id != INTERNAL_ROOM and body.category not in settings.allowed_categories:
-        raise InvalidCategory(
-            f"Category {body.category!r} is not allowed; allowed: "
-            f"{', '.join(settings.allowed_categories)}."
-        )
-    if not is_valid_job_part(body.category, MAX_CATEGORY_LENGTH) or not is_valid_job_part(
-        body.name
-    ):
-        raise InvalidJobName(
-            f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
-            "'/', control characters or surrounding spaces."
-        )
-    check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
 
 
 async def check_registration(
@@ -125,7 +88,24 @@ async def check_registration(
         ProblemError: The room, category, name or schema is refused, or the caller may not
             register here.
     """
-    _check_registration(actor, room_id, body, settings)
+    validate_room(room_id)
+    if room_id == GLOBAL_ROOM and not actor.is_superuser:
+        raise Forbidden("Only a superuser may register @global jobs.")
+    if room_id == INTERNAL_ROOM:
+        check_serves_internal(actor, settings)
+    if room_id != INTERNAL_ROOM and body.category not in settings.allowed_categories:
+        raise InvalidCategory(
+            f"Category {body.category!r} is not allowed; allowed: "
+            f"{', '.join(settings.allowed_categories)}."
+        )
+    if not is_valid_job_part(body.category, MAX_CATEGORY_LENGTH) or not is_valid_job_part(
+        body.name
+    ):
+        raise InvalidJobName(
+            f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
+            "'/', control characters or surrounding spaces."
+        )
+    check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
     await check_schema(body.schema_, settings, cache)
 
 
@@ -138,14 +118,20 @@ async def _take(job: Job, actor: Actor, body: JobRegisterRequest, access: JobAcc
     serves it, so the caller adopts it.
     """
     if not job.deleted:
-        _reuse(job, body)
+        if job.schema_ != body.schema_:
+            raise SchemaConflict(
+                f"Job '{job.full_name}' is registered with a different schema; unregister its "
+                "workers first or use another name."
+            )
         await check_serve(access, actor, job)
         return False
     if job.owner_id is None:
         job.owner_id = actor.id
     else:
         await check_serve(access, actor, job)
-    return _reuse(job, body)
+    job.deleted = False
+    job.schema_ = body.schema_
+    return True
 
 
 async def _worker_for(
@@ -343,20 +329,11 @@ async def list_jobs(
     if live is not None:
         served = has_live_worker(settings, utcnow())
         where.append(served if live else ~served)
-    total = (await session.execute(select(func.count()).select_from(Job).where(*where))).scalar()
+    total = await count_rows(session, Job, where)
     jobs: list[Any] = []
     if limit:
-        jobs = list(
-            (
-                await session.execute(
-                    select(Job)
-                    .where(*where)
-                    .order_by(Job.created_at.desc(), Job.id.desc())
-                    .limit(limit)
-                    .offset(offset)
-                )
-            ).scalars()
-        )
+        page = page_of(select(Job).where(*where), Job, limit, offset)
+        jobs = list((await session.execute(page)).scalars())
     serving = await workers_of(session, [j.id for j in jobs], settings)
     items = [
         JobSummary(
@@ -370,7 +347,7 @@ async def list_jobs(
         )
         for j in jobs
     ]
-    return Page[JobSummary](items=items, total=total or 0, limit=limit, offset=offset)
+    return Page[JobSummary](items=items, total=total, limit=limit, offset=offset)
 
 
 async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -392,7 +369,7 @@ async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list
         )
         .exists()
     )
-    rows = await uow.session.execute(
+    result = await uow.session.execute(
         update(Job)
         .where(
             Job.id.in_(job_ids),
@@ -405,11 +382,9 @@ async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list
         .returning(Job.id, Job.room_id)
         .execution_options(synchronize_session=False)
     )
-    deleted = []
-    for job_id, room in rows:
-        deleted.append(job_id)
-        uow.events.append(JobsChanged(room_id=room))
-    return deleted
+    rows = result.all()
+    uow.events.extend(JobsChanged(room_id=room) for _, room in rows)
+    return [job_id for job_id, _ in rows]
 
 
 async def unlink_worker(uow: UnitOfWork, worker_id: uuid.UUID) -> list[uuid.UUID]:

@@ -51,14 +51,6 @@ class SchemaInfo:
     expanded: int | None
 
 
-def _children(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return list(value.values())
-    if isinstance(value, list):
-        return value
-    return []
-
-
 def _check_node(node: dict[str, Any], where: str, settings: JobLibSettings) -> None:
     for key in _REF_KEYS:
         ref = node.get(key)
@@ -156,18 +148,15 @@ def _expanded(root: Any) -> int | None:
 
 def _linked(node: Any, root: Any) -> list[Any] | None:
     """A node's children plus its reference's target; None when a reference is opaque."""
-    children = _children(node)
     if not isinstance(node, dict):
-        return children
+        return node if isinstance(node, list) else []
     if isinstance(node.get("$dynamicRef"), str) or isinstance(node.get("$recursiveRef"), str):
         return None
     ref = node.get("$ref")
-    if isinstance(ref, str):
-        target = _resolve(root, ref)
-        if target is None:
-            return None
-        return [*children, target]
-    return children
+    if not isinstance(ref, str):
+        return list(node.values())
+    target = _resolve(root, ref)
+    return None if target is None else [*node.values(), target]
 
 
 def inspect_schema(schema: dict[str, Any], settings: JobLibSettings) -> SchemaInfo:

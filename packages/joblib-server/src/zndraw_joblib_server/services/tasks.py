@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +34,9 @@ from zndraw_joblib_server.services.claim import hand_off
 from zndraw_joblib_server.services.common import (
     announce,
     check_size,
+    count_rows,
     job_names,
+    page_of,
     to_response,
     validate_room,
 )
@@ -562,19 +564,12 @@ async def _list(
 ) -> Page[TaskResponse]:
     if status is not None:
         where = [*where, Task.status == status]
-    total = (await session.execute(select(func.count()).select_from(Task).where(*where))).scalar()
+    total = await count_rows(session, Task, where)
     tasks: list[TaskRecord] = []
     if limit:
-        tasks = await fetch(
-            session,
-            select(TASKS)
-            .where(*where)
-            .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
-            .limit(limit)
-            .offset(offset),
-        )
+        tasks = await fetch(session, page_of(select(TASKS).where(*where), Task, limit, offset))
     items = await respond_all(session, tasks)
-    return Page[TaskResponse](items=items, total=total or 0, limit=limit, offset=offset)
+    return Page[TaskResponse](items=items, total=total, limit=limit, offset=offset)
 
 
 async def list_room_tasks(

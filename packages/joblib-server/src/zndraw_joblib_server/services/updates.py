@@ -71,12 +71,6 @@ async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> Owners:
     return dict(rows.tuples().all())
 
 
-def _may_act(actor: Actor, task: TaskRecord, owners: Owners) -> bool:
-    if actor.is_superuser:
-        return True
-    return task.worker_id is not None and owners.get(task.worker_id) == actor.id
-
-
 def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     """Check the caller's worker still holds the lease; True for a harmless repeat."""
     if body.worker_id is None:
@@ -204,7 +198,9 @@ async def _update_one(
             return False, False
         if owner is None:
             raise LeaseLost(f"Worker {body.worker_id} no longer exists.")
-    elif not _may_act(actor, task, owners):
+    elif not actor.is_superuser and (
+        task.worker_id is None or owners.get(task.worker_id) != actor.id
+    ):
         if body.status == TaskStatus.CANCELLED and task.created_by_id == actor.id:
             await check_cancel(actor, access, task)
             return cancel_record(task, now), False
@@ -367,14 +363,7 @@ async def update_tasks(
     """
     bodies: list[tuple[uuid.UUID, TaskUpdateRequest]] = [(item.task_id, item) for item in items]
     outcomes = await _update_all(uow, actor, access, bodies, settings, snapshots=not minimal)
-    if minimal:
-        return [
-            TaskBatchUpdateOutcome(task_id=task_id, ok=False, problem=o.to_problem())
-            if isinstance(o, ProblemError)
-            else TaskBatchUpdateOutcome(task_id=task_id, ok=True)
-            for task_id, o in outcomes
-        ]
-    answers = await _responses(uow.session, outcomes)
+    answers = [o for _, o in outcomes] if minimal else await _responses(uow.session, outcomes)
     return [
         TaskBatchUpdateOutcome(task_id=item.task_id, ok=False, problem=answer.to_problem())
         if isinstance(answer, ProblemError)

@@ -87,25 +87,6 @@ def cached_bytes(cache: SizedCache) -> int:
     return cache.bytes
 
 
-async def _compiled(
-    schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache | None
-) -> Compiled:
-    """The schema compiled (off the event loop), from and into ``cache`` when given."""
-    text = json.dumps(schema, separators=(",", ":"))
-    found: Compiled | None = None if cache is None else cache.get(text)
-    if found is None:
-        found = await asyncio.to_thread(_compile, schema, text, settings)
-        if cache is not None:
-            cost = len(text) * _BYTES_PER_SCHEMA_BYTE
-            cache.put(text, found, cost, settings.schema_cache_bytes)
-    return found
-
-
-def _compile(schema: dict[str, Any], text: str, settings: JobLibSettings) -> Compiled:
-    info = inspect_schema(schema, settings)
-    return Compiled(text=text, validator=compile_schema(schema), info=info)
-
-
 async def check_schema(
     schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache | None = None
 ) -> None:
@@ -120,7 +101,7 @@ async def check_schema(
     Raises:
         InvalidSchema: The schema is refused.
     """
-    await _compiled(schema, settings, cache)
+    await compiled_for(schema, settings, cache)
 
 
 async def compiled_for(
@@ -137,7 +118,19 @@ async def compiled_for(
     Raises:
         InvalidSchema: The stored schema is refused (registered before the current limits).
     """
-    return await _compiled(schema, settings, cache)
+    text = json.dumps(schema, separators=(",", ":"))
+    found: Compiled | None = None if cache is None else cache.get(text)
+    if found is None:
+        found = await asyncio.to_thread(_compile, schema, text, settings)
+        if cache is not None:
+            cost = len(text) * _BYTES_PER_SCHEMA_BYTE
+            cache.put(text, found, cost, settings.schema_cache_bytes)
+    return found
+
+
+def _compile(schema: dict[str, Any], text: str, settings: JobLibSettings) -> Compiled:
+    info = inspect_schema(schema, settings)
+    return Compiled(text=text, validator=compile_schema(schema), info=info)
 
 
 def payload_errors(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,10 +22,15 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.domain.rules import lease_until
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
-from zndraw_joblib_server.services.common import announce, release_all, validate_room
-from zndraw_joblib_server.services.jobs import soft_delete_orphans, unlink_worker
+from zndraw_joblib_server.services.common import (
+    announce,
+    count_rows,
+    page_of,
+    release_all,
+    validate_room,
+)
+from zndraw_joblib_server.services.jobs import _worker_for, soft_delete_orphans, unlink_worker
 from zndraw_joblib_server.services.providers import drop_worker_providers
-from zndraw_joblib_server.services.quotas import check_worker_quota
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.records import TASKS, fetch, save
@@ -43,10 +49,7 @@ __all__ = [
 
 async def create_worker(uow: UnitOfWork, actor: Actor, settings: JobLibSettings) -> WorkerResponse:
     """Create a worker owned by ``actor`` (within the per-user worker quota)."""
-    await check_worker_quota(uow.session, actor, settings)
-    worker = Worker(user_id=actor.id)
-    uow.session.add(worker)
-    await uow.session.flush()
+    worker = await _worker_for(uow, actor, None, settings)
     return WorkerResponse(id=worker.id, last_heartbeat=worker.last_heartbeat)
 
 
@@ -155,21 +158,10 @@ async def remove_worker(
     await remove_workers(uow, [worker], settings, "worker disconnected")
 
 
-def _summary(worker: Worker, job_count: int) -> WorkerSummary:
-    return WorkerSummary(
-        id=worker.id,
-        last_heartbeat=worker.last_heartbeat,
-        job_count=job_count,
-        created_at=worker.created_at,
-    )
-
-
 async def _page(
-    session: AsyncSession, where: list[object], limit: int, offset: int
+    session: AsyncSession, where: list[Any], limit: int, offset: int
 ) -> Page[WorkerSummary]:
-    total = (
-        await session.execute(select(func.count()).select_from(Worker).where(*where))  # type: ignore[arg-type]
-    ).scalar()
+    total = await count_rows(session, Worker, where)
     items: list[WorkerSummary] = []
     if limit:
         count = (
@@ -178,15 +170,15 @@ async def _page(
             .correlate(Worker)
             .scalar_subquery()
         )
-        rows = await session.execute(
-            select(Worker, count)
-            .where(*where)  # type: ignore[arg-type]
-            .order_by(Worker.created_at.desc(), Worker.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        items = [_summary(w, n) for w, n in rows]
-    return Page[WorkerSummary](items=items, total=total or 0, limit=limit, offset=offset)
+        page = page_of(select(Worker, count).where(*where), Worker, limit, offset)
+        rows = await session.execute(page)
+        items = [
+            WorkerSummary(
+                id=w.id, last_heartbeat=w.last_heartbeat, job_count=n, created_at=w.created_at
+            )
+            for w, n in rows
+        ]
+    return Page[WorkerSummary](items=items, total=total, limit=limit, offset=offset)
 
 
 async def list_workers(session: AsyncSession, limit: int, offset: int) -> Page[WorkerSummary]:
