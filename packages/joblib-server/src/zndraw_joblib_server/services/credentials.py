@@ -16,6 +16,7 @@ from zndraw_joblib_core import (
     TaskTokenRequest,
     TaskTokenResponse,
 )
+from zndraw_joblib_server.domain.rules import lease_expired
 from zndraw_joblib_server.models import utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.workers import owned_worker
@@ -44,11 +45,10 @@ async def issue_task_token(
     row = await lease_row(session, task_id)
     if row is None:
         raise TaskNotFound(f"Task {task_id} not found.")
-    lease = row.lease_expires_at
     if (
         row.worker_id != worker.id
         or row.status not in ACTIVE_STATUSES
-        or (lease is not None and lease < utcnow())
+        or lease_expired(row.lease_expires_at, utcnow())
     ):
         raise LeaseLost(f"Worker {worker.id} does not hold task {task_id}.")
     user_id = worker.user_id

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import INTERNAL_ROOM, NoWorkersAvailable
@@ -35,15 +36,18 @@ def worker_is_live(settings: JobLibSettings, now: datetime) -> ColumnElement[boo
     return Worker.last_heartbeat >= stale_cutoff(settings, now)
 
 
-def has_live_worker(settings: JobLibSettings, now: datetime) -> ColumnElement[bool]:
-    """SQL, correlated to :class:`Job`: at least one live worker serves the job."""
+def _live_links(job_id: Any, settings: JobLibSettings, now: datetime) -> Select[Any]:
+    """SQL: the links of live workers to the job ``job_id`` (an id, or a correlated column)."""
     return (
         select(WorkerJobLink.job_id)
         .join(Worker, Worker.id == WorkerJobLink.worker_id)
-        .where(WorkerJobLink.job_id == Job.id, worker_is_live(settings, now))
-        .correlate(Job)
-        .exists()
+        .where(WorkerJobLink.job_id == job_id, worker_is_live(settings, now))
     )
+
+
+def has_live_worker(settings: JobLibSettings, now: datetime) -> ColumnElement[bool]:
+    """SQL, correlated to :class:`Job`: at least one live worker serves the job."""
+    return _live_links(Job.id, settings, now).correlate(Job).exists()
 
 
 async def check_live_workers(
@@ -59,14 +63,7 @@ async def check_live_workers(
     """
     if not settings.refuse_submit_without_workers or room_id == INTERNAL_ROOM:
         return
-    live = (
-        await session.execute(
-            select(WorkerJobLink.worker_id)
-            .join(Worker, Worker.id == WorkerJobLink.worker_id)
-            .where(WorkerJobLink.job_id == job_id, worker_is_live(settings, utcnow()))
-            .limit(1)
-        )
-    ).first()
+    live = (await session.execute(_live_links(job_id, settings, utcnow()).limit(1))).first()
     if live is None:
         raise NoWorkersAvailable(
             "No live worker serves this job; nothing was submitted. Start a worker for it "

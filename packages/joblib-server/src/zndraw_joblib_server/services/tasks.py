@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -81,6 +81,8 @@ __all__ = [
     "submit_tasks",
 ]
 
+E = TypeVar("E", bound=ProblemError)
+
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -107,6 +109,11 @@ def _refusal(failure: Failure, batch: bool) -> InvalidPayload:
         errors=listed,
         error_count=count,
     )
+    return _at_item(exc, index, batch)
+
+
+def _at_item(exc: E, index: int, batch: bool) -> E:
+    """``exc``, about entry ``index`` of a batch (its detail and extras name the entry)."""
     if batch:
         exc.detail = f"items[{index}]: {exc.detail}"
         exc.extras["item"] = index
@@ -128,9 +135,7 @@ async def _check_payloads(
                 "payload", body.payload, settings.max_payload_bytes, settings.max_json_depth
             )
         except ProblemError as exc:
-            if batch:
-                exc.detail = f"items[{index}]: {exc.detail}"
-                exc.extras["item"] = index
+            _at_item(exc, index, batch)
             raise
     if not schema:
         return
