@@ -166,9 +166,8 @@ _PATCH = frozenset({By.WORKER, By.SUPERUSER})
 
 TRANSITIONS: tuple[Transition, ...] = (
     Transition(_PENDING, TaskStatus.CLAIMED, frozenset({By.CLAIM, By.SUPERUSER}), Effect.CLAIM),
-    Transition(
-        _PENDING, TaskStatus.CANCELLED, frozenset({By.SUPERUSER, By.SUBMITTER}), Effect.CANCEL
-    ),
+    Transition(_PENDING, TaskStatus.CANCELLED, frozenset({By.SUPERUSER}), Effect.CANCEL),
+    Transition(_PENDING, TaskStatus.CANCELLED, frozenset({By.SUBMITTER}), Effect.CANCEL),
     Transition(frozenset({TaskStatus.CLAIMED}), TaskStatus.RUNNING, _PATCH, Effect.START),
     Transition(frozenset({TaskStatus.RUNNING}), None, _PATCH, Effect.PROGRESS),
     Transition(frozenset({TaskStatus.RUNNING}), TaskStatus.COMPLETED, _PATCH, Effect.FINISH),

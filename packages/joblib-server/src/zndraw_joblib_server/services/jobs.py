@@ -93,7 +93,7 @@ async def check_registration(
         raise Forbidden("Only a superuser may register @global jobs.")
     if room_id == INTERNAL_ROOM:
         check_serves_internal(actor, settings)
-    if room_id != INTERNAL_ROOM and body.category not in settings.allowed_categories:
+    elif body.category not in settings.allowed_categories:
         raise InvalidCategory(
             f"Category {body.category!r} is not allowed; allowed: "
             f"{', '.join(settings.allowed_categories)}."

@@ -95,9 +95,8 @@ def _walk(schema: Any, settings: JobLibSettings) -> tuple[int, bool]:
         if isinstance(value, dict):
             _check_node(value, where, settings)
             nested_id = nested_id or (depth > 1 and isinstance(value.get("$id"), str))
-            stack.extend((v, depth + 1, f"{where}/{k}") for k, v in value.items())
-        else:
-            stack.extend((v, depth + 1, f"{where}/{i}") for i, v in enumerate(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack.extend((v, depth + 1, f"{where}/{k}") for k, v in items)
     return nodes, nested_id
 
 

@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -81,8 +81,6 @@ __all__ = [
     "submit_tasks",
 ]
 
-E = TypeVar("E", bound=ProblemError)
-
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -109,11 +107,6 @@ def _refusal(failure: Failure, batch: bool) -> InvalidPayload:
         errors=listed,
         error_count=count,
     )
-    return _at_item(exc, index, batch)
-
-
-def _at_item(exc: E, index: int, batch: bool) -> E:
-    """``exc``, about entry ``index`` of a batch (its detail and extras name the entry)."""
     if batch:
         exc.detail = f"items[{index}]: {exc.detail}"
         exc.extras["item"] = index
@@ -135,7 +128,9 @@ async def _check_payloads(
                 "payload", body.payload, settings.max_payload_bytes, settings.max_json_depth
             )
         except ProblemError as exc:
-            _at_item(exc, index, batch)
+            if batch:
+                exc.detail = f"items[{index}]: {exc.detail}"
+                exc.extras["item"] = index
             raise
     if not schema:
         return

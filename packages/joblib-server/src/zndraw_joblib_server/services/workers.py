@@ -145,8 +145,7 @@ async def remove_workers(
     rooms = (
         await session.execute(select(Job.room_id).where(Job.id.in_(job_ids)).distinct())
     ).scalars()
-    for room in rooms:
-        uow.events.append(JobsChanged(room_id=room))
+    uow.events.extend(JobsChanged(room_id=room) for room in rooms)
     return len(tasks), len(deleted)
 
 
