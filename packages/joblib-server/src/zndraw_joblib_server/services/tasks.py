@@ -158,37 +158,6 @@ async def respond(session: AsyncSession, task: TaskRecord) -> TaskResponse:
     return (await respond_all(session, [task]))[0]
 
 
-def _row(
-    body: TaskSubmitRequest,
-    job_id: uuid.UUID,
-    room_id: str,
-    actor: Actor,
-    key: str | None,
-    now: datetime,
-    order: int,
-    settings: JobLibSettings,
-) -> dict[str, Any]:
-    """Every column of a new pending task, the ``order``-th of those submitted at ``now``.
-
-    Entries of one batch are created a microsecond apart, so they keep their order in the
-    queue and their positions stay distinct.
-    """
-    return new_task_row(
-        id=uuid.uuid4(),
-        job_id=job_id,
-        room_id=room_id,
-        created_by_id=actor.id,
-        payload=body.payload,
-        priority=body.priority,
-        run_after=max(body.run_after, now) if body.run_after else now,
-        created_at=now + timedelta(microseconds=order),
-        max_attempts=body.max_attempts or settings.default_max_attempts,
-        timeout_seconds=body.timeout_seconds,
-        lease_seconds=body.lease_seconds,
-        idempotency_key=key,
-    )
-
-
 async def _new_positions(
     session: AsyncSession, tasks: list[TaskRecord], store: Store
 ) -> dict[uuid.UUID, int]:
@@ -259,8 +228,23 @@ async def submit_tasks(
                 return await _repeat(session, found, bodies, keys, settings), False
         raise
     now = utcnow()
+    # Entries of one batch are created a microsecond apart, so they keep their order in the
+    # queue and their positions stay distinct.
     rows = [
-        _row(body, job.id, room_id, actor, None if keys is None else keys[i], now, i, settings)
+        new_task_row(
+            id=uuid.uuid4(),
+            job_id=job.id,
+            room_id=room_id,
+            created_by_id=actor.id,
+            payload=body.payload,
+            priority=body.priority,
+            run_after=max(body.run_after, now) if body.run_after else now,
+            created_at=now + timedelta(microseconds=i),
+            max_attempts=body.max_attempts or settings.default_max_attempts,
+            timeout_seconds=body.timeout_seconds,
+            lease_seconds=body.lease_seconds,
+            idempotency_key=None if keys is None else keys[i],
+        )
         for i, body in enumerate(bodies)
     ]
     earlier, positions = await _insert(uow, job.id, room_id, rows, keys)
