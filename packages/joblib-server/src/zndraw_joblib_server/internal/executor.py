@@ -51,11 +51,9 @@ class InternalExecutor(Protocol):
 
     async def start(self, runtime: InternalRuntime) -> None:
         """Begin serving (called by ``JobQueue.start`` after the jobs are registered)."""
-        ...
 
     async def stop(self) -> None:
         """Stop serving; tasks still running are released to be claimed again."""
-        ...
 
 
 class InProcessExecutor:

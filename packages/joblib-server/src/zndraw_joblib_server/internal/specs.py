@@ -27,12 +27,10 @@ class InternalExtension(Protocol):
     @classmethod
     def model_json_schema(cls) -> dict[str, Any]:
         """The JSON Schema of the payload."""
-        ...
 
     @classmethod
     def model_validate(cls, obj: Any) -> Any:
         """Build an instance from a payload."""
-        ...
 
 
 def spec_of(cls: type[Any]) -> InternalJobSpec:

@@ -35,7 +35,6 @@ class Store(Hashable, Protocol):
 
     def standalone(self) -> Store | None:
         """The store of work whose statements each commit alone (None: always a transaction)."""
-        ...
 
     async def claim(
         self,
@@ -56,7 +55,6 @@ class Store(Hashable, Protocol):
         Outside a transaction the statement beats the worker and claims only if it is
         ``user_id``'s. Keeps the worker's claim hint where it claims in one statement.
         """
-        ...
 
     async def report(
         self,
@@ -70,7 +68,6 @@ class Store(Hashable, Protocol):
         for a report the statement is not for. None: nothing was written (not tried, or
         not in order): the general path answers.
         """
-        ...
 
     async def insert_one(
         self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
@@ -81,7 +78,6 @@ class Store(Hashable, Protocol):
         was inserted, and its queue position where this store answers it in the same
         statement (None: the caller reads it, if it needs it).
         """
-        ...
 
     async def load_for_update(
         self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
@@ -91,7 +87,6 @@ class Store(Hashable, Protocol):
         Row-locked in a transaction; outside one nothing is locked and :meth:`save` guards.
         ``light``: only ``LIGHT_FIELDS`` are read.
         """
-        ...
 
     async def save(
         self, session: AsyncSession, tasks: Iterable[TaskRecord], *, skip_stale: bool = False
@@ -102,19 +97,15 @@ class Store(Hashable, Protocol):
         task changed meanwhile raises ``StaleRecord`` (nothing of it written); with
         ``skip_stale`` such a task is left as it is instead.
         """
-        ...
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column`` is one of the ids the select ``ids`` (of one column) returns."""
-        ...
 
     def kept_count(self, job_id: Any) -> Any:
         """SQL: the kept pending count of the job ``job_id`` (see ``storage.pending``)."""
-        ...
 
     def insert(self, table: Any) -> Any:
         """The database's ``INSERT`` into ``table``, with ``on_conflict_do_nothing``."""
-        ...
 
     async def touch_worker(
         self, session: AsyncSession, worker_id: uuid.UUID, user_id: Any, now: datetime
@@ -124,15 +115,12 @@ class Store(Hashable, Protocol):
         False when the worker does not exist or is not ``user_id``'s. Work
         outside a transaction may leave the beat to the claim statement.
         """
-        ...
 
     async def lock_exclusive(self, session: AsyncSession, key: int) -> None:
         """Hold the lock ``key`` until the transaction ends (writers take turns)."""
-        ...
 
     async def fold_counts(self, write: Write) -> None:
         """Compact the kept pending counts in a ``write`` (nothing where one row per job)."""
-        ...
 
 
 STORES: dict[str, Store] = {}

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import any_, bindparam, func, select, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.storage import positions, records
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
-from zndraw_joblib_server.storage.pending import counts_kept, kept_count
+from zndraw_joblib_server.storage.pending import counts_kept
 from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.base import SqlStore
 from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
-from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS, run_report
+from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS
 from zndraw_joblib_server.storage.stores.statements import LINKS, TOUCH, WORKERS
 
 __all__ = ["PostgresStore"]
@@ -43,15 +41,22 @@ _OWNER_AND_JOBS = prebuilt(
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """PostgreSQL, in a transaction (``alone=False``) or statement by statement (``alone``).
 
     Work alone is for the hot paths whose every statement is safe on its own (see
-    ``Database.write``): it saves the ``BEGIN`` and ``COMMIT`` round trips.
+    ``Database.write``): it saves the ``BEGIN`` and ``COMMIT`` round trips. Only alone does
+    a report check and write in one ``UPDATE``; the insert's ``RETURNING`` answers the
+    position too (one round trip, not two); a job's kept count is the sum of its count rows
+    (one per backend until folded), 0 without.
     """
 
+    dialect = "postgresql"
+    counting = True
+
     def __init__(self, alone: bool = False) -> None:
-        self._alone = alone
+        self.alone = alone
+        self.reports = frozenset(STATEMENTS if alone else ())
         self._standalone: Store | None = None if alone else PostgresStore(alone=True)
 
     def standalone(self) -> Store | None:
@@ -73,50 +78,17 @@ class PostgresStore:
         Alone, it also keeps the worker's claim hint (whether it served one job, and
         whether this claim found tasks) that decides its next claim's first try.
         """
-        if job_ids is None and not self._alone:
+        if job_ids is None and not self.alone:
             return None
         several = job_ids is not None and job_params(params, job_ids)
-        if self._alone:
+        if self.alone:
             params |= {"b_beat": params["b_now"], "b_user": user_id}
-        stmt = claim_statement(self, several, self._alone, job_ids is None, start)
+        stmt = claim_statement(self, several, self.alone, job_ids is None, start)
         tasks = await records.fetch(session, stmt, params)
-        if self._alone:  # the hint for the worker's next claim (see ``claim_tasks``)
+        if self.alone:  # the hint for the worker's next claim (see ``claim_tasks``)
             one_job = job_ids is None or len(job_ids) == 1
             caches_of(session).claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
         return tasks
-
-    async def report(
-        self,
-        session: AsyncSession,
-        status: TaskStatus,
-        params: Callable[[], dict[str, Any] | None],
-    ) -> records.TaskRecord | None:
-        """Alone: the report checks and writes in one ``UPDATE`` (in a transaction: None)."""
-        if not self._alone or status not in STATEMENTS:
-            return None
-        return await run_report(session, status, params)
-
-    async def insert_one(
-        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
-    ) -> tuple[bool, int | None]:
-        """The insert's ``RETURNING`` answers the position too (one round trip, not two)."""
-        return await positions.insert_one(session, self, row, keyed=keyed, counting=True)
-
-    async def load_for_update(
-        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
-    ) -> tuple[dict[uuid.UUID, records.TaskRecord], records.Owners]:
-        """Row-locked in a transaction; alone, unlocked (the save checks versions)."""
-        return await records.load_with_owners(session, ids, light=light, locked=not self._alone)
-
-    async def save(
-        self,
-        session: AsyncSession,
-        tasks: Iterable[records.TaskRecord],
-        *,
-        skip_stale: bool = False,
-    ) -> None:
-        """In a transaction, as SQLite; alone, each task only if its version is unchanged."""
-        await records.save(session, tasks, guarded=self._alone, skip_stale=skip_stale)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column = ANY(ARRAY(ids))``, matched through the primary key.
@@ -125,14 +97,6 @@ class PostgresStore:
         queue) may hash-join the whole tasks table instead.
         """
         return column == any_(func.array(ids.scalar_subquery()))
-
-    def insert(self, table: Any) -> Any:
-        """``INSERT`` in postgresql's dialect (its ``ON CONFLICT`` clause)."""
-        return postgresql.insert(table)
-
-    def kept_count(self, job_id: Any) -> Any:
-        """SQL: the sum of the job's count rows (one per backend until folded), 0 without."""
-        return kept_count("postgresql", job_id)
 
     async def touch_worker(
         self, session: AsyncSession, worker_id: uuid.UUID, user_id: Any, now: datetime
@@ -144,7 +108,7 @@ class PostgresStore:
         beating here only when there is nothing to claim.
         """
         params = {"b_worker_id": worker_id, "b_user_id": user_id, "b_now": now}
-        if not self._alone:
+        if not self.alone:
             rows = (await execute(session, _TOUCH_AND_JOBS, params)).all()
             return bool(rows), [job_id for _id, job_id in rows if job_id is not None]
         rows = (await execute(session, _OWNER_AND_JOBS, params)).all()

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.domain.rules import beat_due
-from zndraw_joblib_server.storage import positions, records
+from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
-from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.store import Store, Write
+from zndraw_joblib_server.storage.stores.base import SqlStore
 from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
-from zndraw_joblib_server.storage.stores.report_sql import run_report
 from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER, TOUCH
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore:
-    """SQLite: one transaction per write (no statement-alone mode), one count row per job."""
+class SqliteStore(SqlStore):
+    """SQLite: one transaction per write (no statement-alone mode), one count row per job.
+
+    Completions are reported in one ``UPDATE`` (a start's lease needs interval arithmetic);
+    a position read after an insert costs no round trip here; the job's count row is
+    ``NULL`` without one (only a hand edit removes it).
+    """
+
+    dialect = "sqlite"
+    counting = False
+    reports = frozenset({TaskStatus.COMPLETED})
 
     def standalone(self) -> Store | None:
         """None: work always runs in a transaction (the write gate makes it cheap)."""
@@ -62,50 +68,9 @@ class SqliteStore:
         caches.claim_hints.put(worker, (job_ids is None or len(job_ids) == 1, bool(tasks)))
         return tasks
 
-    async def report(
-        self,
-        session: AsyncSession,
-        status: TaskStatus,
-        params: Callable[[], dict[str, Any] | None],
-    ) -> records.TaskRecord | None:
-        """Completions in one ``UPDATE`` (a start's lease needs interval arithmetic: None)."""
-        if status != TaskStatus.COMPLETED:
-            return None
-        return await run_report(session, status, params)
-
-    async def insert_one(
-        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
-    ) -> tuple[bool, int | None]:
-        """The insert alone: a position read afterwards costs no round trip here."""
-        return await positions.insert_one(session, self, row, keyed=keyed, counting=False)
-
-    async def load_for_update(
-        self, session: AsyncSession, ids: Iterable[uuid.UUID], *, light: bool
-    ) -> tuple[dict[uuid.UUID, records.TaskRecord], records.Owners]:
-        """Row-locked as asked (SQLite locks nothing by row: the write gate excludes)."""
-        return await records.load_with_owners(session, ids, light=light, locked=True)
-
-    async def save(
-        self,
-        session: AsyncSession,
-        tasks: Iterable[records.TaskRecord],
-        *,
-        skip_stale: bool = False,
-    ) -> None:
-        """One ``executemany`` per set of changed columns (no task changes meanwhile)."""
-        await records.save(session, tasks, guarded=False, skip_stale=skip_stale)
-
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column IN (ids)``."""
         return column.in_(ids)
-
-    def insert(self, table: Any) -> Any:
-        """``INSERT`` in sqlite's dialect (its ``ON CONFLICT`` clause)."""
-        return sqlite.insert(table)
-
-    def kept_count(self, job_id: Any) -> Any:
-        """SQL: the job's count row; ``NULL`` without one (only a hand edit removes it)."""
-        return kept_count("sqlite", job_id)
 
     async def touch_worker(
         self,
