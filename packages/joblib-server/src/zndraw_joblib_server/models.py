@@ -98,8 +98,14 @@ class JoblibBase(DeclarativeBase):
     __table__: ClassVar[Table]  # every model here maps a table (typed for update()/insert())
 
 
+_PENDING = "status = 'pending'"
 _ACTIVE = "status IN ('claimed', 'running')"
 _FINISHED = "status IN ('completed', 'failed', 'cancelled')"
+
+
+def _partial(name: str, *columns: Any, where: str) -> Index:
+    """An index of the tasks with the statuses ``where`` names (partial on both databases)."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
 class Job(JoblibBase):
@@ -168,46 +174,20 @@ class Task(JoblibBase):
 
     __tablename__ = "joblib_task"
     __table_args__ = (
-        Index(
+        _partial(
             "ix_joblib_task_claim",
             "job_id",
             *(text(f"{name} DESC") if desc else name for name, desc in CLAIM_ORDER),
-            sqlite_where=text("status = 'pending'"),
-            postgresql_where=text("status = 'pending'"),
+            where=_PENDING,
         ),
         Index("ix_joblib_task_room", "room_id", "created_at"),
         Index("ix_joblib_task_room_status", "room_id", "status", "created_at"),
         Index("ix_joblib_task_job_room", "job_id", "room_id", "created_at"),
-        Index(
-            "ix_joblib_task_worker_active",
-            "worker_id",
-            sqlite_where=text(_ACTIVE),
-            postgresql_where=text(_ACTIVE),
-        ),
-        Index(
-            "ix_joblib_task_lease",
-            "lease_expires_at",
-            sqlite_where=text(_ACTIVE),
-            postgresql_where=text(_ACTIVE),
-        ),
-        Index(
-            "ix_joblib_task_deadline",
-            "deadline_at",
-            sqlite_where=text(_ACTIVE),
-            postgresql_where=text(_ACTIVE),
-        ),
-        Index(
-            "ix_joblib_task_user_pending",
-            "created_by_id",
-            sqlite_where=text("status = 'pending'"),
-            postgresql_where=text("status = 'pending'"),
-        ),
-        Index(
-            "ix_joblib_task_finished",
-            "completed_at",
-            sqlite_where=text(_FINISHED),
-            postgresql_where=text(_FINISHED),
-        ),
+        _partial("ix_joblib_task_worker_active", "worker_id", where=_ACTIVE),
+        _partial("ix_joblib_task_lease", "lease_expires_at", where=_ACTIVE),
+        _partial("ix_joblib_task_deadline", "deadline_at", where=_ACTIVE),
+        _partial("ix_joblib_task_user_pending", "created_by_id", where=_PENDING),
+        _partial("ix_joblib_task_finished", "completed_at", where=_FINISHED),
         UniqueConstraint("job_id", "room_id", "idempotency_key", name="uq_joblib_task_idem"),
     )
 

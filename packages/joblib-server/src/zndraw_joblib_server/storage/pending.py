@@ -45,7 +45,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Dialect,
     Integer,
     MetaData,
     Table,
@@ -102,37 +101,20 @@ _STATEMENTS = [
 ]
 
 
-def _when(dialect_name: str) -> Any:
-    """A DDL condition: the database is of ``dialect_name`` and has the tasks table.
+def _with_tasks(ddl: Any, target: Any, bind: Connection | None, *args: Any, **kw: Any) -> bool:
+    """A DDL condition: the database has the tasks table.
 
     ``create_all`` may have been asked for other tables only.
     """
-
-    def with_tasks(
-        ddl: Any,
-        target: Any,
-        bind: Connection | None,
-        tables: list[Table] | None = None,
-        state: Any = None,
-        *,
-        dialect: Dialect,
-        compiler: Any = None,
-        checkfirst: bool = True,
-    ) -> bool:
-        return bool(
-            dialect.name == dialect_name
-            and bind is not None
-            and inspect(bind).has_table("joblib_task")
-        )
-
-    return with_tasks
+    return bind is not None and inspect(bind).has_table("joblib_task")
 
 
 for _dialect, _statements in (("sqlite", _STATEMENTS), ("postgresql", pending_pg.STATEMENTS)):
-    _condition = _when(_dialect)
     for _sql in _statements:
         _ddl = DDL(_sql)  # type: ignore[no-untyped-call]
-        event.listen(Base.metadata, "after_create", _ddl.execute_if(callable_=_condition))
+        event.listen(
+            Base.metadata, "after_create", _ddl.execute_if(dialect=_dialect, callable_=_with_tasks)
+        )
 
 
 _READY: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
