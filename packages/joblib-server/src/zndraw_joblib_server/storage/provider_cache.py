@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from zndraw_joblib_server.models import ProviderRead, ProviderResult, utcnow
@@ -123,12 +123,13 @@ class DatabaseProviderCache:
         """Cache an answer and clear the read's in-flight mark (one transaction)."""
         now = utcnow()
         async with self.db.write() as uow:
-            session = uow.session
-            key = (ProviderResult.provider_id == provider_id) & (
-                ProviderResult.request_hash == request_hash
-            )
-            await session.execute(delete(ProviderResult).where(key))
-            session.add(
+            for model in (ProviderResult, ProviderRead):
+                await uow.session.execute(
+                    delete(model).where(
+                        model.provider_id == provider_id, model.request_hash == request_hash
+                    )
+                )
+            uow.session.add(
                 ProviderResult(
                     provider_id=provider_id,
                     request_hash=request_hash,
@@ -139,12 +140,6 @@ class DatabaseProviderCache:
                     expires_at=now + timedelta(seconds=ttl),
                 )
             )
-            await session.execute(
-                delete(ProviderRead).where(
-                    ProviderRead.provider_id == provider_id,
-                    ProviderRead.request_hash == request_hash,
-                )
-            )
 
     async def begin(
         self, read: PendingRead, worker_id: uuid.UUID, ttl: float, limit: int
@@ -153,59 +148,41 @@ class DatabaseProviderCache:
         now = utcnow()
         try:
             async with self.db.write() as uow:
-                return await self._begin(uow.session, read, worker_id, now, ttl, limit)
+                session = uow.session
+                found = await session.get(
+                    ProviderRead, (read.provider_id, read.request_hash), with_for_update=True
+                )
+                if found is None or found.expires_at <= now:  # new, or expired: (re)dispatch
+                    live = (
+                        await session.execute(
+                            select(func.count())
+                            .select_from(ProviderRead)
+                            .where(
+                                ProviderRead.provider_id == read.provider_id,
+                                ProviderRead.expires_at > now,
+                            )
+                        )
+                    ).scalar_one()
+                    if live >= limit:
+                        return "full"
+                    if found is None:
+                        found = ProviderRead(
+                            provider_id=read.provider_id,
+                            request_hash=read.request_hash,
+                            provider_name=read.provider_name,
+                            params=read.params,
+                        )
+                        session.add(found)
+                    found.created_at, found.expires_at = now, now + timedelta(seconds=ttl)
+                elif found.worker_id == worker_id:
+                    return "waiting"
+                # Handed out (again), or to the worker the provider moved to (registered
+                # again).
+                found.worker_id, found.dispatched_at = worker_id, None
+                await session.flush()
+                return "dispatch"
         except IntegrityError:  # marked concurrently by another process
             return "waiting"
-
-    @staticmethod
-    async def _begin(
-        session: object,
-        read: PendingRead,
-        worker_id: uuid.UUID,
-        now: datetime,
-        ttl: float,
-        limit: int,
-    ) -> Begun:
-        from sqlalchemy.ext.asyncio import AsyncSession
-
-        assert isinstance(session, AsyncSession)
-        found = await session.get(
-            ProviderRead, (read.provider_id, read.request_hash), with_for_update=True
-        )
-        if found is not None and found.expires_at > now:
-            if found.worker_id == worker_id:
-                return "waiting"
-            # The provider moved to another worker (registered again): hand it out there.
-            found.worker_id, found.dispatched_at = worker_id, None
-            await session.flush()
-            return "dispatch"
-        live = (
-            await session.execute(
-                select(func.count())
-                .select_from(ProviderRead)
-                .where(ProviderRead.provider_id == read.provider_id, ProviderRead.expires_at > now)
-            )
-        ).scalar_one()
-        if live >= limit:
-            return "full"
-        until = now + timedelta(seconds=ttl)
-        if found is not None:  # expired: hand it out again
-            found.created_at, found.expires_at, found.dispatched_at = now, until, None
-            found.worker_id = worker_id
-        else:
-            session.add(
-                ProviderRead(
-                    provider_id=read.provider_id,
-                    request_hash=read.request_hash,
-                    worker_id=worker_id,
-                    provider_name=read.provider_name,
-                    params=read.params,
-                    created_at=now,
-                    expires_at=until,
-                )
-            )
-        await session.flush()
-        return "dispatch"
 
     async def take(self, worker_id: uuid.UUID) -> list[PendingRead]:
         """The worker's reads not yet handed out, marked handed out."""
@@ -252,19 +229,14 @@ class DatabaseProviderCache:
                 await session.execute(select(func.count()).select_from(ProviderResult))
             ).scalar_one()
             if kept > max_entries:
+                key = tuple_(ProviderResult.provider_id, ProviderResult.request_hash)
                 oldest = (
                     select(ProviderResult.provider_id, ProviderResult.request_hash)
                     .order_by(ProviderResult.created_at)
                     .limit(kept - max_entries)
                 )
-                for provider_id, rhash in (await session.execute(oldest)).all():
-                    await session.execute(
-                        delete(ProviderResult).where(
-                            ProviderResult.provider_id == provider_id,
-                            ProviderResult.request_hash == rhash,
-                        )
-                    )
-                    dropped += 1
+                gone = await session.execute(delete(ProviderResult).where(key.in_(oldest)))
+                dropped += int(getattr(gone, "rowcount", 0) or 0)
         return dropped
 
 
@@ -363,10 +335,7 @@ _internal: weakref.WeakKeyDictionary[Database, MemoryProviderCache] = weakref.We
 
 def internal_cache_of(db: Database) -> MemoryProviderCache:
     """The answers of ``@internal`` providers: they run in this process, so are kept here."""
-    cache = _internal.get(db)
-    if cache is None:
-        cache = _internal[db] = MemoryProviderCache()
-    return cache
+    return _internal.setdefault(db, MemoryProviderCache())
 
 
 def use_provider_cache(db: Database, cache: ProviderCache) -> None:
@@ -376,9 +345,8 @@ def use_provider_cache(db: Database, cache: ProviderCache) -> None:
 
 def provider_cache_of(db: Database) -> ProviderCache:
     """The provider cache of ``db``: the one set, else the one the settings name."""
-    cache = _caches.get(db)
-    if cache is None:
+    found = _caches.get(db)
+    if found is None:
         memory = db.settings.provider_cache == "memory"
-        cache = MemoryProviderCache() if memory else DatabaseProviderCache(db)
-        _caches[db] = cache
-    return cache
+        found = _caches[db] = MemoryProviderCache() if memory else DatabaseProviderCache(db)
+    return found
