@@ -71,13 +71,9 @@ async def _check_params(
     if not schema:
         return
     compiled = await compiled_for(schema, settings, cache)
-    found = payload_errors(compiled.validator, params, settings.max_payload_errors)
-    if found is None:
-        return
-    if (
-        payload_errors(compiled.validator, decoded_params(params), settings.max_payload_errors)
-        is None
-    ):
+    most = settings.max_payload_errors
+    found = payload_errors(compiled.validator, params, most)
+    if found is None or payload_errors(compiled.validator, decoded_params(params), most) is None:
         return
     listed, count = found
     raise InvalidPayload(
@@ -209,13 +205,11 @@ async def _internal_result(
     try:
         async with asyncio.timeout(settings.provider_internal_timeout_seconds):
             data = await target.internal.run(params)
+    except TimeoutError:
+        seconds = settings.provider_internal_timeout_seconds
+        return failure_result(f"the read took longer than {seconds:g} s")
     except Exception as exc:  # the provider's failure is the read's answer
-        detail = (
-            f"{type(exc).__name__}: {exc}"[:2000]
-            if not isinstance(exc, TimeoutError)
-            else (f"the read took longer than {settings.provider_internal_timeout_seconds:g} s")
-        )
-        return failure_result(detail)
+        return failure_result(f"{type(exc).__name__}: {exc}"[:2000])
     if isinstance(data, bytes | bytearray | memoryview):
         return CachedResult(200, target.content_type, bytes(data))
     return CachedResult(200, target.content_type, json.dumps(data).encode())

@@ -140,13 +140,13 @@ async def check_registration(
     await check_schema(body.schema_, settings, cache)
 
 
-async def _find(session: AsyncSession, room_id: str, category: str, name: str) -> Provider | None:
-    stmt = (
-        select(Provider)
-        .where(Provider.room_id == room_id, Provider.category == category, Provider.name == name)
-        .with_for_update()
+async def _find(
+    session: AsyncSession, room_id: str, category: str, name: str, *, lock: bool = True
+) -> Provider | None:
+    stmt = select(Provider).where(
+        Provider.room_id == room_id, Provider.category == category, Provider.name == name
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return (await session.execute(stmt.with_for_update() if lock else stmt)).scalar_one_or_none()
 
 
 async def register_provider(
@@ -168,6 +168,7 @@ async def register_provider(
     session = uow.session
     worker = await _worker_for(uow, actor, body.worker_id, settings)
     found = await _find(session, room_id, body.category, body.name)
+    created = found is None
     if found is None:
         try:
             async with session.begin_nested():
@@ -182,14 +183,11 @@ async def register_provider(
                 )
                 session.add(found)
                 await session.flush()
-            created = True
         except IntegrityError:  # registered concurrently by another process
             found = await _find(session, room_id, body.category, body.name)
             if found is None:  # pragma: no cover - the conflicting row vanished again
                 raise
             created = False
-    else:
-        created = False
     if not created:
         if found.user_id != actor.id and not actor.is_superuser:
             raise Forbidden(f"Provider '{found.full_name}' belongs to another user.")
@@ -226,13 +224,7 @@ async def resolve(
         )
     if owner not in visible_rooms(room_id):
         raise ProviderNotFound(f"Provider '{full_name[:300]}' not found in room '{room_id}'.")
-    row = (
-        await session.execute(
-            select(Provider).where(
-                Provider.room_id == owner, Provider.category == category, Provider.name == name
-            )
-        )
-    ).scalar_one_or_none()
+    row = await _find(session, owner, category, name, lock=False)
     if row is None:
         raise ProviderNotFound(f"Provider '{full_name[:300]}' not found.")
     return Target.of(row)
@@ -293,11 +285,8 @@ async def delete_provider(uow: UnitOfWork, actor: Actor, provider_id: uuid.UUID)
 
 async def drop_worker_providers(uow: UnitOfWork, worker_ids: list[uuid.UUID]) -> int:
     """Delete the providers of workers about to be removed; how many there were."""
-    rows = list(
-        (
-            await uow.session.execute(select(Provider).where(Provider.worker_id.in_(worker_ids)))
-        ).scalars()
-    )
+    stmt = select(Provider).where(Provider.worker_id.in_(worker_ids))
+    rows = list(await uow.session.scalars(stmt))
     await _drop(uow, rows)
     return len(rows)
 
