@@ -110,10 +110,6 @@ class InternalProviders:
         """The provider of that full name, if registered."""
         return self._by_name.get(full_name)
 
-    def by_id(self, provider_id: uuid.UUID) -> InternalProvider | None:
-        """The provider of that id, if registered."""
-        return next((p for p in self._by_name.values() if p.id == provider_id), None)
-
     def all(self) -> list[InternalProvider]:
         """Every provider, by full name."""
         return [self._by_name[name] for name in sorted(self._by_name)]

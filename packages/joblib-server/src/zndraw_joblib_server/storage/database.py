@@ -117,9 +117,8 @@ class UnitOfWork:
     def wake_some(self, key: str, count: int = 1) -> None:
         """Wake ``count`` more long-polls waiting on ``key`` after commit."""
         current = self.wake.get(key, 0)
-        if key in self.wake and current is None:
-            return
-        self.wake[key] = (current or 0) + count
+        if current is not None:  # a wake-all stays one
+            self.wake[key] = current + count
 
     def wake_fewer(self, key: str, count: int) -> None:
         """Wake ``count`` fewer long-polls waiting on ``key`` (a wake-all stays one)."""
@@ -148,9 +147,9 @@ class Database:
         """The database's store (services ask it, never the dialect)."""
         self._standalone = self.store.standalone()
         use_gate = settings.enable_db_lock
-        if use_gate is None:
-            use_gate = self.dialect == "sqlite"
-        self.gate: asyncio.Lock | None = asyncio.Lock() if use_gate else None
+        self.gate: asyncio.Lock | None = (
+            asyncio.Lock() if use_gate or (use_gate is None and self.dialect == "sqlite") else None
+        )
         path = sqlite_file_of(str(bind.url)) if bind is not None else None
         self.file_watch: FileWatch | None = FileWatch(path) if path else None
         """SQLite file databases: whether the file is still the one opened (health, writes)."""
@@ -165,14 +164,10 @@ class Database:
             event.listen(bind.sync_engine, "before_cursor_execute", self._count)
         self.direct = DirectStatements(self._count)
         """Runs this database's prebuilt statements on the driver (see ``storage.direct``)."""
-        self._autocommit_engine: AsyncEngine | None = (
-            bind.execution_options(isolation_level="AUTOCOMMIT")
-            if bind is not None and self._standalone is not None
-            else None
-        )
         self._kept: KeptConnections | None = None
-        if self._autocommit_engine is not None:  # its listeners are the engine's
-            self._kept = KeptConnections(self._autocommit_engine, settings.db_ping_idle_seconds)
+        if bind is not None and self._standalone is not None:  # its listeners are the engine's
+            autocommit = bind.execution_options(isolation_level="AUTOCOMMIT")
+            self._kept = KeptConnections(autocommit, settings.db_ping_idle_seconds)
         self.upkeep = ClaimUpkeep(
             bind if self.dialect == "postgresql" else None, settings.vacuum_after_claims
         )
@@ -261,7 +256,7 @@ class Database:
                 fails later, as its writes stand. The unit of work's store is then the
                 store's :meth:`~.store.Store.standalone` one. Ignored on other databases.
         """
-        single = standalone and self._autocommit_engine is not None
+        single = standalone and self._kept is not None
         async with self._gate():
             if self.file_watch is not None:
                 self.file_watch.check()  # a write into a deleted file would be lost
@@ -272,9 +267,8 @@ class Database:
                 # Joins the writer's transaction; commits and rollbacks are the writer's.
                 session = self.session_maker(bind=writer)
                 session.info[_CONNECTION] = (None, line)
-            elif single:
+            elif single and self._kept is not None:
                 # A connection of its own, past the session's transaction bookkeeping.
-                assert self._kept is not None
                 own, kept_session = await self._kept.take()
                 if kept_session is None:  # a new connection: its session is kept with it
                     kept_session = self.session_maker(bind=own)
@@ -316,8 +310,7 @@ class Database:
                     session.sync_session.close()  # nothing underneath awaits
                 else:
                     await session.close()
-                if own is not None:
-                    assert self._kept is not None
+                if own is not None and self._kept is not None:
                     await self._kept.give_back(own, session)
         await self._after(uow, sink)
 
@@ -335,25 +328,17 @@ class Database:
         session holds is flushed into it first); otherwise the session's own transaction,
         without greenlets when its connection is inline.
         """
+        sync = session.sync_session
         if line is not None:
-            if not commit:
-                line.rollback()
-                return
-            if session.sync_session.in_transaction():
-                session.sync_session.flush()
-            line.commit()
+            if commit and sync.in_transaction():
+                sync.flush()
+            (line.commit if commit else line.rollback)()
         elif self._learn_inline(session):
-            sync = session.sync_session
-            if commit:
-                sync.commit()
-            else:
-                sync.rollback()
-        elif not session.sync_session.in_transaction():
-            return  # the session never ran anything itself (its statements ran directly)
-        elif commit:
-            await session.commit()
-        else:
-            await session.rollback()
+            (sync.commit if commit else sync.rollback)()
+        # Otherwise nothing to end when the session never ran anything itself (its
+        # statements ran directly).
+        elif sync.in_transaction():
+            await (session.commit() if commit else session.rollback())
 
     def _learn_inline(self, session: AsyncSession) -> bool:
         """Whether the session's connection is inline SQLite (learnt from the first one).

@@ -181,13 +181,11 @@ class Notifier:
             yield sub
         finally:
             for key in sub.keys:
-                subs = self._waiters.get(key)
-                if subs is None:
-                    continue
+                subs = self._waiters.get(key, [])
                 if sub in subs:
                     subs.remove(sub)
                 if not subs:
-                    del self._waiters[key]
+                    self._waiters.pop(key, None)
 
     def notify(self, key: str, limit: int | None = None) -> int:
         """Wake the subscribers of ``key``.

@@ -75,27 +75,25 @@ class PostgresPubSub:
     async def start(self) -> None:
         """Start listening (idempotent); waits briefly for the first connection."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="zndraw-joblib-listen")
+            listen = self._dedicated("LISTEN", self._listen)
+            self._task = asyncio.create_task(listen, name="zndraw-joblib-listen")
         if self._publisher is None or self._publisher.done():
-            self._publisher = asyncio.create_task(self._publish(), name="zndraw-joblib-notify")
+            publish = self._dedicated("NOTIFY", self._send_queued)
+            self._publisher = asyncio.create_task(publish, name="zndraw-joblib-notify")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), 5)
 
     async def stop(self) -> None:
         """Send what is still queued (briefly), stop listening and close the connections."""
-        if self._publisher is not None:
-            if not self._idle.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._idle.wait(), 2)
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
-            self._publisher = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._publisher is not None and not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 2)
+        for task in (self._publisher, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._publisher = self._task = None
 
     def queue(self, wake: dict[str, int | None]) -> None:
         """Queue wake-up keys of a committed transaction for the other processes.
@@ -105,16 +103,10 @@ class PostgresPubSub:
         """
         pending = self._pending
         for key, count in wake.items():
-            if key in pending:
-                known = pending[key]
-                pending[key] = None if known is None or count is None else known + count
-            else:
-                pending[key] = count
+            known = pending.get(key, 0)
+            pending[key] = None if known is None or count is None else known + count
         self._idle.clear()
         self._queued.set()
-
-    async def _publish(self) -> None:
-        await self._dedicated("NOTIFY", self._send_queued)
 
     async def _send_queued(self, driver: Any) -> None:
         """Send what is queued, whenever something is, until the connection fails."""
@@ -143,9 +135,6 @@ class PostgresPubSub:
             key, _, count = line.rpartition(" ")
             if key:
                 self._notifier.notify(key, None if count == "*" else int(count))
-
-    async def _run(self) -> None:
-        await self._dedicated("LISTEN", self._listen)
 
     async def _dedicated(self, purpose: str, use: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``use`` with the driver connection of a connection of its own, for ever.
