@@ -26,21 +26,16 @@ async def ensure_service_user(database: Database, email: str = SERVICE_EMAIL) ->
     log in as it. Several processes starting together may race: the unique e-mail keeps one
     row, and the loser reads it.
     """
+    lookup = select(User.id).where(func.lower(User.email) == email.lower())
     async with database.read() as session:
-        found = (
-            await session.execute(select(User.id).where(func.lower(User.email) == email.lower()))
-        ).scalar()
+        found = await session.scalar(lookup)
     if found is not None:
         return uuid.UUID(str(found))
     hashed = await anyio.to_thread.run_sync(PasswordHelper().hash, secrets.token_urlsafe(32))
     for _ in range(2):
         try:
             async with database.write() as uow:
-                found = (
-                    await uow.session.execute(
-                        select(User.id).where(func.lower(User.email) == email.lower())
-                    )
-                ).scalar()
+                found = await uow.session.scalar(lookup)
                 if found is not None:
                     return uuid.UUID(str(found))
                 user = User(email=email, hashed_password=hashed, is_active=True)

@@ -51,10 +51,8 @@ class InternalRuntime:
 
     async def register_worker(self) -> uuid.UUID:
         """Create a worker linked to every internal job of :attr:`extensions`."""
-        names = []
-        for full_name in self.extensions:
-            _, category, name = full_name.split(":")
-            names.append((category, name))
+        parts = (full_name.split(":") for full_name in self.extensions)
+        names = [(category, name) for _, category, name in parts]
         async with self._db.write(self._sink) as uow:
             return await create_internal_worker(uow, self.actor.id, names)
 

@@ -33,17 +33,22 @@ from zndraw_joblib_server.storage.store import Store
 __all__ = ["insert_one", "new_position", "queue_positions"]
 
 
-def _counts_ahead(
-    job_id: Any, priority: Any, run_after: Any, created_at: Any, *, behind: bool = False
-) -> Any:
+_AHEAD_FIELDS = ("job_id", "priority", "run_after", "created_at")
+"""What places a task in its job's queue."""
+
+
+def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
     """SQL: how many pending tasks of the job are claimed before (``behind``: after) one.
 
-    The task is given by its ``job_id``, ``priority``, ``run_after`` and ``created_at``.
+    The task is given by parameters named ``prefix`` + each of :data:`_AHEAD_FIELDS`.
     Three counts over ranges of the claim index (higher priority; same priority and due
     earlier; same priority and due time, created earlier), so each walks only the entries
     it counts instead of testing every pending task of the job against an ``OR``.
     """
     c = TASKS.c
+    job_id, priority, run_after, created_at = (
+        task_param(f"{prefix}{name}", name) for name in _AHEAD_FIELDS
+    )
     pending = [c.job_id == job_id, status_is(TaskStatus.PENDING)]
     ranges = [
         [c.priority < priority if behind else c.priority > priority],
@@ -59,16 +64,6 @@ def _counts_ahead(
         for r in ranges
     ]
     return counts[0] + counts[1] + counts[2]
-
-
-_AHEAD_FIELDS = ("job_id", "priority", "run_after", "created_at")
-"""What places a task in its job's queue (the parameters of :func:`_counts_ahead`)."""
-
-
-def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
-    """:func:`_counts_ahead` of parameters named ``prefix`` + each of :data:`_AHEAD_FIELDS`."""
-    params = (task_param(f"{prefix}{name}", name) for name in _AHEAD_FIELDS)
-    return _counts_ahead(*params, behind=behind)
 
 
 _AHEAD_OF_ONE = prebuilt(select(_counts_ahead_of("")))
