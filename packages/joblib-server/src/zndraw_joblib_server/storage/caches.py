@@ -109,6 +109,5 @@ def caches_of(session: AsyncSession) -> QueueCaches:
     """The caches of the queue that opened ``session`` (fresh ones for a foreign session)."""
     found = session.info.get(_KEY)
     if found is None:
-        found = QueueCaches()
-        session.info[_KEY] = found
+        found = session.info[_KEY] = QueueCaches()
     return found

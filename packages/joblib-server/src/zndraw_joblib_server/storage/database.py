@@ -411,8 +411,7 @@ def get_database(
     session_maker = queue_session_maker(session_maker)
     db = _databases.get(session_maker)
     if db is None:
-        db = Database(session_maker, settings)
-        _databases[session_maker] = db
+        db = _databases[session_maker] = Database(session_maker, settings)
     return db
 
 

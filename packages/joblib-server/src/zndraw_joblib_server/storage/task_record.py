@@ -31,9 +31,6 @@ class _Unloaded:
     def __eq__(self, other: object) -> bool:
         return other is self
 
-    def __ne__(self, other: object) -> bool:
-        return other is not self
-
     def __hash__(self) -> int:
         return 0
 
