@@ -98,9 +98,7 @@ class InternalProviders:
     """The ``@internal`` providers of one app, by full name."""
 
     def __init__(self, providers: Iterable[InternalProvider] = ()) -> None:
-        self._by_name: dict[str, InternalProvider] = {}
-        for provider in providers:
-            self.add(provider)
+        self._by_name = {provider.full_name: provider for provider in providers}
 
     def add(self, provider: InternalProvider) -> None:
         """Register (or replace) a provider."""
