@@ -418,9 +418,10 @@ async def _one_statement(
     got = _columns(SimpleNamespace(**await scene.load(row["id"])))
     if answer is None:
         assert got == _columns(SimpleNamespace(**row)), "declined, yet wrote"
-        usual = (
+        usual = (  # the statement is for a worker's report on its own task (worker named)
             refusal is None
             and body.status in statuses
+            and body.worker_id is not None
             and not actor.is_superuser
             and got != expected
         )
