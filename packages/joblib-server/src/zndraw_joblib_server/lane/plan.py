@@ -129,14 +129,13 @@ def compile_plan(endpoint: Callable[..., Any], path_names: set[str]) -> Plan:
     Raises:
         Unsupported: The endpoint or one of its dependencies uses an unsupported feature.
     """
-    inputs: dict[tuple[str, str], _Input] = {}
-    calls: dict[int, _Call] = {}
-    root = _compile(endpoint, path_names, inputs, calls, depth=0)
-    bodies = [i for i in inputs.values() if i.where == "body"]
+    compiler = _Compiler(path_names)
+    root = compiler.compile(endpoint, depth=0)
+    bodies = [i for i in compiler.inputs.values() if i.where == "body"]
     if len(bodies) > 1:
         raise Unsupported("more than one body parameter")
-    deps = frozenset(c.call for c in calls.values() if c is not root)
-    return Plan(root, list(inputs.values()), deps, bool(bodies))
+    deps = frozenset(c.call for c in compiler.calls.values() if c is not root)
+    return Plan(root, list(compiler.inputs.values()), deps, bool(bodies))
 
 
 def _is_async(call: Callable[..., Any]) -> bool:
@@ -154,73 +153,66 @@ def _hints(call: Callable[..., Any]) -> dict[str, Any]:
         raise Unsupported(f"annotations of {call!r}: {exc}") from exc
 
 
-def _compile(
-    call: Callable[..., Any],
-    path_names: set[str],
-    inputs: dict[tuple[str, str], _Input],
-    calls: dict[int, _Call],
-    depth: int,
-) -> _Call:
-    if depth > 16:
-        raise Unsupported("dependencies nested too deeply")
-    known = calls.get(id(call))
-    if known is not None:
-        return known
-    if not _is_async(call) or inspect.isasyncgenfunction(call):
-        raise Unsupported(f"{call!r} is not a plain async callable")
-    node = _Call(call)
-    hints = _hints(call)
-    for name, param in inspect.signature(call).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise Unsupported(f"{call!r} takes *args or **kwargs")
-        annotation = hints.get(name, param.annotation)
-        node.args.append(
-            _argument(name, annotation, param.default, path_names, inputs, calls, depth)
-        )
-    calls[id(call)] = node
-    return node
+@dataclass
+class _Compiler:
+    """The inputs and calls of one endpoint's tree, collected while it is compiled."""
 
+    path_names: set[str]
+    inputs: dict[tuple[str, str], _Input] = field(default_factory=dict)
+    calls: dict[int, _Call] = field(default_factory=dict)
 
-def _argument(
-    name: str,
-    annotation: Any,
-    default: Any,
-    path_names: set[str],
-    inputs: dict[tuple[str, str], _Input],
-    calls: dict[int, _Call],
-    depth: int,
-) -> _Arg:
-    if annotation is Request or annotation is HTTPConnection:
-        return _Arg(name, "request")
-    if annotation is Response:
-        return _Arg(name, "response")
-    base, meta = annotation, []
-    if get_origin(annotation) is Annotated:
-        base, *meta = get_args(annotation)
-    if isinstance(default, params.Depends | params.Param | params.Body):
-        meta, default = [*meta, default], inspect.Parameter.empty
-    markers = [m for m in meta if isinstance(m, params.Depends | params.Param | params.Body)]
-    if len(markers) > 1:
-        raise Unsupported(f"parameter {name!r} has several markers")
-    marker = markers[0] if markers else None
-    if isinstance(marker, params.Depends):
-        if isinstance(marker, params.Security) or not marker.use_cache:
-            raise Unsupported(f"parameter {name!r}: security scopes or use_cache=False")
-        if marker.dependency is None:
-            raise Unsupported(f"parameter {name!r}: Depends() without a callable")
-        return _Arg(name, _compile(marker.dependency, path_names, inputs, calls, depth + 1))
-    where = _location(name, base, marker, path_names)
-    alias = _alias(name, marker, where)
-    if default is inspect.Parameter.empty:
-        default = getattr(marker, "default", PydanticUndefined)
-    unset = (inspect.Parameter.empty, PydanticUndefined, ...)
-    value_default = _MISSING if default in unset else default
-    key = (where, alias)
-    if key in inputs:
-        raise Unsupported(f"input {key} read twice")
-    item = _Input(where, alias, TypeAdapter(annotation), value_default)
-    inputs[key] = item
-    return _Arg(name, item)
+    def compile(self, call: Callable[..., Any], depth: int) -> _Call:
+        """The call node of ``call`` (one per callable), its parameters compiled."""
+        if depth > 16:
+            raise Unsupported("dependencies nested too deeply")
+        known = self.calls.get(id(call))
+        if known is not None:
+            return known
+        if not _is_async(call) or inspect.isasyncgenfunction(call):
+            raise Unsupported(f"{call!r} is not a plain async callable")
+        node = _Call(call)
+        hints = _hints(call)
+        for name, param in inspect.signature(call).parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise Unsupported(f"{call!r} takes *args or **kwargs")
+            annotation = hints.get(name, param.annotation)
+            node.args.append(self.argument(name, annotation, param.default, depth))
+        self.calls[id(call)] = node
+        return node
+
+    def argument(self, name: str, annotation: Any, default: Any, depth: int) -> _Arg:
+        """How the parameter ``name`` of a call at ``depth`` gets its value."""
+        if annotation is Request or annotation is HTTPConnection:
+            return _Arg(name, "request")
+        if annotation is Response:
+            return _Arg(name, "response")
+        base, meta = annotation, []
+        if get_origin(annotation) is Annotated:
+            base, *meta = get_args(annotation)
+        if isinstance(default, params.Depends | params.Param | params.Body):
+            meta, default = [*meta, default], inspect.Parameter.empty
+        markers = [m for m in meta if isinstance(m, params.Depends | params.Param | params.Body)]
+        if len(markers) > 1:
+            raise Unsupported(f"parameter {name!r} has several markers")
+        marker = markers[0] if markers else None
+        if isinstance(marker, params.Depends):
+            if isinstance(marker, params.Security) or not marker.use_cache:
+                raise Unsupported(f"parameter {name!r}: security scopes or use_cache=False")
+            if marker.dependency is None:
+                raise Unsupported(f"parameter {name!r}: Depends() without a callable")
+            return _Arg(name, self.compile(marker.dependency, depth + 1))
+        where = _location(name, base, marker, self.path_names)
+        alias = _alias(name, marker, where)
+        if default is inspect.Parameter.empty:
+            default = getattr(marker, "default", PydanticUndefined)
+        unset = (inspect.Parameter.empty, PydanticUndefined, ...)
+        value_default = _MISSING if default in unset else default
+        key = (where, alias)
+        if key in self.inputs:
+            raise Unsupported(f"input {key} read twice")
+        item = _Input(where, alias, TypeAdapter(annotation), value_default)
+        self.inputs[key] = item
+        return _Arg(name, item)
 
 
 def _location(name: str, base: Any, marker: Any, path_names: set[str]) -> str:
