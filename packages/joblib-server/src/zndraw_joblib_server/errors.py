@@ -46,20 +46,11 @@ logger = logging.getLogger("zndraw_joblib_server")
 PROBLEM_JSON = "application/problem+json"
 """The media type of problem responses."""
 
+# The generic problem type of each status (the first one defined: bad-request, not-found...).
 _BY_STATUS = {
     cls.status: cls
-    for cls in reversed(list(PROBLEM_TYPES.values()))
-    if cls.slug
-    in {
-        "bad-request",
-        "unauthorized",
-        "forbidden",
-        "not-found",
-        "method-not-allowed",
-        "payload-too-large",
-        "unsupported-media-type",
-        "service-unavailable",
-    }
+    for cls in reversed(PROBLEM_TYPES.values())
+    if cls.status in {400, 401, 403, 404, 405, 413, 415, 503}
 }
 
 
