@@ -131,27 +131,17 @@ def emissions_for(events: Sequence[Event], *, task_available: bool = True) -> li
     for event in events:
         if isinstance(event, TaskStatusChanged):
             found[(TASK_STATUS_EVENT, str(event.task_id))] = _task_status(event)
-        elif isinstance(event, JobsChanged):
-            found[(JOBS_INVALIDATE, event.room_id)] = Emission(
-                JOBS_INVALIDATE, {}, room_of(event.room_id)
-            )
-        elif isinstance(event, ProvidersChanged):
-            found[(PROVIDERS_INVALIDATE, event.room_id)] = Emission(
-                PROVIDERS_INVALIDATE, {}, room_of(event.room_id)
-            )
+        elif isinstance(event, JobsChanged | ProvidersChanged):
+            name = JOBS_INVALIDATE if isinstance(event, JobsChanged) else PROVIDERS_INVALIDATE
+            found[(name, event.room_id)] = Emission(name, {}, room_of(event.room_id))
         elif isinstance(event, ProviderResultReady):
-            found[(PROVIDER_RESULT_READY, f"{event.provider_name}\n{event.request_hash}")] = (
-                _result_ready(event.room_id, event.provider_name, event.request_hash)
-            )
+            key = (PROVIDER_RESULT_READY, f"{event.provider_name}\n{event.request_hash}")
+            found[key] = _result_ready(event.room_id, event.provider_name, event.request_hash)
         elif isinstance(event, TaskAvailable) and task_available:
-            found[(TASK_AVAILABLE, str(event.task_id))] = Emission(
-                TASK_AVAILABLE,
-                {
-                    "job_name": event.job_name,
-                    "room_id": event.room_id,
-                    "task_id": str(event.task_id),
-                },
-                job_room(event.job_name),
+            task_id = str(event.task_id)
+            data = {"job_name": event.job_name, "room_id": event.room_id, "task_id": task_id}
+            found[(TASK_AVAILABLE, task_id)] = Emission(
+                TASK_AVAILABLE, data, job_room(event.job_name)
             )
     return list(found.values())
 
