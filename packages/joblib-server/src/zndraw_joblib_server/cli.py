@@ -14,6 +14,19 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any, NoReturn
 
+from alembic.util import CommandError
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from zndraw_auth import AuthSettings
+
+from zndraw_joblib_server.logging_setup import configure_json_logging, uvicorn_config
+from zndraw_joblib_server.migrations import SchemaNotCurrent, commands, ensure_schema
+from zndraw_joblib_server.migrations.predecessor import PredecessorMissing
+from zndraw_joblib_server.settings import JobLibSettings
+from zndraw_joblib_server.startup import StartupRefused, ensure_admin, resolve_secret
+from zndraw_joblib_server.storage import create_engine
+from zndraw_joblib_server.storage.preflight import DatabaseUnusable, check_database
+
 __all__ = ["main"]
 
 _MAX_HEAD_BYTES = 64 * 1024
@@ -89,14 +102,6 @@ async def _preflight() -> None:
     Raises:
         StartupRefused: The configuration is unsafe (see :mod:`zndraw_joblib_server.startup`).
     """
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-    from zndraw_auth import AuthSettings
-
-    from zndraw_joblib_server.migrations import ensure_schema
-    from zndraw_joblib_server.settings import JobLibSettings
-    from zndraw_joblib_server.startup import ensure_admin, resolve_secret
-    from zndraw_joblib_server.storage import create_engine
-
     settings = JobLibSettings()
     auth_settings = resolve_secret(settings, AuthSettings())
     engine = create_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
@@ -108,11 +113,6 @@ async def _preflight() -> None:
 
 
 def _check_startup() -> None:
-    from pydantic import ValidationError
-
-    from zndraw_joblib_server.migrations import SchemaNotCurrent
-    from zndraw_joblib_server.startup import StartupRefused
-
     try:
         asyncio.run(_preflight())
     except (StartupRefused, SchemaNotCurrent) as exc:
@@ -134,8 +134,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         json_logs = _log_format() == "json"
         from uvicorn.config import LOGGING_CONFIG
 
-        from zndraw_joblib_server.logging_setup import configure_json_logging, uvicorn_config
-
         if json_logs:
             configure_json_logging(args.log_level)
         else:
@@ -148,7 +146,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         _check_startup()
         import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
         from zndraw_joblib_server.serving import Server, guarded_protocol
-        from zndraw_joblib_server.settings import JobLibSettings
 
         settings = JobLibSettings()
         # What is loaded now lives as long as the process: keep it out of the cyclic
@@ -174,13 +171,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run_db(args: argparse.Namespace) -> None:
     """Run a ``db`` subcommand; its errors end in one line and exit code 2."""
-    from alembic.util import CommandError
-
-    from zndraw_joblib_server.migrations import SchemaNotCurrent, commands
-    from zndraw_joblib_server.migrations.predecessor import PredecessorMissing
-    from zndraw_joblib_server.settings import JobLibSettings
-    from zndraw_joblib_server.storage.preflight import DatabaseUnusable, check_database
-
     logging.basicConfig(level="WARNING", format="%(levelname)s: %(message)s")
     _check_database(args.database_url)
     url = JobLibSettings().database_url
@@ -206,10 +196,6 @@ def _run_db(args: argparse.Namespace) -> None:
 
 def _log_format() -> str:
     """``ZNDRAW_JOBLIB_LOG_FORMAT``, read early (before logging is set up); text if invalid."""
-    from pydantic import ValidationError
-
-    from zndraw_joblib_server.settings import JobLibSettings
-
     try:
         return JobLibSettings().log_format
     except ValidationError:
@@ -218,11 +204,6 @@ def _log_format() -> str:
 
 def _check_database(cli_url: str | None) -> None:
     """Exit with code 2 and one line when the database cannot be used, else export its URL."""
-    from pydantic import ValidationError
-
-    from zndraw_joblib_server.settings import JobLibSettings
-    from zndraw_joblib_server.storage.preflight import DatabaseUnusable, check_database
-
     if cli_url:
         os.environ["ZNDRAW_JOBLIB_DATABASE_URL"] = cli_url
     try:
