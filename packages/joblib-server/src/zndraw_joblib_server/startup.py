@@ -49,10 +49,6 @@ class StartupRefused(RuntimeError):
     """The configuration is unsafe; the message says what to change (one line)."""
 
 
-def _secret_is_default(auth_settings: AuthSettings) -> bool:
-    return bool(auth_settings.secret_key.get_secret_value() == _UPSTREAM_DEFAULT_SECRET)
-
-
 def dev_secret_path(settings: JobLibSettings) -> Path | None:
     """Where development mode keeps its generated secret (None: in memory only).
 
@@ -118,8 +114,9 @@ def resolve_secret(settings: JobLibSettings, auth_settings: AuthSettings) -> Aut
         StartupRefused: A configured secret is shorter than 32 bytes, or none is configured
             outside development mode, or the dev secret file is unusable.
     """
-    if not _secret_is_default(auth_settings):
-        size = len(auth_settings.secret_key.get_secret_value().encode())
+    configured = auth_settings.secret_key.get_secret_value()
+    if configured != _UPSTREAM_DEFAULT_SECRET:
+        size = len(configured.encode())
         if size < MIN_SECRET_BYTES:
             raise StartupRefused(
                 f"ZNDRAW_AUTH_SECRET_KEY has {size} bytes; it needs at least "
@@ -175,10 +172,8 @@ async def ensure_admin(
     helper = PasswordHelper()
     async with session_maker() as session:
         found = (
-            (await session.execute(select(User).where(func.lower(User.email) == email.lower())))
-            .scalars()
-            .all()
-        )
+            await session.scalars(select(User).where(func.lower(User.email) == email.lower()))
+        ).all()
         if len(found) > 1:
             raise StartupRefused(
                 f"several accounts match the default admin e-mail {email} (differing in case); "
