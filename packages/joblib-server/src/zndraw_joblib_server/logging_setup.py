@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["JsonFormatter", "RequestIds", "configure_json_logging", "request_id", "uvicorn_config"]
@@ -98,7 +99,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
+        given = Headers(scope=scope).get("x-request-id")
         rid = given if given is not None and _SANE_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         start = time.perf_counter()
@@ -125,10 +126,3 @@ class RequestIds:
                 },
             )
             request_id.reset(token)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
