@@ -46,7 +46,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _TooLarge(self.limit)
+                    raise _TooLarge(413, f"The request body exceeds {self.limit} bytes.")
             return message
 
         async def tracked(message: Message) -> None:
@@ -73,6 +73,3 @@ class _TooLarge(HTTPException):
     An HTTP error, so that FastAPI's body parsing passes it on (other errors become 400)
     and the app's handlers answer 413.
     """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body exceeds {limit} bytes.")

@@ -113,13 +113,18 @@ def _http_problem(request: Request, exc: StarletteHTTPException) -> Response:
     headers = dict(exc.headers or {})
     if cls is not None:
         return _answer(request, cls(detail, headers=headers))
+    return _status_problem(request, exc.status_code, detail, headers)
+
+
+def _status_problem(
+    request: Request, status: int, detail: str | None, headers: dict[str, str] | None = None
+) -> Response:
+    """A problem of no core type: titled with the status's phrase."""
     try:
-        title = HTTPStatus(exc.status_code).phrase
+        title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    problem = ProblemDetail(
-        title=title, status=exc.status_code, detail=detail, instance=request.url.path
-    )
+    problem = ProblemDetail(title=title, status=status, detail=detail, instance=request.url.path)
     return problem_response(problem, headers)
 
 
@@ -197,13 +202,7 @@ def log_unexpected(method: str, path: str, exc: BaseException) -> None:
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log_unexpected(request.method, request.url.path, exc)
-    problem = ProblemDetail(
-        title="Internal Server Error",
-        status=500,
-        detail="An unexpected error occurred; it has been logged.",
-        instance=request.url.path,
-    )
-    return problem_response(problem)
+    return _status_problem(request, 500, "An unexpected error occurred; it has been logged.")
 
 
 def _database_errors() -> tuple[type[Exception], ...]:
