@@ -109,7 +109,6 @@ class JobLibUserManager(UserManager):
         forget: Callable[[uuid.UUID], None],
     ) -> None:
         super().__init__(user_db, password_helper)
-        self.password_helper = password_helper
         self.min_password_length = min_password_length
         self._forget = forget
 

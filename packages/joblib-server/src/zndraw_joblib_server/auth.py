@@ -51,7 +51,6 @@ class TokenChecker:
             secret=auth_settings.secret_key.get_secret_value(),
             lifetime_seconds=auth_settings.token_lifetime_seconds,
         )
-        self.settings = auth_settings
         key = strategy.decode_key
         self._key = key.get_secret_value() if isinstance(key, SecretStr) else key
         self._audience = strategy.token_audience
@@ -136,8 +135,7 @@ def auth_of(state: Any) -> AppAuth:
     found: AppAuth | None = getattr(state, "joblib_auth", None)
     settings, session_maker = state.auth_settings, getattr(state, "session_maker", None)
     if found is None or found.settings is not settings or found.session_maker is not session_maker:
-        found = AppAuth(settings, session_maker)
-        state.joblib_auth = found
+        found = state.joblib_auth = AppAuth(settings, session_maker)
     return found
 
 
