@@ -14,14 +14,17 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any, NoReturn
 
+import uvicorn
 from alembic.util import CommandError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from uvicorn.config import LOGGING_CONFIG
 from zndraw_auth import AuthSettings
 
 from zndraw_joblib_server.logging_setup import configure_json_logging, uvicorn_config
 from zndraw_joblib_server.migrations import SchemaNotCurrent, commands, ensure_schema
 from zndraw_joblib_server.migrations.predecessor import PredecessorMissing
+from zndraw_joblib_server.serving import Server, guarded_protocol
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.startup import StartupRefused, ensure_admin, resolve_secret
 from zndraw_joblib_server.storage import create_engine
@@ -129,11 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "db":
         _run_db(args)
     elif args.command == "serve":
-        import uvicorn
-
         json_logs = _log_format() == "json"
-        from uvicorn.config import LOGGING_CONFIG
-
         if json_logs:
             configure_json_logging(args.log_level)
         else:
@@ -144,12 +143,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         # out of the box, one harmless @internal job shows what server-side jobs look like
         os.environ.setdefault("ZNDRAW_JOBLIB_INTERNAL_EXTENSIONS", json.dumps([DEMO_INTERNAL]))
         _check_startup()
-        import zndraw_joblib_server.app  # noqa: F401  (import everything before freezing)
-        from zndraw_joblib_server.serving import Server, guarded_protocol
-
         settings = JobLibSettings()
-        # What is loaded now lives as long as the process: keep it out of the cyclic
-        # collector's work, which shortens collection pauses under load.
+        # Everything is imported now (the package imports the app) and lives as long as the
+        # process: keep it out of the cyclic collector's work, which shortens collection
+        # pauses under load.
         gc.freeze()
         config = uvicorn.Config(
             "zndraw_joblib_server.app:create_app",
