@@ -42,20 +42,14 @@ class _Input:
     default: Any
 
 
-@dataclass(frozen=True)
-class _Arg:
-    """How one parameter of a call gets its value."""
-
-    name: str
-    ref: Any  # a _Call, or the key of the value: an _Input, "request" or "response"
-
-
 @dataclass(eq=False)
 class _Call:
     """A dependency (or the endpoint) and how to fill its parameters."""
 
     call: Callable[..., Any]
-    args: list[_Arg] = field(default_factory=list)
+    # Each parameter's source: a _Call, or the key of the value (an _Input, "request" or
+    # "response").
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 class Inputs(dict[_Input, Any]):
@@ -112,14 +106,14 @@ class Plan:
 
 async def _invoke(node: _Call, values: dict[Any, Any], cache: dict[int, Any]) -> Any:
     kwargs: dict[str, Any] = {}
-    for arg in node.args:
-        if not isinstance(arg.ref, _Call):
-            kwargs[arg.name] = values[arg.ref]
+    for name, ref in node.args.items():
+        if not isinstance(ref, _Call):
+            kwargs[name] = values[ref]
             continue
-        key = id(arg.ref.call)
+        key = id(ref.call)
         if key not in cache:
-            cache[key] = await _invoke(arg.ref, values, cache)
-        kwargs[arg.name] = cache[key]
+            cache[key] = await _invoke(ref, values, cache)
+        kwargs[name] = cache[key]
     return await node.call(**kwargs)
 
 
@@ -176,16 +170,16 @@ class _Compiler:
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise Unsupported(f"{call!r} takes *args or **kwargs")
             annotation = hints.get(name, param.annotation)
-            node.args.append(self.argument(name, annotation, param.default, depth))
+            node.args[name] = self.argument(name, annotation, param.default, depth)
         self.calls[id(call)] = node
         return node
 
-    def argument(self, name: str, annotation: Any, default: Any, depth: int) -> _Arg:
-        """How the parameter ``name`` of a call at ``depth`` gets its value."""
+    def argument(self, name: str, annotation: Any, default: Any, depth: int) -> Any:
+        """Where the parameter ``name`` of a call at ``depth`` gets its value (see ``args``)."""
         if annotation is Request or annotation is HTTPConnection:
-            return _Arg(name, "request")
+            return "request"
         if annotation is Response:
-            return _Arg(name, "response")
+            return "response"
         base, meta = annotation, []
         if get_origin(annotation) is Annotated:
             base, *meta = get_args(annotation)
@@ -200,7 +194,7 @@ class _Compiler:
                 raise Unsupported(f"parameter {name!r}: security scopes or use_cache=False")
             if marker.dependency is None:
                 raise Unsupported(f"parameter {name!r}: Depends() without a callable")
-            return _Arg(name, self.compile(marker.dependency, depth + 1))
+            return self.compile(marker.dependency, depth + 1)
         where = _location(name, base, marker, self.path_names)
         alias = _alias(name, marker, where)
         if default is inspect.Parameter.empty:
@@ -212,7 +206,7 @@ class _Compiler:
             raise Unsupported(f"input {key} read twice")
         item = _Input(where, alias, TypeAdapter(annotation), value_default)
         self.inputs[key] = item
-        return _Arg(name, item)
+        return item
 
 
 def _location(name: str, base: Any, marker: Any, path_names: set[str]) -> str:
