@@ -23,7 +23,6 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
-from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -141,7 +140,6 @@ class FastLane:
     ) -> None:
         scope["path_params"] = path_params
         request = Request(scope, receive)
-        headers = Headers(scope=scope)
         # The lane serves only the queue's routes: their errors are answered as the route class
         # answers them, whatever handlers the host installed app-wide.
         try:
@@ -153,8 +151,8 @@ class FastLane:
             response = await route_error_response(request, exc)
             await response(scope, receive, send)
             return
+        query, headers = request.query_params, request.headers
         is_json = not plan.has_body or _JSON.match(headers.get("content-type", ""))
-        query = QueryParams(scope["query_string"])
         inputs = plan.parse(path_params, query, headers, body) if is_json else None
         if inputs is None:  # not JSON, or invalid: FastAPI answers (its 422)
             await self.app(scope, _replay(body, receive), send)
