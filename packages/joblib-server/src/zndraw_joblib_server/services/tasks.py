@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,7 +98,15 @@ class PayloadsUnchecked(Exception):
         self.batch = batch
 
 
-def _refusal(failure: Failure, batch: bool) -> InvalidPayload:
+def _at_item(exc: ProblemError, index: int, batch: bool) -> ProblemError:
+    """``exc``, in a batch told about entry ``index`` (its detail and ``item``)."""
+    if batch:
+        exc.detail = f"items[{index}]: {exc.detail}"
+        exc.extras["item"] = index
+    return exc
+
+
+def _refusal(failure: Failure, batch: bool) -> ProblemError:
     index, listed, count = failure
     exc = InvalidPayload(
         f"The payload does not match the job's schema ({count} error(s)"
@@ -107,10 +115,7 @@ def _refusal(failure: Failure, batch: bool) -> InvalidPayload:
         errors=listed,
         error_count=count,
     )
-    if batch:
-        exc.detail = f"items[{index}]: {exc.detail}"
-        exc.extras["item"] = index
-    return exc
+    return _at_item(exc, index, batch)
 
 
 async def _check_payloads(
@@ -128,9 +133,7 @@ async def _check_payloads(
                 "payload", body.payload, settings.max_payload_bytes, settings.max_json_depth
             )
         except ProblemError as exc:
-            if batch:
-                exc.detail = f"items[{index}]: {exc.detail}"
-                exc.extras["item"] = index
+            _at_item(exc, index, batch)
             raise
     if not schema:
         return
@@ -265,6 +268,10 @@ async def submit_tasks(
     return [to_response(t, name, positions.get(t.id)) for t in tasks], True
 
 
+_Submitted = Awaitable[tuple[list[TaskResponse], bool]]
+"""What :func:`submit_tasks` answers, awaited: the tasks, and whether they are new."""
+
+
 async def submit_one(
     db: Database,
     sink: EventSink | None,
@@ -286,9 +293,11 @@ async def submit_one(
         The task, and False when an earlier submit with the same idempotency key was found.
     """
     keys = None if idempotency_key is None else [idempotency_key]
-    tasks, created = await _submit(
-        db, sink, actor, room_id, job_name, [body], keys, settings, standalone=True
-    )
+
+    def submit(uow: UnitOfWork, checked: str | None) -> _Submitted:
+        return submit_tasks(uow, actor, room_id, job_name, [body], keys, settings, checked)
+
+    tasks, created = await _submit(db, sink, settings, submit, standalone=True)
     return tasks[0], created
 
 
@@ -307,33 +316,25 @@ async def submit_batch(
     ``idempotency_key`` is the request's header (see :func:`batch_keys`).
     """
     keys = batch_keys(idempotency_key, len(bodies))
-    return await _submit(
-        db,
-        sink,
-        actor,
-        room_id,
-        job_name,
-        bodies,
-        None if keys is None else keys[:-1],
-        settings,
-        probe=None if keys is None else keys[-1],
-    )
+    entries, probe = (None, None) if keys is None else (keys[:-1], keys[-1])
+
+    def submit(uow: UnitOfWork, checked: str | None) -> _Submitted:
+        return submit_tasks(
+            uow, actor, room_id, job_name, bodies, entries, settings, checked, probe=probe
+        )
+
+    return await _submit(db, sink, settings, submit)
 
 
 async def _submit(
     db: Database,
     sink: EventSink | None,
-    actor: Actor,
-    room_id: str,
-    job_name: str,
-    bodies: Sequence[TaskSubmitRequest],
-    keys: Sequence[str] | None,
     settings: JobLibSettings,
+    submit: Callable[[UnitOfWork, str | None], _Submitted],
     *,
     standalone: bool = False,
-    probe: str | None = None,
 ) -> tuple[list[TaskResponse], bool]:
-    """:func:`submit_tasks` in a write, validating costly payloads between attempts.
+    """Run ``submit(uow, checked)`` (:func:`submit_tasks`) in a write, checking costly payloads.
 
     The first attempt raises :class:`PayloadsUnchecked` for payloads too costly to check
     inline; they are validated in the validation process outside any transaction, and the
@@ -346,9 +347,7 @@ async def _submit(
     for _ in range(3):
         try:
             async with db.write(sink, standalone=standalone) as uow:
-                return await submit_tasks(
-                    uow, actor, room_id, job_name, bodies, keys, settings, checked, probe=probe
-                )
+                return await submit(uow, checked)
         except PayloadsUnchecked as unchecked:
             failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
             if failure is not None:
