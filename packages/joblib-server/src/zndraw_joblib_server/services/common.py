@@ -13,6 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pydantic_core
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -30,12 +31,13 @@ from zndraw_joblib_server.models import Job
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.caches import Bounded, caches_of
-from zndraw_joblib_server.storage.records import UNLOADED, TaskRecord
+from zndraw_joblib_server.storage.records import FIELDS, UNLOADED, TaskRecord
 
 __all__ = [
     "announce",
     "check_size",
     "count_rows",
+    "find_or_insert",
     "job_named",
     "job_names",
     "json_measure",
@@ -64,6 +66,30 @@ async def written(
     """``work(uow, *args, **kwargs)`` in a write transaction of its own (routes open none)."""
     async with db.write(sink) as uow:
         return await work(uow, *args, **kwargs)
+
+
+async def find_or_insert(
+    session: AsyncSession, find: Callable[[], Awaitable[T | None]], new: Callable[[], T]
+) -> tuple[T, bool]:
+    """The row ``find()`` answers, else ``new()`` inserted in a savepoint (True: inserted).
+
+    A row of the same key inserted concurrently by another process makes the insert fail;
+    that row is then found and answered.
+    """
+    found = await find()
+    if found is not None:
+        return found, False
+    row = new()
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:  # inserted concurrently by another process
+        found = await find()
+        if found is None:  # pragma: no cover - the conflicting row vanished again
+            raise
+        return found, False
+    return row, True
 
 
 def validate_room(room_id: str) -> None:
@@ -189,6 +215,12 @@ async def job_names(session: AsyncSession, job_ids: Iterable[uuid.UUID]) -> dict
     return {jid: names.get(jid, "") for jid in wanted}
 
 
+_ANSWERED = tuple(field for field in TaskResponse.model_fields if field in FIELDS)
+"""The fields of a task's answer that are its columns (all but the job name and position)."""
+_ANNOUNCED = tuple(field for field in TaskStatusChanged.model_fields if field in FIELDS)
+"""The fields of a task's status event that are its columns."""
+
+
 def to_response(
     task: TaskRecord,
     job_name: str,
@@ -212,30 +244,9 @@ def to_response(
     error, message = (
         text and _SURROGATE.sub("\ufffd", text) for text in (task.error, task.message)
     )
-    return TaskResponse.model_construct(
-        id=task.id,
-        job_name=job_name,
-        room_id=task.room_id,
-        status=task.status,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        completed_at=task.completed_at,
-        worker_id=task.worker_id,
-        error=error,
-        payload=payload,
-        queue_position=queue_position,
-        priority=task.priority,
-        run_after=task.run_after,
-        attempt=task.attempt,
-        max_attempts=task.max_attempts,
-        timeout_seconds=task.timeout_seconds,
-        lease_expires_at=task.lease_expires_at,
-        cancel_requested=task.cancel_requested,
-        progress=task.progress,
-        message=message,
-        result=result,
-        version=task.version,
-    )
+    values = {field: getattr(task, field) for field in _ANSWERED}
+    values.update(payload=payload, result=result, error=error, message=message)
+    return TaskResponse.model_construct(job_name=job_name, queue_position=queue_position, **values)
 
 
 UNRENDERABLE_KEY = "$unrenderable"
@@ -270,27 +281,14 @@ def status_event(
     task: TaskRecord, job_name: str, at: datetime, queue_position: int | None = None
 ) -> TaskStatusChanged:
     """The event announcing a task's new state (with its queue position when known)."""
+    values = {field: _known(getattr(task, field)) for field in _ANNOUNCED}
     return TaskStatusChanged(
-        task_id=task.id,
-        job_name=job_name,
-        room_id=task.room_id,
-        status=task.status,
-        attempt=task.attempt,
-        worker_id=task.worker_id,
-        progress=task.progress,
-        message=task.message,
-        cancel_requested=task.cancel_requested,
-        error=task.error,
-        at=at,
-        created_at=_known(task.created_at),
-        started_at=_known(task.started_at),
-        completed_at=_known(task.completed_at),
-        queue_position=queue_position,
+        task_id=task.id, job_name=job_name, at=at, queue_position=queue_position, **values
     )
 
 
-def _known(value: datetime | None) -> datetime | None:
-    """A timestamp of the task, None when the record was read without it (light records)."""
+def _known(value: Any) -> Any:
+    """A column of the task, None when the record was read without it (light records)."""
     return None if value is UNLOADED else value
 
 

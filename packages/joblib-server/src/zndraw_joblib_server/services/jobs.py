@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, delete, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -37,6 +36,7 @@ from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import (
     check_size,
     count_rows,
+    find_or_insert,
     job_named,
     page_of,
     remember_name,
@@ -167,31 +167,22 @@ async def register_job(
     """
     session = uow.session
     await check_registration(actor, room_id, body, settings, caches_of(session).schemas)
-    created = True
     if room_id == INTERNAL_ROOM:  # only linked: the host registered it
-        job: Job | None = await check_internal_link(session, actor, body, settings)
-        created = False
+        job, created = await check_internal_link(session, actor, body, settings), False
     else:
-        job = await _find_job(session, room_id, body.category, body.name)
-    if job is None:
-        try:
-            async with session.begin_nested():
-                job = Job(
-                    room_id=room_id,
-                    category=body.category,
-                    name=body.name,
-                    schema_=body.schema_,
-                    owner_id=actor.id,
-                )
-                session.add(job)
-                await session.flush()
-        except IntegrityError:  # registered concurrently by another process
-            job = await _find_job(session, room_id, body.category, body.name)
-            if job is None:  # pragma: no cover - the conflicting row vanished again
-                raise
+        job, created = await find_or_insert(
+            session,
+            lambda: _find_job(session, room_id, body.category, body.name),
+            lambda: Job(
+                room_id=room_id,
+                category=body.category,
+                name=body.name,
+                schema_=body.schema_,
+                owner_id=actor.id,
+            ),
+        )
+        if not created:
             created = await _take(job, actor, body, access)
-    elif room_id != INTERNAL_ROOM:
-        created = await _take(job, actor, body, access)
     worker = await _worker_for(uow, actor, body.worker_id, settings)
     linked = await session.get(WorkerJobLink, (worker.id, job.id))
     if linked is None:
@@ -233,16 +224,19 @@ def job_response(
 ) -> JobResponse:
     """Serialise a job row."""
     return JobResponse(
-        id=job.id,
-        room_id=job.room_id,
-        category=job.category,
-        name=job.name,
-        full_name=job.full_name,
         schema=job.schema_,
         workers=serving.workers,
         worker_id=worker_id,
         live_workers=serving.live,
+        **_naming(job),
     )
+
+
+def _naming(job: Job | ActiveJob) -> dict[str, Any]:
+    """The fields that name a job in its answers."""
+    return {
+        field: getattr(job, field) for field in ("id", "room_id", "category", "name", "full_name")
+    }
 
 
 async def workers_of(
@@ -336,15 +330,7 @@ async def list_jobs(
         jobs = list((await session.execute(page)).scalars())
     serving = await workers_of(session, [j.id for j in jobs], settings)
     items = [
-        JobSummary(
-            full_name=j.full_name,
-            category=j.category,
-            name=j.name,
-            workers=serving[j.id].workers,
-            id=j.id,
-            room_id=j.room_id,
-            live_workers=serving[j.id].live,
-        )
+        JobSummary(workers=serving[j.id].workers, live_workers=serving[j.id].live, **_naming(j))
         for j in jobs
     ]
     return Page[JobSummary](items=items, total=total, limit=limit, offset=offset)

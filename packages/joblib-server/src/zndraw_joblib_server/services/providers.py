@@ -11,8 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import (
@@ -33,7 +32,13 @@ from zndraw_joblib_core import (
 )
 from zndraw_joblib_server.models import Provider
 from zndraw_joblib_server.services.access import Actor
-from zndraw_joblib_server.services.common import check_size, validate_room
+from zndraw_joblib_server.services.common import (
+    check_size,
+    count_rows,
+    find_or_insert,
+    page_of,
+    validate_room,
+)
 from zndraw_joblib_server.services.internal_providers import InternalProvider, InternalProviders
 from zndraw_joblib_server.services.jobs import _worker_for
 from zndraw_joblib_server.services.validation import check_schema
@@ -90,15 +95,7 @@ class Target:
 
 def _response(p: Provider) -> ProviderResponse:
     return ProviderResponse(
-        id=p.id,
-        room_id=p.room_id,
-        category=p.category,
-        name=p.name,
-        full_name=p.full_name,
-        schema=p.schema_,
-        content_type=p.content_type,
-        worker_id=p.worker_id,
-        created_at=p.created_at,
+        **{field: getattr(p, field) for field in ProviderResponse.model_fields}
     )
 
 
@@ -167,27 +164,19 @@ async def register_provider(
     """
     session = uow.session
     worker = await _worker_for(uow, actor, body.worker_id, settings)
-    found = await _find(session, room_id, body.category, body.name)
-    created = found is None
-    if found is None:
-        try:
-            async with session.begin_nested():
-                found = Provider(
-                    room_id=room_id,
-                    category=body.category,
-                    name=body.name,
-                    schema_=body.schema_,
-                    content_type=body.content_type,
-                    worker_id=worker.id,
-                    user_id=actor.id,
-                )
-                session.add(found)
-                await session.flush()
-        except IntegrityError:  # registered concurrently by another process
-            found = await _find(session, room_id, body.category, body.name)
-            if found is None:  # pragma: no cover - the conflicting row vanished again
-                raise
-            created = False
+    found, created = await find_or_insert(
+        session,
+        lambda: _find(session, room_id, body.category, body.name),
+        lambda: Provider(
+            room_id=room_id,
+            category=body.category,
+            name=body.name,
+            schema_=body.schema_,
+            content_type=body.content_type,
+            worker_id=worker.id,
+            user_id=actor.id,
+        ),
+    )
     if not created:
         if found.user_id != actor.id and not actor.is_superuser:
             raise Forbidden(f"Provider '{found.full_name}' belongs to another user.")
@@ -248,21 +237,13 @@ async def list_providers(
 ) -> Page[ProviderResponse]:
     """The providers visible from ``room_id``: ``@internal`` ones first, then newest first."""
     inner = [p.response() for p in internal.all()]
-    where = Provider.room_id.in_(visible_rooms(room_id))
-    total = (
-        await session.execute(select(func.count()).select_from(Provider).where(where))
-    ).scalar_one()
+    where = [Provider.room_id.in_(visible_rooms(room_id))]
+    total = await count_rows(session, Provider, where)
     items = inner[offset : offset + limit]
     rest = limit - len(items)
     if rest > 0:
-        rows = await session.execute(
-            select(Provider)
-            .where(where)
-            .order_by(Provider.created_at.desc(), Provider.id.desc())
-            .limit(rest)
-            .offset(max(offset - len(inner), 0))
-        )
-        items += [_response(p) for p in rows.scalars()]
+        page = page_of(select(Provider).where(*where), Provider, rest, max(offset - len(inner), 0))
+        items += [_response(p) for p in await session.scalars(page)]
     return Page[ProviderResponse](
         items=items, total=total + len(inner), limit=limit, offset=offset
     )
