@@ -34,7 +34,6 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, utcnow
 from zndraw_joblib_server.services.access import Actor, JobAccess, check_serve
 from zndraw_joblib_server.services.common import (
-    check_size,
     count_rows,
     find_or_insert,
     job_named,
@@ -65,11 +64,6 @@ __all__ = [
     "unlink_worker",
     "workers_of",
 ]
-
-
-async def _find_job(session: AsyncSession, room_id: str, category: str, name: str) -> Job | None:
-    stmt = job_named(room_id, category, name).with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def check_registration(
@@ -105,7 +99,6 @@ async def check_registration(
             f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
             "'/', control characters or surrounding spaces."
         )
-    check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
     await check_schema(body.schema_, settings, cache)
 
 
@@ -172,7 +165,7 @@ async def register_job(
     else:
         job, created = await find_or_insert(
             session,
-            lambda: _find_job(session, room_id, body.category, body.name),
+            lambda: session.scalar(job_named(room_id, body.category, body.name).with_for_update()),
             lambda: Job(
                 room_id=room_id,
                 category=body.category,

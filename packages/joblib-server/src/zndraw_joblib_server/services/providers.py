@@ -33,7 +33,6 @@ from zndraw_joblib_core import (
 from zndraw_joblib_server.models import Provider
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import (
-    check_size,
     count_rows,
     find_or_insert,
     page_of,
@@ -133,7 +132,6 @@ async def check_registration(
         )
     if not _MEDIA_TYPE.match(body.content_type):
         raise RequestValidationFailed(f"Invalid content_type {body.content_type[:100]!r}.")
-    check_size("schema", body.schema_, settings.max_schema_bytes, settings.max_json_depth)
     await check_schema(body.schema_, settings, cache)
 
 
@@ -188,13 +186,6 @@ async def register_provider(
     return _response(found), created
 
 
-def _parts(full_name: str) -> tuple[str, str, str]:
-    parts = full_name.split(":")
-    if len(parts) != 3:
-        raise ProviderNotFound(f"Invalid provider name {full_name[:300]!r}.")
-    return parts[0], parts[1], parts[2]
-
-
 async def resolve(
     session: AsyncSession, room_id: str, full_name: str, internal: InternalProviders
 ) -> Target:
@@ -203,7 +194,10 @@ async def resolve(
     Raises:
         ProviderNotFound: No such provider, or not visible from the room.
     """
-    owner, category, name = _parts(full_name)
+    parts = full_name.split(":")
+    if len(parts) != 3:
+        raise ProviderNotFound(f"Invalid provider name {full_name[:300]!r}.")
+    owner, category, name = parts
     if owner == INTERNAL_ROOM:
         found = internal.get(full_name)
         if found is None:

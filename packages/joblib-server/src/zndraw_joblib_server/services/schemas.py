@@ -8,6 +8,7 @@ local (``#...``), the schema's nesting, size and enums are limited, ``pattern`` 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -20,19 +21,10 @@ from zndraw_joblib_server.settings import JobLibSettings
 __all__ = ["SchemaInfo", "compile_schema", "inspect_schema"]
 
 _REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
-_DRAFTS = (
-    "json-schema.org/draft-04/schema",
-    "json-schema.org/draft-06/schema",
-    "json-schema.org/draft-07/schema",
-    "json-schema.org/draft/2019-09/schema",
-    "json-schema.org/draft/2020-12/schema",
+_KNOWN_DIALECT = re.compile(
+    r"https?://json-schema\.org/(draft-0[467]|draft/2019-09|draft/2020-12)/schema#?"
 )
-_KNOWN_DIALECTS = frozenset(
-    f"{scheme}://{draft}{tail}"
-    for scheme in ("http", "https")
-    for draft in _DRAFTS
-    for tail in ("", "#")
-)
+"""The ``$schema`` URIs of the drafts the server knows (matched whole)."""
 # Compiled patterns are small; the caps keep a hostile pattern's automaton small as well.
 _REGEX = jsonschema_rs.RegexOptions(size_limit=1 << 20, dfa_size_limit=1 << 21)
 
@@ -60,7 +52,7 @@ def _check_node(node: dict[str, Any], where: str, settings: JobLibSettings) -> N
                 "references into the schema itself ('#...') are allowed."
             )
     dialect = node.get("$schema")
-    if isinstance(dialect, str) and dialect not in _KNOWN_DIALECTS:
+    if isinstance(dialect, str) and _KNOWN_DIALECT.fullmatch(dialect) is None:
         raise InvalidSchema(
             f"The schema's $schema {dialect[:200]!r} is not a JSON Schema draft the server "
             "knows (draft 4, 6, 7, 2019-09 or 2020-12)."

@@ -35,6 +35,7 @@ from multiprocessing.pool import Pool
 from typing import Any, cast
 
 from zndraw_joblib_core import InvalidPayload, ServiceUnavailable
+from zndraw_joblib_server.services.common import check_size
 from zndraw_joblib_server.services.schemas import SchemaInfo, compile_schema, inspect_schema
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage.caches import SizedCache
@@ -90,7 +91,9 @@ def cached_bytes(cache: SizedCache) -> int:
 async def check_schema(
     schema: dict[str, Any], settings: JobLibSettings, cache: SizedCache | None = None
 ) -> None:
-    """Check a schema for registration off the event loop (see :mod:`.schemas`).
+    """Check a schema for registration: its size, then the rest off the event loop.
+
+    The limits are those of :func:`~.common.check_size` and :mod:`.schemas`.
 
     Args:
         schema: The job schema.
@@ -99,8 +102,12 @@ async def check_schema(
             payloads; without it the schema is checked and nothing is kept.
 
     Raises:
+        PayloadTooLarge: The schema is larger than ``max_schema_bytes``.
+        RequestValidationFailed: It nests deeper than ``max_json_depth``, or holds what JSON
+            or the databases cannot.
         InvalidSchema: The schema is refused.
     """
+    check_size("schema", schema, settings.max_schema_bytes, settings.max_json_depth)
     await compiled_for(schema, settings, cache)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -160,15 +160,8 @@ async def _reads(db: Database, actor: Actor, worker_id: uuid.UUID) -> list[Provi
         return []  # the claim answers the missing worker
     if owner.user_id != actor.id:
         raise Forbidden("This worker belongs to a different user.")
-    return [
-        ProviderReadRequest(
-            provider_id=read.provider_id,
-            provider_name=read.provider_name,
-            request_hash=read.request_hash,
-            params=read.params,
-        )
-        for read in await provider_cache_of(db).take(worker_id)
-    ]
+    reads = await provider_cache_of(db).take(worker_id)
+    return [ProviderReadRequest(**asdict(read)) for read in reads]
 
 
 async def claim_within(
