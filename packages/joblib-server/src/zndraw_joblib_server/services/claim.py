@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import Forbidden, TaskResponse, TaskStatus, WorkerNotFound
 from zndraw_joblib_server.domain.rules import claim_key, lease_until
-from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is, utcnow
+from zndraw_joblib_server.models import status_is, utcnow
 from zndraw_joblib_server.services.access import Actor
 from zndraw_joblib_server.services.common import announce, start_task, to_response
 from zndraw_joblib_server.services.workers import owned_worker
@@ -52,30 +52,6 @@ class ClaimOffer:
     worker_id: uuid.UUID
     max_tasks: int
     start: bool = False
-
-
-LINKS = WorkerJobLink.__table__
-WORKERS = Worker.__table__
-
-
-async def _touch_worker(
-    uow: UnitOfWork, actor: Actor, worker_id: uuid.UUID, now: datetime
-) -> list[uuid.UUID]:
-    """Refresh the caller's worker's heartbeat (claiming is a sign of life); its jobs' ids.
-
-    The row lock also makes a concurrent ``DELETE /workers`` wait for this claim to commit
-    (PostgreSQL), so it then sees and releases what was claimed (see
-    ``Store.touch_worker``).
-
-    Raises:
-        WorkerNotFound: No such worker.
-        Forbidden: The worker belongs to somebody else.
-    """
-    touched, job_ids = await uow.store.touch_worker(uow.session, worker_id, actor.id, now)
-    if not touched:
-        await owned_worker(uow.session, actor, worker_id, allow_superuser=False)
-        raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
-    return job_ids
 
 
 async def claim_tasks(
@@ -125,7 +101,13 @@ async def claim_tasks(
         )
         job_ids = [tasks[0].job_id] if tasks else []
     if not tasks:  # the general way: the worker's jobs first
-        job_ids = await _touch_worker(uow, actor, worker_id, now)
+        # Refresh the worker's heartbeat (claiming is a sign of life). Its row lock also makes
+        # a concurrent ``DELETE /workers`` wait for this claim to commit (PostgreSQL), so it
+        # then sees and releases what was claimed (see ``Store.touch_worker``).
+        touched, job_ids = await uow.store.touch_worker(session, worker_id, actor.id, now)
+        if not touched:  # raises WorkerNotFound or Forbidden
+            await owned_worker(session, actor, worker_id, allow_superuser=False)
+            raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
         if not job_ids:
             return [], []
         tasks = await uow.store.claim(

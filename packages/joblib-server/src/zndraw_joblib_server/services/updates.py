@@ -63,14 +63,6 @@ _OWNERS = prebuilt(
 """Owners of workers, built once (for updates naming a worker that holds none of their tasks)."""
 
 
-async def _owners(session: AsyncSession, worker_ids: set[uuid.UUID]) -> Owners:
-    """The owning user of each existing worker among ``worker_ids``."""
-    if not worker_ids:
-        return {}
-    rows = await execute(session, _OWNERS, {"ids": list(worker_ids)})
-    return dict(rows.tuples().all())
-
-
 def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     """Check the caller's worker still holds the lease; True for a harmless repeat."""
     if body.worker_id is None:
@@ -228,8 +220,9 @@ async def _update_all(
     tasks, owners = await uow.store.load_for_update(session, ids, light=not snapshots)
     # Workers named by an update that holds none of the tasks (their lease is lost anyway,
     # but a stranger's worker answers 403, not 409) need a lookup of their own.
-    named = {body.worker_id for _, body in items if body.worker_id is not None}
-    owners |= await _owners(session, named - owners.keys())
+    named = {body.worker_id for _, body in items if body.worker_id is not None} - owners.keys()
+    if named:
+        owners.update((await execute(session, _OWNERS, {"ids": list(named)})).tuples().all())
     now = utcnow()
     outcomes: list[tuple[uuid.UUID, Outcome | None]] = []
     changed: dict[uuid.UUID, TaskRecord] = {}
