@@ -37,8 +37,7 @@ def _initial_revision() -> ModuleType:
 def bring_to_initial(conn: Connection) -> None:
     """Give a pre-migrations database revision 0001's columns, indexes and kept counts."""
     initial = _initial_revision()
-    inspector = inspect(conn)
-    if "owner_id" not in {c["name"] for c in inspector.get_columns("joblib_job")}:
+    if "owner_id" not in {c["name"] for c in inspect(conn).get_columns("joblib_job")}:
         from fastapi_users_db_sqlalchemy.generics import GUID
 
         kind = GUID().compile(dialect=conn.dialect)
@@ -50,17 +49,8 @@ def bring_to_initial(conn: Connection) -> None:
                 'REFERENCES "user" (id) ON DELETE SET NULL'
             )
         )
-    context = MigrationContext.configure(conn)
-    with Operations.context(context):
-        from alembic import op
-
-        have = _index_names(conn)
-        for name, table, columns in initial.OTHER_INDEXES:
-            if name not in have:
-                op.create_index(name, table, columns)
-        for name, parts, where in initial.TASK_INDEXES:
-            if name not in have:
-                op.create_index(name, "joblib_task", parts, **where)
+    with Operations.context(MigrationContext.configure(conn)):
+        initial.create_indexes(skip=_index_names(conn))
         initial.install_counts()
 
 

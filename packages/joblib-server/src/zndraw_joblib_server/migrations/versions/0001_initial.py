@@ -12,6 +12,7 @@ exist before this revision runs.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+_STATUSES = ("pending", "claimed", "running", "completed", "failed", "cancelled")
 _ACTIVE = "status IN ('claimed', 'running')"
 _FINISHED = "status IN ('completed', 'failed', 'cancelled')"
 _PENDING = "status = 'pending'"
@@ -35,32 +37,29 @@ def _when(condition: str) -> dict[str, Any]:
     return {"sqlite_where": sa.text(condition), "postgresql_where": sa.text(condition)}
 
 
-TASK_INDEXES: list[tuple[str, list[sa.TextClause | str], dict[str, Any]]] = [
+INDEXES: list[tuple[str, str, list[sa.TextClause | str], dict[str, Any]]] = [
+    ("ix_joblib_job_room_listing", "joblib_job", ["room_id", "deleted", "created_at"], {}),
+    ("ix_joblib_worker_created_at", "joblib_worker", ["created_at"], {}),
+    ("ix_joblib_worker_last_heartbeat", "joblib_worker", ["last_heartbeat"], {}),
+    ("ix_joblib_worker_user_id", "joblib_worker", ["user_id"], {}),
+    ("ix_joblib_worker_job_link_job_id", "joblib_worker_job_link", ["job_id"], {}),
     (
         "ix_joblib_task_claim",
+        "joblib_task",
         ["job_id", sa.text("priority DESC"), "run_after", "created_at"],
         _when(_PENDING),
     ),
-    ("ix_joblib_task_room", ["room_id", "created_at"], {}),
-    ("ix_joblib_task_room_status", ["room_id", "status", "created_at"], {}),
-    ("ix_joblib_task_job_room", ["job_id", "room_id", "created_at"], {}),
-    ("ix_joblib_task_worker_active", ["worker_id"], _when(_ACTIVE)),
-    ("ix_joblib_task_lease", ["lease_expires_at"], _when(_ACTIVE)),
-    ("ix_joblib_task_deadline", ["deadline_at"], _when(_ACTIVE)),
-    ("ix_joblib_task_user_pending", ["created_by_id"], _when(_PENDING)),
-    ("ix_joblib_task_finished", ["completed_at"], _when(_FINISHED)),
-    ("ix_joblib_task_created_by_id", ["created_by_id"], {}),
+    ("ix_joblib_task_room", "joblib_task", ["room_id", "created_at"], {}),
+    ("ix_joblib_task_room_status", "joblib_task", ["room_id", "status", "created_at"], {}),
+    ("ix_joblib_task_job_room", "joblib_task", ["job_id", "room_id", "created_at"], {}),
+    ("ix_joblib_task_worker_active", "joblib_task", ["worker_id"], _when(_ACTIVE)),
+    ("ix_joblib_task_lease", "joblib_task", ["lease_expires_at"], _when(_ACTIVE)),
+    ("ix_joblib_task_deadline", "joblib_task", ["deadline_at"], _when(_ACTIVE)),
+    ("ix_joblib_task_user_pending", "joblib_task", ["created_by_id"], _when(_PENDING)),
+    ("ix_joblib_task_finished", "joblib_task", ["completed_at"], _when(_FINISHED)),
+    ("ix_joblib_task_created_by_id", "joblib_task", ["created_by_id"], {}),
 ]
-"""The tasks' indexes: name, columns, partial condition (also used for older databases)."""
-
-OTHER_INDEXES: list[tuple[str, str, list[str]]] = [
-    ("ix_joblib_job_room_listing", "joblib_job", ["room_id", "deleted", "created_at"]),
-    ("ix_joblib_worker_created_at", "joblib_worker", ["created_at"]),
-    ("ix_joblib_worker_last_heartbeat", "joblib_worker", ["last_heartbeat"]),
-    ("ix_joblib_worker_user_id", "joblib_worker", ["user_id"]),
-    ("ix_joblib_worker_job_link_job_id", "joblib_worker_job_link", ["job_id"]),
-]
-"""The other tables' indexes: name, table, columns."""
+"""The indexes, in creation order: name, table, columns, partial condition."""
 
 
 def _stamp() -> sa.DateTime:
@@ -102,17 +101,7 @@ def upgrade() -> None:
         sa.Column("worker_id", sa.Uuid(), nullable=True),
         sa.Column(
             "status",
-            sa.Enum(
-                "pending",
-                "claimed",
-                "running",
-                "completed",
-                "failed",
-                "cancelled",
-                name="taskstatus",
-                native_enum=False,
-                length=16,
-            ),
+            sa.Enum(*_STATUSES, name="taskstatus", native_enum=False, length=16),
             nullable=False,
         ),
         sa.Column("payload", sa.JSON(), nullable=False),
@@ -149,11 +138,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["worker_id"], ["joblib_worker.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("worker_id", "job_id"),
     )
-    for name, table, columns in OTHER_INDEXES:
-        op.create_index(name, table, columns)
-    for name, parts, where in TASK_INDEXES:
-        op.create_index(name, "joblib_task", parts, **where)
+    create_indexes()
     install_counts()
+
+
+def create_indexes(skip: Container[str] = ()) -> None:
+    """Create the indexes but those named in ``skip`` (also used for older databases)."""
+    for name, table, parts, where in INDEXES:
+        if name not in skip:
+            op.create_index(name, table, parts, **where)
 
 
 def install_counts() -> None:

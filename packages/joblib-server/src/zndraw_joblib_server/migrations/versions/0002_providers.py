@@ -26,19 +26,16 @@ def _stamp() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
-def _provider_key() -> list[sa.Column[Any]]:
-    """The columns naming one read of one provider."""
-    return [
+def _create_per_read(table: str, *columns: sa.Column[Any]) -> None:
+    """Create ``table``: one row per read of one provider, ``columns`` besides that key."""
+    op.create_table(
+        table,
         sa.Column("provider_id", sa.Uuid(), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
-    ]
-
-
-def _of_provider() -> list[Any]:
-    return [
+        *columns,
         sa.ForeignKeyConstraint(["provider_id"], ["joblib_provider.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("provider_id", "request_hash"),
-    ]
+    )
 
 
 def upgrade() -> None:
@@ -62,28 +59,24 @@ def upgrade() -> None:
     op.create_index("ix_joblib_provider_room", "joblib_provider", ["room_id", "created_at"])
     op.create_index("ix_joblib_provider_worker_id", "joblib_provider", ["worker_id"])
     op.create_index("ix_joblib_provider_user_id", "joblib_provider", ["user_id"])
-    op.create_table(
+    _create_per_read(
         "joblib_provider_result",
-        *_provider_key(),
         sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("content_type", sa.String(length=255), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", _stamp(), nullable=False),
         sa.Column("expires_at", _stamp(), nullable=False),
-        *_of_provider(),
     )
     for column in ("created_at", "expires_at"):
         op.create_index(f"ix_joblib_provider_result_{column}", "joblib_provider_result", [column])
-    op.create_table(
+    _create_per_read(
         "joblib_provider_read",
-        *_provider_key(),
         sa.Column("worker_id", sa.Uuid(), nullable=False),
         sa.Column("provider_name", sa.Text(), nullable=False),
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("created_at", _stamp(), nullable=False),
         sa.Column("expires_at", _stamp(), nullable=False),
         sa.Column("dispatched_at", _stamp(), nullable=True),
-        *_of_provider(),
     )
     op.create_index(
         "ix_joblib_provider_read_worker", "joblib_provider_read", ["worker_id", "dispatched_at"]
