@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from zndraw_joblib_server.migrations import (
     current,
     downgrade,
@@ -19,13 +24,19 @@ def _show(revision: str | None) -> str:
     return revision or "none"
 
 
-async def run_upgrade(url: str, revision: str) -> list[str]:
-    """Upgrade the database at ``url`` to ``revision``; the lines to print."""
+@asynccontextmanager
+async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(url, sqlite_inline=False)
     try:
-        before, after = await upgrade(engine, revision)
+        yield engine
     finally:
         await engine.dispose()
+
+
+async def run_upgrade(url: str, revision: str) -> list[str]:
+    """Upgrade the database at ``url`` to ``revision``; the lines to print."""
+    async with _engine(url) as engine:
+        before, after = await upgrade(engine, revision)
     if before == after:
         return [f"database schema already at revision {_show(after)}"]
     return [f"database schema upgraded from revision {_show(before)} to {_show(after)}"]
@@ -33,21 +44,15 @@ async def run_upgrade(url: str, revision: str) -> list[str]:
 
 async def run_downgrade(url: str, revision: str) -> list[str]:
     """Downgrade the database at ``url`` to ``revision``; the lines to print."""
-    engine = create_engine(url, sqlite_inline=False)
-    try:
+    async with _engine(url) as engine:
         before, after = await downgrade(engine, revision)
-    finally:
-        await engine.dispose()
     return [f"database schema downgraded from revision {_show(before)} to {_show(after)}"]
 
 
 async def run_current(url: str) -> list[str]:
     """The database's revision and the code's, as lines to print."""
-    engine = create_engine(url, sqlite_inline=False)
-    try:
+    async with _engine(url) as engine:
         revision = await current(engine)
-    finally:
-        await engine.dispose()
     head = head_revision()
     if revision == head:
         state = "up to date"
@@ -64,13 +69,8 @@ async def run_import(url: str, source_url: str, *, dry_run: bool) -> list[str]:
     The target is set up first if it has none of the queue's tables; one behind the code's
     revision is refused (upgrade it first).
     """
-    target = create_engine(url, sqlite_inline=False)
-    source = create_engine(source_url, sqlite_inline=False)
-    try:
+    async with _engine(url) as target, _engine(source_url) as source:
         await ensure_schema(target)
         report = await import_predecessor(source, target, dry_run=dry_run)
-    finally:
-        await source.dispose()
-        await target.dispose()
     head = "dry run, nothing written; would copy:" if dry_run else "copied:"
     return [head, *(f"  {line}" for line in report.lines())]

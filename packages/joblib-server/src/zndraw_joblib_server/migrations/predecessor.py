@@ -90,6 +90,7 @@ _OLD_TASK = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("error", Text),
 )
+_FLAGS = ("is_active", "is_superuser", "is_verified")
 _REQUIRED = ("job", "task", "worker", "worker_job_link")
 _FINISHED = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
@@ -135,12 +136,6 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _same_database(source: AsyncEngine, target: AsyncEngine) -> bool:
-    return source.url.render_as_string(hide_password=False) == target.url.render_as_string(
-        hide_password=False
-    )
-
-
 async def _rows(conn: AsyncConnection, table: Table) -> list[Any]:
     return list((await conn.execute(select(table))).all())
 
@@ -150,6 +145,13 @@ async def _ids(conn: AsyncConnection, column: Any, among: Iterable[Any] | None =
     if among is not None:
         query = query.where(column.in_(list(among)))
     return set((await conn.execute(query)).scalars().all())
+
+
+async def _insert(out: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert ``rows`` into ``table`` (no statement when there are none); how many."""
+    if rows:
+        await out.execute(table.insert(), rows)
+    return len(rows)
 
 
 async def import_predecessor(
@@ -177,30 +179,21 @@ async def import_predecessor(
                 + ", ".join(missing)
                 + ")"
             )
-        users: list[Any] | None = (
-            [] if _same_database(source, target) or "user" not in present else None
-        )
-        if users is None:
-            users = await _rows(conn, _OLD_USER)
+        # In the same database zndraw-auth's user table is shared: user ids map directly.
+        copy_users = source.url != target.url and "user" in present
+        users = await _rows(conn, _OLD_USER) if copy_users else []
         jobs = await _rows(conn, _OLD_JOB)
         workers = await _rows(conn, _OLD_WORKER)
         links = await _rows(conn, _OLD_LINK)
     report = ImportReport()
-    async with target.connect() as out:
-        trans = await out.begin()
-        try:
-            known_users = await _copy_users(out, users, report)
-            job_ids = await _copy_jobs(out, jobs, report)
-            worker_ids = await _copy_workers(out, workers, known_users, report)
-            await _copy_links(out, links, job_ids, worker_ids, report)
-            await _copy_tasks(source, out, job_ids, known_users, report)
-        except BaseException:
-            await trans.rollback()
-            raise
+    async with target.connect() as out, out.begin() as transaction:
+        known_users = await _copy_users(out, users, report)
+        job_ids = await _copy_jobs(out, jobs, report)
+        worker_ids = await _copy_workers(out, workers, known_users, report)
+        await _copy_links(out, links, job_ids, worker_ids, report)
+        await _copy_tasks(source, out, job_ids, known_users, report)
         if dry_run:
-            await trans.rollback()
-        else:
-            await trans.commit()
+            await transaction.rollback()
     return report
 
 
@@ -216,21 +209,10 @@ async def _copy_users(out: AsyncConnection, users: list[Any], report: ImportRepo
         if str(user.email).lower() in emails:
             report.skip("user whose e-mail has another account here")
             continue
-        rows.append(
-            {
-                "id": user.id,
-                "email": user.email,
-                "hashed_password": user.hashed_password,
-                "is_active": bool(user.is_active),
-                "is_superuser": bool(user.is_superuser),
-                "is_verified": bool(user.is_verified),
-            }
-        )
+        rows.append({**user._mapping, **{flag: bool(user._mapping[flag]) for flag in _FLAGS}})
         known.add(user.id)
         emails.add(str(user.email).lower())
-    if rows:
-        await out.execute(table.insert(), rows)
-    report.users = len(rows)
+    report.users = await _insert(out, table, rows)
     return known
 
 
@@ -262,10 +244,7 @@ async def _copy_jobs(
         created = _utc(job.created_at) or datetime.now(UTC)
         rows.append(
             {
-                "id": job.id,
-                "room_id": job.room_id,
-                "category": job.category,
-                "name": job.name,
+                **job._mapping,
                 "schema": job.schema if job.schema is not None else {},
                 "deleted": bool(job.deleted),
                 "owner_id": None,
@@ -275,9 +254,7 @@ async def _copy_jobs(
         )
         mapping[job.id] = job.id
         existing[key] = job.id
-    if rows:
-        await out.execute(table.insert(), rows)
-    report.jobs = len(rows)
+    report.jobs = await _insert(out, table, rows)
     return mapping
 
 
@@ -296,16 +273,13 @@ async def _copy_workers(
             continue
         rows.append(
             {
-                "id": worker.id,
-                "user_id": worker.user_id,
+                **worker._mapping,
                 "created_at": _utc(worker.created_at) or datetime.now(UTC),
                 "last_heartbeat": _utc(worker.last_heartbeat) or datetime.now(UTC),
             }
         )
         present.add(worker.id)
-    if rows:
-        await out.execute(table.insert(), rows)
-    report.workers = len(rows)
+    report.workers = await _insert(out, table, rows)
     return present
 
 
@@ -328,9 +302,7 @@ async def _copy_links(
             continue
         rows.append({"worker_id": link.worker_id, "job_id": job})
         present.add((link.worker_id, job))
-    if rows:
-        await out.execute(table.insert(), rows)
-    report.links = len(rows)
+    report.links = await _insert(out, table, rows)
 
 
 def _task_row(task: Any, job_id: Any, users: set[Any]) -> tuple[dict[str, Any], bool]:
@@ -404,6 +376,4 @@ async def _copy_tasks(
             row, requeued = _task_row(task, job, users)
             rows.append(row)
             report.requeued += requeued
-        if rows:
-            await out.execute(table.insert(), rows)
-        report.tasks += len(rows)
+        report.tasks += await _insert(out, table, rows)
