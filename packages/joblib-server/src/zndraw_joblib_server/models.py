@@ -62,6 +62,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """``value`` in UTC, timezone-aware (a naive value is taken as UTC); None stays None."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC and always read back timezone-aware.
 
@@ -74,16 +81,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Normalise to UTC (naive values are taken as UTC)."""
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        utc = as_utc(value)
+        return utc.replace(tzinfo=None) if utc is not None and dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Attach UTC to values read back."""
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 class JoblibBase(DeclarativeBase):
@@ -108,7 +111,25 @@ def _partial(name: str, *columns: Any, where: str) -> Index:
     return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
-class Job(JoblibBase):
+class _Named:
+    """The id, the name ``room:category:name`` and the schema of a job or a provider."""
+
+    # sort_order: these columns come first in the tables, before the classes' own.
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, default=uuid.uuid4, sort_order=-1
+    )
+    room_id: Mapped[str] = mapped_column(String(255), sort_order=-1)
+    category: Mapped[str] = mapped_column(String(64), sort_order=-1)
+    name: Mapped[str] = mapped_column(String(255), sort_order=-1)
+    schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict, sort_order=-1)
+
+    @property
+    def full_name(self) -> str:
+        """``{room_id}:{category}:{name}``."""
+        return build_job_name(self.room_id, self.category, self.name)
+
+
+class Job(_Named, JoblibBase):
     """A registered job: a typed extension that workers serve, named room:category:name."""
 
     __tablename__ = "joblib_job"
@@ -117,11 +138,6 @@ class Job(JoblibBase):
         Index("ix_joblib_job_room_listing", "room_id", "deleted", "created_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    room_id: Mapped[str] = mapped_column(String(255))
-    category: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(255))
-    schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     owner_id: Mapped[uuid.UUID | None] = mapped_column(
         GUID, ForeignKey("user.id", ondelete="SET NULL"), nullable=True, default=None
@@ -130,11 +146,6 @@ class Job(JoblibBase):
     was deleted). By default only the owner's and superusers' workers may serve it."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-    @property
-    def full_name(self) -> str:
-        """``{room_id}:{category}:{name}``."""
-        return build_job_name(self.room_id, self.category, self.name)
 
 
 class Worker(JoblibBase):
@@ -252,7 +263,7 @@ def new_task_row(**values: Any) -> dict[str, Any]:
     return row
 
 
-class Provider(JoblibBase):
+class Provider(_Named, JoblibBase):
     """A provider registered by a worker: a data source read through that worker.
 
     It belongs to its worker and goes with it (deleted with the worker, by the sweeper or
@@ -265,11 +276,6 @@ class Provider(JoblibBase):
         Index("ix_joblib_provider_room", "room_id", "created_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    room_id: Mapped[str] = mapped_column(String(255))
-    category: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(255))
-    schema_: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict)
     content_type: Mapped[str] = mapped_column(String(255), default="application/json")
     worker_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("joblib_worker.id", ondelete="CASCADE"), index=True
@@ -278,11 +284,6 @@ class Provider(JoblibBase):
         GUID, ForeignKey("user.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    @property
-    def full_name(self) -> str:
-        """``{room_id}:{category}:{name}``."""
-        return build_job_name(self.room_id, self.category, self.name)
 
 
 class ProviderResult(JoblibBase):

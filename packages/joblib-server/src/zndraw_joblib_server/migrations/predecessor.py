@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from zndraw_auth import User
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, new_task_row
+from zndraw_joblib_server.models import Job, Task, Worker, WorkerJobLink, as_utc, new_task_row
 
 __all__ = ["ImportReport", "PredecessorMissing", "import_predecessor"]
 
@@ -128,12 +128,6 @@ class ImportReport:
         ]
         lines += [f"skipped, {reason}: {n}" for reason, n in sorted(self.skipped.items())]
         return lines
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 async def _rows(conn: AsyncConnection, table: Table) -> list[Any]:
@@ -241,7 +235,7 @@ async def _copy_jobs(
         if len(job.category) > 64 or len(job.name) > 255 or len(job.room_id) > 255:
             report.skip("job whose name is too long (and its tasks)")
             continue
-        created = _utc(job.created_at) or datetime.now(UTC)
+        created = as_utc(job.created_at) or datetime.now(UTC)
         rows.append(
             {
                 **job._mapping,
@@ -274,8 +268,8 @@ async def _copy_workers(
         rows.append(
             {
                 **worker._mapping,
-                "created_at": _utc(worker.created_at) or datetime.now(UTC),
-                "last_heartbeat": _utc(worker.last_heartbeat) or datetime.now(UTC),
+                "created_at": as_utc(worker.created_at) or datetime.now(UTC),
+                "last_heartbeat": as_utc(worker.last_heartbeat) or datetime.now(UTC),
             }
         )
         present.add(worker.id)
@@ -308,8 +302,8 @@ async def _copy_links(
 def _task_row(task: Any, job_id: Any, users: set[Any]) -> tuple[dict[str, Any], bool]:
     """A predecessor task as a row of ours, and whether it was requeued."""
     old = TaskStatus(str(task.status).lower())
-    created = _utc(task.created_at) or datetime.now(UTC)
-    started, completed = _utc(task.started_at), _utc(task.completed_at)
+    created = as_utc(task.created_at) or datetime.now(UTC)
+    started, completed = as_utc(task.started_at), as_utc(task.completed_at)
     row = new_task_row(
         id=task.id,
         job_id=job_id,
