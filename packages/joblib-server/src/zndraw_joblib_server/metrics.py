@@ -210,13 +210,7 @@ class QueueMetrics:
 
     def observe_sweep(self, report: SweepReport) -> None:
         """Count what a sweeper pass changed."""
-        for action, count in (
-            ("workers_removed", report.workers_removed),
-            ("tasks_released", report.tasks_released),
-            ("tasks_cancelled", report.tasks_cancelled),
-            ("jobs_deleted", report.jobs_deleted),
-            ("tasks_purged", report.tasks_purged),
-        ):
+        for action, count in report.counts().items():
             if count:
                 self.sweeper_actions.labels(action).inc(count)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
 from sqlalchemy import and_, delete, or_, select
@@ -70,25 +70,22 @@ class SweepReport:
     tasks_purged: int = 0
     events: list[Event] = field(default_factory=list)
 
+    def counts(self) -> dict[str, int]:
+        """The counts above by name (every attribute but ``events``), in that order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "events"}
+
     @property
     def changed(self) -> bool:
         """Whether the pass changed anything."""
-        return bool(
-            self.workers_removed
-            or self.tasks_released
-            or self.tasks_cancelled
-            or self.jobs_deleted
-            or self.tasks_purged
-        )
+        return any(self.counts().values())
 
 
 async def _stale_workers(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
-    now = utcnow()
     workers = list(
         (
             await uow.session.execute(
                 select(Worker)
-                .where(Worker.last_heartbeat < stale_cutoff(settings, now))
+                .where(Worker.last_heartbeat < stale_cutoff(settings, utcnow()))
                 .limit(_BATCH)
                 .with_for_update(skip_locked=True)
             )
@@ -138,7 +135,7 @@ async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: Swee
     await announce(uow, tasks, now, requeued)
 
 
-async def _orphan_jobs(uow: UnitOfWork, report: SweepReport) -> None:
+async def _orphan_jobs(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
     has_worker = select(WorkerJobLink.job_id).where(WorkerJobLink.job_id == Job.id).exists()
     candidates = list(
         (
@@ -192,13 +189,10 @@ async def sweep_once(
     """
     db = get_database(session_maker, settings)
     report = SweepReport()
-    for step in (_stale_workers, _expired_tasks):
+    for step in (_stale_workers, _expired_tasks, _orphan_jobs):
         async with db.write(sink, keep_events=True) as uow:
             await step(uow, settings, report)
             report.events.extend(uow.events)
-    async with db.write(sink, keep_events=True) as uow:
-        await _orphan_jobs(uow, report)
-        report.events.extend(uow.events)
     for cache in (provider_cache_of(db), internal_cache_of(db)):
         await cache.sweep(settings.provider_cache_max_entries)
     if settings.retention_days > 0:
