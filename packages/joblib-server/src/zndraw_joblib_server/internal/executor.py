@@ -125,11 +125,15 @@ class InProcessExecutor:
                 await self._runtime.remove_worker(self.worker_id)
         self.worker_id = None
 
+    @property
+    def _rt(self) -> InternalRuntime:
+        assert self._runtime is not None, "the executor was not started"
+        return self._runtime
+
     # -- loops -------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        runtime = self._runtime
-        assert runtime is not None
+        runtime = self._rt
         wait = min(self.claim_wait, runtime.settings.long_poll_max_wait_seconds)
         failures = 0
         while True:
@@ -153,8 +157,7 @@ class InProcessExecutor:
                 self._begin(task)
 
     async def _heartbeat_loop(self) -> None:
-        runtime = self._runtime
-        assert runtime is not None
+        runtime = self._rt
         settings = runtime.settings
         interval = self.heartbeat_seconds or (
             min(settings.worker_timeout_seconds, settings.lease_seconds, 15.0) / 3
@@ -179,11 +182,10 @@ class InProcessExecutor:
     async def _replace_worker(self) -> None:
         # swept (e.g. the event loop was blocked past the worker timeout): its tasks were
         # released; serve on with a new worker
-        assert self._runtime is not None
         logger.warning(
             "internal executor: worker %s was removed; registering again", self.worker_id
         )
-        self.worker_id = await self._runtime.register_worker()
+        self.worker_id = await self._rt.register_worker()
 
     def _cancel(self, task_id: uuid.UUID) -> None:
         entry = self._running.get(task_id)
@@ -197,9 +199,8 @@ class InProcessExecutor:
     # -- one task ----------------------------------------------------------------------------
 
     def _begin(self, task: TaskResponse) -> None:
-        assert self._runtime is not None
         loop = asyncio.get_running_loop()
-        context = InternalTask(task, self._runtime, self._worker(), loop, None)
+        context = InternalTask(task, self._rt, self._worker(), loop, None)
         self._running[task.id] = (context, None)  # counted at once: the next claim's slots
         runner = asyncio.create_task(self._run(context), name=f"joblib-internal-{task.id}")
         runner.add_done_callback(functools.partial(self._finished, task.id))
@@ -211,8 +212,7 @@ class InProcessExecutor:
             logger.error("internal task %s: executor error", task_id, exc_info=runner.exception())
 
     async def _run(self, context: InternalTask) -> None:
-        runtime = self._runtime
-        assert runtime is not None
+        runtime = self._rt
         task, worker_id = context.task, context.worker_id
         try:
             context.task = await runtime.update(worker_id, task.id, status=TaskStatus.RUNNING)
@@ -230,10 +230,9 @@ class InProcessExecutor:
             logger.info("internal task %s: outcome dropped (%s)", task.id, exc)
 
     async def _outcome(self, context: InternalTask) -> dict[str, Any]:
-        assert self._runtime is not None
         if context.cancel_requested:
             return {"status": TaskStatus.CANCELLED, "error": "cancelled before it started"}
-        cls = self._runtime.extensions.get(context.job_name)
+        cls = self._rt.extensions.get(context.job_name)
         if cls is None:  # pragma: no cover - the worker is linked to these jobs only
             return {"status": TaskStatus.FAILED, "error": "no extension for this job"}
         try:
@@ -251,17 +250,13 @@ class InProcessExecutor:
         except ProblemError as exc:
             return {"status": TaskStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:
-            return {"status": TaskStatus.FAILED, "error": self._error_text(exc)}
+            # the traceback's end (the settings keep the limit above 0)
+            text = "".join(traceback.format_exception(exc))[-self._rt.settings.max_error_chars :]
+            return {"status": TaskStatus.FAILED, "error": text}
         try:
             return {"status": TaskStatus.COMPLETED, "result": to_jsonable_python(value)}
         except PydanticSerializationError as exc:
             return {"status": TaskStatus.FAILED, "error": f"result is not JSON: {exc}"}
-
-    def _error_text(self, exc: BaseException) -> str:
-        assert self._runtime is not None
-        limit = self._runtime.settings.max_error_chars
-        text = "".join(traceback.format_exception(exc))
-        return text[-limit:] if len(text) > limit else text
 
     async def _call(self, extension: Any, context: InternalTask) -> Any:
         run = extension.run
