@@ -245,9 +245,5 @@ async def run_sweeper(
             logger.info(
                 "sweeper: %d worker(s) removed, %d task(s) released, %d cancelled, "
                 "%d job(s) deleted, %d finished task(s) purged",
-                report.workers_removed,
-                report.tasks_released,
-                report.tasks_cancelled,
-                report.jobs_deleted,
-                report.tasks_purged,
+                *report.counts().values(),
             )

@@ -74,12 +74,6 @@ ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password"
 """That superuser's password (``ZNDRAW_AUTH_DEFAULT_ADMIN_PASSWORD``)."""
 
-_SKIP_MESSAGE = (
-    "PostgreSQL tests skipped: set ZNDRAW_JOBLIB_TEST_POSTGRES_URL="
-    "postgresql+asyncpg://postgres@127.0.0.1:5432/test (a database the tests may wipe) "
-    "to run them."
-)
-
 
 def postgres_url() -> str | None:
     """The PostgreSQL test URL, or None (tests then skip, or fail when it is required)."""
@@ -93,7 +87,11 @@ def postgres_url() -> str | None:
 
 def postgres_skip_message() -> str:
     """Why PostgreSQL tests were skipped, and how to enable them."""
-    return _SKIP_MESSAGE
+    return (
+        "PostgreSQL tests skipped: set ZNDRAW_JOBLIB_TEST_POSTGRES_URL="
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/test (a database the tests may wipe) "
+        "to run them."
+    )
 
 
 def database_url_for(backend: str, tmp_path: Path, *, filename: str = "joblib.db") -> str | None:
@@ -129,8 +127,8 @@ def test_auth_settings(**overrides: object) -> AuthSettings:
         "secret_key": SecretStr(TEST_SECRET),
         "default_admin_email": ADMIN_EMAIL,
         "default_admin_password": SecretStr(ADMIN_PASSWORD),
+        **overrides,
     }
-    values.update(overrides)
     return AuthSettings(**values)
 
 

@@ -6,6 +6,7 @@ room access policy), and bounded (at most ``limit`` tasks, 200 workers, 500 room
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from datetime import datetime, timedelta
@@ -240,7 +241,6 @@ async def _charts(session: AsyncSession, readable: set[str], now: datetime) -> d
     start = now - timedelta(hours=1)
     completed = [0] * 60
     failed = [0] * 60
-    depth = [0] * 60
     rows = (
         await session.execute(
             select(Task.status, Task.created_at, Task.claimed_at, Task.completed_at)
@@ -270,8 +270,5 @@ async def _charts(session: AsyncSession, readable: set[str], now: datetime) -> d
         if first < stop:
             steps[first] += 1
             steps[stop] -= 1
-    running = 0
-    for m in range(60):
-        running += steps[m]
-        depth[m] = running
+    depth = list(itertools.accumulate(steps[:60]))
     return {"start": start.isoformat(), "completed": completed, "failed": failed, "depth": depth}
