@@ -226,7 +226,11 @@ class JobQueue:
             return
         await ensure_schema(self.engine, migrate=self._migrate)
         await self.database.start()
-        await self._start_internal()
+        if self.internal:
+            async with self.database.write(self.event_sink) as uow:
+                await ensure_internal_jobs(uow, [spec_of(cls) for cls in self.internal.values()])
+            if self._autostart:
+                await self.start_executor()
         if self._run_sweeper:
             self._sweeper = asyncio.create_task(
                 run_sweeper(
@@ -253,15 +257,6 @@ class JobQueue:
         if self._owns_engine:
             await self.engine.dispose()
         self._started = False
-
-    async def _start_internal(self) -> None:
-        if not self.internal:
-            return
-        specs = [spec_of(cls) for cls in self.internal.values()]
-        async with self.database.write(self.event_sink) as uow:
-            await ensure_internal_jobs(uow, specs)
-        if self._autostart:
-            await self.start_executor()
 
     async def start_executor(self) -> None:
         """Start the internal executor (done by :meth:`start` unless ``start_executor=False``).

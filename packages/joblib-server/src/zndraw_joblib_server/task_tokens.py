@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import ACTIVE_STATUSES, Unauthorized
+from zndraw_joblib_server.domain.rules import lease_expired
 from zndraw_joblib_server.models import Job, Task, utcnow
 
 __all__ = [
@@ -136,29 +137,6 @@ async def lease_row(session: AsyncSession, task_id: uuid.UUID) -> Any:
     ).first()
 
 
-async def _check_row(session: AsyncSession, data: dict[str, Any]) -> TaskCredential:
-    task_id = uuid.UUID(str(data["tid"]))
-    row = await lease_row(session, task_id)
-    worker_id = uuid.UUID(str(data["wid"]))
-    attempt = int(data["att"])
-    if (
-        row is None
-        or row.status not in ACTIVE_STATUSES
-        or row.worker_id != worker_id
-        or row.attempt != attempt
-        or (row.lease_expires_at is not None and row.lease_expires_at < utcnow())
-    ):
-        raise Unauthorized("The task token's task is no longer running under this claim.")
-    return TaskCredential(
-        task_id=task_id,
-        worker_id=worker_id,
-        attempt=attempt,
-        user_id=uuid.UUID(str(data["sub"])),
-        room_id=row.room_id,
-        job_name=f"{row.job_room}:{row.category}:{row.name}",
-    )
-
-
 async def verify_task_token(
     token: str | None,
     auth_settings: Any,
@@ -174,5 +152,24 @@ async def verify_task_token(
     if not token:
         raise Unauthorized("Not authenticated: send 'Authorization: Bearer <token>'.")
     data = _claims(token, auth_settings)
+    task_id = uuid.UUID(str(data["tid"]))
     async with session_maker() as session:
-        return await _check_row(session, data)
+        row = await lease_row(session, task_id)
+    worker_id = uuid.UUID(str(data["wid"]))
+    attempt = int(data["att"])
+    if (
+        row is None
+        or row.status not in ACTIVE_STATUSES
+        or row.worker_id != worker_id
+        or row.attempt != attempt
+        or lease_expired(row.lease_expires_at, utcnow())
+    ):
+        raise Unauthorized("The task token's task is no longer running under this claim.")
+    return TaskCredential(
+        task_id=task_id,
+        worker_id=worker_id,
+        attempt=attempt,
+        user_id=uuid.UUID(str(data["sub"])),
+        room_id=row.room_id,
+        job_name=f"{row.job_room}:{row.category}:{row.name}",
+    )
