@@ -286,15 +286,20 @@ class Provider(_Named, JoblibBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ProviderResult(JoblibBase):
+class _PerRead:
+    """The key of a row per read: the provider and the hash of the request."""
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("joblib_provider.id", ondelete="CASCADE"), primary_key=True, sort_order=-1
+    )
+    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+
+
+class ProviderResult(_PerRead, JoblibBase):
     """A cached answer to one read (the database result cache), kept until ``expires_at``."""
 
     __tablename__ = "joblib_provider_result"
 
-    provider_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("joblib_provider.id", ondelete="CASCADE"), primary_key=True
-    )
-    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[int] = mapped_column(Integer, default=200)
     content_type: Mapped[str] = mapped_column(String(255))
     body: Mapped[bytes] = mapped_column(LargeBinary)
@@ -302,7 +307,7 @@ class ProviderResult(JoblibBase):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class ProviderRead(JoblibBase):
+class ProviderRead(_PerRead, JoblibBase):
     """A read in flight (the database in-flight mark): dispatched once, answered once.
 
     ``dispatched_at`` is set when a claim of the provider's worker took it.
@@ -311,10 +316,6 @@ class ProviderRead(JoblibBase):
     __tablename__ = "joblib_provider_read"
     __table_args__ = (Index("ix_joblib_provider_read_worker", "worker_id", "dispatched_at"),)
 
-    provider_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("joblib_provider.id", ondelete="CASCADE"), primary_key=True
-    )
-    request_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     worker_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     provider_name: Mapped[str] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
