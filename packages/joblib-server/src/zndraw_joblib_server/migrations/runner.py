@@ -19,7 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from filelock import AsyncFileLock
-from sqlalchemy import Connection, make_url, text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zndraw_joblib_server.migrations.scope import VERSION_TABLE
@@ -77,14 +77,11 @@ async def locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
     Commits when the block ends, rolls back when it raises.
     """
-    url = engine.url.render_as_string(hide_password=False)
-    file_lock: AsyncFileLock | None = None
-    if engine.dialect.name == "sqlite" and not is_memory_sqlite(url):
-        database = make_url(url).database or ""
-        file_lock = AsyncFileLock(f"{database}.migrate.lock", thread_local=False)
+    url = engine.url
     async with contextlib.AsyncExitStack() as stack:
-        if file_lock is not None:
-            await stack.enter_async_context(file_lock)
+        if engine.dialect.name == "sqlite" and not is_memory_sqlite(str(url)):
+            lock = AsyncFileLock(f"{url.database or ''}.migrate.lock", thread_local=False)
+            await stack.enter_async_context(lock)
         conn = await stack.enter_async_context(engine.begin())
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
