@@ -348,11 +348,8 @@ class ClaimTimer:
         if scope["type"] != "http" or scope["path"] != _CLAIM_PATH:
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        try:
+        with self.histogram.time():
             await self.app(scope, receive, send)
-        finally:
-            self.histogram.observe(time.perf_counter() - start)
 
 
 def _bearer_matches(request: Request, token: str) -> bool:

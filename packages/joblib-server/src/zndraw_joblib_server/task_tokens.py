@@ -95,9 +95,8 @@ def _claims(token: str, auth_settings: Any) -> dict[str, Any]:
             algorithms=[_ALGORITHM],
             options={"require": ["exp", "sub", "tid", "wid", "att"]},
         )
-        uuid.UUID(str(data["sub"]))
-        uuid.UUID(str(data["tid"]))
-        uuid.UUID(str(data["wid"]))
+        for claim in ("sub", "tid", "wid"):
+            uuid.UUID(str(data[claim]))
         int(data["att"])
     except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         raise Unauthorized("The bearer token is invalid or expired.") from None

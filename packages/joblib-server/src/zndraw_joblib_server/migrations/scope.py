@@ -46,8 +46,6 @@ def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
     """Alembic's ``include_object`` hook: leave zndraw-auth's and a host's tables out."""
-    if type_ == "table":
-        return owned_table(name)
     if type_ == "index":
         return name not in UNCOMPARED_INDEXES
-    return True
+    return include_name(name, type_, None)
