@@ -242,7 +242,9 @@ class QueueMetrics:
         @router.get(path, include_in_schema=False)
         async def metrics(request: Request) -> Response:
             if token is not None and not _bearer_matches(request, token):
-                return _unauthorized(path)
+                problem = Unauthorized("A valid metrics bearer token is required.").to_problem()
+                problem.instance = path
+                return problem_response(problem, {"WWW-Authenticate": "Bearer"})
             body = await self.scrape()
             return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -355,9 +357,3 @@ class ClaimTimer:
 def _bearer_matches(request: Request, token: str) -> bool:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
-
-
-def _unauthorized(path: str) -> Response:
-    problem = Unauthorized("A valid metrics bearer token is required.").to_problem()
-    problem.instance = path
-    return problem_response(problem, {"WWW-Authenticate": "Bearer"})

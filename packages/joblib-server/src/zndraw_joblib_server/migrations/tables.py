@@ -15,6 +15,8 @@ import zndraw_joblib_server.models
 
 # Registers the pending counts' DDL (tables, triggers) to run with ``create_all``.
 import zndraw_joblib_server.storage.pending  # noqa: F401
+from zndraw_joblib_server.migrations.runner import current_revision, run_command, run_locked
+from zndraw_joblib_server.migrations.scope import owned_table
 
 __all__ = ["create_tables"]
 
@@ -27,15 +29,10 @@ async def create_tables(engine: AsyncEngine) -> None:
     kept pending counts are recounted); bring those up to date with the migrations. Several
     processes calling it at once wait for each other (the migrations' lock).
     """
-    from zndraw_joblib_server.migrations.runner import run_locked
-
     await run_locked(engine, _create)
 
 
 def _create(conn: Connection) -> None:
-    from zndraw_joblib_server.migrations.runner import current_revision, run_command
-    from zndraw_joblib_server.migrations.scope import owned_table
-
     fresh = current_revision(conn) is None and not any(
         owned_table(name) for name in inspect(conn).get_table_names()
     )
