@@ -81,10 +81,8 @@ def fan_out(*sinks: EventSink | None) -> EventSink | None:
     None entries are skipped; with a single sink left, that sink itself is returned.
     """
     real = [s for s in sinks if s is not None]
-    if not real:
-        return None
-    if len(real) == 1:
-        return real[0]
+    if len(real) <= 1:
+        return real[0] if real else None
 
     async def sink(events: Sequence[Event]) -> None:
         for each in real:

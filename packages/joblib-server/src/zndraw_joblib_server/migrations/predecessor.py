@@ -119,15 +119,14 @@ class ImportReport:
 
     def lines(self) -> list[str]:
         """The report as lines for a terminal."""
-        lines = [
+        return [
             f"users: {self.users}",
             f"jobs: {self.jobs}",
             f"workers: {self.workers}",
             f"worker-job links: {self.links}",
             f"tasks: {self.tasks} (claimed or running, now pending again: {self.requeued})",
+            *(f"skipped, {reason}: {n}" for reason, n in sorted(self.skipped.items())),
         ]
-        lines += [f"skipped, {reason}: {n}" for reason, n in sorted(self.skipped.items())]
-        return lines
 
 
 async def _rows(conn: AsyncConnection, table: Table) -> list[Any]:
