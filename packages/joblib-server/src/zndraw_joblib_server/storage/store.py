@@ -64,7 +64,7 @@ class Store(Hashable, Protocol):
     ) -> TaskRecord | None:
         """A worker's usual report to ``status``, as one ``UPDATE``, where this store does so.
 
-        ``params()`` builds the statement's parameters (see ``stores.report_sql``), or None
+        ``params()`` builds the statement's parameters (see ``stores.base``), or None
         for a report the statement is not for. None: nothing was written (not tried, or
         not in order): the general path answers.
         """

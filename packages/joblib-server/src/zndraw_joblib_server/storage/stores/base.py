@@ -1,4 +1,13 @@
-"""What both stores do alike, told apart by a few attributes each store sets."""
+"""What both stores do alike, told apart by a few attributes each store sets.
+
+Also a worker's usual report on its own task as one ``UPDATE ... RETURNING``
+(:data:`STATEMENTS`). Its conditions are the general path's (``services.updates``) for the
+case where everything is in order: the task is held by the named worker, that worker
+belongs to the caller, the task is in a state the transition table lets move to the
+target, and its lease has not run out. The new values are those the general path sets,
+written as SQL. Parameters: ``b_id``, ``b_worker``, ``b_user``, ``b_now``, ``v_progress``,
+``v_message``, and ``b_lease`` (running) or ``v_result``, ``v_error`` (completed).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +15,80 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from sqlalchemy import Float, Interval, bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_core import TaskStatus
+from zndraw_joblib_core import ACTIVE_STATUSES, TaskStatus, can_transition
+from zndraw_joblib_server.models import status_is
 from zndraw_joblib_server.storage import positions, records
+from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.pending import kept_count
+from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.records import TASKS, task_param
+from zndraw_joblib_server.storage.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.storage.store import Store
-from zndraw_joblib_server.storage.stores.report_sql import run_report
+from zndraw_joblib_server.storage.stores.claim_sql import (
+    callers_worker,
+    claim_statement,
+    job_params,
+)
 
-__all__ = ["SqlStore"]
+__all__ = ["REPORTED", "STATEMENTS", "SqlStore"]
+
+REPORTED = (TaskStatus.RUNNING, TaskStatus.COMPLETED)
+"""The targets reported in one statement."""
+
+
+def _seconds(value: Any) -> Any:
+    """SQL: an interval of ``value`` seconds (a float expression)."""
+    return func.make_interval(0, 0, 0, 0, 0, 0, value, type_=Interval)
+
+
+def _statement(target: TaskStatus) -> Any:
+    c = TASKS.c
+    now = task_param("b_now", "started_at")
+    sources = [s for s in ACTIVE_STATUSES if can_transition(s, target)]
+    values: dict[str, Any] = {
+        "status": target,
+        "version": c.version + 1,
+        "progress": func.coalesce(task_param("v_progress", "progress"), c.progress),
+        "message": func.coalesce(task_param("v_message", "message"), c.message),
+    }
+    if target == TaskStatus.RUNNING:
+        lease = lease_seconds_sql(c.lease_seconds, bindparam("b_lease", Float))
+        values |= {
+            "started_at": now,
+            "lease_expires_at": now + _seconds(lease),
+            "deadline_at": func.coalesce(now + _seconds(c.timeout_seconds), c.deadline_at),
+        }
+    else:
+        values |= {
+            "completed_at": now,
+            "lease_expires_at": None,
+            "deadline_at": None,
+            "result": task_param("v_result", "result"),
+            "error": func.coalesce(task_param("v_error", "error"), c.error),
+        }
+    worker = task_param("b_worker", "worker_id")
+    owned = callers_worker(worker)
+    stmt = (
+        update(TASKS)
+        .where(
+            c.id == task_param("b_id", "id"),
+            c.worker_id == worker,
+            status_is(*sources),
+            lease_held_sql(c.lease_expires_at, now),
+            owned,
+        )
+        .values(values)
+        .returning(*c)
+    )
+    return prebuilt(stmt)
+
+
+STATEMENTS = {target: _statement(target) for target in REPORTED}
+"""The one-statement report of each target, built once."""
 
 
 class SqlStore:
@@ -25,10 +98,51 @@ class SqlStore:
     """The database's dialect name (its ``INSERT`` and kept counts)."""
     counting: bool
     """Whether an insert's ``RETURNING`` answers the new task's position too."""
+    finds_job: bool
+    """Whether a claim without ``job_ids`` finds the worker's only job in its statement."""
     alone = False
     """Whether work runs statement by statement, outside a transaction."""
     reports: frozenset[TaskStatus] = frozenset()
-    """The targets of the reports written in one ``UPDATE`` (see ``stores.report_sql``)."""
+    """The targets of the reports written in one ``UPDATE`` (see :data:`STATEMENTS`)."""
+
+    async def claim(
+        self,
+        session: AsyncSession,
+        params: dict[str, Any],
+        user_id: Any,
+        job_ids: list[uuid.UUID] | None,
+        *,
+        start: bool,
+        worker_timeout: float,
+    ) -> list[records.TaskRecord] | None:
+        """The jobs' claim statement, or without ``job_ids`` the worker's only job's.
+
+        The latter (where :attr:`finds_job`) checks the worker's owner in the statement;
+        alone, the statement also checks and beats the worker every time. Where it
+        finds the job, the claim keeps the worker's claim hint (whether it served one job,
+        and whether this claim found tasks) that decides its next claim's first try.
+        """
+        finding = job_ids is None
+        if finding and not self.finds_job:
+            return None
+        several = job_ids is not None and job_params(params, job_ids)
+        if self.alone:
+            params["b_beat"] = params["b_now"]
+        if self.alone or finding:
+            params["b_user"] = user_id
+        stmt = claim_statement(self, several, self.alone, finding, start)
+        tasks = await records.fetch(session, stmt, params)
+        if finding and tasks:
+            await self._claimed(session, params, user_id, worker_timeout)
+        if self.finds_job:  # the hint for the worker's next claim (see ``claim_tasks``)
+            one_job = job_ids is None or len(job_ids) == 1
+            caches_of(session).claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
+        return tasks
+
+    async def _claimed(
+        self, session: AsyncSession, params: dict[str, Any], user_id: Any, worker_timeout: float
+    ) -> None:
+        """After a claim that found the worker's job and claimed: nothing (see SQLite's)."""
 
     async def report(
         self,
@@ -39,7 +153,9 @@ class SqlStore:
         """The report in one ``UPDATE`` when :attr:`reports` holds ``status`` (else None)."""
         if status not in self.reports:
             return None
-        return await run_report(session, status, params)
+        values = params()
+        tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
+        return tasks[0] if tasks else None
 
     async def insert_one(
         self, session: AsyncSession, row: dict[str, Any], *, keyed: bool

@@ -1,8 +1,9 @@
-"""The claim statement: ``UPDATE ... WHERE id IN (claimable CTE) RETURNING``.
+"""The claim statement: ``UPDATE ... WHERE id IN (claimable CTE) RETURNING``; a worker's beat.
 
 The CTE selects ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent claims in any number
 of processes take different rows without waiting or retrying; on SQLite the statement runs
-inside the process's write gate, which serialises it.
+inside the process's write gate, which serialises it. The statements both stores use to
+beat a worker and to check that it is the caller's live here too.
 """
 
 from __future__ import annotations
@@ -10,22 +11,43 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select, update
+from sqlalchemy import Integer, bindparam, exists, select, update
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.models import status_is
+from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
 from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
-from zndraw_joblib_server.storage.stores.statements import (
-    LINKS,
-    WORKERS,
-    callers,
-    callers_worker,
-)
 
-__all__ = ["claim_statement", "job_params"]
+__all__ = ["LINKS", "TOUCH", "WORKERS", "callers_worker", "claim_statement", "job_params"]
+
+WORKERS = Worker.__table__
+LINKS = WorkerJobLink.__table__
+
+TOUCH = prebuilt(
+    update(WORKERS)
+    .where(
+        WORKERS.c.id == bindparam("b_worker_id", type_=WORKERS.c.id.type),
+        WORKERS.c.user_id == bindparam("b_user_id", type_=WORKERS.c.user_id.type),
+    )
+    .values(last_heartbeat=bindparam("b_now", type_=WORKERS.c.last_heartbeat.type))
+    .returning(WORKERS.c.id)
+)
+"""Beat a worker if it is the caller's (``b_worker_id``, ``b_user_id``, ``b_now``)."""
+
+
+def callers(worker: Any) -> tuple[Any, ...]:
+    """SQL conditions on ``joblib_worker``: its row is ``worker``, the caller's (``b_user``)."""
+    return (
+        WORKERS.c.id == worker,
+        WORKERS.c.user_id == bindparam("b_user", type_=WORKERS.c.user_id.type),
+    )
+
+
+def callers_worker(worker: Any) -> Any:
+    """SQL: the worker ``worker`` exists and is the caller's (parameter ``b_user``)."""
+    return exists(select(WORKERS.c.id).where(*callers(worker)))
 
 
 def _only_job(owned: bool) -> Any:

@@ -9,17 +9,13 @@ from typing import Any
 from sqlalchemy import any_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zndraw_joblib_server.storage import records
-from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept
 from zndraw_joblib_server.storage.pending_pg import FOLD
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
-from zndraw_joblib_server.storage.stores.base import SqlStore
-from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
-from zndraw_joblib_server.storage.stores.report_sql import STATEMENTS
-from zndraw_joblib_server.storage.stores.statements import LINKS, TOUCH, WORKERS
+from zndraw_joblib_server.storage.stores.base import REPORTED, SqlStore
+from zndraw_joblib_server.storage.stores.claim_sql import LINKS, TOUCH, WORKERS
 
 __all__ = ["PostgresStore"]
 
@@ -46,49 +42,23 @@ class PostgresStore(SqlStore):
 
     Work alone is for the hot paths whose every statement is safe on its own (see
     ``Database.write``): it saves the ``BEGIN`` and ``COMMIT`` round trips. Only alone does
-    a report check and write in one ``UPDATE``; the insert's ``RETURNING`` answers the
-    position too (one round trip, not two); a job's kept count is the sum of its count rows
-    (one per backend until folded), 0 without.
+    a report check and write in one ``UPDATE``, and a claim find the worker's only job (the
+    statement checks and beats the worker every time); the insert's ``RETURNING`` answers
+    the position too (one round trip, not two); a job's kept count is the sum of its count
+    rows (one per backend until folded), 0 without.
     """
 
     dialect = "postgresql"
     counting = True
 
     def __init__(self, alone: bool = False) -> None:
-        self.alone = alone
-        self.reports = frozenset(STATEMENTS if alone else ())
+        self.alone = self.finds_job = alone
+        self.reports = frozenset(REPORTED if alone else ())
         self._standalone: Store | None = None if alone else PostgresStore(alone=True)
 
     def standalone(self) -> Store | None:
         """The store of work outside a transaction (None: this is it)."""
         return self._standalone
-
-    async def claim(
-        self,
-        session: AsyncSession,
-        params: dict[str, Any],
-        user_id: Any,
-        job_ids: list[uuid.UUID] | None,
-        *,
-        start: bool,
-        worker_timeout: float,
-    ) -> list[records.TaskRecord] | None:
-        """Alone: checked and beaten by the statement (every time), which may find the job.
-
-        Alone, it also keeps the worker's claim hint (whether it served one job, and
-        whether this claim found tasks) that decides its next claim's first try.
-        """
-        if job_ids is None and not self.alone:
-            return None
-        several = job_ids is not None and job_params(params, job_ids)
-        if self.alone:
-            params |= {"b_beat": params["b_now"], "b_user": user_id}
-        stmt = claim_statement(self, several, self.alone, job_ids is None, start)
-        tasks = await records.fetch(session, stmt, params)
-        if self.alone:  # the hint for the worker's next claim (see ``claim_tasks``)
-            one_job = job_ids is None or len(job_ids) == 1
-            caches_of(session).claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
-        return tasks
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column = ANY(ARRAY(ids))``, matched through the primary key.

@@ -7,19 +7,26 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.domain.rules import beat_due
-from zndraw_joblib_server.storage import records
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
+from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
 from zndraw_joblib_server.storage.stores.base import SqlStore
-from zndraw_joblib_server.storage.stores.claim_sql import claim_statement, job_params
-from zndraw_joblib_server.storage.stores.statements import JOBS_OF_WORKER, TOUCH
+from zndraw_joblib_server.storage.stores.claim_sql import LINKS, TOUCH
 
 __all__ = ["SqliteStore"]
+
+_JOBS_OF_WORKER = prebuilt(
+    select(LINKS.c.job_id).where(
+        LINKS.c.worker_id == bindparam("worker_id", type_=LINKS.c.worker_id.type)
+    )
+)
+"""The ids of the jobs a worker (``worker_id``) serves."""
 
 
 class SqliteStore(SqlStore):
@@ -32,41 +39,20 @@ class SqliteStore(SqlStore):
 
     dialect = "sqlite"
     counting = False
+    finds_job = True
     reports = frozenset({TaskStatus.COMPLETED})
 
     def standalone(self) -> Store | None:
         """None: work always runs in a transaction (the write gate makes it cheap)."""
         return None
 
-    async def claim(
-        self,
-        session: AsyncSession,
-        params: dict[str, Any],
-        user_id: Any,
-        job_ids: list[uuid.UUID] | None,
-        *,
-        start: bool,
-        worker_timeout: float,
-    ) -> list[records.TaskRecord] | None:
-        """The jobs' claim statement, or without ``job_ids`` the worker's only job's.
-
-        The latter checks the worker's owner in the statement and beats the worker after
-        it only when due (a busy worker's claims need not each rewrite its row).
-        """
+    async def _claimed(
+        self, session: AsyncSession, params: dict[str, Any], user_id: Any, worker_timeout: float
+    ) -> None:
+        """Beat the worker only when due (a busy worker's claims need not each rewrite its row)."""
         worker = params["b_worker"]
-        caches = caches_of(session)
-        if job_ids is None:
-            params["b_user"] = user_id
-            tasks = await records.fetch(
-                session, claim_statement(self, False, False, True, start), params
-            )
-            if tasks and beat_due(caches.beats.get(worker), time.monotonic(), worker_timeout):
-                await self.touch_worker(session, worker, user_id, params["b_now"], jobs=False)
-        else:
-            stmt = claim_statement(self, job_params(params, job_ids), False, start=start)
-            tasks = await records.fetch(session, stmt, params)
-        caches.claim_hints.put(worker, (job_ids is None or len(job_ids) == 1, bool(tasks)))
-        return tasks
+        if beat_due(caches_of(session).beats.get(worker), time.monotonic(), worker_timeout):
+            await self.touch_worker(session, worker, user_id, params["b_now"], jobs=False)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column IN (ids)``."""
@@ -88,7 +74,7 @@ class SqliteStore(SqlStore):
             caches_of(session).beats.put(worker_id, time.monotonic())
         if not touched or not jobs:
             return touched, []
-        rows = await execute(session, JOBS_OF_WORKER, {"worker_id": worker_id})
+        rows = await execute(session, _JOBS_OF_WORKER, {"worker_id": worker_id})
         return True, list(rows.scalars())
 
     async def lock_exclusive(self, session: AsyncSession, key: int) -> None:
