@@ -55,25 +55,6 @@ class Plan:
     expanded lists numbered after all the others, as SQLAlchemy numbers them).
     """
 
-    __slots__ = (
-        "_active",
-        "_binds",
-        "_column_keys",
-        "_columns",
-        "_defaults",
-        "_dialect",
-        "_expanding",
-        "_keys",
-        "_marks",
-        "_names",
-        "_numbered",
-        "_row",
-        "_sql",
-        "_sqls",
-        "returns_rows",
-        "usable",
-    )
-
     def __init__(self, stmt: Any, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
         binds = compiled.binds

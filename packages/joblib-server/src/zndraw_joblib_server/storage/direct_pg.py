@@ -52,9 +52,14 @@ async def run_direct_pg(
                 plan.learn([(column.name, column.type.oid) for column in found])
             records = await driver.fetch(sql, *values)
             return plan.result(records, len(records))
-        return plan.empty(_rowcount(await driver.execute(sql, *values)))
+        status = (await driver.execute(sql, *values)).rpartition(" ")[2]  # "UPDATE 3"
+        return plan.empty(int(status) if status.isdigit() else -1)
     except Exception as error:
-        broken = driver.is_closed() or _confused(error)
+        import asyncpg  # only PostgreSQL servers need it
+
+        # An internal client error: asyncpg lost track of the connection's protocol state
+        # (say, the server ended it while a statement was being sent): it cannot be reused.
+        broken = driver.is_closed() or isinstance(error, asyncpg.exceptions.InternalClientError)
         if broken:
             await conn.invalidate()
         translated = translate(error, sql, params, broken=broken)
@@ -63,50 +68,20 @@ async def run_direct_pg(
         raise translated from error
 
 
-def _confused(error: Exception) -> bool:
-    """Whether asyncpg lost track of its connection's protocol state (it cannot be reused).
-
-    asyncpg raises this when, say, the server ended the connection while a statement was
-    being sent, before asyncpg itself noticed the connection closing.
-    """
-    import asyncpg  # only PostgreSQL servers need it
-
-    return isinstance(error, asyncpg.exceptions.InternalClientError)
-
-
-def _rowcount(status: str) -> int:
-    """The row count of a command status such as ``UPDATE 3`` (-1 when it has none)."""
-    last = status.rpartition(" ")[2]
-    return int(last) if last.isdigit() else -1
-
-
+# By PostgreSQL's SQLSTATE classes: 08 connection exception, 25 invalid transaction state,
+# 28 invalid authorization, 40 serialization failure or deadlock, 53 insufficient resources,
+# 55 lock not available, 57 operator intervention (shutdown, cancel).
 _BY_SQLSTATE_CLASS: dict[str, type[exc.DBAPIError]] = {
-    "08": exc.OperationalError,  # connection exception
-    "0A": exc.NotSupportedError,
-    "22": exc.DataError,
-    "23": exc.IntegrityError,
-    "25": exc.InternalError,  # invalid transaction state
-    "26": exc.InternalError,
-    "27": exc.OperationalError,
-    "28": exc.OperationalError,  # invalid authorization
-    "2B": exc.InternalError,
-    "2D": exc.InternalError,
-    "2F": exc.InternalError,
-    "34": exc.OperationalError,
-    "3D": exc.ProgrammingError,
-    "3F": exc.ProgrammingError,
-    "40": exc.OperationalError,  # serialization failure, deadlock
-    "42": exc.ProgrammingError,
-    "44": exc.ProgrammingError,
-    "53": exc.OperationalError,  # insufficient resources
-    "54": exc.OperationalError,
-    "55": exc.OperationalError,  # lock not available
-    "57": exc.OperationalError,  # operator intervention (shutdown, cancel)
-    "58": exc.OperationalError,
-    "F0": exc.InternalError,
-    "HV": exc.OperationalError,
-    "P0": exc.InternalError,
-    "XX": exc.InternalError,
+    state: cls
+    for cls, states in (
+        (exc.OperationalError, "08 27 28 34 40 53 54 55 57 58 HV"),
+        (exc.NotSupportedError, "0A"),
+        (exc.DataError, "22"),
+        (exc.IntegrityError, "23"),
+        (exc.InternalError, "25 26 2B 2D 2F F0 P0 XX"),
+        (exc.ProgrammingError, "3D 3F 42 44"),
+    )
+    for state in states.split()
 }
 """SQLAlchemy's exception class by SQLSTATE class (the first two characters)."""
 

@@ -66,15 +66,13 @@ async def load(
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
-    stmt = _load_statement(for_update)
+    stmt = _LOAD[for_update]
     return {record.id: record for record in await fetch(session, stmt, {"ids": wanted})}
 
 
-@lru_cache(maxsize=2)
-def _load_statement(for_update: bool) -> Select[Any]:
-    """Tasks by id, built once per shape (parameter ``ids``, a list)."""
-    stmt = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
-    return prebuilt(stmt.with_for_update() if for_update else stmt)
+_BY_IDS = select(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+_LOAD = {False: prebuilt(_BY_IDS), True: prebuilt(_BY_IDS.with_for_update())}
+"""Tasks by id (parameter ``ids``, a list), plain and row-locked, built once."""
 
 
 _WORKERS = Worker.__table__
