@@ -168,14 +168,9 @@ class Database:
         if bind is not None and self._standalone is not None:  # its listeners are the engine's
             autocommit = bind.execution_options(isolation_level="AUTOCOMMIT")
             self._kept = KeptConnections(autocommit, settings.db_ping_idle_seconds)
-        self.upkeep = ClaimUpkeep(
-            bind if self.dialect == "postgresql" else None, settings.vacuum_after_claims
-        )
-        self.pubsub: PostgresPubSub | None = (
-            PostgresPubSub(bind, self.notifier)
-            if self.dialect == "postgresql" and bind is not None
-            else None
-        )
+        postgres = self.dialect == "postgresql"  # a PostgreSQL database has its engine
+        self.upkeep = ClaimUpkeep(bind if postgres else None, settings.vacuum_after_claims)
+        self.pubsub = PostgresPubSub(bind, self.notifier) if postgres else None
 
     def _count(self, *_args: object) -> None:
         self.statements += 1
@@ -256,7 +251,7 @@ class Database:
                 fails later, as its writes stand. The unit of work's store is then the
                 store's :meth:`~.store.Store.standalone` one. Ignored on other databases.
         """
-        single = standalone and self._kept is not None
+        kept = self._kept if standalone else None
         async with self._gate():
             if self.file_watch is not None:
                 self.file_watch.check()  # a write into a deleted file would be lost
@@ -267,20 +262,19 @@ class Database:
                 # Joins the writer's transaction; commits and rollbacks are the writer's.
                 session = self.session_maker(bind=writer)
                 session.info[_CONNECTION] = (None, line)
-            elif single and self._kept is not None:
+            elif kept is not None:
                 # A connection of its own, past the session's transaction bookkeeping.
-                own, kept_session = await self._kept.take()
-                if kept_session is None:  # a new connection: its session is kept with it
-                    kept_session = self.session_maker(bind=own)
-                    kept_session.info[_CONNECTION] = (own, None)
-                    kept_session.info[DIRECT_PG] = True
-                session = kept_session
+                own, session = await kept.take()
+                if session is None:  # a new connection: its session is kept with it
+                    session = self.session_maker(bind=own)
+                    session.info[_CONNECTION] = (own, None)
+                    session.info[DIRECT_PG] = True
             else:
                 session = self.session_maker()
             session.info[_INLINE] = self.inline
             self.caches.attach(session)
             self.direct.attach(session)
-            store = self._standalone if single and self._standalone else self.store
+            store = self._standalone if kept is not None and self._standalone else self.store
             # A hand-off claims inside the submit's transaction: none without one.
             handing = self.settings.claim_handoff and store is self.store
             uow = UnitOfWork(
@@ -300,7 +294,7 @@ class Database:
                 committed = True
             except BaseException:
                 await self._end(session, line, commit=False)
-                if single:  # what was written stands: announce it
+                if kept is not None:  # what was written stands: announce it
                     await self._after(uow, sink)
                 raise
             finally:
@@ -310,8 +304,8 @@ class Database:
                     session.sync_session.close()  # nothing underneath awaits
                 else:
                     await session.close()
-                if own is not None and self._kept is not None:
-                    await self._kept.give_back(own, session)
+                if own is not None and kept is not None:
+                    await kept.give_back(own, session)
         await self._after(uow, sink)
 
     async def _after(self, uow: UnitOfWork, sink: EventSink | None) -> None:
@@ -329,28 +323,23 @@ class Database:
         without greenlets when its connection is inline.
         """
         sync = session.sync_session
+        # Whether connections are inline SQLite is learnt from the first one: every
+        # connection of an engine comes from the same creator, so once one is known to be
+        # inline, write transactions commit (or roll back) and close without greenlets:
+        # nothing underneath awaits, and the connection goes back to the pool, not away.
+        found = session.info.get(_CONNECTION)
+        if found is not None and self.inline is None:
+            self.inline = found[1] is not None
         if line is not None:
             if commit and sync.in_transaction():
                 sync.flush()
             (line.commit if commit else line.rollback)()
-        elif self._learn_inline(session):
+        elif self.inline and found is not None:
             (sync.commit if commit else sync.rollback)()
         # Otherwise nothing to end when the session never ran anything itself (its
         # statements ran directly).
         elif sync.in_transaction():
             await (session.commit() if commit else session.rollback())
-
-    def _learn_inline(self, session: AsyncSession) -> bool:
-        """Whether the session's connection is inline SQLite (learnt from the first one).
-
-        Every connection of an engine comes from the same creator, so once one is known to
-        be inline, write transactions commit (or roll back) and close without greenlets:
-        nothing underneath awaits, and the connection goes back to the pool, not away.
-        """
-        found = session.info.get(_CONNECTION)
-        if found is not None and self.inline is None:
-            self.inline = found[1] is not None
-        return bool(self.inline) and found is not None
 
     def announce(self, wake: dict[str, int | None]) -> None:
         """Wake long-polls for the given keys: local ones now, other processes' next."""
