@@ -116,16 +116,15 @@ class Plan:
         if sql is None:
             if 0 in lengths:
                 return None
-            sized = dict(zip(self._expanding, lengths, strict=True))
             members: dict[str, str] = {}
             number = len(self._names) - len(self._expanding) + 1  # numbered: after the rest
-            for name in self._expanding:
+            for name, size in zip(self._expanding, lengths, strict=True):
                 mark = self._marks[name]
                 if self._numbered:
-                    members[name] = ", ".join(mark % (number + i) for i in range(sized[name]))
-                    number += sized[name]
+                    members[name] = ", ".join(mark % (number + i) for i in range(size))
+                    number += size
                 else:
-                    members[name] = ", ".join([mark] * sized[name])
+                    members[name] = ", ".join([mark] * size)
             sql = _POSTCOMPILE.sub(lambda m: members[m.group(1)], self._sql)
             if len(self._sqls) < 64:
                 self._sqls[lengths] = sql

@@ -9,6 +9,7 @@ new one, which costs the same at the back of a long queue as at its front
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Iterable
 from functools import lru_cache
@@ -22,11 +23,7 @@ from zndraw_joblib_server.models import status_is
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept
 from zndraw_joblib_server.storage.prebuilt import prebuilt
-from zndraw_joblib_server.storage.records import (
-    TASKS,
-    TaskRecord,
-    task_param,
-)
+from zndraw_joblib_server.storage.records import TASKS, TaskRecord, task_param
 from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
 
@@ -50,14 +47,12 @@ def _counts_ahead_of(prefix: str, *, behind: bool = False) -> Any:
         task_param(f"{prefix}{name}", name) for name in _AHEAD_FIELDS
     )
     pending = [c.job_id == job_id, status_is(TaskStatus.PENDING)]
+    # Ahead: a higher priority, or an earlier time; behind: the opposite.
+    by_priority, by_time = (operator.lt, operator.gt) if behind else (operator.gt, operator.lt)
     ranges = [
-        [c.priority < priority if behind else c.priority > priority],
-        [c.priority == priority, c.run_after > run_after if behind else c.run_after < run_after],
-        [
-            c.priority == priority,
-            c.run_after == run_after,
-            c.created_at > created_at if behind else c.created_at < created_at,
-        ],
+        [by_priority(c.priority, priority)],
+        [c.priority == priority, by_time(c.run_after, run_after)],
+        [c.priority == priority, c.run_after == run_after, by_time(c.created_at, created_at)],
     ]
     counts = [
         select(func.count()).select_from(TASKS).where(*pending, *r).scalar_subquery()
@@ -170,10 +165,7 @@ async def queue_positions(
         select(
             TASKS.c.id,
             func.row_number()
-            .over(
-                partition_by=TASKS.c.job_id,
-                order_by=claim_order_by(TASKS.c),
-            )
+            .over(partition_by=TASKS.c.job_id, order_by=claim_order_by(TASKS.c))
             .label("position"),
         )
         .where(

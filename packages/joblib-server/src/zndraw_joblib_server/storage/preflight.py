@@ -55,7 +55,12 @@ def check_database(url: str, *, timeout: float = 10.0) -> str:
             f"use {backend}+{_DRIVERS[backend]}:// instead"
         )
     if backend == "sqlite" and not is_memory_sqlite(url):
-        _check_sqlite_folder(parsed)
+        folder = Path(parsed.database or "").expanduser().absolute().parent
+        if not folder.is_dir():
+            raise DatabaseUnusable(
+                f"the folder {folder} of the SQLite database does not exist; "
+                f"create it (mkdir -p {folder}) or choose another path"
+            )
     try:
         asyncio.run(asyncio.wait_for(_probe(url), timeout))
     except TimeoutError as error:
@@ -66,15 +71,6 @@ def check_database(url: str, *, timeout: float = 10.0) -> str:
     except Exception as error:  # every driver has its own errors: explain the common ones
         raise DatabaseUnusable(_explain(parsed, _root(error))) from error
     return url
-
-
-def _check_sqlite_folder(parsed: URL) -> None:
-    folder = Path(parsed.database or "").expanduser().absolute().parent
-    if not folder.is_dir():
-        raise DatabaseUnusable(
-            f"the folder {folder} of the SQLite database does not exist; "
-            f"create it (mkdir -p {folder}) or choose another path"
-        )
 
 
 async def _probe(url: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -166,12 +166,7 @@ class DatabaseProviderCache:
                     if live >= limit:
                         return "full"
                     if found is None:
-                        found = ProviderRead(
-                            provider_id=read.provider_id,
-                            request_hash=read.request_hash,
-                            provider_name=read.provider_name,
-                            params=read.params,
-                        )
+                        found = ProviderRead(**asdict(read))
                         session.add(found)
                     found.created_at, found.expires_at = now, now + timedelta(seconds=ttl)
                 elif found.worker_id == worker_id:
