@@ -5,6 +5,13 @@ so concurrent requests never see "database is locked"), collects wake-up keys an
 while the work runs, commits, and only then wakes long-polls and hands events to the sink.
 ``Database.read()`` opens a plain session without the gate (SQLite WAL lets readers run
 beside the writer).
+
+On SQLite files, a :class:`FileWatch` notices when the file under a running server is
+deleted, replaced or made read-only. An open SQLite connection keeps writing into its file
+even after the file was unlinked (or made read-only, or replaced by another file): commits
+succeed into an inode nobody will ever open again. The watch compares the path with the
+file the server opened (one ``stat`` call, about a microsecond) so ``/health`` reports it
+and writes refuse with 503 instead of acknowledging work that is already lost.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from zndraw_joblib_core import Event, ServiceUnavailable
@@ -26,10 +34,8 @@ from zndraw_joblib_server.sessions import queue_session_maker
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage.caches import QueueCaches
 from zndraw_joblib_server.storage.direct import DirectStatements
-from zndraw_joblib_server.storage.file_watch import FileWatch, sqlite_file_of
 from zndraw_joblib_server.storage.kept import KeptConnections
-from zndraw_joblib_server.storage.notifier import Notifier, Subscription
-from zndraw_joblib_server.storage.pubsub import PostgresPubSub
+from zndraw_joblib_server.storage.notifier import Notifier, PostgresPubSub, Subscription
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
 from zndraw_joblib_server.storage.store import STORES, Store
 from zndraw_joblib_server.storage.upkeep import ClaimUpkeep
@@ -81,6 +87,60 @@ async def session_connection(session: AsyncSession) -> tuple[Any, Any]:
             found = (conn, sync_connection_of(conn))
         session.info[_CONNECTION] = found
     return found
+
+
+def sqlite_file_of(url: str) -> str | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+class FileWatch:
+    """The SQLite database file, as opened, and checks that it is still that file.
+
+    Args:
+        path: The database file (it need not exist yet: the first check that finds it
+            remembers it).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._identity: tuple[int, int] | None = None
+
+    def problem(self) -> str | None:
+        """Why the file cannot take writes now, or None when it can."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            if self._identity is None:
+                return None  # not created yet
+            return f"The database file {self.path} was deleted while the server was running."
+        except OSError as error:
+            return f"The database file {self.path} cannot be examined: {error.strerror}."
+        identity = (found.st_dev, found.st_ino)
+        if self._identity is None:
+            self._identity = identity
+        elif identity != self._identity:
+            return f"The database file {self.path} was replaced while the server was running."
+        # No write bit at all counts too: root may write anyway, but the file was meant
+        # to be read-only (and a read-only mount fails os.access for root as well).
+        if not found.st_mode & 0o222 or not os.access(self.path, os.W_OK):
+            return f"The database file {self.path} is read-only."
+        return None
+
+    def check(self) -> None:
+        """Raise 503 when :meth:`problem` finds one.
+
+        Raises:
+            ServiceUnavailable: The file was deleted, replaced or made read-only.
+        """
+        problem = self.problem()
+        if problem is not None:
+            raise ServiceUnavailable(problem, headers={"Retry-After": "5"})
 
 
 @dataclass
