@@ -183,11 +183,9 @@ class UnitOfWork:
     def wake_fewer(self, key: str, count: int) -> None:
         """Wake ``count`` fewer long-polls waiting on ``key`` (a wake-all stays one)."""
         current = self.wake.get(key)
-        if current is None:
-            return
-        if current > count:
+        if current is not None and current > count:
             self.wake[key] = current - count
-        else:
+        elif current is not None:
             del self.wake[key]
 
 
@@ -290,11 +288,7 @@ class Database:
 
     @asynccontextmanager
     async def write(
-        self,
-        sink: EventSink | None = None,
-        *,
-        keep_events: bool = False,
-        standalone: bool = False,
+        self, sink: EventSink | None = None, *, keep_events: bool = False, standalone: bool = False
     ) -> AsyncIterator[UnitOfWork]:
         """A write transaction: commit on success, roll back on error, then announce.
 

@@ -277,23 +277,22 @@ class DirectStatements:
         session.info[_KEY] = self
 
     def counter(self, engine: Any) -> Callable[[], None] | None:
-        """The statement counter when statements on ``engine`` may run directly, else None."""
-        return None if _observed(engine) else self.count
+        """The statement counter when statements on ``engine`` may run directly, else None.
+
+        None when a listener other than the counter would miss statements run directly.
+        """
+        dispatch = engine.dispatch
+        observed = (
+            len(dispatch.before_cursor_execute) != 1
+            or dispatch.after_cursor_execute
+            or dispatch.before_execute
+            or dispatch.after_execute
+            or engine.dialect.dispatch.handle_error
+        )
+        return None if observed else self.count
 
 
 def direct_of(session: Any) -> DirectStatements | None:
     """The :class:`DirectStatements` attached to ``session``, if any."""
     found: DirectStatements | None = session.info.get(_KEY)
     return found
-
-
-def _observed(engine: Any) -> bool:
-    """Whether a listener other than the counter would miss statements run directly."""
-    dispatch = engine.dispatch
-    return bool(
-        len(dispatch.before_cursor_execute) != 1
-        or dispatch.after_cursor_execute
-        or dispatch.before_execute
-        or dispatch.after_execute
-        or engine.dialect.dispatch.handle_error
-    )

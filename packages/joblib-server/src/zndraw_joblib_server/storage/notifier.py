@@ -319,21 +319,16 @@ class PostgresPubSub:
             await self._queued.wait()
             self._queued.clear()
             wake, self._pending = self._pending, {}
+            # In as few notifications as fit PostgreSQL's 8000-byte payloads.
+            lines = (f"{key} {'*' if n is None else n}" for key, n in wake.items())
             try:
-                await self._send(driver, wake)
+                payloads = list(_payloads(lines))
+                if payloads:
+                    calls = ", ".join(f"pg_notify($1, ${i + 2})" for i in range(len(payloads)))
+                    await driver.execute(f"SELECT {calls}", CHANNEL, *payloads)
             finally:
                 if not self._pending:
                     self._idle.set()
-
-    @staticmethod
-    async def _send(driver: Any, wake: dict[str, int | None]) -> None:
-        """Send ``wake`` in as few notifications as fit PostgreSQL's 8000-byte payloads."""
-        lines = (f"{key} {'*' if n is None else n}" for key, n in wake.items())
-        payloads = list(_payloads(lines))
-        if not payloads:
-            return
-        calls = ", ".join(f"pg_notify($1, ${i + 2})" for i in range(len(payloads)))
-        await driver.execute(f"SELECT {calls}", CHANNEL, *payloads)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for line in payload.split(_SEP):

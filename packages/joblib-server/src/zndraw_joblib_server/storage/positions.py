@@ -168,10 +168,7 @@ async def queue_positions(
             .over(partition_by=TASKS.c.job_id, order_by=claim_order_by(TASKS.c))
             .label("position"),
         )
-        .where(
-            status_is(TaskStatus.PENDING),
-            TASKS.c.job_id.in_({t.job_id for t in pending}),
-        )
+        .where(status_is(TaskStatus.PENDING), TASKS.c.job_id.in_({t.job_id for t in pending}))
         .subquery()
     )
     rows = await session.execute(
