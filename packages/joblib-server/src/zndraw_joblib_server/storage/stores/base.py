@@ -71,7 +71,6 @@ def _statement(target: TaskStatus) -> Any:
             "error": func.coalesce(task_param("v_error", "error"), c.error),
         }
     worker = task_param("b_worker", "worker_id")
-    owned = callers_worker(worker)
     stmt = (
         update(TASKS)
         .where(
@@ -79,7 +78,7 @@ def _statement(target: TaskStatus) -> Any:
             c.worker_id == worker,
             status_is(*sources),
             lease_held_sql(c.lease_expires_at, now),
-            owned,
+            callers_worker(worker),
         )
         .values(values)
         .returning(*c)
