@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zndraw_joblib_core import ACTIVE_STATUSES, TaskStatus, can_transition
 from zndraw_joblib_server.models import status_is
 from zndraw_joblib_server.storage import positions, records
-from zndraw_joblib_server.storage.caches import caches_of
+from zndraw_joblib_server.storage.caches import QueueCaches, caches_of
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
@@ -131,17 +131,23 @@ class SqlStore:
             params["b_user"] = user_id
         stmt = claim_statement(self, several, self.alone, finding, start)
         tasks = await records.fetch(session, stmt, params)
-        if finding and tasks:
-            await self._claimed(session, params, user_id, worker_timeout)
-        if self.finds_job:  # the hint for the worker's next claim (see ``claim_tasks``)
-            one_job = job_ids is None or len(job_ids) == 1
-            caches_of(session).claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
+        if self.finds_job:
+            caches = caches_of(session)
+            if finding and tasks and not self.alone:  # the statement did not beat the worker
+                await self._beat_when_due(session, caches, params, user_id, worker_timeout)
+            one_job = job_ids is None or len(job_ids) == 1  # the hint (see ``claim_tasks``)
+            caches.claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
         return tasks
 
-    async def _claimed(
-        self, session: AsyncSession, params: dict[str, Any], user_id: Any, worker_timeout: float
+    async def _beat_when_due(
+        self,
+        session: AsyncSession,
+        caches: QueueCaches,
+        params: dict[str, Any],
+        user_id: Any,
+        worker_timeout: float,
     ) -> None:
-        """After a claim that found the worker's job and claimed: nothing (see SQLite's)."""
+        """Beat the worker of a claim in a transaction that found its job (see SQLite's)."""
 
     async def report(
         self,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.domain.rules import beat_due
-from zndraw_joblib_server.storage.caches import caches_of
+from zndraw_joblib_server.storage.caches import QueueCaches, caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
@@ -46,12 +46,17 @@ class SqliteStore(SqlStore):
         """None: work always runs in a transaction (the write gate makes it cheap)."""
         return None
 
-    async def _claimed(
-        self, session: AsyncSession, params: dict[str, Any], user_id: Any, worker_timeout: float
+    async def _beat_when_due(
+        self,
+        session: AsyncSession,
+        caches: QueueCaches,
+        params: dict[str, Any],
+        user_id: Any,
+        worker_timeout: float,
     ) -> None:
         """Beat the worker only when due (a busy worker's claims need not each rewrite its row)."""
         worker = params["b_worker"]
-        if beat_due(caches_of(session).beats.get(worker), time.monotonic(), worker_timeout):
+        if beat_due(caches.beats.get(worker), time.monotonic(), worker_timeout):
             await self.touch_worker(session, worker, user_id, params["b_now"], jobs=False)
 
     def pick_ids(self, column: Any, ids: Any) -> Any:
