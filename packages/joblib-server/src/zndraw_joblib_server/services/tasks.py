@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -268,10 +268,6 @@ async def submit_tasks(
     return [to_response(t, name, positions.get(t.id)) for t in tasks], True
 
 
-_Submitted = Awaitable[tuple[list[TaskResponse], bool]]
-"""What :func:`submit_tasks` answers, awaited: the tasks, and whether they are new."""
-
-
 async def submit_one(
     db: Database,
     sink: EventSink | None,
@@ -293,11 +289,9 @@ async def submit_one(
         The task, and False when an earlier submit with the same idempotency key was found.
     """
     keys = None if idempotency_key is None else [idempotency_key]
-
-    def submit(uow: UnitOfWork, checked: str | None) -> _Submitted:
-        return submit_tasks(uow, actor, room_id, job_name, [body], keys, settings, checked)
-
-    tasks, created = await _submit(db, sink, settings, submit, standalone=True)
+    tasks, created = await _submit(
+        db, sink, actor, room_id, job_name, [body], keys, settings, standalone=True
+    )
     return tasks[0], created
 
 
@@ -317,24 +311,25 @@ async def submit_batch(
     """
     keys = batch_keys(idempotency_key, len(bodies))
     entries, probe = (None, None) if keys is None else (keys[:-1], keys[-1])
-
-    def submit(uow: UnitOfWork, checked: str | None) -> _Submitted:
-        return submit_tasks(
-            uow, actor, room_id, job_name, bodies, entries, settings, checked, probe=probe
-        )
-
-    return await _submit(db, sink, settings, submit)
+    return await _submit(
+        db, sink, actor, room_id, job_name, bodies, entries, settings, probe=probe
+    )
 
 
 async def _submit(
     db: Database,
     sink: EventSink | None,
+    actor: Actor,
+    room_id: str,
+    job_name: str,
+    bodies: Sequence[TaskSubmitRequest],
+    keys: Sequence[str] | None,
     settings: JobLibSettings,
-    submit: Callable[[UnitOfWork, str | None], _Submitted],
     *,
     standalone: bool = False,
+    probe: str | None = None,
 ) -> tuple[list[TaskResponse], bool]:
-    """Run ``submit(uow, checked)`` (:func:`submit_tasks`) in a write, checking costly payloads.
+    """:func:`submit_tasks` in a write, validating costly payloads between attempts.
 
     The first attempt raises :class:`PayloadsUnchecked` for payloads too costly to check
     inline; they are validated in the validation process outside any transaction, and the
@@ -347,7 +342,9 @@ async def _submit(
     for _ in range(3):
         try:
             async with db.write(sink, standalone=standalone) as uow:
-                return await submit(uow, checked)
+                return await submit_tasks(
+                    uow, actor, room_id, job_name, bodies, keys, settings, checked, probe=probe
+                )
         except PayloadsUnchecked as unchecked:
             failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
             if failure is not None:

@@ -183,9 +183,11 @@ class UnitOfWork:
     def wake_fewer(self, key: str, count: int) -> None:
         """Wake ``count`` fewer long-polls waiting on ``key`` (a wake-all stays one)."""
         current = self.wake.get(key)
-        if current is not None and current > count:
+        if current is None:
+            return
+        if current > count:
             self.wake[key] = current - count
-        elif current is not None:
+        else:
             del self.wake[key]
 
 
