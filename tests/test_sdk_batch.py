@@ -295,3 +295,34 @@ def test_update_tasks_minimal_answers_each_entry_and_applies_only_the_valid_ones
     assert full.task is not None
     assert full.task.status is TaskStatus.RUNNING
     assert full.task.id == d
+
+
+def test_short_tasks_claimed_together_report_together(clients: Clients) -> None:
+    """The worker loop's reports of tasks finishing together go in one request.
+
+    ``gather_seconds`` is generous here, so the loop surely waits for the claim's other
+    tasks however loaded the machine is; it stops waiting as soon as all of them finished.
+    """
+    worker, submitter = clients("alice@example.com", "worker"), clients("bob@x.org")
+    worker.register(Scale, room=ROOM)
+    tasks = submitter.submit_many(Scale, ROOM, _payloads(4), job_room=ROOM)
+
+    worker.start(concurrency=4, gather_seconds=30.0)
+    try:
+        deadline = time.monotonic() + WAIT
+        while _total(submitter, TaskStatus.COMPLETED) < len(tasks):
+            assert time.monotonic() < deadline, "the worker did not finish the tasks"
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=WAIT)
+
+    reports = [r for r in clients.exchanges["worker"] if r.request.method == "PATCH"]
+    (batch,) = reports  # one request carried every report (and the next claim)
+    assert batch.request.url.path == "/v1/joblib/tasks"
+    body = json.loads(batch.request.content)
+    assert sorted(item["task_id"] for item in body["items"]) == sorted(str(t.id) for t in tasks)
+    assert {item["status"] for item in body["items"]} == {"completed"}
+    assert "claim_next" in body
+    assert all(o["ok"] for o in batch.json()["items"])
+    for task in _all_tasks(submitter):
+        assert task.result == {"scaled": task.payload["value"] * 3}

@@ -229,6 +229,10 @@ class WorkerLoop:
             (the default) retries for ever. Between failed claims the loop waits with
             exponential backoff and full jitter (capped by the manager's retry policy's
             ``max_delay``) and logs one line per failure with the time it has been down.
+        gather_seconds: Tasks claimed together that finish within this many seconds of
+            their start report together, in one request with the next claim: the first to
+            finish waits for the others up to then. A task that runs longer never waits,
+            nor does one running alone; 0 sends each report as soon as the loop is free.
 
     Errors retrying cannot fix stop the loop at once, logged as one line and raised by
     :meth:`run` / ``JobManager.serve``: ``Unauthorized`` (401), ``Forbidden`` (403),
@@ -252,11 +256,14 @@ class WorkerLoop:
         report_timeout: float = 300.0,
         max_error_bytes: int = 16 * 1024,
         max_unreachable_seconds: float | None = None,
+        gather_seconds: float = 0.002,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if max_unreachable_seconds is not None and max_unreachable_seconds < 0:
             raise ValueError("max_unreachable_seconds must not be negative")
+        if gather_seconds < 0:
+            raise ValueError("gather_seconds must not be negative")
         self.manager = manager
         self.concurrency = concurrency
         self.claim_wait = claim_wait
@@ -270,6 +277,7 @@ class WorkerLoop:
         self.report_timeout = report_timeout
         self.max_error_bytes = max_error_bytes
         self.max_unreachable_seconds = max_unreachable_seconds
+        self.gather_seconds = gather_seconds
         self._outage = _Outage(manager.retry_policy, max_unreachable_seconds)
         self._just_recovered = False  # the worker was replaced and has not claimed since
         self._cond = threading.Condition()
@@ -286,6 +294,7 @@ class WorkerLoop:
         self._outbox: list[_Finished] = []  # finished tasks whose reports the loop sends
         self._direct = True  # finishing tasks report on their own (the loop is waiting)
         self._starved = False  # the last claim found nothing
+        self._round_started = 0.0  # monotonic time the last claimed tasks were dispatched
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
 
@@ -394,6 +403,7 @@ class WorkerLoop:
                         self._cond.wait(0.5)
                     if self._stop.is_set():
                         break
+                    self._gather()
                     reports, self._outbox = self._outbox, []
                     free = self.concurrency - len(self._running) + len(reports)
                     busy = len(self._running) > len(reports)
@@ -435,6 +445,20 @@ class WorkerLoop:
             with self._cond:
                 self._cond.notify_all()
 
+    def _gather(self) -> None:
+        """Wait briefly for the other tasks of a round of short tasks (``_cond`` held).
+
+        Tasks claimed together and finishing within ``gather_seconds`` of their start
+        report in one request, not the first alone and the rest in the next.
+        """
+        until = self._round_started + self.gather_seconds
+        while (
+            0 < len(self._outbox) < len(self._running)
+            and not self._stop.is_set()
+            and (left := until - time.monotonic()) > 0
+        ):
+            self._cond.wait(left)
+
     def _cycle(self, reports: list[_Finished], free: int, wait: float | None) -> None:
         """Send the finished tasks' reports with a claim for ``free`` slots; run what came."""
         try:
@@ -456,6 +480,7 @@ class WorkerLoop:
                 self._forget(task)
             with self._cond:
                 self._in_claim = False
+                self._direct = False  # the request is back: what it hands out reports via the loop
                 self._cond.notify_all()
         if answer is not None and answer.claim is not None:
             self._take(answer.claim, worker_id, answer.waited, wait)
@@ -516,6 +541,7 @@ class WorkerLoop:
 
     def _dispatch(self, tasks: list[ClaimedTask[Any]]) -> None:
         with self._cond:
+            self._round_started = time.monotonic()
             for task in tasks:
                 self._running[task.task_id] = task
         try:

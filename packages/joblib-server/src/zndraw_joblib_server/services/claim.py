@@ -87,7 +87,7 @@ async def claim_tasks(
         "b_lease_until": lease_until(now, None, settings.lease_seconds),
         "b_limit": max_tasks,
     }
-    tasks: list[TaskRecord] | None = None
+    tasks: list[TaskRecord] = []
     timeout = settings.worker_timeout_seconds
     # The worker's hint (its queue's, see QueueCaches): a worker that served one job tries
     # the one-statement claim (``alone``, which checks everything itself: the hint is a

@@ -45,15 +45,15 @@ class Store(Hashable, Protocol):
         *,
         start: bool,
         worker_timeout: float,
-    ) -> list[TaskRecord] | None:
+    ) -> list[TaskRecord]:
         """Claim for the worker ``params["b_worker"]`` (see ``stores.claim_sql``).
 
         ``job_ids``: the jobs it serves; None: the statement finds the worker's only job
-        itself and checks that the worker is ``user_id``'s, where this store claims so in
-        one statement (else None at once). Such a claim also beats the worker: in the
-        statement, or (SQLite) after it when due by ``rules.beat_due`` (``worker_timeout``).
-        Outside a transaction the statement beats the worker and claims only if it is
-        ``user_id``'s. Keeps the worker's claim hint where it claims in one statement.
+        itself and checks that the worker is ``user_id``'s (claiming nothing otherwise).
+        Such a claim also beats the worker: in the statement (PostgreSQL), or (SQLite)
+        after it when due by ``rules.beat_due`` (``worker_timeout``). Outside a
+        transaction the statement beats the worker and claims only if it is
+        ``user_id``'s. Keeps the worker's claim hint.
         """
 
     async def report(

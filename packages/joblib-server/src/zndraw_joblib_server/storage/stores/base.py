@@ -97,8 +97,10 @@ class SqlStore:
     """The database's dialect name (its ``INSERT`` and kept counts)."""
     counting: bool
     """Whether an insert's ``RETURNING`` answers the new task's position too."""
-    finds_job: bool
-    """Whether a claim without ``job_ids`` finds the worker's only job in its statement."""
+    finding_beats = False
+    """Whether a claim that finds the worker's job also beats (and row-locks) the worker in
+    its statement; else it beats afterwards, when due (SQLite: its write gate already
+    keeps a concurrent ``DELETE /workers`` out)."""
     alone = False
     """Whether work runs statement by statement, outside a transaction."""
     reports: frozenset[TaskStatus] = frozenset()
@@ -113,30 +115,29 @@ class SqlStore:
         *,
         start: bool,
         worker_timeout: float,
-    ) -> list[records.TaskRecord] | None:
+    ) -> list[records.TaskRecord]:
         """The jobs' claim statement, or without ``job_ids`` the worker's only job's.
 
-        The latter (where :attr:`finds_job`) checks the worker's owner in the statement;
-        alone, the statement also checks and beats the worker every time. Where it
-        finds the job, the claim keeps the worker's claim hint (whether it served one job,
-        and whether this claim found tasks) that decides its next claim's first try.
+        The latter checks the worker's owner in the statement and beats the worker (in the
+        statement where :attr:`finding_beats`, else after it when due); alone, the
+        statement also checks and beats the worker every time. The claim keeps the
+        worker's claim hint (whether it served one job, and whether this claim found
+        tasks) that decides its next claim's first try.
         """
         finding = job_ids is None
-        if finding and not self.finds_job:
-            return None
         several = job_ids is not None and job_params(params, job_ids)
-        if self.alone:
+        guarded = self.alone or (finding and self.finding_beats)
+        if guarded:
             params["b_beat"] = params["b_now"]
-        if self.alone or finding:
+        if guarded or finding:
             params["b_user"] = user_id
-        stmt = claim_statement(self, several, self.alone, finding, start)
+        stmt = claim_statement(self, several, guarded, finding, start)
         tasks = await records.fetch(session, stmt, params)
-        if self.finds_job:
-            caches = caches_of(session)
-            if finding and tasks and not self.alone:  # the statement did not beat the worker
-                await self._beat_when_due(session, caches, params, user_id, worker_timeout)
-            one_job = job_ids is None or len(job_ids) == 1  # the hint (see ``claim_tasks``)
-            caches.claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
+        caches = caches_of(session)
+        if finding and tasks and not guarded:  # the statement did not beat the worker
+            await self._beat_when_due(session, caches, params, user_id, worker_timeout)
+        one_job = job_ids is None or len(job_ids) == 1  # the hint (see ``claim_tasks``)
+        caches.claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
         return tasks
 
     async def _beat_when_due(

@@ -42,17 +42,20 @@ class PostgresStore(SqlStore):
 
     Work alone is for the hot paths whose every statement is safe on its own (see
     ``Database.write``): it saves the ``BEGIN`` and ``COMMIT`` round trips. Only alone does
-    a report check and write in one ``UPDATE``, and a claim find the worker's only job (the
-    statement checks and beats the worker every time); the insert's ``RETURNING`` answers
-    the position too (one round trip, not two); a job's kept count is the sum of its count
-    rows (one per backend until folded), 0 without.
+    a report check and write in one ``UPDATE``. In both modes a claim may find the worker's
+    only job in its statement, which then checks and beats the worker too (its row lock
+    holds a concurrent ``DELETE /workers`` back, as :meth:`touch_worker`'s does); the
+    insert's ``RETURNING`` answers the position too (one round trip, not two); a job's kept
+    count is the sum of its count rows (one per backend until folded), 0 without.
     """
 
     dialect = "postgresql"
     counting = True
+    finds_job = True
+    finding_beats = True
 
     def __init__(self, alone: bool = False) -> None:
-        self.alone = self.finds_job = alone
+        self.alone = alone
         self.reports = frozenset(REPORTED if alone else ())
         self._standalone: Store | None = None if alone else PostgresStore(alone=True)
 

@@ -39,7 +39,6 @@ class SqliteStore(SqlStore):
 
     dialect = "sqlite"
     counting = False
-    finds_job = True
     reports = frozenset({TaskStatus.COMPLETED})
 
     def standalone(self) -> Store | None:
