@@ -51,7 +51,6 @@ class PostgresStore(SqlStore):
 
     dialect = "postgresql"
     counting = True
-    finds_job = True
     finding_beats = True
 
     def __init__(self, alone: bool = False) -> None:
