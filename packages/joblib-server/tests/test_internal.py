@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -14,6 +15,8 @@ from pydantic import BaseModel
 
 from zndraw_joblib_core import Retry
 from zndraw_joblib_server import JobLibSettings, create_app, testing
+from zndraw_joblib_server.storage import get_database
+from zndraw_joblib_server.storage.database import release_waiters
 
 P = "/v1/joblib"
 
@@ -247,3 +250,24 @@ class TestUnserved:
         task = await _submit(as_alice, "r1", "modifiers:Double", {"x": 2})
         claim = await as_admin.post(f"{P}/tasks/claim", json={"worker_id": linked["worker_id"]})
         assert claim.json()["task"]["id"] == task["id"]
+
+
+async def test_a_shutdown_releasing_the_executors_wait_logs_no_error(app, caplog) -> None:
+    """``release_waiters`` (a shutdown signal) refuses the executor's waiting claim too."""
+    db = get_database(app.state.session_maker, app.state.joblib_settings)
+    for _ in range(500):  # the executor's claim parks as soon as the app runs
+        if db.notifier.waiting >= 1:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the executor's claim never waited")
+    with caplog.at_level(logging.INFO, logger="zndraw_joblib_server.internal"):
+        assert release_waiters() >= 1
+        for _ in range(500):
+            if any("claim refused" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+    refused = [r for r in caplog.records if "claim refused" in r.getMessage()]
+    assert refused, "the executor never saw the refusal"
+    assert "shutting down" in refused[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

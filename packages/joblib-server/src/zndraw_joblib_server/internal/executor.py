@@ -20,6 +20,7 @@ from zndraw_joblib_core import (
     LeaseLost,
     ProblemError,
     Retry,
+    ServiceUnavailable,
     TaskCancelled,
     TaskNotFound,
     TaskResponse,
@@ -148,9 +149,14 @@ class InProcessExecutor:
             except WorkerNotFound:
                 await self._replace_worker()
                 continue
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                logger.exception("internal executor: claim failed")
+                if isinstance(exc, ServiceUnavailable):
+                    # The server is shutting down (its waits are released before the
+                    # executor stops) or cannot take work now: no fault of the executor's.
+                    logger.info("internal executor: claim refused (%s)", exc.detail)
+                else:
+                    logger.exception("internal executor: claim failed")
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
                 continue
             for task in tasks:
