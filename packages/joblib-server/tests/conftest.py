@@ -9,6 +9,7 @@ that choose another code path (see ``AXES`` and docs/development.md, "Testing").
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 
 from zndraw_joblib_core import Event, TaskAvailable, TaskStatus, TaskStatusChanged
 from zndraw_joblib_server import JobLibSettings, create_app
+from zndraw_joblib_server.storage import get_database
 from zndraw_joblib_server.testing import (
     BACKENDS,
     ApiUser,
@@ -264,6 +266,21 @@ def handed_off() -> Callable[[list[list[Event]], str], bool]:
     """``handed_off(batches, task_id)``: whether the transaction that created the task (the
     event sink's batch with its ``TaskAvailable``) also claimed it: a submit's hand-off."""
     return _handed_off
+
+
+@pytest.fixture
+def until_waiting(app: FastAPI) -> Callable[[int], Awaitable[None]]:
+    """``await until_waiting(count)``: until ``count`` long-polls of the app wait for work."""
+    notifier = get_database(app.state.session_maker, app.state.joblib_settings).notifier
+
+    async def wait(count: int) -> None:
+        for _ in range(500):
+            if notifier.waiting >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the long-polls never started waiting")
+
+    return wait
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from zndraw_joblib_core import Retry
 from zndraw_joblib_server import JobLibSettings, create_app, testing
-from zndraw_joblib_server.storage import get_database
 from zndraw_joblib_server.storage.database import release_waiters
 
 P = "/v1/joblib"
@@ -252,15 +251,11 @@ class TestUnserved:
         assert claim.json()["task"]["id"] == task["id"]
 
 
-async def test_a_shutdown_releasing_the_executors_wait_logs_no_error(app, caplog) -> None:
+async def test_a_shutdown_releasing_the_executors_wait_logs_no_error(
+    caplog, until_waiting
+) -> None:
     """``release_waiters`` (a shutdown signal) refuses the executor's waiting claim too."""
-    db = get_database(app.state.session_maker, app.state.joblib_settings)
-    for _ in range(500):  # the executor's claim parks as soon as the app runs
-        if db.notifier.waiting >= 1:
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("the executor's claim never waited")
+    await until_waiting(1)  # the executor's claim parks as soon as the app runs
     with caplog.at_level(logging.INFO, logger="zndraw_joblib_server.internal"):
         assert release_waiters() >= 1
         for _ in range(500):

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from zndraw_joblib_server.storage import get_database
 from zndraw_joblib_server.storage.database import release_waiters
 
 P = "/v1/joblib"
@@ -19,16 +18,7 @@ def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"fast_lane": request.param, "long_poll_max_wait_seconds": 30}
 
 
-async def _until_waiting(app: Any, count: int) -> None:
-    db = get_database(app.state.session_maker, app.state.joblib_settings)
-    for _ in range(500):
-        if db.notifier.waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the long-polls never started waiting")
-
-
-async def test_waiting_claim_and_read_answer_503(app, as_admin, flow, problem) -> None:
+async def test_waiting_claim_and_read_answer_503(as_admin, flow, problem, until_waiting) -> None:
     job = await flow.job(as_admin)
     task = await flow.submit(as_admin, job["full_name"])
     assert await flow.claim(as_admin, job["worker_id"]) is not None
@@ -37,7 +27,7 @@ async def test_waiting_claim_and_read_answer_503(app, as_admin, flow, problem) -
         as_admin.post(f"{P}/tasks/claim", json={"worker_id": job["worker_id"]}, headers=wait)
     )
     read = asyncio.create_task(as_admin.get(f"{P}/tasks/{task['id']}", headers=wait))
-    await _until_waiting(app, 2)
+    await until_waiting(2)
     assert release_waiters() >= 2
     for resp in await asyncio.gather(claim, read):
         problem(resp, 503, "service-unavailable")
