@@ -138,6 +138,16 @@ def _refused_by_postgres(exc: BaseException | None) -> bool:
     return isinstance(state, str) and (state.startswith("08") or state in _BUSY_SQLSTATES)
 
 
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+"""PostgreSQL ending a transaction for a concurrent one: serialisation failure, deadlock."""
+
+
+def _conflicted(exc: Exception) -> bool:
+    """Whether PostgreSQL rolled the transaction back for a concurrent one (retry it)."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    return getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES
+
+
 def _unavailable(exc: Exception) -> bool:
     """Whether a database error means "not reachable now" rather than a bug."""
     if isinstance(exc, sa_exc.TimeoutError | ConnectionError) or _refused_by_postgres(exc):
@@ -175,6 +185,10 @@ async def _on_database(request: Request, exc: Exception) -> Response:
         observe(exc)
     if await _user_deleted(request, exc):
         return _answer(request, Unauthorized("The token's user does not exist or is inactive."))
+    if _conflicted(exc):  # rolled back whole: the request may be sent again as it was
+        logger.warning("transaction conflict on %s %s: %s", request.method, request.url.path, exc)
+        detail = "A concurrent request held what this one needed; retry."
+        return _answer(request, ServiceUnavailable(detail, headers={"Retry-After": "1"}))
     if not _unavailable(exc):
         return await _on_unexpected(request, exc)
     logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)

@@ -75,7 +75,10 @@ async def heartbeat(
 ) -> WorkerResponse:
     """Record a heartbeat and extend the leases of the worker's in-flight tasks.
 
-    Leases that already ran out are not revived: the sweeper releases those tasks.
+    Leases that already ran out are not revived: the sweeper releases those tasks. A task
+    another transaction holds (a completion in flight, say) is left for the next beat:
+    waiting for it while holding the worker's row could deadlock with that transaction,
+    which may beat the worker next (a completion carrying ``claim_next``).
     """
     session = uow.session
     worker = await owned_worker(session, actor, worker_id, allow_superuser=False)
@@ -95,18 +98,22 @@ async def heartbeat(
     for task_id, lease_seconds, _ in rows:
         until = lease_until(now, lease_seconds, settings.lease_seconds)
         renew.setdefault(until, []).append(task_id)
+    renewed: list[datetime] = []
     for until, ids in renew.items():
-        await session.execute(
+        free = select(Task.id).where(Task.id.in_(ids)).with_for_update(skip_locked=True)
+        result = await session.execute(
             update(Task)
-            .where(Task.id.in_(ids))
+            .where(Task.id.in_(free))
             .values(lease_expires_at=until)
+            .returning(Task.lease_expires_at)
             .execution_options(synchronize_session=False)
         )
+        renewed.extend(result.scalars())
     return WorkerResponse(
         id=worker.id,
         last_heartbeat=now,
         cancel_requested=[task_id for task_id, _, cancel in rows if cancel],
-        lease_expires_at=min(renew) if renew else None,
+        lease_expires_at=min(renewed, default=None),
     )
 
 
