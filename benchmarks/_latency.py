@@ -231,7 +231,8 @@ def _idle_run(ctx: Context, s: Session, workers: int, seconds: float) -> dict[st
         else:
             time.sleep(seconds)
             xacts = None
-        statements = _server_statements(s) - statements0 - per_probe
+        # Never below 0: the probe's share may be cached (its user) during the window.
+        statements = max(0, _server_statements(s) - statements0 - per_probe)
         elapsed = time.monotonic() - t0
         cpu = s.server.cpu_seconds() - cpu0
         stop.set()

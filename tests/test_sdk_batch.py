@@ -326,3 +326,29 @@ def test_short_tasks_claimed_together_report_together(clients: Clients) -> None:
     assert all(o["ok"] for o in batch.json()["items"])
     for task in _all_tasks(submitter):
         assert task.result == {"scaled": task.payload["value"] * 3}
+
+
+def test_heartbeats_while_batches_drain_answer_no_server_error(clients: Clients) -> None:
+    """Heartbeats racing the loop's batch reports (each with the next claim) never fail.
+
+    On PostgreSQL a heartbeat that waited for a task a batch held, while holding the
+    worker's row the batch's claim then beat, deadlocked with it (one of the two answered
+    500 and was retried).
+    """
+    worker, submitter = clients("alice@example.com", "worker"), clients("bob@x.org")
+    worker.register(Scale, room=ROOM)
+    tasks = submitter.submit_many(Scale, ROOM, _payloads(400), job_room=ROOM)
+
+    worker.start(concurrency=8, heartbeat_interval=0.005)
+    try:
+        deadline = time.monotonic() + WAIT
+        while _total(submitter, TaskStatus.COMPLETED) < len(tasks):
+            assert time.monotonic() < deadline, "the worker did not finish the tasks"
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=WAIT)
+
+    exchanges = clients.exchanges["worker"]
+    beats = [r for r in exchanges if r.request.url.path.startswith("/v1/joblib/workers/")]
+    assert len(beats) > 10  # they did race the batches
+    assert [(r.request.method, r.status_code) for r in exchanges if r.status_code >= 500] == []
