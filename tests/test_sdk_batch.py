@@ -95,6 +95,18 @@ def _all_tasks(manager: JobManager, status: TaskStatus | None = None) -> list[Ta
             return tasks
 
 
+def _drain(worker: JobManager, submitter: JobManager, count: int, **loop: Any) -> None:
+    """Run ``worker``'s loop (``loop``: its options) until ``count`` tasks completed."""
+    worker.start(**loop)
+    try:
+        deadline = time.monotonic() + WAIT
+        while _total(submitter, TaskStatus.COMPLETED) < count:
+            assert time.monotonic() < deadline, "the worker did not finish the tasks"
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=WAIT)
+
+
 def _payloads(count: int, start: int = 0) -> list[Scale | dict[str, Any]]:
     """Extension instances and plain dicts, alternating; ``value`` is the position."""
     return [
@@ -307,14 +319,7 @@ def test_short_tasks_claimed_together_report_together(clients: Clients) -> None:
     worker.register(Scale, room=ROOM)
     tasks = submitter.submit_many(Scale, ROOM, _payloads(4), job_room=ROOM)
 
-    worker.start(concurrency=4, gather_seconds=30.0)
-    try:
-        deadline = time.monotonic() + WAIT
-        while _total(submitter, TaskStatus.COMPLETED) < len(tasks):
-            assert time.monotonic() < deadline, "the worker did not finish the tasks"
-            time.sleep(0.05)
-    finally:
-        worker.stop(timeout=WAIT)
+    _drain(worker, submitter, len(tasks), concurrency=4, gather_seconds=30.0)
 
     reports = [r for r in clients.exchanges["worker"] if r.request.method == "PATCH"]
     (batch,) = reports  # one request carried every report (and the next claim)
@@ -339,14 +344,7 @@ def test_heartbeats_while_batches_drain_answer_no_server_error(clients: Clients)
     worker.register(Scale, room=ROOM)
     tasks = submitter.submit_many(Scale, ROOM, _payloads(400), job_room=ROOM)
 
-    worker.start(concurrency=8, heartbeat_interval=0.005)
-    try:
-        deadline = time.monotonic() + WAIT
-        while _total(submitter, TaskStatus.COMPLETED) < len(tasks):
-            assert time.monotonic() < deadline, "the worker did not finish the tasks"
-            time.sleep(0.05)
-    finally:
-        worker.stop(timeout=WAIT)
+    _drain(worker, submitter, len(tasks), concurrency=8, heartbeat_interval=0.005)
 
     exchanges = clients.exchanges["worker"]
     beats = [r for r in exchanges if r.request.url.path.startswith("/v1/joblib/workers/")]
