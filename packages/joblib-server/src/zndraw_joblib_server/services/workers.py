@@ -108,7 +108,7 @@ async def heartbeat(
             .returning(Task.lease_expires_at)
             .execution_options(synchronize_session=False)
         )
-        renewed.extend(until for until in result.scalars() if until is not None)
+        renewed.extend(end for end in result.scalars() if end is not None)
     return WorkerResponse(
         id=worker.id,
         last_heartbeat=now,
