@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -80,12 +80,14 @@ class SweepReport:
         return any(self.counts().values())
 
 
-async def _stale_workers(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
+async def _stale_workers(
+    uow: UnitOfWork, settings: JobLibSettings, report: SweepReport, now: datetime
+) -> None:
     workers = list(
         (
             await uow.session.execute(
                 select(Worker)
-                .where(Worker.last_heartbeat < stale_cutoff(settings, utcnow()))
+                .where(Worker.last_heartbeat < stale_cutoff(settings, now))
                 .limit(_BATCH)
                 .with_for_update(skip_locked=True)
             )
@@ -99,8 +101,9 @@ async def _stale_workers(uow: UnitOfWork, settings: JobLibSettings, report: Swee
     report.workers_removed += len(workers)
 
 
-async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
-    now = utcnow()
+async def _expired_tasks(
+    uow: UnitOfWork, settings: JobLibSettings, report: SweepReport, now: datetime
+) -> None:
     grace = timedelta(seconds=settings.cancel_grace_seconds)
     tasks = await fetch(
         uow.session,
@@ -135,7 +138,9 @@ async def _expired_tasks(uow: UnitOfWork, settings: JobLibSettings, report: Swee
     await announce(uow, tasks, now, requeued)
 
 
-async def _orphan_jobs(uow: UnitOfWork, settings: JobLibSettings, report: SweepReport) -> None:
+async def _orphan_jobs(
+    uow: UnitOfWork, settings: JobLibSettings, report: SweepReport, now: datetime
+) -> None:
     has_worker = select(WorkerJobLink.job_id).where(WorkerJobLink.job_id == Job.id).exists()
     candidates = list(
         (
@@ -189,9 +194,13 @@ async def sweep_once(
     """
     db = get_database(session_maker, settings)
     report = SweepReport()
+    # One instant for the pass: a worker whose heartbeat and lease renewal were one
+    # (every heartbeat and claim) is then found stale exactly when its lease has expired,
+    # and goes with its tasks in the first step rather than losing them alone in the next.
+    now = utcnow()
     for step in (_stale_workers, _expired_tasks, _orphan_jobs):
         async with db.write(sink, keep_events=True) as uow:
-            await step(uow, settings, report)
+            await step(uow, settings, report, now)
             report.events.extend(uow.events)
     for cache in (provider_cache_of(db), internal_cache_of(db)):
         await cache.sweep(settings.provider_cache_max_entries)
