@@ -89,7 +89,7 @@ async def test_claim_and_positions_use_the_claim_index_in_generic_plans(
         "position of a new task": (positions._position_of_new(db.store), place),
         "insert with its position": (
             positions._insert_one(db.store, False, "kept"),
-            {**new, **{f"r_{k}": v for k, v in place.items()}},
+            {**new, "j_updated_at": None, **{f"r_{k}": v for k, v in place.items()}},
         ),
     }
     for name, (stmt, params) in statements.items():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, delete, select, update
@@ -55,6 +57,7 @@ __all__ = [
     "ActiveJob",
     "Serving",
     "check_registration",
+    "forget_job",
     "get_job",
     "job_response",
     "list_jobs",
@@ -197,6 +200,8 @@ class ActiveJob:
     category: str
     name: str
     schema_: dict[str, Any]
+    updated_at: datetime | None
+    """The row's last change: an insert made against this view checks it still holds."""
 
     @property
     def full_name(self) -> str:
@@ -257,7 +262,14 @@ async def workers_of(
 
 _JOBS = Job.__table__
 _ACTIVE_JOB = prebuilt(
-    select(_JOBS.c.id, _JOBS.c.room_id, _JOBS.c.category, _JOBS.c.name, _JOBS.c.schema).where(
+    select(
+        _JOBS.c.id,
+        _JOBS.c.room_id,
+        _JOBS.c.category,
+        _JOBS.c.name,
+        _JOBS.c.schema,
+        _JOBS.c.updated_at,
+    ).where(
         _JOBS.c.room_id == bindparam("room_id"),
         _JOBS.c.category == bindparam("category"),
         _JOBS.c.name == bindparam("name"),
@@ -266,11 +278,19 @@ _ACTIVE_JOB = prebuilt(
 )
 """The active job of a name, built once (the hot path of every submit)."""
 
+_JOBS_CACHED_BYTES = 8_388_608
+"""Budget of the jobs a queue keeps looked up, in bytes of their schemas' JSON."""
 
-async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> ActiveJob:
+
+async def resolve_job(
+    session: AsyncSession, room_id: str, job_name: str, *, cached: bool = False
+) -> ActiveJob:
     """Find the active job ``job_name`` as seen from ``room_id``.
 
     A room sees its own jobs and ``@global`` ones; anything else is :class:`JobNotFound`.
+    ``cached``: the job as this queue last looked it up, where it did; the caller then
+    writes only on condition that the job is unchanged (see ``storage.positions``) and
+    :func:`forget_job` it otherwise.
     """
     validate_room(room_id)
     parts = parse_job_name(job_name)
@@ -278,13 +298,24 @@ async def resolve_job(session: AsyncSession, room_id: str, job_name: str) -> Act
         raise JobNotFound(f"Job '{job_name}' not found: expected 'room:category:name'.")
     if parts.room_id not in visible_rooms(room_id):
         raise JobNotFound(f"Job '{job_name}' not found in room '{room_id}'.")
+    jobs = caches_of(session).jobs
+    if cached and (known := jobs.get(job_name)) is not None:
+        return known  # type: ignore[no-any-return]
     params = {"room_id": parts.room_id, "category": parts.category, "name": parts.name}
     row = (await execute(session, _ACTIVE_JOB, params)).first()
     if row is None:
         raise JobNotFound(f"Job '{job_name}' not found.")
-    job = ActiveJob(row.id, row.room_id, row.category, row.name, row.schema)
+    job = ActiveJob(row.id, row.room_id, row.category, row.name, row.schema, row.updated_at)
     remember_name(session, job.id, job.room_id, job.category, job.name)
+    if cached:  # costed as its schema's compact JSON, at most _JOBS_CACHED_BYTES in all
+        cost = len(json.dumps(job.schema_, separators=(",", ":"))) + 256
+        jobs.put(job_name, job, cost, _JOBS_CACHED_BYTES)
     return job
+
+
+def forget_job(session: AsyncSession, job: ActiveJob) -> None:
+    """Drop ``job`` from the queue's look-ups (it was found changed)."""
+    caches_of(session).jobs.pop(job.full_name)
 
 
 async def get_job(

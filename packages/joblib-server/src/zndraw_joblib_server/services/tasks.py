@@ -41,7 +41,7 @@ from zndraw_joblib_server.services.common import (
     validate_room,
 )
 from zndraw_joblib_server.services.internal import require_executor
-from zndraw_joblib_server.services.jobs import resolve_job
+from zndraw_joblib_server.services.jobs import ActiveJob, forget_job, resolve_job
 from zndraw_joblib_server.services.liveness import check_live_workers
 from zndraw_joblib_server.services.quotas import check_pending_quota
 from zndraw_joblib_server.services.validation import (
@@ -65,6 +65,7 @@ from zndraw_joblib_server.storage.records import (
 )
 
 __all__ = [
+    "JobChanged",
     "PayloadsUnchecked",
     "batch_keys",
     "cancel_record",
@@ -82,6 +83,13 @@ __all__ = [
 ]
 
 MAX_IDEMPOTENCY_KEY = 255
+
+
+class JobChanged(Exception):
+    """A single submit's insert found its job changed since the (cached) look-up.
+
+    Nothing was written; :func:`_submit` runs the submit again with a fresh look-up.
+    """
 
 
 class PayloadsUnchecked(Exception):
@@ -207,13 +215,13 @@ async def submit_tasks(
         The tasks, and False when they already existed (an idempotent repeat).
     """
     session = uow.session
-    job = await resolve_job(session, room_id, job_name)
+    single = len(bodies) == 1  # its insert checks the job: it may use an earlier look-up
+    job = await resolve_job(session, room_id, job_name, cached=single)
     if job.room_id == INTERNAL_ROOM:
         await require_executor(session, job.id, job.full_name)
     await _check_payloads(bodies, job.schema_, settings, checked, caches_of(session).schemas)
     # One task: one statement inserts it, skips a taken idempotency key and, on PostgreSQL,
     # answers its queue position (instead of a look-up, savepoint, insert, release and count).
-    single = len(bodies) == 1
     if keys is not None:
         keys = [scoped_key(actor, key) for key in keys]
     if keys is not None and (not single or probe is not None):
@@ -250,7 +258,7 @@ async def submit_tasks(
         )
         for i, body in enumerate(bodies)
     ]
-    earlier, positions = await _insert(uow, job.id, room_id, rows, keys)
+    earlier, positions = await _insert(uow, job, room_id, rows, keys)
     if earlier is not None:  # an earlier submit holds the keys: a repeat
         return await _repeat(session, earlier, bodies, keys or [], settings), False
     tasks = [TaskRecord(row) for row in rows]
@@ -345,13 +353,15 @@ async def _submit(
                 return await submit_tasks(
                     uow, actor, room_id, job_name, bodies, keys, settings, checked, probe=probe
                 )
+        except JobChanged:
+            continue
         except PayloadsUnchecked as unchecked:
             failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
             if failure is not None:
                 raise _refusal(failure, unchecked.batch) from None
             checked = unchecked.compiled.text
-    raise ServiceUnavailable(  # pragma: no cover - the job's schema changed twice meanwhile
-        "The job's schema changed during the submit; retry.", headers={"Retry-After": "1"}
+    raise ServiceUnavailable(  # pragma: no cover - the job changed twice meanwhile
+        "The job changed during the submit; retry.", headers={"Retry-After": "1"}
     )
 
 
@@ -416,7 +426,7 @@ def batch_keys(idempotency_key: str | None, count: int) -> list[str] | None:
 
 async def _insert(
     uow: UnitOfWork,
-    job_id: uuid.UUID,
+    job: ActiveJob,
     room_id: str,
     rows: list[dict[str, Any]],
     keys: Sequence[str] | None,
@@ -425,19 +435,22 @@ async def _insert(
 
     ``found``: the tasks an earlier submit created with the same keys (nothing inserted),
     else None. ``positions``: the new task's queue position when the insert answered it.
+
+    Raises:
+        JobChanged: One row, not inserted: its job changed since ``job`` was looked up.
     """
     session = uow.session
     if len(rows) == 1:
-        inserted, position = await uow.store.insert_one(session, rows[0], keyed=keys is not None)
-        if not inserted and keys is not None:  # an earlier submit holds the key: a repeat
-            found = await _by_keys(session, job_id, room_id, keys)
-            if not found:  # pragma: no cover - the row holding the key is gone again
-                raise ServiceUnavailable(
-                    "A submit with the same idempotency key is in flight; retry.",
-                    headers={"Retry-After": "1"},
-                )
+        inserted, position = await uow.store.insert_one(
+            session, rows[0], job.updated_at, keyed=keys is not None
+        )
+        if inserted:
+            return None, None if position is None else {rows[0]["id"]: position}
+        found = await _by_keys(session, job.id, room_id, keys) if keys is not None else []
+        if found:  # an earlier submit holds the key: a repeat
             return found, None
-        return None, None if position is None else {rows[0]["id"]: position}
+        forget_job(session, job)  # changed, or the row holding the key is gone again
+        raise JobChanged
     if keys is None:
         await insert_tasks(session, rows)
         return None, None
@@ -446,7 +459,7 @@ async def _insert(
             await session.connection()  # emits the SAVEPOINT before the insert
             await insert_tasks(session, rows)
     except IntegrityError:  # the same key submitted concurrently by another process
-        found = await _by_keys(session, job_id, room_id, keys)
+        found = await _by_keys(session, job.id, room_id, keys)
         if not found:
             raise
         return found, None

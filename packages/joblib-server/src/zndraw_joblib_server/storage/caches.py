@@ -76,6 +76,13 @@ class SizedCache:
                 _key, (old, _value) = self.entries.popitem(last=False)
                 self.bytes -= old
 
+    def pop(self, key: str) -> None:
+        """Forget the value under ``key``, if any."""
+        with self._lock:
+            found = self.entries.pop(key, None)
+            if found is not None:
+                self.bytes -= found[0]
+
 
 class QueueCaches:
     """What one queue remembers between requests.
@@ -87,6 +94,8 @@ class QueueCaches:
         beats: Per worker, when (monotonic seconds) a claim last wrote its heartbeat, where
             the store's one-statement claim leaves the beat until due (SQLite).
         job_names: Full names of jobs by id (a job's name never changes).
+        jobs: Active jobs by full name as last looked up, within a budget (submits use
+            them on condition that the job is unchanged, see ``services.jobs.resolve_job``).
         schemas: Compiled job schemas by their JSON text (``services.validation``), within
             ``schema_cache_bytes``.
         unrenderable: Stored fields found unrenderable and logged (``(task id, field)``),
@@ -97,6 +106,7 @@ class QueueCaches:
         self.claim_hints: Bounded[uuid.UUID, tuple[bool, bool]] = Bounded(10_000)
         self.beats: Bounded[uuid.UUID, float] = Bounded(10_000)
         self.job_names: Bounded[uuid.UUID, str] = Bounded(100_000)
+        self.jobs = SizedCache()
         self.schemas = SizedCache()
         self.unrenderable: Bounded[tuple[uuid.UUID, str], bool] = Bounded(100_000)
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import operator
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.models import status_is
+from zndraw_joblib_server.models import Job, status_is
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept
 from zndraw_joblib_server.storage.prebuilt import prebuilt
@@ -87,14 +88,26 @@ async def new_position(session: AsyncSession, task: TaskRecord, store: Store) ->
     return (await queue_positions(session, [task]))[task.id]
 
 
+_JOBS = Job.__table__
+_SEEN = bindparam("j_updated_at", type_=_JOBS.c.updated_at.type)
+_JOB_UNCHANGED = exists().where(
+    _JOBS.c.id == task_param("job_id"),
+    _JOBS.c.deleted.is_(False),
+    _JOBS.c.updated_at.is_not_distinct_from(_SEEN),
+)
+"""SQL: the new row's job is active and unchanged since it was looked up (``j_updated_at``)."""
+
+
 @lru_cache(maxsize=32)
 def _insert_one(store: Store, keyed: bool, counting: str | None) -> Any:
-    """One task's ``INSERT``, built once per store and shape.
+    """One task's ``INSERT ... SELECT`` (if its job is unchanged), built once per shape.
 
     Prebuilt (see ``storage.prebuilt``): SQLAlchemy's own ``on_conflict_do_nothing`` opts
     out of its compiled-statement cache.
     """
-    stmt: Any = store.insert(TASKS)
+    columns = [column.key for column in TASKS.c]
+    row = select(*(task_param(name) for name in columns)).where(_JOB_UNCHANGED)
+    stmt: Any = store.insert(TASKS).from_select(columns, row)
     if keyed:  # the tasks table's unique key: a concurrent insert is waited for, then skipped
         c = TASKS.c
         stmt = stmt.on_conflict_do_nothing(index_elements=[c.job_id, c.room_id, c.idempotency_key])
@@ -107,14 +120,23 @@ def _insert_one(store: Store, keyed: bool, counting: str | None) -> Any:
 
 
 async def insert_one(
-    session: AsyncSession, store: Store, row: dict[str, Any], *, keyed: bool, counting: bool
+    session: AsyncSession,
+    store: Store,
+    row: dict[str, Any],
+    job_changed_at: datetime | None,
+    *,
+    keyed: bool,
+    counting: bool,
 ) -> tuple[bool, int | None]:
-    """Insert one complete task row in one statement.
+    """Insert one complete task row in one statement, if its job is as it was looked up.
 
     Args:
         session: The transaction's session.
         store: The database's store (its ``INSERT`` and kept counts).
         row: Every column of the task.
+        job_changed_at: The ``updated_at`` of the row's job when it was looked up: the
+            task is inserted only if the job is still active and has not changed since
+            (so a submit may use a job looked up by an earlier request).
         keyed: Insert nothing when the row's idempotency key is taken (no error, no
             savepoint: a concurrent insert of the same key is waited for, then skipped).
         counting: Also return the new task's position (the store decides). ``RETURNING`` is
@@ -127,10 +149,10 @@ async def insert_one(
     Returns:
         Whether the row was inserted, and with ``counting`` its 1-based queue position.
     """
-    params = row
+    params = {**row, "j_updated_at": job_changed_at}
     mode = None
     if counting:
-        params = {**row, **{f"r_{name}": row[name] for name in _AHEAD_FIELDS}}
+        params.update({f"r_{name}": row[name] for name in _AHEAD_FIELDS})
         mode = "kept" if await counts_kept(session) else "ahead"
     result = await execute(session, _insert_one(store, keyed, mode), params)
     if mode is None:

@@ -70,12 +70,18 @@ class Store(Hashable, Protocol):
         """
 
     async def insert_one(
-        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
+        self,
+        session: AsyncSession,
+        row: dict[str, Any],
+        job_changed_at: datetime | None,
+        *,
+        keyed: bool,
     ) -> tuple[bool, int | None]:
         """Insert one complete task row in one statement (see ``storage.positions``).
 
-        ``keyed``: insert nothing when the row's idempotency key is taken. Whether the row
-        was inserted, and its queue position where this store answers it in the same
+        Only if its job is active and its ``updated_at`` is still ``job_changed_at``;
+        ``keyed``: and only if the row's idempotency key is free. Whether the row was
+        inserted, and its queue position where this store answers it in the same
         statement (None: the caller reads it, if it needs it).
         """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Float, Interval, bindparam, func, update
@@ -164,7 +165,12 @@ class SqlStore:
         return tasks[0] if tasks else None
 
     async def insert_one(
-        self, session: AsyncSession, row: dict[str, Any], *, keyed: bool
+        self,
+        session: AsyncSession,
+        row: dict[str, Any],
+        job_changed_at: datetime | None,
+        *,
+        keyed: bool,
     ) -> tuple[bool, int | None]:
         """The insert; with :attr:`counting` its ``RETURNING`` answers the position too.
 
@@ -172,7 +178,7 @@ class SqlStore:
         insert; on SQLite a position read afterwards costs none.
         """
         return await positions.insert_one(
-            session, cast(Store, self), row, keyed=keyed, counting=self.counting
+            session, cast(Store, self), row, job_changed_at, keyed=keyed, counting=self.counting
         )
 
     async def load_for_update(
