@@ -5,7 +5,10 @@ through its request: headers sent in part, or a body that stalls. :func:`guarded
 builds uvicorn's HTTP protocol (httptools) with two timers: the request head must arrive
 within ``header_timeout_seconds`` of the connection opening (or of the first byte of a
 later request), and the body within ``body_timeout_seconds`` of the head. A late client is
-answered ``408`` (a ``request-timeout`` problem) and disconnected.
+answered ``408`` (a ``request-timeout`` problem) and disconnected. The protocol also sends
+what a response writes within one turn of the event loop as one write: uvicorn writes a
+response's head and its body separately, two sends (and, on the client, two reads) where
+one does.
 
 :class:`Server` answers waiting long-polls ``503`` with ``Retry-After`` as soon as the
 shutdown signal arrives (see :func:`~zndraw_joblib_server.storage.database.release_waiters`),
@@ -44,6 +47,42 @@ def _timeout_answer(what: str) -> bytes:
     return head.encode() + body
 
 
+class _Coalescing:
+    """A transport whose writes within one turn of the event loop go out as one write.
+
+    Everything else is the wrapped transport's; closing sends what is held first.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Hold ``data`` until the end of this turn of the event loop."""
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(bytes(data))
+
+    def _flush(self) -> None:
+        if self._held and not self._transport.is_closing():
+            self._transport.write(b"".join(self._held))
+        self._held.clear()
+
+    def close(self) -> None:
+        """Send what is held, then close."""
+        self._flush()
+        self._transport.close()
+
+    def unwrapped(self) -> asyncio.Transport:
+        """The wrapped transport, after sending what is held."""
+        self._flush()
+        return self._transport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for the request head and the body."""
 
@@ -75,9 +114,16 @@ class _GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the clock for the first request's head."""
+        """Start the clock for the first request's head; writes coalesce from here on."""
         super().connection_made(transport)
+        self.transport = _Coalescing(transport, self.loop)  # type: ignore[assignment]
         self._arm(self.header_timeout, "head")
+
+    def handle_websocket_upgrade(self) -> None:
+        """A WebSocket gets the plain transport (its frames go out as they are written)."""
+        if isinstance(self.transport, _Coalescing):
+            self.transport = self.transport.unwrapped()
+        super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock."""
