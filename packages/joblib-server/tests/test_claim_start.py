@@ -156,6 +156,24 @@ async def test_refused_update_claims_nothing(as_alice, flow) -> None:
     assert (await flow.task(as_alice, task["id"]))["status"] == "running"
 
 
+async def test_a_lost_lease_claims_nothing_for_its_worker(as_alice, flow) -> None:
+    """The worker's own report refused (its lease ran out): its next claim is not made."""
+    job, worker, task = await flow.claimed(as_alice, running=True, lease_seconds=0.2)
+    waiting = await flow.submit(as_alice, job["full_name"])
+    await asyncio.sleep(0.4)  # the lease runs out (no sweeper here: the task stays running)
+    resp = await flow.patch(
+        as_alice,
+        task["id"],
+        status="completed",
+        worker_id=worker,
+        claim_next={"worker_id": worker, "start": True},
+    )
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["type"].endswith("lease-lost")
+    assert (await flow.task(as_alice, waiting["id"]))["status"] == "pending"
+    assert (await flow.task(as_alice, task["id"]))["status"] == "running"
+
+
 async def test_refused_claim_keeps_the_update(as_alice, as_bob, flow) -> None:
     _job, worker, task = await flow.claimed(as_alice, running=True)
     bobs = await flow.worker(as_bob)

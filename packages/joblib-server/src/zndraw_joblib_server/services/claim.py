@@ -32,7 +32,15 @@ from zndraw_joblib_server.storage.records import (
     TaskRecord,
 )
 
-__all__ = ["ClaimOffer", "claim_tasks", "hand_off", "next_due"]
+__all__ = [
+    "ClaimOffer",
+    "claim_params",
+    "claim_tasks",
+    "claimed",
+    "finds_its_job",
+    "hand_off",
+    "next_due",
+]
 
 
 @dataclass(frozen=True)
@@ -80,22 +88,10 @@ async def claim_tasks(
     """
     session = uow.session
     now = utcnow()
-    params: dict[str, Any] = {
-        "b_now": now,
-        "b_worker": worker_id,
-        "b_claimed_at": now,
-        "b_lease_until": lease_until(now, None, settings.lease_seconds),
-        "b_limit": max_tasks,
-    }
+    params = claim_params(worker_id, max_tasks, now, settings)
     tasks: list[TaskRecord] = []
     timeout = settings.worker_timeout_seconds
-    # The worker's hint (its queue's, see QueueCaches): a worker that served one job tries
-    # the one-statement claim (``alone``, which checks everything itself: the hint is a
-    # guess, never trusted) when its last claim found tasks, or when a task probably waits
-    # (a waiting claim woken by a submit). Claiming nothing there means asking again the
-    # general way; an idle worker's empty claims go the general way at once.
-    hint = caches_of(session).claim_hints.get(worker_id)  # (kept by the store's claims)
-    if hint is not None and hint[0] and (hint[1] or likely):
+    if finds_its_job(session, worker_id, likely):
         tasks = await uow.store.claim(
             session, params, actor.id, None, start=start, worker_timeout=timeout
         )
@@ -115,9 +111,50 @@ async def claim_tasks(
         )
         if not tasks:
             return [], job_ids
+    return await claimed(uow, tasks, now, settings, start=start), job_ids
+
+
+def claim_params(
+    worker_id: uuid.UUID, max_tasks: int, now: datetime, settings: JobLibSettings
+) -> dict[str, Any]:
+    """The claim statement's parameters (see ``stores.claim_sql``), but its jobs."""
+    return {
+        "b_now": now,
+        "b_worker": worker_id,
+        "b_claimed_at": now,
+        "b_lease_until": lease_until(now, None, settings.lease_seconds),
+        "b_limit": max_tasks,
+    }
+
+
+def finds_its_job(session: AsyncSession, worker_id: uuid.UUID, likely: bool = False) -> bool:
+    """Whether a claim for the worker should first try the statement that finds its job.
+
+    By the worker's hint (its queue's, see QueueCaches; kept by the store's claims): a
+    worker that served one job tries it (``alone``, which checks everything itself: the
+    hint is a guess, never trusted) when its last claim found tasks, or when a task
+    probably waits (``likely``: a waiting claim woken by a submit). Claiming nothing there
+    means asking again the general way; an idle worker's empty claims go that way at once.
+    """
+    hint = caches_of(session).claim_hints.get(worker_id)
+    return hint is not None and hint[0] and (hint[1] or likely)
+
+
+async def claimed(
+    uow: UnitOfWork,
+    tasks: list[TaskRecord],
+    now: datetime,
+    settings: JobLibSettings,
+    *,
+    start: bool,
+) -> list[TaskResponse]:
+    """Finish tasks a claim statement took at ``now``: their own leases, events, answers.
+
+    The statement set the default lease; tasks with their own lease (or, started, a
+    timeout) are finished here.
+    """
+    session = uow.session
     uow.claimed += len(tasks)
-    # The statement set the default lease; tasks with their own lease (or, started, a
-    # timeout) are finished here.
     own_lease = [t for t in tasks if t.lease_seconds or (start and t.timeout_seconds is not None)]
     for task in own_lease:
         if start:
@@ -128,7 +165,7 @@ async def claim_tasks(
     tasks.sort(key=claim_key)
     names = await announce(uow, tasks, now)
     logged = caches_of(session).unrenderable
-    return [to_response(t, names[t.job_id], logged=logged) for t in tasks], job_ids
+    return [to_response(t, names[t.job_id], logged=logged) for t in tasks]
 
 
 async def hand_off(

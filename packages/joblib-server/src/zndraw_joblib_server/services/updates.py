@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 
@@ -39,7 +40,7 @@ from zndraw_joblib_server.services.common import (
     requeue,
     start_task,
 )
-from zndraw_joblib_server.services.reports import check_limits, report
+from zndraw_joblib_server.services.reports import check_limits, report, report_and_claim
 from zndraw_joblib_server.services.tasks import (
     cancel_record,
     check_cancel,
@@ -272,20 +273,25 @@ async def update_one(
     The update runs outside a transaction first where the store can (PostgreSQL), applied
     only to the version it read; a task changed meanwhile (:class:`StaleRecord`, nothing
     written) is updated again in a transaction. The claim's first look follows in the same
-    write (in a transaction both commit together); with ``wait`` a claim that found nothing
-    then waits for work (:func:`~.waiting.claim_after`). Raises as :func:`update_task`.
+    write (in a transaction both commit together; where the store chains them, a worker's
+    usual report and its claim are one statement, see :func:`.reports.report_and_claim`);
+    with ``wait`` a claim that found nothing then waits for work
+    (:func:`~.waiting.claim_after`). Raises as :func:`update_task`.
     """
     seq, waits = db.notifier.seq, wait is not None
     async with db.write(sink, standalone=True) as uow:
-        try:
-            task: TaskResponse | None = await update_task(
-                uow, actor, access, task_id, body, settings
-            )
-        except StaleRecord:
-            task = None  # changed meanwhile: nothing was written; again, in a transaction
-        if task is not None:
+        task: TaskResponse | None = None
+        first: waiting.FirstClaim | ClaimNextResponse | None = None
+        chained = claim and await report_and_claim(uow, actor, task_id, body, claim, settings)
+        if chained:  # the report and the claim in one statement
+            task, tasks = chained
+            first = waiting.FirstClaim(tasks, [], None, seq) if tasks else None  # (no wait)
+        else:
+            with contextlib.suppress(StaleRecord):  # changed meanwhile: nothing was written
+                task = await update_task(uow, actor, access, task_id, body, settings)
+        if task is not None and first is None:
             first = await waiting.claim_within(uow, actor, claim, settings, seq=seq, waits=waits)
-    if task is None:
+    if task is None:  # again, in a transaction
         async with db.write(sink) as uow:
             task = await update_task(uow, actor, access, task_id, body, settings)
             first = await waiting.claim_within(uow, actor, claim, settings, seq=seq, waits=waits)

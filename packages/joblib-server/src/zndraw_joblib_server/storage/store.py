@@ -69,6 +69,24 @@ class Store(Hashable, Protocol):
         not in order): the general path answers.
         """
 
+    async def report_and_claim(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], tuple[dict[str, Any], dict[str, Any]] | None],
+        *,
+        start: bool,
+    ) -> tuple[TaskRecord | None, list[TaskRecord]] | None:
+        """A worker's usual report and its next claim of its only job, as one statement.
+
+        ``params()`` builds the report's parameters (as for :meth:`report`) and the
+        claim's (as for :meth:`claim` without jobs: the worker and its owner are checked,
+        the worker beaten), or None. The claim is made only if the report is. None where
+        this store does not chain them (or ``params()`` gave none); else the reported
+        task (None: nothing written, take the general path) and the claimed tasks (which
+        keep the worker's claim hint).
+        """
+
     async def insert_one(
         self,
         session: AsyncSession,

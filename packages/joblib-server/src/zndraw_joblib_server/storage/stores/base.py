@@ -14,9 +14,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Float, Interval, bindparam, func, update
+from sqlalchemy import Float, Interval, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,6 +92,19 @@ STATEMENTS = {target: _statement(target) for target in REPORTED}
 """The one-statement report of each target, built once."""
 
 
+@lru_cache(maxsize=8)
+def _chained(store: Store, target: TaskStatus, start: bool) -> Any:
+    """The report to ``target`` and, if it wrote, the claim of the worker's only job.
+
+    Both ``UPDATE`` s are ``WITH`` queries of one statement (PostgreSQL): the claim's
+    condition reads the report's ``RETURNING``; the answer is the rows of both.
+    """
+    reported = STATEMENTS[target].cte("reported")
+    claim = claim_statement(store, False, True, True, start)  # guarded, finding the job
+    claimed = claim.where(select(reported.c.id).exists()).cte("claimed")
+    return prebuilt(select(reported).union_all(select(claimed)))
+
+
 class SqlStore:
     """The methods the stores share (see :class:`~zndraw_joblib_server.storage.store.Store`)."""
 
@@ -106,6 +120,9 @@ class SqlStore:
     """Whether work runs statement by statement, outside a transaction."""
     reports: frozenset[TaskStatus] = frozenset()
     """The targets of the reports written in one ``UPDATE`` (see :data:`STATEMENTS`)."""
+    chains = False
+    """Whether such a report and the worker's next claim can be one statement (``WITH``
+    queries that write: PostgreSQL)."""
 
     async def claim(
         self,
@@ -163,6 +180,27 @@ class SqlStore:
         values = params()
         tasks = [] if values is None else await records.fetch(session, STATEMENTS[status], values)
         return tasks[0] if tasks else None
+
+    async def report_and_claim(
+        self,
+        session: AsyncSession,
+        status: TaskStatus,
+        params: Callable[[], tuple[dict[str, Any], dict[str, Any]] | None],
+        *,
+        start: bool,
+    ) -> tuple[records.TaskRecord | None, list[records.TaskRecord]] | None:
+        """Both in one statement where :attr:`chains` (else None); see ``Store``."""
+        built = params() if self.chains and status in self.reports else None
+        if built is None:
+            return None
+        report, claim = built
+        values = {**claim, **report, "b_beat": report["b_now"]}
+        rows = await records.fetch(session, _chained(self, status, start), values)
+        reported = next((row for row in rows if row.id == report["b_id"]), None)
+        claimed = [row for row in rows if row is not reported]
+        if reported is not None:
+            caches_of(session).claim_hints.put(report["b_worker"], (True, bool(claimed)))
+        return reported, claimed
 
     async def insert_one(
         self,

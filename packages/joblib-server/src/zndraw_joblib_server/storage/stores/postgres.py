@@ -52,6 +52,7 @@ class PostgresStore(SqlStore):
     dialect = "postgresql"
     counting = True
     finding_beats = True
+    chains = True
 
     def __init__(self, alone: bool = False) -> None:
         self.alone = alone
