@@ -5,10 +5,9 @@ through its request: headers sent in part, or a body that stalls. :func:`guarded
 builds uvicorn's HTTP protocol (httptools) with two timers: the request head must arrive
 within ``header_timeout_seconds`` of the connection opening (or of the first byte of a
 later request), and the body within ``body_timeout_seconds`` of the head. A late client is
-answered ``408`` (a ``request-timeout`` problem) and disconnected. The protocol also sends
-what a response writes within one turn of the event loop as one write: uvicorn writes a
-response's head and its body separately, two sends (and, on the client, two reads) where
-one does.
+answered ``408`` (a ``request-timeout`` problem) and disconnected. The protocol also sends a
+response's head with its body in one write: uvicorn writes them separately, two sends (and,
+on the client, two reads) where one does.
 
 :class:`Server` answers waiting long-polls ``503`` with ``Retry-After`` as soon as the
 shutdown signal arrives (see :func:`~zndraw_joblib_server.storage.database.release_waiters`),
@@ -48,26 +47,32 @@ def _timeout_answer(what: str) -> bytes:
 
 
 class _Coalescing:
-    """A transport whose writes within one turn of the event loop go out as one write.
+    """A transport that sends a write together with the next one.
 
-    Everything else is the wrapped transport's; closing sends what is held first.
+    uvicorn writes a response's head and then its body: the head is held until the body's
+    first write, and both go out as one (at the latest at the end of the event loop's
+    turn, so a head whose body comes later is not held back). Everything else is the
+    wrapped transport's; closing sends what is held first.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] = []
+        self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Hold ``data`` until the end of this turn of the event loop."""
-        if not self._held:
+        """Hold ``data``, or send it after what is held."""
+        if self._held is None:
+            self._held = bytes(data)
             self._loop.call_soon(self._flush)
-        self._held.append(bytes(data))
+        else:
+            held, self._held = self._held, None
+            self._transport.write(held + data)
 
     def _flush(self) -> None:
-        if self._held and not self._transport.is_closing():
-            self._transport.write(b"".join(self._held))
-        self._held.clear()
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
 
     def close(self) -> None:
         """Send what is held, then close."""
