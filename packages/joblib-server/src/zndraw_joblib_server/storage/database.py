@@ -199,10 +199,11 @@ class Database:
     ) -> None:
         self.session_maker = session_maker
         self.settings = settings
-        bind = session_maker.kw.get("bind")
-        self.engine: AsyncEngine | None = bind
+        # Always an engine: get_database takes the maker from queue_session_maker.
+        bind: AsyncEngine = session_maker.kw["bind"]
+        self.engine = bind
         self._writer_conn: AsyncConnection | None = None
-        self.dialect: str = bind.dialect.name if bind is not None else "sqlite"
+        self.dialect: str = bind.dialect.name
         self.store: Store = STORES[self.dialect]
         """The database's store (services ask it, never the dialect)."""
         self._standalone = self.store.standalone()
@@ -210,7 +211,7 @@ class Database:
         self.gate: asyncio.Lock | None = (
             asyncio.Lock() if use_gate or (use_gate is None and self.dialect == "sqlite") else None
         )
-        path = sqlite_file_of(str(bind.url)) if bind is not None else None
+        path = sqlite_file_of(str(bind.url))
         self.file_watch: FileWatch | None = FileWatch(path) if path else None
         """SQLite file databases: whether the file is still the one opened (health, writes)."""
         self.notifier = Notifier()
@@ -220,15 +221,14 @@ class Database:
         """Whether the engine's connections are inline SQLite (None: not known yet)."""
         self.statements = 0
         """Statements sent to the database through this engine (for health and benchmarks)."""
-        if bind is not None:
-            event.listen(bind.sync_engine, "before_cursor_execute", self._count)
+        event.listen(bind.sync_engine, "before_cursor_execute", self._count)
         self.direct = DirectStatements(self._count)
         """Runs this database's prebuilt statements on the driver (see ``storage.direct``)."""
         self._kept: KeptConnections | None = None
-        if bind is not None and self._standalone is not None:  # its listeners are the engine's
+        if self._standalone is not None:  # its listeners are the engine's
             autocommit = bind.execution_options(isolation_level="AUTOCOMMIT")
             self._kept = KeptConnections(autocommit, settings.db_ping_idle_seconds)
-        postgres = self.dialect == "postgresql"  # a PostgreSQL database has its engine
+        postgres = self.dialect == "postgresql"
         self.upkeep = ClaimUpkeep(bind if postgres else None, settings.vacuum_after_claims)
         self.pubsub = PostgresPubSub(bind, self.notifier) if postgres else None
 
@@ -254,7 +254,7 @@ class Database:
         if self._kept is not None:
             await self._kept.close()
 
-    async def _writer(self) -> AsyncConnection | None:
+    async def _writer(self) -> AsyncConnection:
         """Inline SQLite: the connection every write transaction runs on, kept checked out.
 
         Writes take turns through the write gate, so one connection serves them all, and a
@@ -262,8 +262,6 @@ class Database:
         bookkeeping (it joins this connection's transaction instead). Opened on first use,
         and again after it was invalidated or closed.
         """
-        if self.engine is None:
-            return None
         writer = self._writer_conn
         if writer is None or writer.closed or writer.invalidated:
             writer = self._writer_conn = await self.engine.connect()

@@ -85,16 +85,15 @@ def create_engine(
         logger.info("database URL names no driver; using %s", driven.partition("://")[0])
         url = driven
     if url.startswith("sqlite"):
-        if is_memory_sqlite(url):
+        memory = is_memory_sqlite(url)
+        if memory:
             kwargs.setdefault("poolclass", StaticPool)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
-        inline = sqlite_inline and not is_memory_sqlite(url)
+        inline = sqlite_inline and not memory
         engine = create_async_engine(inline_url(url) if inline else url, **kwargs)
         if sqlite_synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
-        _install_sqlite_pragmas(
-            engine, busy_timeout_ms, sqlite_synchronous.upper(), memory=is_memory_sqlite(url)
-        )
+        _install_sqlite_pragmas(engine, busy_timeout_ms, sqlite_synchronous.upper(), memory=memory)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)

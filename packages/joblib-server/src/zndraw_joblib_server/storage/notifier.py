@@ -194,12 +194,11 @@ class Notifier:
         try:
             yield sub
         finally:
-            for key in sub.keys:
-                subs = self._waiters.get(key, [])
-                if sub in subs:
-                    subs.remove(sub)
+            for key in sub.keys:  # each key's list holds ``sub`` (only this removes it)
+                subs = self._waiters[key]
+                subs.remove(sub)
                 if not subs:
-                    self._waiters.pop(key, None)
+                    del self._waiters[key]
 
     def notify(self, key: str, limit: int | None = None) -> int:
         """Wake the subscribers of ``key``.

@@ -11,6 +11,7 @@ written as SQL. Parameters: ``b_id``, ``b_worker``, ``b_user``, ``b_now``, ``v_p
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -22,21 +23,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import ACTIVE_STATUSES, TaskStatus, can_transition
+from zndraw_joblib_server.domain.rules import beat_due
 from zndraw_joblib_server.models import status_is
 from zndraw_joblib_server.storage import positions, records
-from zndraw_joblib_server.storage.caches import QueueCaches, caches_of
+from zndraw_joblib_server.storage.caches import caches_of
+from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
 from zndraw_joblib_server.storage.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.storage.store import Store
 from zndraw_joblib_server.storage.stores.claim_sql import (
+    TOUCH,
     callers_worker,
     claim_statement,
     job_params,
 )
 
-__all__ = ["REPORTED", "STATEMENTS", "SqlStore"]
+__all__ = ["REPORTED", "STATEMENTS", "SqlStore", "beat_worker"]
 
 REPORTED = (TaskStatus.RUNNING, TaskStatus.COMPLETED)
 """The targets reported in one statement."""
@@ -105,6 +109,15 @@ def _chained(store: Store, target: TaskStatus, start: bool) -> Any:
     return prebuilt(select(reported).union_all(select(claimed)))
 
 
+async def beat_worker(session: AsyncSession, worker_id: Any, user_id: Any, now: datetime) -> bool:
+    """Beat the worker if it is the caller's (``TOUCH``), noting when; whether it was."""
+    params = {"b_worker_id": worker_id, "b_user_id": user_id, "b_now": now}
+    touched = (await execute(session, TOUCH, params)).scalar_one_or_none() is not None
+    if touched:
+        caches_of(session).beats.put(worker_id, time.monotonic())
+    return touched
+
+
 class SqlStore:
     """The methods the stores share (see :class:`~zndraw_joblib_server.storage.store.Store`)."""
 
@@ -153,20 +166,13 @@ class SqlStore:
         tasks = await records.fetch(session, stmt, params)
         caches = caches_of(session)
         if finding and tasks and not guarded:  # the statement did not beat the worker
-            await self._beat_when_due(session, caches, params, user_id, worker_timeout)
+            # Only when due: a busy worker's claims need not each rewrite its row (SQLite).
+            worker = params["b_worker"]
+            if beat_due(caches.beats.get(worker), time.monotonic(), worker_timeout):
+                await beat_worker(session, worker, user_id, params["b_now"])
         one_job = job_ids is None or len(job_ids) == 1  # the hint (see ``claim_tasks``)
         caches.claim_hints.put(params["b_worker"], (one_job, bool(tasks)))
         return tasks
-
-    async def _beat_when_due(
-        self,
-        session: AsyncSession,
-        caches: QueueCaches,
-        params: dict[str, Any],
-        user_id: Any,
-        worker_timeout: float,
-    ) -> None:
-        """Beat the worker of a claim in a transaction that found its job (see SQLite's)."""
 
     async def report(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -11,13 +10,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zndraw_joblib_core import TaskStatus
-from zndraw_joblib_server.domain.rules import beat_due
-from zndraw_joblib_server.storage.caches import QueueCaches, caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
 from zndraw_joblib_server.storage.store import Store, Write
-from zndraw_joblib_server.storage.stores.base import SqlStore
-from zndraw_joblib_server.storage.stores.claim_sql import LINKS, TOUCH
+from zndraw_joblib_server.storage.stores.base import SqlStore, beat_worker
+from zndraw_joblib_server.storage.stores.claim_sql import LINKS
 
 __all__ = ["SqliteStore"]
 
@@ -45,39 +42,16 @@ class SqliteStore(SqlStore):
         """None: work always runs in a transaction (the write gate makes it cheap)."""
         return None
 
-    async def _beat_when_due(
-        self,
-        session: AsyncSession,
-        caches: QueueCaches,
-        params: dict[str, Any],
-        user_id: Any,
-        worker_timeout: float,
-    ) -> None:
-        """Beat the worker only when due (a busy worker's claims need not each rewrite its row)."""
-        worker = params["b_worker"]
-        if beat_due(caches.beats.get(worker), time.monotonic(), worker_timeout):
-            await self.touch_worker(session, worker, user_id, params["b_now"], jobs=False)
-
     def pick_ids(self, column: Any, ids: Any) -> Any:
         """SQL: ``column IN (ids)``."""
         return column.in_(ids)
 
     async def touch_worker(
-        self,
-        session: AsyncSession,
-        worker_id: uuid.UUID,
-        user_id: Any,
-        now: datetime,
-        *,
-        jobs: bool = True,
+        self, session: AsyncSession, worker_id: uuid.UUID, user_id: Any, now: datetime
     ) -> tuple[bool, list[uuid.UUID]]:
-        """Beat the worker, then read its jobs (two local statements; ``jobs``: the read)."""
-        params = {"b_worker_id": worker_id, "b_user_id": user_id, "b_now": now}
-        touched = (await execute(session, TOUCH, params)).scalar_one_or_none() is not None
-        if touched:
-            caches_of(session).beats.put(worker_id, time.monotonic())
-        if not touched or not jobs:
-            return touched, []
+        """Beat the worker, then read its jobs (two local statements)."""
+        if not await beat_worker(session, worker_id, user_id, now):
+            return False, []
         rows = await execute(session, _JOBS_OF_WORKER, {"worker_id": worker_id})
         return True, list(rows.scalars())
 
