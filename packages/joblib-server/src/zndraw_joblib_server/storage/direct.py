@@ -67,14 +67,13 @@ class Plan:
         self._names: tuple[str, ...] = names
         # Each list member is written as SQLAlchemy writes it (with its type's cast, where
         # the dialect renders casts: asyncpg's ``$3::UUID``).
+        mark = "$%d" if self._numbered else "?"
         self._marks: dict[str, str] = {}
         for name in self._expanding:
-            impl = binds[name].type.dialect_impl(dialect)
+            bind_type = binds[name].type
+            impl = bind_type.dialect_impl(dialect)
             casts = dialect.bind_typing is BindTyping.RENDER_CASTS and impl.render_bind_cast
-            mark = "$%d" if self._numbered else "?"
-            self._marks[name] = (
-                compiled.render_bind_cast(binds[name].type, impl, mark) if casts else mark
-            )
+            self._marks[name] = compiled.render_bind_cast(bind_type, impl, mark) if casts else mark
         # Only plain lists are expanded here; SQLAlchemy renders the rest at execution.
         rendered = set(_POSTCOMPILE.findall(self._sql))
         self.usable: bool = (

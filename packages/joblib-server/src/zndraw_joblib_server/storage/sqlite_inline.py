@@ -103,6 +103,4 @@ def sync_connection_of(connection: Any) -> Any:
     underneath awaits. None for every other connection.
     """
     sync = connection.sync_connection
-    if sync is None:
-        return None
-    return sync if isinstance(sync.dialect, InlineSQLiteDialect) else None
+    return sync if sync is not None and isinstance(sync.dialect, InlineSQLiteDialect) else None
