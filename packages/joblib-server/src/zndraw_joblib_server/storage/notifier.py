@@ -357,9 +357,7 @@ class PostgresPubSub:
                         with contextlib.suppress(Exception):
                             await conn.invalidate()
                         raise
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # not a cancellation (a BaseException): it ends the loop
                 logger.warning("%s connection lost (%s); reconnecting", purpose, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
