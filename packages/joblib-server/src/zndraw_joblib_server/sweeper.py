@@ -236,8 +236,6 @@ async def run_sweeper(
         await asyncio.sleep(settings.sweeper_interval_seconds)
         try:
             report = await sweep_once(session_maker, settings, sink)
-        except asyncio.CancelledError:
-            raise
         except ServiceUnavailable as exc:  # e.g. the SQLite file is gone: no traceback
             logger.warning("sweeper pass skipped: %s", exc.detail)
             continue
