@@ -257,8 +257,7 @@ class QueueMetrics:
                 problem = Unauthorized("A valid metrics bearer token is required.").to_problem()
                 problem.instance = path
                 return problem_response(problem, {"WWW-Authenticate": "Bearer"})
-            body = await self.scrape()
-            return Response(body, media_type=CONTENT_TYPE_LATEST)
+            return Response(await self.scrape(), media_type=CONTENT_TYPE_LATEST)
 
         app.include_router(router)
 
