@@ -7,7 +7,6 @@ Every database access (request sessions, long-polls, the sweeper) derives from
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -226,37 +225,36 @@ async def get_actor(user: Annotated[User, Depends(get_current_user)]) -> Actor:
     return Actor.from_user(user)
 
 
-def _room_from_path(*, write: bool) -> Callable[..., Awaitable[str]]:
-    verb = "write to" if write else "read"
+ActorDep = Annotated[Actor, Depends(get_actor)]
+"""The authenticated caller, injected."""
 
-    async def room(
-        room_id: Annotated[str, Path(description="The room id, or `@global`.")],
-        actor: Annotated[Actor, Depends(get_actor)],
-        access: RoomAccessDep,
-    ) -> str:
-        validate_room(room_id)
-        await check_room(access, actor, room_id, write=write)
-        return room_id
-
-    room.__name__ = "writable_room" if write else "readable_room"
-    room.__doc__ = (
-        f"The path's room, checked against the naming rules (400 ``invalid-room-id``) and "
-        f"against the room access policy: may the caller {verb} it (403 ``forbidden``)."
-    )
-    return room
+_RoomId = Annotated[str, Path(description="The room id, or `@global`.")]
 
 
-readable_room = _room_from_path(write=False)
-"""Dependency: the ``room_id`` path parameter, a room the caller may read."""
+async def readable_room(room_id: _RoomId, actor: ActorDep, access: RoomAccessDep) -> str:
+    """Dependency: the ``room_id`` path parameter, a room the caller may read.
 
-writable_room = _room_from_path(write=True)
-"""Dependency: the ``room_id`` path parameter, a room the caller may write to."""
+    The path's room, checked against the naming rules (400 ``invalid-room-id``) and
+    against the room access policy: may the caller read it (403 ``forbidden``).
+    """
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=False)
+    return room_id
+
+
+async def writable_room(room_id: _RoomId, actor: ActorDep, access: RoomAccessDep) -> str:
+    """Dependency: the ``room_id`` path parameter, a room the caller may write to.
+
+    The path's room, checked against the naming rules (400 ``invalid-room-id``) and
+    against the room access policy: may the caller write to it (403 ``forbidden``).
+    """
+    validate_room(room_id)
+    await check_room(access, actor, room_id, write=True)
+    return room_id
+
 
 ReadableRoom = Annotated[str, Depends(readable_room)]
 """A room the caller may read, from the ``room_id`` path parameter."""
 
 WritableRoom = Annotated[str, Depends(writable_room)]
 """A room the caller may write to, from the ``room_id`` path parameter."""
-
-ActorDep = Annotated[Actor, Depends(get_actor)]
-"""The authenticated caller, injected."""

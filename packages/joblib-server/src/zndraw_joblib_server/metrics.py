@@ -24,16 +24,14 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import Collector
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -113,9 +111,7 @@ class QueueMetrics:
         self._available: OrderedDict[Any, float] = OrderedDict()
         self._max_tracked = max_tracked_tasks
         self._children: dict[tuple[str, str], Any] = {}
-        self._state: tuple[dict[str, tuple[int, float]], int, int] = ({}, 0, 0)
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         self.tasks = Counter(
             "zndraw_joblib_tasks",
             "Task transitions by job: submitted, claimed, completed, failed, cancelled, requeued.",
@@ -145,7 +141,26 @@ class QueueMetrics:
             ["action"],
             registry=r,
         )
-        r.register(_StateCollector(self))
+        # The queue's state as of the last scrape (set by it).
+        self.queue_depth = Gauge(
+            "zndraw_joblib_queue_depth", "Pending tasks by job.", ["job"], registry=r
+        )
+        self.oldest_pending = Gauge(
+            "zndraw_joblib_oldest_pending_seconds",
+            "Age of the oldest pending task by job.",
+            ["job"],
+            registry=r,
+        )
+        self.workers_live = Gauge(
+            "zndraw_joblib_workers_live",
+            "Workers with a heartbeat within the timeout.",
+            registry=r,
+        )
+        self.long_polls_waiting = Gauge(
+            "zndraw_joblib_long_polls_waiting",
+            "Claims and task reads waiting in this process.",
+            registry=r,
+        )
 
     @classmethod
     def attach(cls, queue: JobQueue, **kwargs: Any) -> QueueMetrics:
@@ -230,9 +245,8 @@ class QueueMetrics:
         app.add_middleware(ClaimTimer, histogram=self.claim_seconds)
         # Not an engine error listener: it would turn off the statements that run straight
         # on the driver (see storage.direct), costing every request.
-        observers = getattr(app.state, "joblib_database_error_observers", [])
         app.state.joblib_database_error_observers = [
-            *observers,
+            *getattr(app.state, "joblib_database_error_observers", []),
             lambda _exc: self.database_errors.inc(),
         ]
         router = APIRouter()
@@ -243,8 +257,7 @@ class QueueMetrics:
                 problem = Unauthorized("A valid metrics bearer token is required.").to_problem()
                 problem.instance = path
                 return problem_response(problem, {"WWW-Authenticate": "Bearer"})
-            body = await self.scrape()
-            return Response(body, media_type=CONTENT_TYPE_LATEST)
+            return Response(await self.scrape(), media_type=CONTENT_TYPE_LATEST)
 
         app.include_router(router)
 
@@ -265,66 +278,34 @@ class QueueMetrics:
         db = self.queue.database
         now = datetime.now(UTC)
         alive_after = stale_cutoff(self.queue.settings, now)
+        job = (Job.room_id, Job.category, Job.name)
         async with db.read() as session:
             rows = (
                 await session.execute(
-                    select(
-                        Job.room_id,
-                        Job.category,
-                        Job.name,
-                        func.count(),
-                        func.min(Task.created_at),
-                    )
+                    select(*job, func.count(), func.min(Task.created_at))
                     .join(Task, Task.job_id == Job.id)
                     .where(Task.status == TaskStatus.PENDING)
-                    .group_by(Job.room_id, Job.category, Job.name)
+                    .group_by(*job)
                 )
             ).all()
-            live = (
-                await session.execute(
-                    select(func.count())
-                    .select_from(Worker)
-                    .where(Worker.last_heartbeat >= alive_after)
-                )
-            ).scalar_one()
+            live = await session.scalar(
+                select(func.count())
+                .select_from(Worker)
+                .where(Worker.last_heartbeat >= alive_after)
+            )
         depth: dict[str, tuple[int, float]] = {}
         for room, category, name, count, oldest in rows:
             label = self.job_label(f"{room}:{category}:{name}")
             age = (now - oldest).total_seconds() if oldest is not None else 0.0
             had = depth.get(label, (0, 0.0))
             depth[label] = (had[0] + count, max(had[1], age))
-        self._state = (depth, int(live), db.notifier.waiting)
-
-
-class _StateCollector(Collector):
-    """The queue's state as of the last scrape."""
-
-    def __init__(self, metrics: QueueMetrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        depth, live, waiting = self.metrics._state
-        g = GaugeMetricFamily("zndraw_joblib_queue_depth", "Pending tasks by job.", labels=["job"])
-        a = GaugeMetricFamily(
-            "zndraw_joblib_oldest_pending_seconds",
-            "Age of the oldest pending task by job.",
-            labels=["job"],
-        )
-        for job, (count, age) in sorted(depth.items()):
-            g.add_metric([job], count)
-            a.add_metric([job], age)
-        yield g
-        yield a
-        yield GaugeMetricFamily(
-            "zndraw_joblib_workers_live",
-            "Workers with a heartbeat within the timeout.",
-            value=live,
-        )
-        yield GaugeMetricFamily(
-            "zndraw_joblib_long_polls_waiting",
-            "Claims and task reads waiting in this process.",
-            value=waiting,
-        )
+        self.queue_depth.clear()
+        self.oldest_pending.clear()
+        for label, (count, age) in sorted(depth.items()):
+            self.queue_depth.labels(label).set(count)
+            self.oldest_pending.labels(label).set(age)
+        self.workers_live.set(live or 0)
+        self.long_polls_waiting.set(db.notifier.waiting)
 
 
 _TRANSITIONS = {

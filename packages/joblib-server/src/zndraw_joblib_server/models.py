@@ -249,13 +249,9 @@ def new_task_row(**values: Any) -> dict[str, Any]:
     """
     row: dict[str, Any] = {}
     for column in Task.__table__.columns:
-        default = column.default
-        if column.key in values or default is None:
-            row[column.key] = None
-        else:
-            # ColumnDefault.arg: the value, or the callable SQLAlchemy calls with its context.
-            arg = default.arg  # type: ignore[attr-defined]
-            row[column.key] = arg(None) if callable(arg) else arg
+        # ColumnDefault.arg: the value, or the callable SQLAlchemy calls with its context.
+        arg = None if column.key in values else getattr(column.default, "arg", None)
+        row[column.key] = arg(None) if callable(arg) else arg
     unknown = values.keys() - row.keys()
     if unknown:
         raise TypeError(f"not columns of joblib_task: {sorted(unknown)}")

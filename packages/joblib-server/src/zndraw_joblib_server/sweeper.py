@@ -84,14 +84,12 @@ async def _stale_workers(
     uow: UnitOfWork, settings: JobLibSettings, report: SweepReport, now: datetime
 ) -> None:
     workers = list(
-        (
-            await uow.session.execute(
-                select(Worker)
-                .where(Worker.last_heartbeat < stale_cutoff(settings, now))
-                .limit(_BATCH)
-                .with_for_update(skip_locked=True)
-            )
-        ).scalars()
+        await uow.session.scalars(
+            select(Worker)
+            .where(Worker.last_heartbeat < stale_cutoff(settings, now))
+            .limit(_BATCH)
+            .with_for_update(skip_locked=True)
+        )
     )
     released, deleted = await remove_workers(
         uow, workers, settings, "worker stopped sending heartbeats"
@@ -143,13 +141,11 @@ async def _orphan_jobs(
 ) -> None:
     has_worker = select(WorkerJobLink.job_id).where(WorkerJobLink.job_id == Job.id).exists()
     candidates = list(
-        (
-            await uow.session.execute(
-                select(Job.id)
-                .where(Job.deleted.is_(False), Job.room_id != INTERNAL_ROOM, ~has_worker)
-                .limit(_BATCH)
-            )
-        ).scalars()
+        await uow.session.scalars(
+            select(Job.id)
+            .where(Job.deleted.is_(False), Job.room_id != INTERNAL_ROOM, ~has_worker)
+            .limit(_BATCH)
+        )
     )
     report.jobs_deleted += len(await soft_delete_orphans(uow, candidates))
 
@@ -170,7 +166,7 @@ async def _purge_finished(uow: UnitOfWork, settings: JobLibSettings) -> int:
         .limit(RETENTION_BATCH)
         .with_for_update(skip_locked=True)
     )
-    ids = list((await uow.session.execute(old)).scalars())
+    ids = list(await uow.session.scalars(old))
     if ids:
         await uow.session.execute(
             delete(Task)
@@ -240,8 +236,6 @@ async def run_sweeper(
         await asyncio.sleep(settings.sweeper_interval_seconds)
         try:
             report = await sweep_once(session_maker, settings, sink)
-        except asyncio.CancelledError:
-            raise
         except ServiceUnavailable as exc:  # e.g. the SQLite file is gone: no traceback
             logger.warning("sweeper pass skipped: %s", exc.detail)
             continue

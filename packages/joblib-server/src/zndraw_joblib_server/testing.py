@@ -25,11 +25,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi_users.authentication import JWTStrategy
 from fastapi_users.password import PasswordHelper
 from pydantic import SecretStr
 from sqlalchemy import text
 from zndraw_auth import AuthSettings, User
+from zndraw_auth.users import get_jwt_strategy
 
 from zndraw_joblib_server.lane import FastLane
 
@@ -188,11 +188,7 @@ async def create_user(app: FastAPI, email: str, *, superuser: bool = False) -> A
     async with app.state.session_maker() as session:
         session.add(user)
         await session.commit()
-    strategy: JWTStrategy[User, uuid.UUID] = JWTStrategy(
-        secret=settings.secret_key.get_secret_value(),
-        lifetime_seconds=settings.token_lifetime_seconds,
-    )
-    token = await strategy.write_token(user)
+    token = await get_jwt_strategy(settings).write_token(user)
     return ApiUser(id=user.id, email=email, token=token, is_superuser=superuser)
 
 

@@ -109,7 +109,6 @@ class Dashboard:
         config = json.dumps({"api": API_PREFIX, "state": STATE_PATH, "login": login_url})
         config = config.replace("<", "\\u003c")  # the JSON sits inside a <script> element
         page = _static("index.html").replace("{{CONFIG}}", config)
-        feed = self.feed
         assets = {name: _static(name) for name in _STATIC}
 
         @router.get(prefix + "/", response_class=HTMLResponse)
@@ -136,8 +135,8 @@ class Dashboard:
             wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
         ) -> dict[str, Any]:
             if since is not None:
-                await feed.wait(since, wait)
-            seq = feed.seq
+                await self.feed.wait(since, wait)
+            seq = self.feed.seq
             now = datetime.now(UTC)
             async with db.read() as session:
                 out = await load_state(

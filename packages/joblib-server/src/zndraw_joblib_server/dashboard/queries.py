@@ -76,14 +76,12 @@ async def load_state(
         status: Only tasks in this state.
         limit: Most tasks returned (newest first).
     """
-    candidates = (
-        await session.execute(
-            select(Job.room_id)
-            .where(Job.deleted.is_(False))
-            .union(select(Task.room_id).distinct())
-            .limit(_MAX_ROOMS)
-        )
-    ).scalars()
+    candidates = await session.scalars(
+        select(Job.room_id)
+        .where(Job.deleted.is_(False))
+        .union(select(Task.room_id).distinct())
+        .limit(_MAX_ROOMS)
+    )
     rooms = sorted({r for r in candidates if await access.can_read(actor, r)} | {GLOBAL})
     readable = set(rooms)
     writable = {r for r in rooms if await access.can_write(actor, r)}
@@ -99,7 +97,7 @@ async def load_state(
         where.append(Task.job_id.in_(ids))
     if status is not None:
         where.append(Task.status == status)
-    total = (await session.execute(select(func.count()).select_from(Task).where(*where))).scalar()
+    total = await session.scalar(select(func.count()).select_from(Task).where(*where))
     rows = (
         await session.execute(
             select(Task, Job.room_id, Job.category, Job.name)
@@ -152,11 +150,9 @@ async def load_state(
 async def _jobs(
     session: AsyncSession, readable: set[str], alive_after: datetime
 ) -> list[dict[str, Any]]:
-    found = (
-        await session.execute(
-            select(Job).where(Job.deleted.is_(False), Job.room_id.in_(readable)).limit(1_000)
-        )
-    ).scalars()
+    found = await session.scalars(
+        select(Job).where(Job.deleted.is_(False), Job.room_id.in_(readable)).limit(1_000)
+    )
     jobs = {
         j.id: {
             "id": j.id,
@@ -164,9 +160,7 @@ async def _jobs(
             "room": j.room_id,
             "category": j.category,
             "name": j.name,
-            "workers": 0,
-            "pending": 0,
-            "active": 0,
+            **dict.fromkeys(("workers", "pending", "active"), 0),
         }
         for j in found
     }
@@ -199,7 +193,7 @@ async def _workers(
     query = select(Worker).order_by(Worker.last_heartbeat.desc()).limit(_MAX_WORKERS)
     if not actor.is_superuser:
         query = query.where(Worker.user_id == actor.id)
-    workers = list((await session.execute(query)).scalars())
+    workers = list(await session.scalars(query))
     if not workers:
         return []
     ids = [w.id for w in workers]

@@ -77,38 +77,32 @@ def _bootstrap(conn: Connection) -> str | None:
     return legacy.INITIAL
 
 
-def _refresh_counts(conn: Connection) -> None:
-    """Repair and recount the kept pending counts, as every start did before migrations.
-
-    ``create_all`` of the (existing) tasks table creates nothing; it runs the counts' DDL
-    registered on it (``storage.pending``): missing triggers come back, the counts are
-    recounted, so a database edited by hand starts consistent.
-    """
-    Base.metadata.create_all(conn, tables=[Task.__table__])
-
-
 def _ensure(conn: Connection, migrate: bool) -> str:
     head = head_revision()
     revision = _bootstrap(conn)
-    if revision == head:
-        _refresh_counts(conn)
-        return "current"
     if revision is None:
         run_command(conn, "upgrade", "head")
         return "created"
-    if not known_revision(revision):
-        raise SchemaNotCurrent(
-            f"the database schema is at revision {revision}, which this zndraw-joblib-server "
-            f"(revision {head}) does not know: a newer version migrated it; install that "
-            "version (or downgrade the database with it first)"
-        )
-    if not migrate:
-        raise SchemaNotCurrent(
-            f"the database schema is at revision {revision}, this zndraw-joblib-server "
-            f"needs {head}: {UPGRADE_HINT} (or start with --migrate)"
-        )
-    run_command(conn, "upgrade", "head")
-    _refresh_counts(conn)
+    if revision != head:
+        if not known_revision(revision):
+            raise SchemaNotCurrent(
+                f"the database schema is at revision {revision}, which this zndraw-joblib-server "
+                f"(revision {head}) does not know: a newer version migrated it; install that "
+                "version (or downgrade the database with it first)"
+            )
+        if not migrate:
+            raise SchemaNotCurrent(
+                f"the database schema is at revision {revision}, this zndraw-joblib-server "
+                f"needs {head}: {UPGRADE_HINT} (or start with --migrate)"
+            )
+        run_command(conn, "upgrade", "head")
+    # Repair and recount the kept pending counts, as every start did before migrations.
+    # ``create_all`` of the (existing) tasks table creates nothing; it runs the counts' DDL
+    # registered on it (``storage.pending``): missing triggers come back, the counts are
+    # recounted, so a database edited by hand starts consistent.
+    Base.metadata.create_all(conn, tables=[Task.__table__])
+    if revision == head:
+        return "current"
     logger.info("upgraded the database schema from revision %s to %s", revision, head)
     return "upgraded"
 

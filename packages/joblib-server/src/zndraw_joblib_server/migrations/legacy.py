@@ -9,9 +9,7 @@ stamped with it.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+import importlib
 
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
@@ -23,20 +21,10 @@ INITIAL = "0001"
 """The revision a database made by ``create_all`` before migrations is stamped with."""
 
 
-def _initial_revision() -> ModuleType:
-    """Revision 0001's module (its index list and counts are reused, not copied)."""
-    path = Path(__file__).parent / "versions" / "0001_initial.py"
-    spec = importlib.util.spec_from_file_location("zndraw_joblib_server_rev_0001", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def bring_to_initial(conn: Connection) -> None:
     """Give a pre-migrations database revision 0001's columns, indexes and kept counts."""
-    initial = _initial_revision()
+    # Revision 0001's module (its index list and counts are reused, not copied).
+    initial = importlib.import_module(f"{__package__}.versions.0001_initial")
     if "owner_id" not in {c["name"] for c in inspect(conn).get_columns("joblib_job")}:
         from fastapi_users_db_sqlalchemy.generics import GUID
 

@@ -137,7 +137,7 @@ async def _ids(conn: AsyncConnection, column: Any, among: Iterable[Any] | None =
     query = select(column)
     if among is not None:
         query = query.where(column.in_(list(among)))
-    return set((await conn.execute(query)).scalars().all())
+    return set(await conn.scalars(query))
 
 
 async def _insert(out: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -168,9 +168,8 @@ async def import_predecessor(
         missing = [name for name in _REQUIRED if name not in present]
         if missing:
             raise PredecessorMissing(
-                "no zndraw-joblib 0.1.7 tables in the source database (missing: "
-                + ", ".join(missing)
-                + ")"
+                "no zndraw-joblib 0.1.7 tables in the source database "
+                f"(missing: {', '.join(missing)})"
             )
         # In the same database zndraw-auth's user table is shared: user ids map directly.
         copy_users = source.url != target.url and "user" in present
@@ -194,7 +193,7 @@ async def _copy_users(out: AsyncConnection, users: list[Any], report: ImportRepo
     """Copy the users the target lacks (another database); return the target's user ids."""
     table = User.__table__
     known = await _ids(out, table.c.id)
-    emails = {str(e).lower() for e in (await out.execute(select(table.c.email))).scalars()}
+    emails = {str(e).lower() for e in await out.scalars(select(table.c.email))}
     rows = []
     for user in users:
         if user.id in known:
@@ -214,12 +213,8 @@ async def _copy_jobs(
 ) -> dict[Any, Any]:
     """Copy the jobs; return predecessor job id -> job id here (same id, or same name)."""
     table = Job.__table__
-    existing = {
-        (row.room_id, row.category, row.name): row.id
-        for row in (
-            await out.execute(select(table.c.id, table.c.room_id, table.c.category, table.c.name))
-        ).all()
-    }
+    found = await out.execute(select(table.c.id, table.c.room_id, table.c.category, table.c.name))
+    existing = {(row.room_id, row.category, row.name): row.id for row in found}
     by_id = set(existing.values())
     mapping: dict[Any, Any] = {}
     rows = []

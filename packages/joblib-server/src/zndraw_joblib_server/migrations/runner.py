@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,12 +20,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from filelock import AsyncFileLock
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zndraw_joblib_server.migrations.scope import VERSION_TABLE
 from zndraw_joblib_server.storage.engine import is_memory_sqlite
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "locked", "run_command"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "run_command", "run_locked"]
 
 T = TypeVar("T")
 
@@ -71,11 +71,11 @@ def run_command(connection: Connection, name: str, revision: str) -> None:
     getattr(command, name)(alembic_config(connection), revision)
 
 
-@contextlib.asynccontextmanager
-async def locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection in a transaction that no other process migrating the database shares.
+async def run_locked(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` on a sync connection inside a locked transaction.
 
-    Commits when the block ends, rolls back when it raises.
+    A connection in a transaction that no other process migrating the database shares.
+    Commits when ``work`` returns, rolls back when it raises.
     """
     url = engine.url
     async with contextlib.AsyncExitStack() as stack:
@@ -85,10 +85,4 @@ async def locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         conn = await stack.enter_async_context(engine.begin())
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        yield conn
-
-
-async def run_locked(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
-    """Run ``work`` on a sync connection inside :func:`locked`."""
-    async with locked(engine) as conn:
         return await conn.run_sync(work)

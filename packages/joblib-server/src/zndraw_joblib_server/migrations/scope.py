@@ -32,9 +32,7 @@ def owned_table(name: str | None) -> bool:
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     """Alembic's ``include_name`` hook: compare the queue's model tables only."""
-    if type_ == "table":
-        return owned_table(name)
-    return True
+    return type_ != "table" or owned_table(name)
 
 
 UNCOMPARED_INDEXES = frozenset({"ix_joblib_task_claim"})

@@ -34,7 +34,6 @@ LiveFilter = Annotated[
 
 @router.put(
     "/rooms/{room_id}/jobs",
-    response_model=JobResponse,
     status_code=status.HTTP_201_CREATED,
     responses=problems(400, 403, 404, 409, 413, 429)
     | {200: {"model": JobResponse, "description": "Already registered"}},
@@ -67,7 +66,7 @@ async def register_job(
     return job
 
 
-@router.get("/rooms/{room_id}/jobs", response_model=Page[JobSummary], responses=problems(400, 403))
+@router.get("/rooms/{room_id}/jobs", responses=problems(400, 403))
 async def list_jobs(
     room_id: ReadableRoom,
     db: DatabaseDep,
@@ -84,11 +83,7 @@ async def list_jobs(
         return await job_service.list_jobs(session, room_id, limit, offset, settings, live)
 
 
-@router.get(
-    "/rooms/{room_id}/workers",
-    response_model=Page[WorkerSummary],
-    responses=problems(400, 403),
-)
+@router.get("/rooms/{room_id}/workers", responses=problems(400, 403))
 async def list_room_workers(
     room_id: ReadableRoom,
     db: DatabaseDep,
@@ -100,11 +95,7 @@ async def list_room_workers(
         return await worker_service.list_room_workers(session, room_id, limit, offset)
 
 
-@router.get(
-    "/rooms/{room_id}/jobs/{job_name:path}",
-    response_model=JobResponse,
-    responses=problems(400, 403, 404),
-)
+@router.get("/rooms/{room_id}/jobs/{job_name:path}", responses=problems(400, 403, 404))
 async def get_job(
     room_id: ReadableRoom,
     job_name: str,

@@ -75,7 +75,6 @@ def _announce(response: Response, wait: float | None, *applied: str) -> None:
 
 @router.post(
     "/rooms/{room_id}/tasks/{job_name:path}",
-    response_model=TaskResponse,
     status_code=status.HTTP_202_ACCEPTED,
     responses=problems(400, 403, 404, 409, 413, 429, 503)
     | {200: {"model": TaskResponse, "description": "Repeat of an idempotent submit"}},
@@ -110,7 +109,6 @@ async def submit_task(
 
 @router.post(
     "/rooms/{room_id}/jobs/{job_name:path}/tasks",
-    response_model=TaskBatchSubmitResponse,
     status_code=status.HTTP_202_ACCEPTED,
     responses=problems(400, 403, 404, 409, 413, 429, 503)
     | {200: {"model": TaskBatchSubmitResponse, "description": "Repeat of an idempotent batch"}},
@@ -141,9 +139,7 @@ async def submit_tasks(
     return TaskBatchSubmitResponse(items=tasks)
 
 
-@router.get(
-    "/rooms/{room_id}/tasks", response_model=Page[TaskResponse], responses=problems(400, 403)
-)
+@router.get("/rooms/{room_id}/tasks", responses=problems(400, 403))
 async def list_room_tasks(
     room_id: ReadableRoom,
     db: DatabaseDep,
@@ -156,11 +152,7 @@ async def list_room_tasks(
         return await task_service.list_room_tasks(session, room_id, status, limit, offset)
 
 
-@router.get(
-    "/rooms/{room_id}/jobs/{job_name:path}/tasks",
-    response_model=Page[TaskResponse],
-    responses=problems(400, 403, 404),
-)
+@router.get("/rooms/{room_id}/jobs/{job_name:path}/tasks", responses=problems(400, 403, 404))
 async def list_job_tasks(
     room_id: ReadableRoom,
     job_name: str,
@@ -174,7 +166,7 @@ async def list_job_tasks(
         return await task_service.list_job_tasks(session, room_id, job_name, status, limit, offset)
 
 
-@router.post("/tasks/claim", response_model=TaskClaimResponse, responses=problems(403, 404))
+@router.post("/tasks/claim", responses=problems(403, 404))
 async def claim_tasks(
     body: TaskClaimRequest,
     response: Response,
@@ -204,7 +196,7 @@ def _claim_wait(prefer: str | None, settings: JobLibSettings) -> float | None:
     return wait_seconds(prefer, cap)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskResponse, responses=problems(404))
+@router.get("/tasks/{task_id}", responses=problems(404))
 async def get_task(
     task_id: uuid.UUID,
     response: Response,
@@ -279,7 +271,7 @@ async def update_task(
     return TaskUpdateResponse.model_construct(**dict(task), claimed=claimed)
 
 
-@router.patch("/tasks", response_model=TaskBatchUpdateResponse, responses=problems(413))
+@router.patch("/tasks", responses=problems(413))
 async def update_tasks(
     body: Annotated[
         Annotated[list[TaskBatchUpdateItem], Field(max_length=MAX_UPDATE_BATCH)]
@@ -317,9 +309,7 @@ async def update_tasks(
     return TaskBatchUpdateResponse(items=outcomes, claimed=claimed)
 
 
-@router.post(
-    "/tasks/{task_id}/cancel", response_model=TaskResponse, responses=problems(403, 404, 409)
-)
+@router.post("/tasks/{task_id}/cancel", responses=problems(403, 404, 409))
 async def cancel_task(
     task_id: uuid.UUID,
     actor: ActorDep,

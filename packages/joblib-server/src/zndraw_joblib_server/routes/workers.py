@@ -15,12 +15,7 @@ from zndraw_joblib_server.services.common import written
 router = APIRouter(route_class=JobLibRoute, tags=["workers"], redirect_slashes=False)
 
 
-@router.post(
-    "/workers",
-    response_model=WorkerResponse,
-    status_code=status.HTTP_201_CREATED,
-    responses=problems(429),
-)
+@router.post("/workers", status_code=status.HTTP_201_CREATED, responses=problems(429))
 async def create_worker(
     actor: ActorDep, db: DatabaseDep, settings: SettingsDep, sink: EventSinkDep
 ) -> WorkerResponse:
@@ -28,7 +23,7 @@ async def create_worker(
     return await written(db, sink, worker_service.create_worker, actor, settings)
 
 
-@router.get("/workers", response_model=Page[WorkerSummary], responses=problems())
+@router.get("/workers", responses=problems())
 async def list_workers(
     actor: ActorDep, db: DatabaseDep, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
 ) -> Page[WorkerSummary]:
@@ -37,11 +32,7 @@ async def list_workers(
         return await worker_service.list_workers(session, limit, offset)
 
 
-@router.patch(
-    "/workers/{worker_id}",
-    response_model=WorkerResponse,
-    responses=problems(403, 404),
-)
+@router.patch("/workers/{worker_id}", responses=problems(403, 404))
 async def heartbeat(
     worker_id: uuid.UUID,
     actor: ActorDep,
