@@ -34,6 +34,7 @@ from zndraw_joblib_server.auth import auth_of, token_user_gone
 __all__ = [
     "PROBLEM_JSON",
     "UnexpectedErrors",
+    "database_errors",
     "install_exception_handlers",
     "log_unexpected",
     "problem_exception_handler",
@@ -219,7 +220,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _status_problem(request, 500, "An unexpected error occurred; it has been logged.")
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
+def database_errors() -> tuple[type[Exception], ...]:
+    """The errors of a database that cannot be reached or answered (asyncpg's if installed)."""
     kinds: list[type[Exception]] = [sa_exc.SQLAlchemyError, ConnectionError]
     with contextlib.suppress(ImportError):  # opening a connection raises asyncpg's own errors
         from asyncpg import PostgresError
@@ -243,7 +245,7 @@ async def route_error_response(request: Request, exc: Exception) -> Response:
         return _validation_problem(request, exc)
     if isinstance(exc, StarletteHTTPException):
         return _http_problem(request, exc)
-    if isinstance(exc, _database_errors()):
+    if isinstance(exc, database_errors()):
         return await _on_database(request, exc)
     return await _on_unexpected(request, exc)
 
@@ -271,7 +273,7 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, problem_exception_handler)
     app.add_exception_handler(RequestValidationError, _on_request_error)
     app.add_exception_handler(StarletteHTTPException, _on_request_error)
-    for kind in _database_errors():
+    for kind in database_errors():
         app.add_exception_handler(kind, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)
 

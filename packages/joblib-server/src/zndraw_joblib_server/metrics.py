@@ -32,7 +32,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -44,7 +43,7 @@ from zndraw_joblib_core import (
     TaskStatusChanged,
     Unauthorized,
 )
-from zndraw_joblib_server.errors import problem_response
+from zndraw_joblib_server.errors import database_errors, problem_response
 from zndraw_joblib_server.models import Job, Task, Worker
 from zndraw_joblib_server.services.liveness import stale_cutoff
 
@@ -63,13 +62,6 @@ OTHER = "other"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _WAKE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
 _CLAIM_PATH = f"{API_PREFIX}/tasks/claim"
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, ConnectionError)
-try:  # opening a connection raises asyncpg's own errors
-    from asyncpg import PostgresError
-
-    _DATABASE_ERRORS = (*_DATABASE_ERRORS, PostgresError)
-except ImportError:  # pragma: no cover - asyncpg is optional
-    pass
 _MAX_CACHED = 10_000  # counter children remembered by (job name, event)
 
 
@@ -269,7 +261,7 @@ class QueueMetrics:
         """
         try:
             await self._refresh_state()
-        except _DATABASE_ERRORS as exc:
+        except database_errors() as exc:
             self.database_errors.inc()
             logger.warning("metrics: could not read the queue's state: %s", type(exc).__name__)
         return generate_latest(self.registry)

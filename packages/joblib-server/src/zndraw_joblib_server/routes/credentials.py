@@ -16,7 +16,6 @@ router = APIRouter(route_class=JobLibRoute, tags=["tasks"], redirect_slashes=Fal
 
 @router.post(
     "/tasks/{task_id}/token",
-    response_model=TaskTokenResponse,
     responses=problems(403, 404, 409),
 )
 async def task_token(

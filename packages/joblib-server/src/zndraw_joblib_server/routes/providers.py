@@ -47,7 +47,6 @@ def internal_providers_of(request: Request) -> InternalProviders:
 
 @router.put(
     "/rooms/{room_id}/providers",
-    response_model=ProviderResponse,
     status_code=status.HTTP_201_CREATED,
     responses=problems(400, 403, 404, 413, 429)
     | {200: {"model": ProviderResponse, "description": "Updated"}},
@@ -77,7 +76,6 @@ async def register_provider(
 
 @router.get(
     "/rooms/{room_id}/providers",
-    response_model=Page[ProviderResponse],
     responses=problems(400, 403),
 )
 async def list_providers(
@@ -96,7 +94,6 @@ async def list_providers(
 
 @router.get(
     "/rooms/{room_id}/providers/{full_name:path}/info",
-    response_model=ProviderResponse,
     responses=problems(400, 403, 404),
 )
 async def provider_info(
