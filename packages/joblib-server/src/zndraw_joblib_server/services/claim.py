@@ -27,10 +27,7 @@ from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
-from zndraw_joblib_server.storage.records import (
-    TASKS,
-    TaskRecord,
-)
+from zndraw_joblib_server.storage.records import TASKS, TaskRecord
 
 __all__ = [
     "ClaimOffer",

@@ -35,17 +35,9 @@ from zndraw_joblib_server.domain.rules import (
 from zndraw_joblib_server.models import Worker, utcnow
 from zndraw_joblib_server.services import waiting
 from zndraw_joblib_server.services.access import Actor, RoomAccess
-from zndraw_joblib_server.services.common import (
-    announce,
-    requeue,
-    start_task,
-)
+from zndraw_joblib_server.services.common import announce, requeue, start_task
 from zndraw_joblib_server.services.reports import check_limits, report, report_and_claim
-from zndraw_joblib_server.services.tasks import (
-    cancel_record,
-    check_cancel,
-    respond_all,
-)
+from zndraw_joblib_server.services.tasks import cancel_record, check_cancel, respond_all
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.execute import execute
