@@ -58,12 +58,7 @@ _OWNERS = prebuilt(
 
 def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     """Check the caller's worker still holds the lease; True for a harmless repeat."""
-    if (
-        task.worker_id == body.worker_id
-        and body.status is not None
-        and task.status == body.status
-        and task.status.is_terminal
-    ):
+    if task.worker_id == body.worker_id and task.status == body.status and task.status.is_terminal:
         return True  # the same final report again (a retried request): answer, change nothing
     if task.worker_id != body.worker_id or task.status not in ACTIVE_STATUSES:
         raise LeaseLost(f"Worker {body.worker_id} no longer holds task {task.id}.")
