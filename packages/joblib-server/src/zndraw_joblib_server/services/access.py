@@ -109,9 +109,8 @@ async def check_room(access: RoomAccess, actor: Actor, room_id: str, *, write: b
         Forbidden: The policy answered ``False``.
         ProblemError: The policy's own problem (raised by it, or returned).
     """
-    allowed = (
-        await access.can_write(actor, room_id) if write else await access.can_read(actor, room_id)
-    )
+    hook = access.can_write if write else access.can_read
+    allowed = await hook(actor, room_id)
     if isinstance(allowed, ProblemError):
         raise allowed
     if isinstance(allowed, ProblemDetail):

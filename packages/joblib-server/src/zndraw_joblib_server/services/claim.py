@@ -27,10 +27,7 @@ from zndraw_joblib_server.storage import UnitOfWork
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.prebuilt import prebuilt
-from zndraw_joblib_server.storage.records import (
-    TASKS,
-    TaskRecord,
-)
+from zndraw_joblib_server.storage.records import TASKS, TaskRecord
 
 __all__ = [
     "ClaimOffer",
@@ -104,11 +101,10 @@ async def claim_tasks(
         if not touched:  # raises WorkerNotFound or Forbidden
             await owned_worker(session, actor, worker_id, allow_superuser=False)
             raise WorkerNotFound(f"Worker {worker_id} not found.")  # pragma: no cover
-        if not job_ids:
-            return [], []
-        tasks = await uow.store.claim(
-            session, params, actor.id, job_ids, start=start, worker_timeout=timeout
-        )
+        if job_ids:
+            tasks = await uow.store.claim(
+                session, params, actor.id, job_ids, start=start, worker_timeout=timeout
+            )
         if not tasks:
             return [], job_ids
     return await claimed(uow, tasks, now, settings, start=start), job_ids

@@ -95,9 +95,8 @@ async def check_registration(
             f"Category {body.category!r} is not allowed; allowed: "
             f"{', '.join(settings.allowed_categories)}."
         )
-    if not is_valid_job_part(body.category, MAX_CATEGORY_LENGTH) or not is_valid_job_part(
-        body.name
-    ):
+    category_ok = is_valid_job_part(body.category, MAX_CATEGORY_LENGTH)
+    if not category_ok or not is_valid_job_part(body.name):
         raise InvalidJobName(
             f"Invalid job name {body.name!r}: it must be 1 to 255 characters without ':', "
             "'/', control characters or surrounding spaces."
@@ -221,20 +220,14 @@ def job_response(
     job: Job | ActiveJob, serving: Serving, worker_id: uuid.UUID | None = None
 ) -> JobResponse:
     """Serialise a job row."""
-    return JobResponse(
-        schema=job.schema_,
-        workers=serving.workers,
-        worker_id=worker_id,
-        live_workers=serving.live,
-        **_naming(job),
-    )
+    return JobResponse(schema=job.schema_, worker_id=worker_id, **_summary(job, serving))
 
 
-def _naming(job: Job | ActiveJob) -> dict[str, Any]:
-    """The fields that name a job in its answers."""
-    return {
-        field: getattr(job, field) for field in ("id", "room_id", "category", "name", "full_name")
-    }
+def _summary(job: Job | ActiveJob, serving: Serving) -> dict[str, Any]:
+    """The fields that name a job in its answers, and its workers (a :class:`JobSummary`)."""
+    names = ("id", "room_id", "category", "name", "full_name")
+    fields = {field: getattr(job, field) for field in names}
+    return fields | {"workers": serving.workers, "live_workers": serving.live}
 
 
 async def workers_of(
@@ -353,10 +346,7 @@ async def list_jobs(
         page = page_of(select(Job).where(*where), Job, limit, offset)
         jobs = list((await session.execute(page)).scalars())
     serving = await workers_of(session, [j.id for j in jobs], settings)
-    items = [
-        JobSummary(workers=serving[j.id].workers, live_workers=serving[j.id].live, **_naming(j))
-        for j in jobs
-    ]
+    items = [JobSummary(**_summary(j, serving[j.id])) for j in jobs]
     return Page[JobSummary](items=items, total=total, limit=limit, offset=offset)
 
 
@@ -371,14 +361,8 @@ async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list
     if not job_ids:
         return []
     has_worker = select(WorkerJobLink.job_id).where(WorkerJobLink.job_id == Job.id).exists()
-    has_task = (
-        select(Task.id)
-        .where(
-            Task.job_id == Job.id,
-            Task.status.in_([TaskStatus.PENDING, TaskStatus.CLAIMED, TaskStatus.RUNNING]),
-        )
-        .exists()
-    )
+    unfinished = [TaskStatus.PENDING, TaskStatus.CLAIMED, TaskStatus.RUNNING]
+    has_task = select(Task.id).where(Task.job_id == Job.id, Task.status.in_(unfinished)).exists()
     result = await uow.session.execute(
         update(Job)
         .where(
@@ -399,9 +383,5 @@ async def soft_delete_orphans(uow: UnitOfWork, job_ids: list[uuid.UUID]) -> list
 
 async def unlink_worker(uow: UnitOfWork, worker_id: uuid.UUID) -> list[uuid.UUID]:
     """Remove a worker's job links; return the ids of the jobs it served."""
-    rows = await uow.session.execute(
-        delete(WorkerJobLink)
-        .where(WorkerJobLink.worker_id == worker_id)
-        .returning(WorkerJobLink.job_id)
-    )
-    return [r[0] for r in rows]
+    links = delete(WorkerJobLink).where(WorkerJobLink.worker_id == worker_id)
+    return list(await uow.session.scalars(links.returning(WorkerJobLink.job_id)))

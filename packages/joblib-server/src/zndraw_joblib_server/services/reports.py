@@ -130,12 +130,10 @@ async def report_and_claim(
 
     def parameters() -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Built only where the store tries the statement."""
-        values = _parameters(actor, task_id, body, settings)
-        if values is None:
+        params.update(_parameters(actor, task_id, body, settings) or {})
+        if not params:
             return None
-        params.update(values)
-        now = values["b_now"]
-        return values, claim_params(claim.worker_id, claim.max_tasks, now, settings)
+        return params, claim_params(claim.worker_id, claim.max_tasks, params["b_now"], settings)
 
     found = await uow.store.report_and_claim(
         uow.session, body.status, parameters, start=claim.start

@@ -99,11 +99,9 @@ class PayloadsUnchecked(Exception):
     validation holds no lock) and submits again with the schema's text as the token.
     """
 
-    def __init__(self, compiled: Compiled, payloads: list[Any], batch: bool) -> None:
+    def __init__(self, compiled: Compiled) -> None:
         super().__init__("payloads need isolated validation")
         self.compiled = compiled
-        self.payloads = payloads
-        self.batch = batch
 
 
 def _at_item(exc: ProblemError, index: int, batch: bool) -> ProblemError:
@@ -150,7 +148,7 @@ async def _check_payloads(
         return
     payloads = [body.payload for body in bodies]
     if not compiled.inline(total, settings):
-        raise PayloadsUnchecked(compiled, payloads, batch)
+        raise PayloadsUnchecked(compiled)
     failure = first_refused(compiled.validator, payloads, settings.max_payload_errors)
     if failure is not None:
         raise _refusal(failure, batch)
@@ -266,13 +264,13 @@ async def submit_tasks(
         positions = await _new_positions(session, tasks, uow.store)
     # The events carry the positions the answer does (counted for it anyway).
     await announce(uow, tasks, now, claimable=tasks, watched=False, positions=positions)
+    name = job.full_name
     if uow.record_events:
         uow.events.extend(
-            TaskAvailable(task_id=t.id, job_name=job.full_name, room_id=room_id) for t in tasks
+            TaskAvailable(task_id=t.id, job_name=name, room_id=room_id) for t in tasks
         )
     # Answered as submitted (pending, with its position) even when a waiting claim takes it.
     await hand_off(uow, job.id, {t.id for t in tasks if t.run_after <= now}, settings)
-    name = job.full_name
     return [to_response(t, name, positions.get(t.id)) for t in tasks], True
 
 
@@ -356,9 +354,10 @@ async def _submit(
         except JobChanged:
             continue
         except PayloadsUnchecked as unchecked:
-            failure = await validate_isolated(unchecked.compiled, unchecked.payloads, settings)
+            payloads = [body.payload for body in bodies]
+            failure = await validate_isolated(unchecked.compiled, payloads, settings)
             if failure is not None:
-                raise _refusal(failure, unchecked.batch) from None
+                raise _refusal(failure, len(bodies) > 1) from None
             checked = unchecked.compiled.text
     raise ServiceUnavailable(  # pragma: no cover - the job changed twice meanwhile
         "The job changed during the submit; retry.", headers={"Retry-After": "1"}
@@ -470,14 +469,8 @@ async def _by_keys(
     session: AsyncSession, job_id: uuid.UUID, room_id: str, keys: Sequence[str]
 ) -> list[TaskRecord]:
     """The tasks created with ``keys`` for the job and room, in the order of ``keys``."""
-    found = await fetch(
-        session,
-        select(TASKS).where(
-            TASKS.c.job_id == job_id,
-            TASKS.c.room_id == room_id,
-            TASKS.c.idempotency_key.in_(list(keys)),
-        ),
-    )
+    of_job = select(TASKS).where(TASKS.c.job_id == job_id, TASKS.c.room_id == room_id)
+    found = await fetch(session, of_job.where(TASKS.c.idempotency_key.in_(list(keys))))
     order = {key: i for i, key in enumerate(keys)}
     return sorted(found, key=lambda t: order.get(t.idempotency_key or "", 0))
 

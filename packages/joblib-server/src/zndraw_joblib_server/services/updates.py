@@ -35,17 +35,9 @@ from zndraw_joblib_server.domain.rules import (
 from zndraw_joblib_server.models import Worker, utcnow
 from zndraw_joblib_server.services import waiting
 from zndraw_joblib_server.services.access import Actor, RoomAccess
-from zndraw_joblib_server.services.common import (
-    announce,
-    requeue,
-    start_task,
-)
+from zndraw_joblib_server.services.common import announce, requeue, start_task
 from zndraw_joblib_server.services.reports import check_limits, report, report_and_claim
-from zndraw_joblib_server.services.tasks import (
-    cancel_record,
-    check_cancel,
-    respond_all,
-)
+from zndraw_joblib_server.services.tasks import cancel_record, check_cancel, respond_all
 from zndraw_joblib_server.settings import JobLibSettings
 from zndraw_joblib_server.storage import Database, EventSink, UnitOfWork
 from zndraw_joblib_server.storage.execute import execute
@@ -66,14 +58,7 @@ _OWNERS = prebuilt(
 
 def _fence(task: TaskRecord, body: TaskUpdateRequest, now: datetime) -> bool:
     """Check the caller's worker still holds the lease; True for a harmless repeat."""
-    if body.worker_id is None:
-        return False
-    if (
-        task.worker_id == body.worker_id
-        and body.status is not None
-        and task.status == body.status
-        and task.status.is_terminal
-    ):
+    if task.worker_id == body.worker_id and task.status == body.status and task.status.is_terminal:
         return True  # the same final report again (a retried request): answer, change nothing
     if task.worker_id != body.worker_id or task.status not in ACTIVE_STATUSES:
         raise LeaseLost(f"Worker {body.worker_id} no longer holds task {task.id}.")
@@ -210,7 +195,7 @@ async def _update_all(
     settings: JobLibSettings,
     *,
     snapshots: bool = True,
-) -> list[tuple[uuid.UUID, Outcome | None]]:
+) -> list[Outcome | None]:
     """Apply updates in order, each on its own, with one read and one write per kind.
 
     Each outcome is the task right after its update (None with ``snapshots=False``), or
@@ -225,7 +210,7 @@ async def _update_all(
     if named:
         owners.update((await execute(session, _OWNERS, {"ids": list(named)})).tuples().all())
     now = utcnow()
-    outcomes: list[tuple[uuid.UUID, Outcome | None]] = []
+    outcomes: list[Outcome | None] = []
     changed: dict[uuid.UUID, TaskRecord] = {}
     claimable: dict[uuid.UUID, TaskRecord] = {}
     for task_id, body in items:
@@ -235,26 +220,24 @@ async def _update_all(
                 actor, access, task, task_id, body, owners, now, settings
             )
         except ProblemError as exc:
-            outcomes.append((task_id, exc))
+            outcomes.append(exc)
             continue
         assert task is not None
         if did_change:
             changed[task_id] = task
         if requeued:
             claimable[task_id] = task
-        outcomes.append((task_id, task.copy() if snapshots else None))
+        outcomes.append(task.copy() if snapshots else None)
     await uow.store.save(session, changed.values())
     await announce(uow, list(changed.values()), now, claimable.values())
     return outcomes
 
 
 async def _responses(
-    session: AsyncSession, outcomes: list[tuple[uuid.UUID, Outcome | None]]
+    session: AsyncSession, outcomes: list[Outcome | None]
 ) -> list[TaskResponse | ProblemError]:
-    answers = iter(
-        await respond_all(session, [o for _, o in outcomes if isinstance(o, TaskRecord)])
-    )
-    return [o if isinstance(o, ProblemError) else next(answers) for _, o in outcomes]
+    answers = iter(await respond_all(session, [o for o in outcomes if isinstance(o, TaskRecord)]))
+    return [o if isinstance(o, ProblemError) else next(answers) for o in outcomes]
 
 
 async def update_one(
@@ -311,12 +294,10 @@ async def update_batch(
     minimal: bool = False,
 ) -> tuple[list[TaskBatchUpdateOutcome], ClaimNextResponse | None]:
     """``PATCH /tasks`` in one write (:func:`update_tasks`); ``claim`` as in :func:`update_one`."""
-    seq = db.notifier.seq
+    seq, waits = db.notifier.seq, wait is not None
     async with db.write(sink) as uow:
         outcomes = await update_tasks(uow, actor, access, items, settings, minimal=minimal)
-        first = await waiting.claim_within(
-            uow, actor, claim, settings, seq=seq, waits=wait is not None
-        )
+        first = await waiting.claim_within(uow, actor, claim, settings, seq=seq, waits=waits)
     return outcomes, await waiting.claim_after(db, sink, actor, claim, wait, settings, first)
 
 
@@ -362,7 +343,7 @@ async def update_tasks(
     """
     bodies: list[tuple[uuid.UUID, TaskUpdateRequest]] = [(item.task_id, item) for item in items]
     outcomes = await _update_all(uow, actor, access, bodies, settings, snapshots=not minimal)
-    answers = [o for _, o in outcomes] if minimal else await _responses(uow.session, outcomes)
+    answers = outcomes if minimal else await _responses(uow.session, outcomes)
     return [
         TaskBatchUpdateOutcome(task_id=item.task_id, ok=False, problem=answer.to_problem())
         if isinstance(answer, ProblemError)

@@ -84,16 +84,13 @@ async def heartbeat(
     worker = await owned_worker(session, actor, worker_id, allow_superuser=False)
     now = utcnow()
     worker.last_heartbeat = now
-    rows = (
-        await session.execute(
-            select(Task.id, Task.lease_seconds, Task.cancel_requested).where(
-                Task.worker_id == worker_id,
-                status_is(*ACTIVE_STATUSES),
-                Task.lease_expires_at.is_not(None),  # no end: nothing to renew
-                lease_held_sql(Task.lease_expires_at, now),
-            )
-        )
-    ).all()
+    held = select(Task.id, Task.lease_seconds, Task.cancel_requested).where(
+        Task.worker_id == worker_id,
+        status_is(*ACTIVE_STATUSES),
+        Task.lease_expires_at.is_not(None),  # no end: nothing to renew
+        lease_held_sql(Task.lease_expires_at, now),
+    )
+    rows = (await session.execute(held)).all()
     renew: dict[datetime, list[uuid.UUID]] = {}
     for task_id, lease_seconds, _ in rows:
         until = lease_until(now, lease_seconds, settings.lease_seconds)
@@ -133,12 +130,8 @@ async def remove_workers(
     # it to commit and then sees (and releases) what it claimed (PostgreSQL).
     await session.execute(select(Worker.id).where(Worker.id.in_(ids)).with_for_update())
     now = utcnow()
-    tasks = await fetch(
-        session,
-        select(TASKS)
-        .where(TASKS.c.worker_id.in_(ids), status_is(*ACTIVE_STATUSES))
-        .with_for_update(),
-    )
+    in_flight = select(TASKS).where(TASKS.c.worker_id.in_(ids), status_is(*ACTIVE_STATUSES))
+    tasks = await fetch(session, in_flight.with_for_update())
     requeued = release_all([(task, reason) for task in tasks], now, settings)
     await save(session, tasks)
     await announce(uow, tasks, now, requeued)
@@ -149,9 +142,7 @@ async def remove_workers(
         await session.delete(worker)
     await session.flush()
     deleted = await soft_delete_orphans(uow, sorted(job_ids))
-    rooms = (
-        await session.execute(select(Job.room_id).where(Job.id.in_(job_ids)).distinct())
-    ).scalars()
+    rooms = await session.scalars(select(Job.room_id).where(Job.id.in_(job_ids)).distinct())
     uow.events.extend(JobsChanged(room_id=room) for room in rooms)
     return len(tasks), len(deleted)
 
@@ -170,12 +161,8 @@ async def _page(
     total = await count_rows(session, Worker, where)
     items: list[WorkerSummary] = []
     if limit:
-        count = (
-            select(func.count())
-            .where(WorkerJobLink.worker_id == Worker.id)
-            .correlate(Worker)
-            .scalar_subquery()
-        )
+        links = select(func.count()).where(WorkerJobLink.worker_id == Worker.id)
+        count = links.correlate(Worker).scalar_subquery()
         page = page_of(select(Worker, count).where(*where), Worker, limit, offset)
         rows = await session.execute(page)
         items = [
