@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from zndraw_joblib_server import JobLibSettings, create_app
+from zndraw_joblib_server import InternalProvider, JobLibSettings, JobQueue, create_app
 from zndraw_joblib_server.auth import auth_of
 from zndraw_joblib_server.testing import api_client, create_user, running
 from zndraw_joblib_server.testing import test_auth_settings as auth_settings
@@ -62,3 +63,43 @@ async def test_two_apps_share_no_cache(app: FastAPI, other: FastAPI) -> None:
         refused = await client.get(f"{PREFIX}/rooms/lab/jobs")
     assert refused.status_code == 401, refused.text
     assert auth_of(other.state).users.get(alice.id) is None
+
+
+def _host_with_files(url: str, answer: str, started: asyncio.Event) -> FastAPI:
+    """A host whose ``@internal:files:listing`` provider answers ``answer`` (slowly)."""
+
+    async def listing(params: dict[str, str]) -> dict[str, str]:
+        started.set()
+        await asyncio.sleep(0.3)  # still running when the other app's read arrives
+        return {"from": answer, "path": params.get("path", "")}
+
+    queue = JobQueue(
+        JobLibSettings(database_url=url),
+        internal_providers=[InternalProvider("files", "listing", listing)],
+        sweeper=False,
+    )
+    host = FastAPI(lifespan=queue.lifespan)
+    host.state.auth_settings = auth_settings()
+    queue.include_in(host)
+    return host
+
+
+async def test_two_apps_run_their_own_internal_reads(tmp_path: Path) -> None:
+    # The same provider name (hence the same provider id) in two apps: a read in one app
+    # does not join the other's read of the same parameters while that one runs.
+    started = asyncio.Event()
+    first = _host_with_files(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", "a", started)
+    second = _host_with_files(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", "b", asyncio.Event())
+    path = f"{PREFIX}/rooms/lab/providers/@internal:files:listing?path=docs"
+    async with running(first), running(second):
+        reader_a = await create_user(first, "reader@example.com")
+        reader_b = await create_user(second, "reader@example.com")
+        async with api_client(first, reader_a) as a, api_client(second, reader_b) as b:
+            reading_a = asyncio.create_task(a.get(path))
+            await started.wait()
+            answer_b = await b.get(path)
+            answer_a = await reading_a
+    assert answer_a.status_code == 200, answer_a.text
+    assert answer_b.status_code == 200, answer_b.text
+    assert answer_a.json() == {"from": "a", "path": "docs"}
+    assert answer_b.json() == {"from": "b", "path": "docs"}

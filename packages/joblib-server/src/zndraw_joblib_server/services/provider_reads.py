@@ -170,24 +170,19 @@ async def _dispatch(
         db.announce({reads_key(target.worker_id): None})
 
 
-_running: dict[tuple[uuid.UUID, str], asyncio.Future[CachedResult]] = {}
-
-
 async def _run_internal(
     db: Database, target: Target, params: dict[str, str], rhash: str, settings: JobLibSettings
 ) -> CachedResult:
     """Run an ``@internal`` read once however many readers of this process ask."""
-    key = (target.id, rhash)
-    running = _running.get(key)
+    key, cache = (target.id, rhash), internal_cache_of(db)  # the app's, not the process's
+    running = cache.running.get(key)
     if running is not None:
         return await asyncio.shield(running)
     future: asyncio.Future[CachedResult] = asyncio.get_running_loop().create_future()
-    _running[key] = future
+    cache.running[key] = future
     try:
         result = await _internal_result(target, params, settings)
-        await internal_cache_of(db).put(
-            target.id, rhash, result, settings.provider_result_ttl_seconds
-        )
+        await cache.put(target.id, rhash, result, settings.provider_result_ttl_seconds)
         future.set_result(result)
         return result
     except BaseException as exc:
@@ -195,7 +190,7 @@ async def _run_internal(
         future.exception()  # retrieved: no "never retrieved" warning without other readers
         raise
     finally:
-        del _running[key]
+        del cache.running[key]
 
 
 async def _internal_result(

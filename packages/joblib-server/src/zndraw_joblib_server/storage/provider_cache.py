@@ -10,6 +10,7 @@ PostgreSQL ``LISTEN``/``NOTIFY`` carries to the other processes).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -256,6 +257,8 @@ class MemoryProviderCache:
     def __init__(self) -> None:
         self._results: dict[tuple[uuid.UUID, str], _Entry] = {}
         self._marks: dict[tuple[uuid.UUID, str], _Mark] = {}
+        self.running: dict[tuple[uuid.UUID, str], asyncio.Future[CachedResult]] = {}
+        """Reads of ``@internal`` providers running now, each joined by its later readers."""
 
     async def get(self, provider_id: uuid.UUID, request_hash: str) -> CachedResult | None:
         """The cached answer of a read, if any and not expired."""
