@@ -187,3 +187,18 @@ async def test_an_overridden_dependency_is_honoured(app, alice, flow, client_for
         assert {type(e).__name__ for e in seen} == {"TaskStatusChanged", "TaskAvailable"}
         await flow.submit(a, job["full_name"])
         assert lane.served == before + 1
+
+
+def test_every_hot_endpoint_is_served_by_the_lane() -> None:
+    # An endpoint whose signature gains something the lane cannot serve drops to FastAPI's
+    # path silently at start-up; this makes it fail here instead.
+    from zndraw_joblib_server.lane.middleware import lane_routes
+    from zndraw_joblib_server.routes import HOT_ENDPOINTS, QUEUE_ROUTERS
+
+    routes = [route for sub in QUEUE_ROUTERS for route in sub.routes]
+    by_endpoint = {route.endpoint: route for route in routes}
+    compiled = lane_routes(routes, "/v1/joblib", HOT_ENDPOINTS)
+    planned = {routes[i].endpoint for i, lane in enumerate(compiled) if lane.plan is not None}
+    missing = [f.__name__ for f in HOT_ENDPOINTS if f not in planned]
+    assert not missing, f"not served by the fast lane: {missing}"
+    assert all(f in by_endpoint for f in HOT_ENDPOINTS)
