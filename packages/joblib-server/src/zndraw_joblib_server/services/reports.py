@@ -130,10 +130,11 @@ async def report_and_claim(
 
     def parameters() -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Built only where the store tries the statement."""
-        params.update(_parameters(actor, task_id, body, settings) or {})
-        if not params:
+        values = _parameters(actor, task_id, body, settings)
+        if values is None:
             return None
-        return params, claim_params(claim.worker_id, claim.max_tasks, params["b_now"], settings)
+        params.update(values)
+        return values, claim_params(claim.worker_id, claim.max_tasks, values["b_now"], settings)
 
     found = await uow.store.report_and_claim(
         uow.session, body.status, parameters, start=claim.start
