@@ -40,14 +40,14 @@ from zndraw_joblib_server.testing import test_auth_settings as auth_settings
 
 LATER = '''"""A later revision, for tests: one more index.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: {later}
+Revises: {head}
 """
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{later}"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -161,27 +161,30 @@ def _cli_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None
 
 @pytest.fixture
 def later_head(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The code as a later version: its migrations have one more revision, 0003."""
+    """The code as a later version: its migrations have one more revision (returned)."""
     scripts = tmp_path / "migrations"
     shutil.copytree(Path(runner.__file__).parent, scripts, ignore=shutil.ignore_patterns("__py*"))
-    (scripts / "versions" / "0003_later.py").write_text(LATER)
+    head = head_revision()
+    later = f"{int(head) + 1:04d}"
+    (scripts / "versions" / f"{later}_later.py").write_text(LATER.format(head=head, later=later))
     monkeypatch.setattr(runner, "_HERE", scripts)
-    return "0003"
+    return later
 
 
 async def test_a_database_behind_is_refused_until_migrated(
     database_url, later_head, capsys, monkeypatch
 ) -> None:
-    await main_async(["db", "upgrade", "0002", "--database-url", database_url])
-    assert "from revision none to 0002" in capsys.readouterr().out
+    head = f"{int(later_head) - 1:04d}"  # this version's head
+    await main_async(["db", "upgrade", head, "--database-url", database_url])
+    assert f"from revision none to {head}" in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as refused:
         await main_async(["serve", "--database-url", database_url])
     assert refused.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert "revision 0002" in err
-    assert "needs 0003" in err
+    assert f"revision {head}" in err
+    assert f"needs {later_head}" in err
     assert "zndraw-joblib-server db upgrade" in err
 
     settings = JobLibSettings(database_url=database_url)
@@ -195,7 +198,7 @@ async def test_a_database_behind_is_refused_until_migrated(
     await queue.stop()
     engine = create_async_engine(database_url)
     try:
-        assert await current(engine) == "0002"  # refusing changed nothing
+        assert await current(engine) == head  # refusing changed nothing
     finally:
         await engine.dispose()
 
@@ -203,10 +206,10 @@ async def test_a_database_behind_is_refused_until_migrated(
     await queue.start()
     await queue.stop()
     await main_async(["db", "current", "--database-url", database_url])
-    assert "database: 0003" in capsys.readouterr().out
+    assert f"database: {later_head}" in capsys.readouterr().out
 
-    await main_async(["db", "downgrade", "0002", "--database-url", database_url])
-    assert "from revision 0003 to 0002" in capsys.readouterr().out
+    await main_async(["db", "downgrade", head, "--database-url", database_url])
+    assert f"from revision {later_head} to {head}" in capsys.readouterr().out
     # serve --migrate upgrades first (uvicorn itself is not started here).
     from zndraw_joblib_server import serving
 
@@ -216,7 +219,7 @@ async def test_a_database_behind_is_refused_until_migrated(
     finally:
         gc.unfreeze()
     await main_async(["db", "current", "--database-url", database_url])
-    assert "database: 0003" in capsys.readouterr().out
+    assert f"database: {later_head}" in capsys.readouterr().out
 
 
 async def test_a_database_of_a_newer_version_is_refused(database_url) -> None:
