@@ -280,7 +280,13 @@ class WorkerLoop:
         self.gather_seconds = gather_seconds
         self._outage = _Outage(manager.retry_policy, max_unreachable_seconds)
         self._just_recovered = False  # the worker was replaced and has not claimed since
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        """Wakes the loop thread: a slot freed, a report queued, a stop."""
+        self._settled = threading.Condition(lock)
+        """Wakes :meth:`join`: a stop, the loop's end, the last running task gone after a
+        stop. Apart from ``_cond`` so that a finishing task does not wake the caller's
+        thread each time (a thread switch per task)."""
         self._stop = threading.Event()
         self._force = threading.Event()
         self._halt = threading.Event()
@@ -330,6 +336,7 @@ class WorkerLoop:
             self._force.set()
         with self._cond:
             self._cond.notify_all()
+            self._settled.notify_all()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the loop has nothing left to do; return False on timeout.
@@ -338,7 +345,7 @@ class WorkerLoop:
         long-poll still in flight is abandoned), or at once after a forced stop.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._settled:
             while not (
                 self._done.is_set()
                 or self._force.is_set()
@@ -347,7 +354,7 @@ class WorkerLoop:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._cond.wait(0.5 if left is None else min(0.5, left))
+                self._settled.wait(0.5 if left is None else min(0.5, left))
         if self._force.is_set():
             self._release_running()
         self._halt.set()
@@ -444,6 +451,7 @@ class WorkerLoop:
             self._halt.set()
             with self._cond:
                 self._cond.notify_all()
+                self._settled.notify_all()
 
     def _gather(self) -> None:
         """Wait briefly for the other tasks of a round of short tasks (``_cond`` held).
@@ -481,7 +489,7 @@ class WorkerLoop:
             with self._cond:
                 self._in_claim = False
                 self._direct = False  # the request is back: what it hands out reports via the loop
-                self._cond.notify_all()
+                self._settle_if_stopping()
         if answer is not None and answer.claim is not None:
             self._take(answer.claim, worker_id, answer.waited, wait)
 
@@ -707,6 +715,12 @@ class WorkerLoop:
         with self._cond:
             self._running.pop(task.task_id, None)
             self._cond.notify_all()
+            self._settle_if_stopping()
+
+    def _settle_if_stopping(self) -> None:
+        """Wake :meth:`join` if a stop was asked for (``_cond`` held): it may be done now."""
+        if self._stop.is_set():
+            self._settled.notify_all()
 
     # -- heartbeats -----------------------------------------------------------------------
 
