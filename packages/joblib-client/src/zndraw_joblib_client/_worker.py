@@ -489,7 +489,6 @@ class WorkerLoop:
             with self._cond:
                 self._in_claim = False
                 self._direct = False  # the request is back: what it hands out reports via the loop
-                self._settle_if_stopping()
         if answer is not None and answer.claim is not None:
             self._take(answer.claim, worker_id, answer.waited, wait)
 

@@ -160,21 +160,24 @@ def _cli_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None
 
 
 @pytest.fixture
-def later_head(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The code as a later version: its migrations have one more revision (returned)."""
+def later_head(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[str, str]:
+    """The code as a later version: its migrations have one more revision.
+
+    Returns this version's head and the later one.
+    """
     scripts = tmp_path / "migrations"
     shutil.copytree(Path(runner.__file__).parent, scripts, ignore=shutil.ignore_patterns("__py*"))
     head = head_revision()
     later = f"{int(head) + 1:04d}"
     (scripts / "versions" / f"{later}_later.py").write_text(LATER.format(head=head, later=later))
     monkeypatch.setattr(runner, "_HERE", scripts)
-    return later
+    return head, later
 
 
 async def test_a_database_behind_is_refused_until_migrated(
     database_url, later_head, capsys, monkeypatch
 ) -> None:
-    head = f"{int(later_head) - 1:04d}"  # this version's head
+    head, later = later_head
     await main_async(["db", "upgrade", head, "--database-url", database_url])
     assert f"from revision none to {head}" in capsys.readouterr().out
 
@@ -184,7 +187,7 @@ async def test_a_database_behind_is_refused_until_migrated(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"revision {head}" in err
-    assert f"needs {later_head}" in err
+    assert f"needs {later}" in err
     assert "zndraw-joblib-server db upgrade" in err
 
     settings = JobLibSettings(database_url=database_url)
@@ -206,10 +209,10 @@ async def test_a_database_behind_is_refused_until_migrated(
     await queue.start()
     await queue.stop()
     await main_async(["db", "current", "--database-url", database_url])
-    assert f"database: {later_head}" in capsys.readouterr().out
+    assert f"database: {later}" in capsys.readouterr().out
 
     await main_async(["db", "downgrade", head, "--database-url", database_url])
-    assert f"from revision {later_head} to {head}" in capsys.readouterr().out
+    assert f"from revision {later} to {head}" in capsys.readouterr().out
     # serve --migrate upgrades first (uvicorn itself is not started here).
     from zndraw_joblib_server import serving
 
@@ -219,7 +222,7 @@ async def test_a_database_behind_is_refused_until_migrated(
     finally:
         gc.unfreeze()
     await main_async(["db", "current", "--database-url", database_url])
-    assert f"database: {later_head}" in capsys.readouterr().out
+    assert f"database: {later}" in capsys.readouterr().out
 
 
 async def test_a_database_of_a_newer_version_is_refused(database_url) -> None:
