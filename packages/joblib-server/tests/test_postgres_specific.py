@@ -82,6 +82,29 @@ async def test_notification_from_another_process_wakes_a_waiting_claim(
     assert claimed["task"] is not None
 
 
+async def test_own_notifications_do_not_wake_this_process_twice(
+    app: FastAPI, settings: JobLibSettings
+) -> None:
+    """Keys this process publishes wake its own waiters once, when queued: the copy
+    PostgreSQL sends back to its listener wakes nobody (a waiting claim would otherwise go
+    to the database again for nothing), while the same keys from another connection do."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    db = get_database(app.state.session_maker, app.state.joblib_settings)
+    assert db.pubsub is not None
+    assert db.pubsub.connected
+    async with db.notifier.subscribe({"probe:own"}) as first:
+        db.announce({"probe:own": None})
+        assert await first.wait(0.5)
+    async with db.notifier.subscribe({"probe:own"}) as second:
+        assert not await second.wait(1.5), "the process's own notification woke it again"
+        other = create_async_engine(settings.database_url)
+        async with other.begin() as conn:
+            await conn.execute(text("SELECT pg_notify('zndraw_joblib', 'probe:own *')"))
+        await other.dispose()
+        assert await second.wait(10), "a notification from elsewhere did not arrive"
+
+
 async def test_submits_through_another_app_wake_every_waiting_claim(
     app: FastAPI, alice, register, settings: JobLibSettings
 ) -> None:

@@ -15,9 +15,10 @@ channel, and one that publishes. After a write transaction commits, its wake-up 
 queued; the publisher sends everything queued meanwhile with ``pg_notify`` in one
 statement, off the request's path (a request no longer pays a round trip for its
 notification, and under load the keys of many requests travel together). Every process
-relays what it hears to its local :class:`Notifier`. When a connection drops it is re-opened
-with backoff; waiting claims re-check the database periodically, so a notification lost
-(say, with a process that died just after committing) only delays work.
+relays what it hears to its local :class:`Notifier`, except what its own publisher sent
+(those keys woke the local waiters when they were queued). When a connection drops it is
+re-opened with backoff; waiting claims re-check the database periodically, so a
+notification lost (say, with a process that died just after committing) only delays work.
 """
 
 from __future__ import annotations
@@ -270,6 +271,7 @@ class PostgresPubSub:
         """How many times the listening connection has been (re)opened."""
         self.backend_pid: int | None = None
         """The PostgreSQL backend process of the listening connection."""
+        self._publisher_pid: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -314,6 +316,7 @@ class PostgresPubSub:
 
     async def _send_queued(self, driver: Any) -> None:
         """Send what is queued, whenever something is, until the connection fails."""
+        self._publisher_pid = driver.get_server_pid()
         while True:
             await self._queued.wait()
             self._queued.clear()
@@ -329,7 +332,11 @@ class PostgresPubSub:
                 if not self._pending:
                     self._idle.set()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
+        if pid == self._publisher_pid:
+            # Our own keys, back from PostgreSQL: they woke this process's waiters when
+            # queued; waking them again would send idle claims to the database for nothing.
+            return
         for line in payload.split(_SEP):
             key, _, count = line.rpartition(" ")
             if key:
