@@ -140,7 +140,12 @@ def create_app(
             return problem_response(problem, {"Retry-After": "5"})
         async with session_maker() as session:
             await session.execute(text("SELECT 1"))
-        return {"status": "ok", "database": engine.dialect.name, "statements": db.statements}
+        return {
+            "status": "ok",
+            "database": engine.dialect.name,
+            "statements": db.statements,
+            "statements_shared": db.statements_shared,
+        }
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -36,6 +36,7 @@ from zndraw_joblib_server.storage.caches import QueueCaches
 from zndraw_joblib_server.storage.direct import DirectStatements
 from zndraw_joblib_server.storage.kept import KeptConnections
 from zndraw_joblib_server.storage.notifier import Notifier, PostgresPubSub, Subscription
+from zndraw_joblib_server.storage.shared_pg import SharedRuns
 from zndraw_joblib_server.storage.sqlite_inline import sync_connection_of
 from zndraw_joblib_server.storage.store import STORES, Store
 from zndraw_joblib_server.storage.upkeep import ClaimUpkeep
@@ -222,7 +223,9 @@ class Database:
         self.statements = 0
         """Statements sent to the database through this engine (for health and benchmarks)."""
         event.listen(bind.sync_engine, "before_cursor_execute", self._count)
-        self.direct = DirectStatements(self._count)
+        self.shared_runs = SharedRuns()
+        """Lets concurrent runs of a worker's statement share a round trip (PostgreSQL)."""
+        self.direct = DirectStatements(self._count, self.shared_runs)
         """Runs this database's prebuilt statements on the driver (see ``storage.direct``)."""
         self._kept: KeptConnections | None = None
         if self._standalone is not None:  # its listeners are the engine's
@@ -234,6 +237,11 @@ class Database:
 
     def _count(self, *_args: object) -> None:
         self.statements += 1
+
+    @property
+    def statements_shared(self) -> int:
+        """Statements that went to PostgreSQL in a batch with others (see ``shared_pg``)."""
+        return self.shared_runs.shared
 
     async def start(self) -> None:
         """Start cross-process wake-ups (PostgreSQL LISTEN); on SQLite note the file."""

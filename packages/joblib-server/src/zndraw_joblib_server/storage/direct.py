@@ -27,7 +27,7 @@ import collections
 import re
 import sqlite3
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import exc
 from sqlalchemy.engine.interfaces import BindTyping
@@ -36,7 +36,15 @@ from sqlalchemy.types import TupleType
 from zndraw_joblib_server.storage.direct_result import DirectResult
 from zndraw_joblib_server.storage.prebuilt import prebuilt_mark
 
-__all__ = ["Bound", "DirectResult", "DirectStatements", "Plan", "direct_of", "direct_plan"]
+__all__ = [
+    "Bound",
+    "DirectResult",
+    "DirectStatements",
+    "Plan",
+    "SharesRuns",
+    "direct_of",
+    "direct_plan",
+]
 
 _KEY = "zndraw_joblib.direct"
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
@@ -98,6 +106,16 @@ class Plan:
         self._column_keys = tuple(col.key for col in self._columns)
         self.returns_rows: bool = bool(self._columns)
         """Whether the statement answers rows (a query, or ``RETURNING``)."""
+        marked = prebuilt_mark(stmt)
+        rows_of = None if marked is None else marked.rows_of
+        self.rows_of: tuple[str, str] | None = (
+            rows_of
+            if rows_of is not None
+            and rows_of[0] in self._names
+            and rows_of[1] in self._column_keys
+            else None
+        )
+        """Whose rows are whose when runs share a round trip (see ``prebuilt``), or None."""
         self._sqls: dict[tuple[int, ...], str] = {}
         self._row: type[tuple[Any, ...]] | None = None
         self._keys: tuple[str, ...] = ()
@@ -250,6 +268,13 @@ def direct_plan(stmt: Any, dialect: Any) -> Plan | None:
     return plans[key]  # type: ignore[no-any-return]
 
 
+class SharesRuns(Protocol):
+    """Runs statements with ``rows_of``, letting concurrent runs share a round trip."""
+
+    async def run(self, conn: Any, plan: Plan, bound: Bound, params: Any) -> DirectResult | None:
+        """Run ``bound`` on ``conn``; None, doing nothing, off asyncpg or in a transaction."""
+
+
 class DirectStatements:
     """Runs prebuilt statements of one database straight on its driver, where it may.
 
@@ -263,13 +288,16 @@ class DirectStatements:
             With any other execution listener on the engine (cursor, statement or error
             events: a host's tracing, say) every statement goes through SQLAlchemy, so
             the listener sees it.
+        shared: Lets concurrent runs of a statement with ``rows_of`` share a round trip.
     """
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "shared")
 
-    def __init__(self, count: Callable[[], None]) -> None:
+    def __init__(self, count: Callable[[], None], shared: SharesRuns) -> None:
         self.count = count
         """The statement counter."""
+        self.shared = shared
+        """Queues concurrent runs of statements with ``rows_of`` on PostgreSQL."""
 
     def attach(self, session: Any) -> None:
         """Let :func:`~zndraw_joblib_server.storage.execute.execute` find this for ``session``."""

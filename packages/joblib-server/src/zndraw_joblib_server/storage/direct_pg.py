@@ -24,7 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from zndraw_joblib_server.storage.direct import Bound, Plan
 from zndraw_joblib_server.storage.direct_result import DirectResult
 
-__all__ = ["run_direct_pg", "translate"]
+__all__ = ["asyncpg_outside_transaction", "run_direct_pg", "translate"]
+
+
+def asyncpg_outside_transaction(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn`` if it is outside a transaction, else None."""
+    sync = conn.sync_connection
+    if sync is None or sync.dialect.driver != "asyncpg":
+        return None
+    driver: Any = sync.connection.driver_connection
+    return None if driver.is_in_transaction() else driver
 
 
 async def run_direct_pg(
@@ -35,11 +44,8 @@ async def run_direct_pg(
     ``conn`` must be outside a transaction (an autocommit connection); None, having done
     nothing, when its asyncpg connection is in one after all, or is not asyncpg's.
     """
-    sync = conn.sync_connection
-    if sync is None or sync.dialect.driver != "asyncpg":
-        return None
-    driver: Any = sync.connection.driver_connection
-    if driver.is_in_transaction():
+    driver = asyncpg_outside_transaction(conn)
+    if driver is None:
         return None
     sql, values, many = bound
     try:

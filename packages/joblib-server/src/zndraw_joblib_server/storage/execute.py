@@ -44,7 +44,10 @@ async def execute(session: AsyncSession, stmt: Any, params: Any = None) -> Any:
         count()
         return result
     if session.info.get(DIRECT_PG):
-        found = await run_direct_pg(conn, plan, bound, params)
+        if plan.rows_of is not None and direct is not None:
+            found = await direct.shared.run(conn, plan, bound, params)
+        else:
+            found = await run_direct_pg(conn, plan, bound, params)
         if found is not None:
             count()
             return found

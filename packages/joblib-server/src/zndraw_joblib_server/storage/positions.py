@@ -23,7 +23,7 @@ from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.models import Job, status_is
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import counts_kept
-from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.prebuilt import BY_ID, prebuilt
 from zndraw_joblib_server.storage.records import TASKS, TaskRecord, task_param
 from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
@@ -111,12 +111,16 @@ def _insert_one(store: Store, keyed: bool, counting: str | None) -> Any:
     if keyed:  # the tasks table's unique key: a concurrent insert is waited for, then skipped
         c = TASKS.c
         stmt = stmt.on_conflict_do_nothing(index_elements=[c.job_id, c.room_id, c.idempotency_key])
+    if counting is None:
+        return prebuilt(stmt)
     if counting == "ahead":  # the pending tasks ahead of the new one
-        stmt = stmt.returning(_counts_ahead_of("r_"))
-    elif counting == "kept":  # the same, from the kept count (before the insert's trigger)
-        kept = store.kept_count(task_param("r_job_id", "job_id"))
-        stmt = stmt.returning(kept - _counts_ahead_of("r_", behind=True))
-    return prebuilt(stmt)
+        ahead = _counts_ahead_of("r_")
+    else:  # the same, from the kept count (before the insert's trigger)
+        ahead = store.kept_count(task_param("r_job_id", "job_id")) - _counts_ahead_of(
+            "r_", behind=True
+        )
+    # The new row's id too: concurrent submits may then share a round trip (BY_ID).
+    return prebuilt(stmt.returning(TASKS.c.id, ahead.label("ahead")), rows_of=BY_ID)
 
 
 async def insert_one(
@@ -157,10 +161,11 @@ async def insert_one(
     result = await execute(session, _insert_one(store, keyed, mode), params)
     if mode is None:
         return result.rowcount == 1, None
-    ahead = result.scalar_one_or_none()
-    if ahead is None:
+    inserted = result.first()
+    if inserted is None:
         return False, None
-    if ahead < 0:  # the counts were edited by hand: count instead
+    ahead = inserted[1]
+    if ahead is None or ahead < 0:  # the counts were edited by hand: count instead
         return True, (await queue_positions(session, [TaskRecord(row)]))[row["id"]]
     return True, int(ahead) + 1
 

@@ -17,32 +17,42 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-__all__ = ["Prebuilt", "is_prebuilt", "prebuilt", "prebuilt_mark"]
+__all__ = ["BY_ID", "BY_WORKER", "Prebuilt", "is_prebuilt", "prebuilt", "prebuilt_mark"]
 
 S = TypeVar("S")
 
 _OPTION = "zndraw_joblib_prebuilt"
 
+BY_WORKER = ("b_worker", "worker_id")
+"""``rows_of`` of a worker's statements: each row is its worker's (see :func:`prebuilt`)."""
+BY_ID = ("id", "id")
+"""``rows_of`` of an insert that answers its new row's id."""
+
 
 class Prebuilt:
     """The mark of one prebuilt statement: the statement, and its plans by dialect."""
 
-    __slots__ = ("plans", "statement")
+    __slots__ = ("plans", "rows_of", "statement")
 
-    def __init__(self) -> None:
+    def __init__(self, rows_of: tuple[str, str] | None = None) -> None:
         self.statement: Any = None
         """The statement this mark was made for (set once, by :func:`prebuilt`)."""
         self.plans: dict[str, Any] = {}
         """Plans by ``dialect+driver`` (made by :mod:`.direct` on first use; None: unusable)."""
+        self.rows_of = rows_of
+        """(parameter, column): each row answered is the run's whose parameter is its column."""
 
 
-def prebuilt(stmt: S) -> S:
+def prebuilt(stmt: S, *, rows_of: tuple[str, str] | None = None) -> S:
     """``stmt`` marked to be compiled once per dialect, not looked up on every execution.
 
     Returns a new statement (``stmt`` itself is left as it was). Statements derived from it
-    later (``.where()``, ``.limit()``...) are not prebuilt.
+    later (``.where()``, ``.limit()``...) are not prebuilt. ``rows_of`` (a parameter and a
+    column, such as :data:`BY_WORKER`): every row the statement answers belongs to the run
+    whose value of that parameter is the row's value of that column, so concurrent runs
+    with different values may share a round trip (see :mod:`.shared_pg`).
     """
-    mark = Prebuilt()
+    mark = Prebuilt(rows_of)
     marked: Any = stmt.execution_options(**{_OPTION: mark})  # type: ignore[attr-defined]
     mark.statement = marked
     return marked  # type: ignore[no-any-return]

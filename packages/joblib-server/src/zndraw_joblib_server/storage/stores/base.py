@@ -29,7 +29,7 @@ from zndraw_joblib_server.storage import positions, records
 from zndraw_joblib_server.storage.caches import caches_of
 from zndraw_joblib_server.storage.execute import execute
 from zndraw_joblib_server.storage.pending import kept_count
-from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.prebuilt import BY_WORKER, prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
 from zndraw_joblib_server.storage.rules_sql import lease_held_sql, lease_seconds_sql
 from zndraw_joblib_server.storage.store import Store
@@ -89,7 +89,7 @@ def _statement(target: TaskStatus) -> Any:
         .values(values)
         .returning(*c)
     )
-    return prebuilt(stmt)
+    return prebuilt(stmt, rows_of=BY_WORKER)
 
 
 STATEMENTS = {target: _statement(target) for target in REPORTED}
@@ -106,7 +106,7 @@ def _chained(store: Store, target: TaskStatus, start: bool) -> Any:
     reported = STATEMENTS[target].cte("reported")
     claim = claim_statement(store, False, True, True, start)  # guarded, finding the job
     claimed = claim.where(select(reported.c.id).exists()).cte("claimed")
-    return prebuilt(select(reported).union_all(select(claimed)))
+    return prebuilt(select(reported).union_all(select(claimed)), rows_of=BY_WORKER)
 
 
 async def beat_worker(session: AsyncSession, worker_id: Any, user_id: Any, now: datetime) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy import Integer, bindparam, exists, select, update
 
 from zndraw_joblib_core import TaskStatus
 from zndraw_joblib_server.models import Worker, WorkerJobLink, status_is
-from zndraw_joblib_server.storage.prebuilt import prebuilt
+from zndraw_joblib_server.storage.prebuilt import BY_WORKER, prebuilt
 from zndraw_joblib_server.storage.records import TASKS, task_param
 from zndraw_joblib_server.storage.rules_sql import claim_order_by
 from zndraw_joblib_server.storage.store import Store
@@ -129,7 +129,7 @@ def claim_statement(
     }
     if start:
         values["started_at"] = task_param("b_claimed_at", "started_at")
-    return prebuilt(stmt.values(values).returning(*TASKS.c))
+    return prebuilt(stmt.values(values).returning(*TASKS.c), rows_of=BY_WORKER)
 
 
 def job_params(params: dict[str, Any], job_ids: list[Any]) -> bool:
