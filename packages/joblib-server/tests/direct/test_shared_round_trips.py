@@ -62,10 +62,13 @@ async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
 
 
 async def lock_waits(app: FastAPI) -> bool:
-    """Whether a statement waits for a row lock now."""
+    """Whether a statement on this test's database waits for a lock now."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
     async with app.state.engine.connect() as conn:
-        found = await conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
-        return bool(found.scalar_one())
+        return bool((await conn.execute(waiting)).scalar_one())
 
 
 class Rows:
@@ -124,16 +127,24 @@ async def _queued_behind_a_waiting_run(
     return first, rest
 
 
+async def _four_runs(
+    app: FastAPI, db: Database, rows: Rows, workers: list[uuid.UUID], messages: list[str]
+) -> tuple[list[uuid.UUID], list[Any]]:
+    """Four runs of :data:`NOTE`, three queued behind the first; the tasks, the answers
+    (or errors)."""
+    ids = await rows.make(workers)
+    async with row_locked(app, ids[0]):
+        first, rest = await _queued_behind_a_waiting_run(app, db, rows, ids, workers, messages)
+    return ids, await asyncio.gather(first, *rest, return_exceptions=True)
+
+
 async def test_queued_runs_go_together_and_each_gets_its_own_rows(
     app: FastAPI, db: Database, rows: Rows
 ) -> None:
     workers = [uuid.uuid4() for _ in range(4)]
-    ids = await rows.make(workers)
     messages = [f"note {n}" for n in range(4)]
     shared = db.statements_shared
-    async with row_locked(app, ids[0]):
-        first, rest = await _queued_behind_a_waiting_run(app, db, rows, ids, workers, messages)
-    answers = [await first, *await asyncio.gather(*rest)]
+    ids, answers = await _four_runs(app, db, rows, workers, messages)
     for task_id, worker, message, answer in zip(ids, workers, messages, answers, strict=True):
         assert [(r.id, r.worker_id, r.message) for r in answer] == [(task_id, worker, message)]
     assert db.statements_shared - shared == 3  # the three queued runs, one batch
@@ -146,12 +157,9 @@ async def test_runs_of_one_worker_never_share_a_batch(
     """Rows are handed back by worker: two runs of one worker go in different batches."""
     workers = [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()]
     workers.append(workers[1])
-    ids = await rows.make(workers)
     messages = [f"note {n}" for n in range(4)]
     shared = db.statements_shared
-    async with row_locked(app, ids[0]):
-        first, rest = await _queued_behind_a_waiting_run(app, db, rows, ids, workers, messages)
-    answers = [await first, *await asyncio.gather(*rest)]
+    ids, answers = await _four_runs(app, db, rows, workers, messages)
     for task_id, answer in zip(ids, answers, strict=True):
         assert [r.id for r in answer] == [task_id]
     assert db.statements_shared - shared == 2  # runs 1 and 2; run 3 then went alone
@@ -163,12 +171,9 @@ async def test_a_failed_batch_wrote_nothing_and_each_run_goes_alone(
 ) -> None:
     """One run's error (PostgreSQL refuses NUL in text) stays that run's own."""
     workers = [uuid.uuid4() for _ in range(4)]
-    ids = await rows.make(workers)
     messages = ["note 0", "note 1", "bad \x00 note", "note 3"]
     shared = db.statements_shared
-    async with row_locked(app, ids[0]):
-        first, rest = await _queued_behind_a_waiting_run(app, db, rows, ids, workers, messages)
-    answers = await asyncio.gather(first, *rest, return_exceptions=True)
+    ids, answers = await _four_runs(app, db, rows, workers, messages)
     assert isinstance(answers[2], exc.DataError)  # SQLAlchemy's class, as for a lone run
     for n in (0, 1, 3):
         assert [(r.id, r.message) for r in answers[n]] == [(ids[n], messages[n])]
