@@ -165,7 +165,7 @@ async def insert_one(
     if inserted is None:
         return False, None
     ahead = inserted[1]
-    if ahead is None or ahead < 0:  # the counts were edited by hand: count instead
+    if ahead is None or ahead < 0:  # no count, or one edited by hand: count instead
         return True, (await queue_positions(session, [TaskRecord(row)]))[row["id"]]
     return True, int(ahead) + 1
 
