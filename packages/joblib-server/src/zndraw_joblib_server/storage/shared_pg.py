@@ -105,8 +105,12 @@ class SharedRuns:
         None, having done nothing, where that returns None (``conn`` is in a transaction,
         or not asyncpg's).
         """
-        if asyncpg_outside_transaction(conn) is None:
+        driver = asyncpg_outside_transaction(conn)
+        if driver is None:
             return None
+        if plan.rows_of is None:  # nothing tells its rows from another run's
+            return await run_direct_pg(conn, plan, bound, params)
+        parameter, column = plan.rows_of
         queue = self._queues.get(bound[0])  # by SQL: a plan's lists make several shapes
         if queue is None:
             queue = self._queues[bound[0]] = _Queue()
@@ -116,8 +120,7 @@ class SharedRuns:
                 return await run_direct_pg(conn, plan, bound, params)
             finally:
                 queue.next_batch()
-        owner = params[plan.rows_of[0]] if plan.rows_of is not None else None
-        run = _Run(bound[1], owner, asyncio.get_running_loop().create_future())
+        run = _Run(bound[1], params[parameter], asyncio.get_running_loop().create_future())
         queue.waiting.append(run)
         try:
             outcome = await run.future
@@ -128,7 +131,7 @@ class SharedRuns:
             raise
         if isinstance(outcome, list):
             try:
-                found = await self._lead(conn, plan, bound[0], outcome)
+                found = await self._lead(driver, plan, column, bound[0], outcome)
             finally:
                 queue.next_batch()
             if found is not None:
@@ -138,19 +141,19 @@ class SharedRuns:
         return await run_direct_pg(conn, plan, bound, params)
 
     async def _lead(
-        self, conn: AsyncConnection, plan: Plan, sql: str, batch: list[_Run]
+        self, driver: Any, plan: Plan, column: str, sql: str, batch: list[_Run]
     ) -> DirectResult | None:
-        """Send ``batch`` of ``sql`` (led by its first run, on ``conn``); that run's rows.
+        """Send ``batch`` of ``sql`` on the leader's asyncpg connection; the leader's rows.
 
-        None when the first run is to go alone: the batch failed, or it has no company, or
-        the statement's columns are not known yet (its first run learns them).
+        ``column`` names each row's run. None when the first run is to go alone: the batch
+        failed, or it has no company, or the statement's columns are not known yet (its
+        first run learns them).
         """
-        driver = asyncpg_outside_transaction(conn)
-        if len(batch) == 1 or not plan.learned or driver is None:
+        if len(batch) == 1 or not plan.learned:
             _alone(batch[1:])
             return None
         sent = asyncio.ensure_future(driver.fetchmany(sql, [run.values for run in batch]))
-        sent.add_done_callback(lambda done: self._hand_back(plan, batch, done))
+        sent.add_done_callback(lambda done: self._hand_back(plan, column, batch, done))
         try:
             await asyncio.wait([sent])  # its error, if any, is each run's to meet alone
         except asyncio.CancelledError:
@@ -159,14 +162,16 @@ class SharedRuns:
             raise
         return batch[0].answer
 
-    def _hand_back(self, plan: Plan, batch: list[_Run], done: asyncio.Future[Any]) -> None:
+    def _hand_back(
+        self, plan: Plan, column: str, batch: list[_Run], done: asyncio.Future[Any]
+    ) -> None:
         """Give each run of ``batch`` its rows (or, if the batch failed, its own go)."""
         if done.cancelled() or done.exception() is not None:
             _alone(batch[1:])
             return
         result = plan.result(done.result(), -1)
         keys = result.keys()
-        at = keys.index(plan.rows_of[1]) if plan.rows_of is not None else 0
+        at = keys.index(column)
         rows: dict[Any, list[tuple[Any, ...]]] = {run.owner: [] for run in batch}
         for row in result:
             mine = rows.get(row[at])
